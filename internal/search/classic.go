@@ -1,0 +1,336 @@
+package search
+
+import (
+	"fmt"
+	"math"
+	"sort"
+)
+
+// Observation is one verdict about one commit, in the order it was made.
+type Observation struct {
+	Commit  string
+	Verdict Verdict
+}
+
+// Decision is what a strategy says after the observations so far.
+type Decision struct {
+	// Next is the commit to test, empty when Done.
+	Next string
+	// Done is set when the search is over: Culprit is the first bad
+	// commit, or Ambiguous lists the commits that could be it because only
+	// skipped commits separate good from bad.
+	Done      bool
+	Culprit   string
+	Ambiguous []string
+	// Remaining is the number of candidates left (the current bad included).
+	Remaining int
+	// StepsLeft estimates the tests still needed (log2 of Remaining).
+	StepsLeft int
+}
+
+// Strategy chooses the next commit from the observations so far.
+type Strategy interface {
+	Decide(obs []Observation) (Decision, error)
+}
+
+// Classic makes the choice `git bisect` makes: the candidate whose count of
+// reachable candidates is closest to half, with git's tie-breaking, its
+// early halfway shortcut, and its pseudo-random step away from skipped
+// commits. On a deterministic test it visits exactly the commits git visits.
+type Classic struct {
+	g           *Graph
+	firstParent bool
+}
+
+// NewClassic returns the classic strategy over g.
+func NewClassic(g *Graph, firstParent bool) *Classic {
+	return &Classic{g: g, firstParent: firstParent}
+}
+
+// state folds observations the way refs/bisect does: the latest bad is the
+// bad ref, every good is kept, skips are remembered.
+func (c *Classic) state(obs []Observation) (bad int, goods []int, skipped map[int]bool, err error) {
+	bad = c.g.bad
+	skipped = map[int]bool{}
+	for _, o := range obs {
+		n, ok := c.g.index[o.Commit]
+		if !ok {
+			// A verdict outside the range (e.g. an endpoint's parent)
+			// tells the graph nothing.
+			continue
+		}
+		switch o.Verdict {
+		case Good:
+			goods = append(goods, n)
+		case Bad:
+			bad = n
+		case Skip:
+			skipped[n] = true
+		default:
+			return 0, nil, nil, fmt.Errorf("observation of %s: %v", o.Commit, o.Verdict)
+		}
+	}
+	return bad, goods, skipped, nil
+}
+
+// Decide implements Strategy.
+func (c *Classic) Decide(obs []Observation) (Decision, error) {
+	bad, goods, skipped, err := c.state(obs)
+	if err != nil {
+		return Decision{}, err
+	}
+	list := c.g.candidates(bad, goods)
+	if len(list) == 0 {
+		return Decision{}, fmt.Errorf("commit %s was both good and bad", c.g.ids[bad])
+	}
+	testable := 0
+	for _, n := range list {
+		if !c.g.same[n] {
+			testable++
+		}
+	}
+	d := Decision{Remaining: testable, StepsLeft: stepsLeft(testable)}
+	if testable == 0 {
+		// Every commit touching the paths tested good: the change is
+		// the bad commit itself (git stops with "no testable commit").
+		d.Done, d.Culprit = true, c.g.ids[bad]
+		return d, nil
+	}
+	if len(skipped) == 0 {
+		best := c.bisect(list, false)[0]
+		if best == bad {
+			d.Done, d.Culprit = true, c.g.ids[bad]
+			d.StepsLeft = 0
+			return d, nil
+		}
+		d.Next = c.g.ids[best]
+		return d, nil
+	}
+	// As bisect_next_all with skipped commits: all candidates by
+	// distance, then managed_skipped.
+	sorted := c.bisect(list, true)
+	var tried, filtered []int
+	if !skipped[sorted[0]] {
+		filtered = sorted
+	} else {
+		for _, n := range sorted {
+			if skipped[n] {
+				tried = append(tried, n)
+			} else {
+				filtered = append(filtered, n)
+			}
+		}
+		filtered = skipAway(filtered, bad)
+	}
+	if len(filtered) == 0 || filtered[0] == bad {
+		d.Done = true
+		d.StepsLeft = 0
+		if len(tried) == 0 {
+			d.Culprit = c.g.ids[bad]
+			return d, nil
+		}
+		for _, n := range tried {
+			d.Ambiguous = append(d.Ambiguous, c.g.ids[n])
+		}
+		d.Ambiguous = append(d.Ambiguous, c.g.ids[bad])
+		return d, nil
+	}
+	d.Next = c.g.ids[filtered[0]]
+	return d, nil
+}
+
+func stepsLeft(n int) int {
+	if n <= 1 {
+		return 0
+	}
+	return int(math.Ceil(math.Log2(float64(n))))
+}
+
+// bisect is git's find_bisection over list (git's walk order). Without all,
+// it returns the single best commit (possibly found by the halfway
+// shortcut); with all, every candidate sorted by distance, best first.
+func (c *Classic) bisect(list []int, all bool) []int {
+	// find_bisection reverses the walk order.
+	rev := make([]int, len(list))
+	for i, n := range list {
+		rev[len(list)-1-i] = n
+	}
+	in := make(map[int]bool, len(rev))
+	nr := 0
+	for _, n := range rev {
+		in[n] = true
+		if !c.g.same[n] {
+			nr++
+		}
+	}
+	weight := make(map[int]int, len(rev))
+	counted := 0
+	interesting := func(n int) []int {
+		var ps []int
+		for _, p := range c.g.parents[n] {
+			if in[p] {
+				ps = append(ps, p)
+			}
+		}
+		return ps
+	}
+	for _, n := range rev {
+		switch len(interesting(n)) {
+		case 0:
+			// A tree-same root reaches nothing that counts: weight 0.
+			if !c.g.same[n] {
+				weight[n] = 1
+				counted++
+			}
+		case 1:
+			weight[n] = -1
+		default:
+			weight[n] = -2
+		}
+	}
+	halfway := func(n int) bool {
+		if c.g.same[n] {
+			return false
+		}
+		diff := 2*weight[n] - nr
+		if diff >= -1 && diff <= 1 {
+			return true
+		}
+		if diff < 0 {
+			diff = -diff
+		}
+		return diff < nr/1024
+	}
+	// Merges: count reachable candidates the expensive way.
+	for _, n := range rev {
+		if weight[n] != -2 {
+			continue
+		}
+		weight[n] = c.countDistance(n, in)
+		if !all && halfway(n) {
+			return []int{n}
+		}
+		counted++
+	}
+	// Single strands: one more than the parent (tree-same: the same).
+	for counted < nr {
+		for _, n := range rev {
+			if weight[n] >= 0 {
+				continue
+			}
+			q := -1
+			for _, p := range interesting(n) {
+				if weight[p] >= 0 {
+					q = p
+					break
+				}
+			}
+			if q < 0 {
+				continue
+			}
+			if c.g.same[n] {
+				weight[n] = weight[q]
+			} else {
+				weight[n] = weight[q] + 1
+				counted++
+			}
+			if !all && halfway(n) {
+				return []int{n}
+			}
+		}
+	}
+	dist := func(n int) int { return min(weight[n], nr-weight[n]) }
+	var counts []int
+	for _, n := range rev {
+		if !c.g.same[n] {
+			counts = append(counts, n)
+		}
+	}
+	if !all {
+		best, bestDist := rev[0], -1
+		for _, n := range counts {
+			if d := dist(n); d > bestDist {
+				best, bestDist = n, d
+			}
+		}
+		return []int{best}
+	}
+	sort.SliceStable(counts, func(i, j int) bool {
+		a, b := counts[i], counts[j]
+		if da, db := dist(a), dist(b); da != db {
+			return da > db
+		}
+		return c.g.ids[a] < c.g.ids[b]
+	})
+	return counts
+}
+
+// countDistance counts the candidates reachable from n, n included.
+func (c *Classic) countDistance(n int, in map[int]bool) int {
+	seen := map[int]bool{}
+	stack := []int{n}
+	count := 0
+	for len(stack) > 0 {
+		x := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if !in[x] || seen[x] {
+			continue
+		}
+		seen[x] = true
+		if !c.g.same[x] {
+			count++
+		}
+		stack = append(stack, c.g.parents[x]...)
+	}
+	return count
+}
+
+// skipAway is git's pseudo-random step away from a skipped best commit, so
+// that the same skips give the same sequence as git.
+func skipAway(list []int, bad int) []int {
+	count := int32(len(list))
+	prn := getPRN(count)
+	index := (count * prn / prnModulo) * sqrti(prn) / sqrti(prnModulo)
+	prev := -1
+	for i := range list {
+		if int32(i) == index {
+			if list[i] != bad {
+				return list[i:]
+			}
+			if prev >= 0 {
+				return list[prev:]
+			}
+			return list
+		}
+		prev = i
+	}
+	return list
+}
+
+const prnModulo = 32768
+
+// getPRN is git's get_prn: a "man 3 rand" step in unsigned arithmetic.
+func getPRN(count int32) int32 {
+	c := uint32(count)*1103515245 + 12345
+	return int32((c / 65536) % prnModulo)
+}
+
+// sqrti is git's integer square root, in single precision as git computes it.
+func sqrti(val int32) int32 {
+	if val == 0 {
+		return 0
+	}
+	x := float32(val)
+	for {
+		y := (x + float32(val)/x) / 2
+		d := y - x
+		if y <= x {
+			d = x - y
+		}
+		x = y
+		if d < 0.5 {
+			break
+		}
+	}
+	return int32(x)
+}
