@@ -1,0 +1,101 @@
+// Package pipeline evaluates one commit: (later: build -> boot ->) test ->
+// outcome. It turns what a reproducer did into verdicts, and keeps the
+// infrastructure's failures apart from verdicts about the commit.
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/firstbad/firstbad/internal/search"
+)
+
+// Request asks for one commit to be evaluated.
+type Request struct {
+	Commit      string
+	Step        int    // step number shown to the reproducer
+	Repeat      int    // how many runs of the reproducer
+	EvidenceDir string // where to keep outputs and logs
+}
+
+// Run is one run of the reproducer.
+type Run struct {
+	Verdict  search.Verdict
+	ExitCode int
+	Duration time.Duration
+	Reason   string
+	Crash    string
+	Output   string // path of the captured output
+}
+
+// Outcome is the evaluation of one commit. Stage times are nil for stages
+// this pipeline does not have.
+type Outcome struct {
+	Runs  []Run
+	Build *time.Duration
+	Boot  *time.Duration
+	// Abort is set when the reproducer asked to stop the whole bisect
+	// (exit code 128 or more, as with git bisect run).
+	Abort string
+}
+
+// Pipeline evaluates commits.
+type Pipeline interface {
+	Evaluate(ctx context.Context, req Request) (Outcome, error)
+}
+
+// InfraError is a failure of the infrastructure (not of the commit): it is
+// never recorded as a verdict.
+type InfraError struct {
+	Stage string
+	Err   error
+}
+
+func (e *InfraError) Error() string { return fmt.Sprintf("%s: %v", e.Stage, e.Err) }
+func (e *InfraError) Unwrap() error { return e.Err }
+
+// IsInfra reports whether err is an infrastructure failure.
+func IsInfra(err error) bool {
+	var ie *InfraError
+	return errors.As(err, &ie)
+}
+
+// ExitVerdict maps a reproducer's exit code as `git bisect run` does: 0 good
+// (old), 125 skip, 1-127 bad (new), 128 and above abort. With invert (finding
+// a fix with natural exit codes), 0 means new and 1-127 old.
+func ExitVerdict(code int, invert bool) (v search.Verdict, abort bool) {
+	switch {
+	case code < 0 || code >= 128:
+		return search.Skip, true
+	case code == 125:
+		return search.Skip, false
+	case (code == 0) != invert:
+		return search.Good, false
+	default:
+		return search.Bad, false
+	}
+}
+
+// Combine folds the runs of a step as the classic strategy does: any bad
+// run makes the step bad; else any good run makes it good; else skip. A
+// step with both good and bad runs is flaky.
+func Combine(runs []Run) (v search.Verdict, flaky bool) {
+	var good, bad bool
+	for _, r := range runs {
+		switch r.Verdict {
+		case search.Good:
+			good = true
+		case search.Bad:
+			bad = true
+		}
+	}
+	switch {
+	case bad:
+		return search.Bad, good
+	case good:
+		return search.Good, false
+	}
+	return search.Skip, false
+}

@@ -1,0 +1,178 @@
+package report
+
+import (
+	"fmt"
+	"html/template"
+	"io"
+	"strings"
+
+	"github.com/firstbad/firstbad/internal/journal"
+)
+
+// totals sums stage times over every step of the run.
+func (r *Report) totals() (all, build, boot, test float64) {
+	for _, s := range r.Steps {
+		all += s.Duration
+		if s.Build != nil {
+			build += *s.Build
+		}
+		if s.Boot != nil {
+			boot += *s.Boot
+		}
+		if s.Test != nil {
+			test += *s.Test
+		}
+	}
+	return
+}
+
+// Headline is the one-line result.
+func (r *Report) Headline() string {
+	switch r.Outcome {
+	case journal.OutcomeFound:
+		subj := ""
+		if r.CulpritInfo != nil {
+			subj = " " + r.CulpritInfo.Subject
+		}
+		return Clean(fmt.Sprintf("%s is the first %s commit:%s", r.Culprit, r.Terms.New, subj))
+	case journal.OutcomeAmbiguous:
+		return fmt.Sprintf("only skipped commits are left: the first %s commit is one of %d commits", r.Terms.New, len(r.Candidates))
+	case journal.OutcomeInterrupted:
+		return fmt.Sprintf("run %s was interrupted: continue it with `firstbad resume %s`", r.RunID, r.RunID)
+	}
+	msg := r.Outcome
+	if r.Message != "" {
+		msg += ": " + r.Message
+	}
+	return Clean(msg)
+}
+
+func num(p *float64) string {
+	if p == nil {
+		return "–"
+	}
+	return fmt.Sprintf("%.1f", *p)
+}
+
+// cell makes untrusted text safe inside a Markdown table cell.
+func cell(s string) string {
+	s = Clean(s)
+	s = strings.ReplaceAll(s, "|", `\|`)
+	return strings.ReplaceAll(s, "`", "'")
+}
+
+// Markdown writes the report as Markdown.
+func (r *Report) Markdown(w io.Writer) error {
+	var b strings.Builder
+	fmt.Fprintf(&b, "# firstbad run %s: %s\n\n", r.RunID, r.Outcome)
+	fmt.Fprintf(&b, "%s\n\n", r.Headline())
+	if c := r.CulpritInfo; c != nil && r.Outcome == journal.OutcomeFound {
+		fmt.Fprintf(&b, "- Commit: `%s`\n", c.ID)
+		fmt.Fprintf(&b, "- Subject: %s\n", cell(c.Subject))
+		fmt.Fprintf(&b, "- Author: %s\n", cell(c.Author))
+		fmt.Fprintf(&b, "- Date: %s\n", c.Date.Format("2006-01-02 15:04:05 -0700"))
+		if len(c.Files) > 0 {
+			files := c.Files
+			more := ""
+			if len(files) > 20 {
+				files, more = files[:20], fmt.Sprintf(" … and %d more", len(c.Files)-20)
+			}
+			fmt.Fprintf(&b, "- Files: %s%s\n", cell(strings.Join(files, ", ")), more)
+		}
+		fmt.Fprintf(&b, "- Fixes line: `Fixes: %s (\"%s\")`\n", Short(c.ID), cell(c.Subject))
+		if len(r.Maintainers) > 0 {
+			fmt.Fprintf(&b, "- To CC: %s\n", cell(strings.Join(r.Maintainers, ", ")))
+		}
+		b.WriteString("\n")
+	}
+	if len(r.Candidates) > 1 {
+		b.WriteString("Candidates:\n\n")
+		for _, c := range r.Candidates {
+			fmt.Fprintf(&b, "- `%s`\n", c)
+		}
+		b.WriteString("\n")
+	}
+	all, build, boot, test := r.totals()
+	search := r.stepsOf(journal.KindSearch)
+	fmt.Fprintf(&b, "Range: %s (%s) .. %s (%s), %d candidates, %d steps; %.1f s in all (build %.1f s, boot %.1f s, test %.1f s).\n\n",
+		r.Terms.Old, Short(strings.Join(r.Good, ",")), r.Terms.New, Short(r.Bad), r.NumCands, len(search), all, build, boot, test)
+	if r.Exec != "" {
+		fmt.Fprintf(&b, "Reproducer: `%s`\n\n", cell(r.Exec))
+	}
+	b.WriteString("## Steps\n\n| # | kind | commit | subject | verdict | reason | build s | boot s | test s | crash | evidence |\n")
+	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
+	for i, s := range r.Steps {
+		ev := []string{}
+		for _, p := range []string{s.Evidence.BuildLog, s.Evidence.ConsoleLog, s.Evidence.TestOutput} {
+			if p != "" {
+				ev = append(ev, cell(p))
+			}
+		}
+		fmt.Fprintf(&b, "| %d | %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |\n", i+1, s.Kind, Short(s.Commit), cell(s.Subject),
+			r.Term(s.Verdict), cell(s.Reason), num(s.Build), num(s.Boot), num(s.Test), cell(s.Crash), strings.Join(ev, "<br>"))
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
+	"short": Short,
+	"term":  func(r *Report, v string) string { return r.Term(v) },
+	"num":   num,
+	"color": func(v string) string {
+		switch v {
+		case "good":
+			return "#2e7d32"
+		case "bad":
+			return "#c62828"
+		case "skip":
+			return "#9e9e9e"
+		}
+		return "#ef6c00"
+	},
+	"add": func(a, b int) int { return a + b },
+	"mul": func(a, b int) int { return a * b },
+	"barw": func(d, maxd float64) int {
+		if maxd <= 0 {
+			return 1
+		}
+		return 1 + int(400*d/maxd)
+	},
+}).Parse(`<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>firstbad run {{.R.RunID}}</title>
+<style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}code{font-size:95%}</style>
+</head><body>
+<h1>firstbad run {{.R.RunID}}: {{.R.Outcome}}</h1>
+<p>{{.R.Headline}}</p>
+{{with .R.CulpritInfo}}{{if eq $.R.Outcome "found"}}<ul>
+<li>Commit: <code>{{.ID}}</code></li><li>Subject: {{.Subject}}</li><li>Author: {{.Author}}</li>
+<li>Date: {{.Date}}</li><li>Files: {{range $i, $f := .Files}}{{if $i}}, {{end}}{{$f}}{{end}}</li>
+<li>Fixes line: <code>Fixes: {{short .ID}} ("{{.Subject}}")</code></li></ul>{{end}}{{end}}
+{{if gt (len .R.Candidates) 1}}<p>Candidates:</p><ul>{{range .R.Candidates}}<li><code>{{.}}</code></li>{{end}}</ul>{{end}}
+<h2>Timeline</h2>
+<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{{add 20 (mul 22 (len .R.Steps))}}" role="img" aria-label="bisection timeline">
+{{range $i, $s := .R.Steps}}<g transform="translate(0,{{add 10 (mul 22 $i)}})">
+<text x="0" y="14" font-size="12" font-family="monospace">{{short $s.Commit}}</text>
+<rect x="110" y="2" width="{{barw $s.Duration $.MaxDur}}" height="16" fill="{{color $s.Verdict}}"><title>{{$s.Kind}} {{term $.R $s.Verdict}}: {{$s.Reason}} ({{printf "%.1f" $s.Duration}} s)</title></rect>
+<text x="{{add 116 (barw $s.Duration $.MaxDur)}}" y="14" font-size="12">{{term $.R $s.Verdict}} {{printf "%.1f" $s.Duration}} s</text>
+</g>{{end}}</svg>
+<h2>Steps</h2>
+<table><tr><th>#</th><th>kind</th><th>commit</th><th>subject</th><th>verdict</th><th>reason</th><th>build s</th><th>boot s</th><th>test s</th><th>crash</th><th>evidence</th></tr>
+{{range $i, $s := .R.Steps}}<tr><td>{{add $i 1}}</td><td>{{$s.Kind}}</td><td><code>{{short $s.Commit}}</code></td><td>{{$s.Subject}}</td>
+<td style="color:{{color $s.Verdict}}">{{term $.R $s.Verdict}}</td><td>{{$s.Reason}}</td><td>{{num $s.Build}}</td><td>{{num $s.Boot}}</td><td>{{num $s.Test}}</td><td>{{$s.Crash}}</td>
+<td>{{with $s.Evidence.BuildLog}}{{.}}<br>{{end}}{{with $s.Evidence.ConsoleLog}}{{.}}<br>{{end}}{{with $s.Evidence.TestOutput}}{{.}}{{end}}</td></tr>
+{{end}}</table>
+</body></html>
+`))
+
+// HTML writes a self-contained page (no external assets).
+func (r *Report) HTML(w io.Writer) error {
+	maxDur := 0.0
+	for _, s := range r.Steps {
+		maxDur = max(maxDur, s.Duration)
+	}
+	return htmlTmpl.Execute(w, struct {
+		R      *Report
+		MaxDur float64
+	}{r, maxDur})
+}

@@ -1,0 +1,199 @@
+// Package report renders a run from its journal: Markdown, self-contained
+// HTML, JSON (the CLI contract's shape) and `git bisect log` text. Commit
+// subjects, author names and test output are untrusted: HTML escapes them,
+// and text for terminals has control characters removed.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+	"unicode/utf8"
+
+	"github.com/firstbad/firstbad/internal/bisectlog"
+	"github.com/firstbad/firstbad/internal/git"
+	"github.com/firstbad/firstbad/internal/journal"
+)
+
+// Terms name the two states; verdicts are always good (old) / bad (new).
+type Terms struct {
+	Old string `json:"old"`
+	New string `json:"new"`
+}
+
+// Report is everything a report shows of one run.
+type Report struct {
+	RunID       string
+	Outcome     string
+	Culprit     string
+	Candidates  []string
+	Message     string
+	Terms       Terms
+	Repo        string
+	Bad         string
+	Good        []string
+	Paths       []string
+	FirstParent bool
+	Exec        string
+	Created     time.Time
+	Finished    time.Time
+	Steps       []journal.Step
+	CulpritInfo *git.Info // nil if not found
+	Maintainers []string  // to CC, when the tree can tell
+	NumCands    int       // size of the initial candidate set
+}
+
+// Term names a verdict in the run's terms.
+func (r *Report) Term(verdict string) string {
+	switch verdict {
+	case "good":
+		return r.Terms.Old
+	case "bad":
+		return r.Terms.New
+	}
+	return verdict
+}
+
+func (r *Report) stepsOf(kind string) []journal.Step {
+	var out []journal.Step
+	for _, s := range r.Steps {
+		if s.Kind == kind {
+			out = append(out, s)
+		}
+	}
+	return out
+}
+
+type jsonAttempt struct {
+	Verdict  string  `json:"verdict"`
+	ExitCode int     `json:"exit_code"`
+	Duration float64 `json:"duration_s"`
+	Crash    *string `json:"crash"`
+}
+
+type jsonEvidence struct {
+	BuildLog   *string `json:"build_log"`
+	ConsoleLog *string `json:"console_log"`
+	TestOutput *string `json:"test_output"`
+}
+
+type jsonStep struct {
+	Commit   string        `json:"commit"`
+	Subject  string        `json:"subject"`
+	Verdict  string        `json:"verdict"`
+	Reason   string        `json:"reason"`
+	Flaky    bool          `json:"flaky,omitempty"`
+	Duration float64       `json:"duration_s"`
+	Build    *float64      `json:"build_s"`
+	Boot     *float64      `json:"boot_s"`
+	Test     *float64      `json:"test_s"`
+	Crash    *string       `json:"crash"`
+	Runs     []jsonAttempt `json:"runs"`
+	Evidence jsonEvidence  `json:"evidence"`
+}
+
+type jsonReport struct {
+	RunID        string     `json:"run_id"`
+	Outcome      string     `json:"outcome"`
+	Culprit      *string    `json:"culprit"`
+	Candidates   []string   `json:"candidates"`
+	Terms        Terms      `json:"terms"`
+	Endpoints    []jsonStep `json:"endpoints"`
+	Steps        []jsonStep `json:"steps"`
+	Confirmation any        `json:"confirmation"`
+	Message      string     `json:"message,omitempty"`
+	Repo         string     `json:"repo"`
+	Bad          string     `json:"bad"`
+	Good         []string   `json:"good"`
+}
+
+func nullable(s string) *string {
+	if s == "" {
+		return nil
+	}
+	return &s
+}
+
+func toJSONSteps(steps []journal.Step) []jsonStep {
+	out := []jsonStep{}
+	for _, s := range steps {
+		js := jsonStep{Commit: s.Commit, Subject: s.Subject, Verdict: s.Verdict, Reason: s.Reason, Flaky: s.Flaky,
+			Duration: s.Duration, Build: s.Build, Boot: s.Boot, Test: s.Test, Crash: nullable(s.Crash),
+			Runs: []jsonAttempt{},
+			Evidence: jsonEvidence{BuildLog: nullable(s.Evidence.BuildLog), ConsoleLog: nullable(s.Evidence.ConsoleLog),
+				TestOutput: nullable(s.Evidence.TestOutput)}}
+		for _, a := range s.Attempts {
+			js.Runs = append(js.Runs, jsonAttempt{Verdict: a.Verdict, ExitCode: a.ExitCode, Duration: a.Duration, Crash: nullable(a.Crash)})
+		}
+		out = append(out, js)
+	}
+	return out
+}
+
+// JSON writes the CLI contract's JSON object.
+func (r *Report) JSON(w io.Writer) error {
+	cands := r.Candidates
+	if cands == nil {
+		cands = []string{}
+	}
+	jr := jsonReport{RunID: r.RunID, Outcome: r.Outcome, Culprit: nullable(r.Culprit), Candidates: cands,
+		Terms: r.Terms, Endpoints: toJSONSteps(r.stepsOf(journal.KindEndpoint)), Steps: toJSONSteps(r.stepsOf(journal.KindSearch)),
+		Message: r.Message, Repo: r.Repo, Bad: r.Bad, Good: r.Good}
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(jr)
+}
+
+// GitLog writes a log that `git bisect replay` accepts in the user's repo
+// and that reaches the same state as this run.
+func (r *Report) GitLog(w io.Writer) error {
+	l := &bisectlog.Log{Bad: r.Bad, Good: r.Good, Paths: r.Paths, FirstParent: r.FirstParent, TermOld: r.Terms.Old, TermNew: r.Terms.New}
+	var vs []bisectlog.Verdict
+	for _, s := range r.stepsOf(journal.KindSearch) {
+		if s.State != journal.StateDone {
+			continue
+		}
+		vs = append(vs, bisectlog.Verdict{Term: r.Term(s.Verdict), Commit: s.Commit, Subject: s.Subject})
+	}
+	conclusion := ""
+	switch {
+	case r.Culprit != "" && r.CulpritInfo != nil:
+		conclusion = fmt.Sprintf("first %s commit: [%s] %s", r.Terms.New, r.Culprit, r.CulpritInfo.Subject)
+	case r.Culprit != "":
+		conclusion = fmt.Sprintf("first %s commit: [%s]", r.Terms.New, r.Culprit)
+	case len(r.Candidates) > 0:
+		conclusion = fmt.Sprintf("only skipped commits left to test; the first %s commit could be any of: %s", r.Terms.New, strings.Join(r.Candidates, " "))
+	}
+	return bisectlog.Format(w, l, vs, conclusion)
+}
+
+// Clean makes untrusted text safe for a terminal: invalid UTF-8 is
+// replaced, and control characters (escape sequences included) become
+// visible escapes, except tab.
+func Clean(s string) string {
+	if !utf8.ValidString(s) {
+		s = strings.ToValidUTF8(s, "\uFFFD")
+	}
+	var b strings.Builder
+	for _, r := range s {
+		switch {
+		case r == '\t':
+			b.WriteRune(r)
+		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
+			fmt.Fprintf(&b, "\\x%02x", r)
+		default:
+			b.WriteRune(r)
+		}
+	}
+	return b.String()
+}
+
+// Short is a 12-character hash.
+func Short(sha string) string {
+	if len(sha) > 12 {
+		return sha[:12]
+	}
+	return sha
+}

@@ -1,0 +1,429 @@
+package session
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"time"
+
+	"github.com/firstbad/firstbad/internal/git"
+	"github.com/firstbad/firstbad/internal/journal"
+	"github.com/firstbad/firstbad/internal/lock"
+	"github.com/firstbad/firstbad/internal/pipeline"
+	"github.com/firstbad/firstbad/internal/search"
+)
+
+// ErrInterrupted is returned when the run was stopped (Ctrl-C, SIGTERM)
+// before it finished; the journal says what is left to do.
+var ErrInterrupted = errors.New("interrupted")
+
+// Progress is what a live display shows.
+type Progress struct {
+	RunID    string
+	Step     int // 1-based search step
+	EstSteps int // steps expected in all (done + left)
+	Commit   string
+	Subject  string
+	Stage    string // test, done
+	Started  time.Time
+	Verdict  string // set when Stage is "done"
+	Reason   string
+}
+
+// Session runs and resumes bisects under a state dir and a cache dir.
+type Session struct {
+	StateDir string
+	CacheDir string
+	Log      *slog.Logger
+	Progress func(Progress)
+}
+
+// Result is how a run ended.
+type Result struct {
+	RunID      string
+	Outcome    string
+	Culprit    string
+	Candidates []string
+	Message    string
+}
+
+// RunsDir holds one directory per run.
+func (s *Session) RunsDir() string { return filepath.Join(s.StateDir, "runs") }
+
+// RunDir is the directory of one run.
+func (s *Session) RunDir(id string) string { return filepath.Join(s.RunsDir(), id) }
+
+func newRunID() string {
+	var b [3]byte
+	_, _ = rand.Read(b[:])
+	return time.Now().UTC().Format("20060102-150405") + "-" + hex.EncodeToString(b[:])
+}
+
+// Start begins a new run with resolved params. If an unfinished run with the
+// same parameters exists, it refuses and names it, unless fresh is set.
+func (s *Session) Start(ctx context.Context, p Params, fresh bool) (*Result, error) {
+	if !fresh {
+		runs, _ := s.List()
+		for _, r := range runs {
+			if r.Outcome != journal.OutcomeRunning && r.Outcome != journal.OutcomeInterrupted {
+				continue
+			}
+			var old Params
+			if json.Unmarshal(r.Params, &old) == nil && old.Fingerprint() == p.Fingerprint() {
+				return nil, inputErr("run %s with the same arguments is unfinished (%s): continue it with `firstbad resume %s`, or pass --new to start over", r.ID, r.Outcome, r.ID)
+			}
+		}
+	}
+	params, err := json.Marshal(p)
+	if err != nil {
+		return nil, err
+	}
+	id := newRunID()
+	dir := s.RunDir(id)
+	l, err := lock.TryAcquire(filepath.Join(dir, "lock"))
+	if err != nil {
+		return nil, fmt.Errorf("state dir %s: %w", s.StateDir, err)
+	}
+	defer l.Release()
+	j, err := journal.Create(dir, journal.Run{ID: id, Created: time.Now(), Params: params})
+	if err != nil {
+		return nil, err
+	}
+	defer j.Close()
+	return s.loop(ctx, j, p)
+}
+
+// Resume continues an unfinished run. A finished run's result is returned
+// as it stands.
+func (s *Session) Resume(ctx context.Context, id string) (*Result, error) {
+	dir := s.RunDir(id)
+	l, err := lock.TryAcquire(filepath.Join(dir, "lock"))
+	if err != nil {
+		var held *lock.HeldError
+		if errors.As(err, &held) {
+			return nil, inputErr("run %s is running now (pid %d)", id, held.PID)
+		}
+		return nil, err
+	}
+	defer l.Release()
+	j, err := journal.Open(dir)
+	if err != nil {
+		return nil, err
+	}
+	defer j.Close()
+	r, err := j.Run()
+	if err != nil {
+		return nil, err
+	}
+	if r.Outcome != journal.OutcomeRunning && r.Outcome != journal.OutcomeInterrupted {
+		return &Result{RunID: r.ID, Outcome: r.Outcome, Culprit: r.Culprit, Candidates: r.Candidates, Message: r.Message}, nil
+	}
+	var p Params
+	if err := json.Unmarshal(r.Params, &p); err != nil {
+		return nil, fmt.Errorf("run %s: parameters unreadable: %w", id, err)
+	}
+	if n, err := j.InterruptRunning("the controller stopped during this step"); err != nil {
+		return nil, err
+	} else if n > 0 {
+		s.Log.Info("a step was cut short when the run stopped; it runs again", "run", id)
+	}
+	return s.loop(ctx, j, p)
+}
+
+// loop is the bisect: decide, evaluate, record, until the search is done.
+func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Result, error) {
+	run, err := j.Run()
+	if err != nil {
+		return nil, err
+	}
+	id := run.ID
+	if err := j.SetOutcome(journal.OutcomeRunning, "", nil, ""); err != nil {
+		return nil, err
+	}
+	stop := func(outcome, culprit string, cands []string, msg string) (*Result, error) {
+		if err := j.SetOutcome(outcome, culprit, cands, msg); err != nil {
+			return nil, err
+		}
+		return &Result{RunID: id, Outcome: outcome, Culprit: culprit, Candidates: cands, Message: msg}, nil
+	}
+	infra := func(err error) (*Result, error) {
+		// Not a verdict: the run stays resumable once the cause is fixed.
+		msg := fmt.Sprintf("infrastructure error: %v", err)
+		res, e := stop(journal.OutcomeInterrupted, "", nil, msg)
+		if e != nil {
+			return nil, e
+		}
+		return res, &pipeline.InfraError{Stage: "run " + id, Err: err}
+	}
+
+	src, err := git.Open(ctx, p.Repo)
+	if err != nil {
+		return infra(err)
+	}
+	clone, err := git.EnsureClone(ctx, src, s.CacheDir)
+	if err != nil {
+		return infra(err)
+	}
+	if err := clone.Sync(ctx, append([]string{p.Bad}, p.Good...)...); err != nil {
+		return infra(err)
+	}
+	rg := git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths}
+	commits, err := clone.RevList(ctx, rg)
+	if err != nil {
+		return infra(err)
+	}
+	if len(commits) == 0 {
+		return nil, inputErr("no commits between %s and %s", short(p.Good[0]), short(p.Bad))
+	}
+	nodes := make([]search.Commit, len(commits))
+	for i, c := range commits {
+		nodes[i] = search.Commit{ID: c.ID, Parents: c.Parents, Time: c.Time, TreeSame: c.TreeSame}
+	}
+	g, err := search.NewGraph(nodes, p.Bad, p.FirstParent)
+	if err != nil {
+		return infra(err)
+	}
+	strategy := search.NewClassic(g, p.FirstParent)
+
+	wt, err := clone.Worktree(ctx, p.Bad)
+	if err != nil {
+		return infra(err)
+	}
+	defer wt.Release()
+	rn := &runner{s: s, j: j, p: p, id: id, repo: &clone.Repo,
+		pipe: &pipeline.Exec{Worktree: wt, Command: p.Exec, Timeout: time.Duration(p.Timeout), Invert: p.Invert, RunID: id}}
+
+	steps, err := j.Steps()
+	if err != nil {
+		return infra(err)
+	}
+	obs := p.observations()
+	done := 0
+	verified := false // the 126/127 check of git bisect run is done
+	for _, st := range steps {
+		if st.Kind == journal.KindSearch && st.State == journal.StateDone {
+			if v, err := search.ParseVerdict(st.Verdict); err == nil {
+				obs = append(obs, search.Observation{Commit: st.Commit, Verdict: v})
+				done++
+				verified = true
+			}
+		}
+	}
+	s.Log.Info("bisecting", "run", id, "candidates", g.Len(), "done", done)
+
+	for {
+		d, err := strategy.Decide(obs)
+		if err != nil {
+			return stop(journal.OutcomeAborted, "", nil, err.Error())
+		}
+		if d.Done {
+			if d.Culprit != "" {
+				return stop(journal.OutcomeFound, d.Culprit, []string{d.Culprit}, "")
+			}
+			return stop(journal.OutcomeAmbiguous, "", d.Ambiguous,
+				fmt.Sprintf("only skipped commits are left: the first %s commit is one of %d", p.TermNew, len(d.Ambiguous)))
+		}
+		stepNo := done + 1
+		st, out, err := rn.evaluate(ctx, journal.KindSearch, d.Next, stepNo, done+1+d.StepsLeft)
+		if err != nil {
+			if ctx.Err() != nil {
+				if _, e := stop(journal.OutcomeInterrupted, "", nil, "interrupted during step "+strconv.Itoa(stepNo)); e != nil {
+					return nil, e
+				}
+				return &Result{RunID: id, Outcome: journal.OutcomeInterrupted}, ErrInterrupted
+			}
+			return infra(err)
+		}
+		if out.Abort != "" {
+			return stop(journal.OutcomeAborted, "", nil, out.Abort)
+		}
+		if !verified {
+			verified = true
+			if code := out.Runs[0].ExitCode; code == 126 || code == 127 {
+				// As git bisect run: the same code on a good commit means
+				// the command itself is broken, not the commit.
+				_, vout, err := rn.evaluate(ctx, journal.KindEndpoint, p.Good[0], 0, 0)
+				if err != nil {
+					return infra(err)
+				}
+				if len(vout.Runs) > 0 && vout.Runs[0].ExitCode == code {
+					return stop(journal.OutcomeAborted, "", nil, fmt.Sprintf(
+						"the reproducer exits %d on the %s commit too: the command is not found or not executable (see %s)", code, p.TermOld, vout.Runs[0].Output))
+				}
+			}
+		}
+		if st.Flaky {
+			s.Log.Warn("this test looks flaky: the same commit gave both results; consider --repeat or the Bayesian strategy when it lands",
+				"commit", short(st.Commit))
+		}
+		v, _ := search.ParseVerdict(st.Verdict)
+		obs = append(obs, search.Observation{Commit: st.Commit, Verdict: v})
+		done++
+	}
+}
+
+// runner is one run in progress.
+type runner struct {
+	s    *Session
+	j    *journal.Journal
+	p    Params
+	id   string
+	repo *git.Repo // firstbad's clone
+	pipe pipeline.Pipeline
+}
+
+// evaluate runs one step through the pipeline and journals it: begun before
+// the test starts, finished (with verdict and evidence) in one transaction.
+func (rn *runner) evaluate(ctx context.Context, kind, commit string, stepNo, est int) (journal.Step, pipeline.Outcome, error) {
+	s, j, p, id := rn.s, rn.j, rn.p, rn.id
+	subject := ""
+	if info, err := rn.repo.Info(ctx, commit, false); err == nil {
+		subject = info.Subject
+	}
+	st := journal.Step{Kind: kind, Commit: commit, Subject: subject}
+	seq, err := j.BeginStep(st)
+	if err != nil {
+		return st, pipeline.Outcome{}, err
+	}
+	st.Seq = seq
+	started := time.Now()
+	s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: "test", Started: started})
+	out, err := rn.pipe.Evaluate(ctx, pipeline.Request{Commit: commit, Step: stepNo, Repeat: p.Repeat,
+		EvidenceDir: filepath.Join(j.Dir, "steps", strconv.Itoa(seq))})
+	st.Duration = time.Since(started).Seconds()
+	if err != nil {
+		st.State, st.Verdict = journal.StateError, "error"
+		st.Reason = err.Error()
+		if ctx.Err() != nil {
+			st.State, st.Reason = journal.StateInterrupted, "interrupted"
+		}
+		// The step must be on record even if the context is gone.
+		if e := j.FinishStep(st); e != nil {
+			s.Log.Error("journal", "err", e)
+		}
+		return st, out, err
+	}
+	v, flaky := pipeline.Combine(out.Runs)
+	st.State, st.Verdict, st.Flaky = journal.StateDone, v.String(), flaky
+	var test float64
+	for i, r := range out.Runs {
+		test += r.Duration.Seconds()
+		st.Attempts = append(st.Attempts, journal.Attempt{Verdict: r.Verdict.String(), ExitCode: r.ExitCode,
+			Duration: r.Duration.Seconds(), Crash: r.Crash, Reason: r.Reason, Output: r.Output})
+		if i == 0 || r.Verdict == v {
+			st.Reason, st.Crash = r.Reason, r.Crash
+		}
+		if st.Evidence.TestOutput == "" || r.Verdict == v {
+			st.Evidence.TestOutput = r.Output
+		}
+	}
+	if len(out.Runs) > 1 {
+		st.Reason = summarize(out.Runs, st.Reason)
+	}
+	if flaky {
+		st.Reason += " (flaky: good and bad runs)"
+	}
+	st.Test = &test
+	if out.Build != nil {
+		b := out.Build.Seconds()
+		st.Build = &b
+	}
+	if out.Boot != nil {
+		b := out.Boot.Seconds()
+		st.Boot = &b
+	}
+	if out.Abort != "" {
+		st.State, st.Verdict, st.Reason = journal.StateError, "error", out.Abort
+	}
+	if err := j.FinishStep(st); err != nil {
+		return st, out, err
+	}
+	s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: "done",
+		Started: started, Verdict: st.Verdict, Reason: st.Reason})
+	return st, out, nil
+}
+
+// summarize counts the verdicts of repeated runs: "3 runs: 2 bad, 1 good; exit 1".
+func summarize(runs []pipeline.Run, reason string) string {
+	n := map[string]int{}
+	for _, r := range runs {
+		n[r.Verdict.String()]++
+	}
+	keys := make([]string, 0, len(n))
+	for k := range n {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	msg := fmt.Sprintf("%d runs:", len(runs))
+	for i, k := range keys {
+		if i > 0 {
+			msg += ","
+		}
+		msg += fmt.Sprintf(" %d %s", n[k], k)
+	}
+	return msg + "; " + reason
+}
+
+func (s *Session) progress(p Progress) {
+	if s.Progress != nil {
+		s.Progress(p)
+	}
+}
+
+// List returns the runs in the state dir, oldest first. Runs whose journal
+// cannot be read are returned with Outcome "unreadable".
+func (s *Session) List() ([]journal.Run, error) {
+	entries, err := os.ReadDir(s.RunsDir())
+	if errors.Is(err, os.ErrNotExist) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var runs []journal.Run
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		j, err := journal.Open(s.RunDir(e.Name()))
+		if err != nil {
+			runs = append(runs, journal.Run{ID: e.Name(), Outcome: "unreadable", Message: err.Error()})
+			continue
+		}
+		r, err := j.Run()
+		j.Close()
+		if err != nil {
+			runs = append(runs, journal.Run{ID: e.Name(), Outcome: "unreadable", Message: err.Error()})
+			continue
+		}
+		runs = append(runs, r)
+	}
+	sort.Slice(runs, func(a, b int) bool { return runs[a].ID < runs[b].ID })
+	return runs, nil
+}
+
+// Latest picks the run a command without RUN means: the most recent
+// unfinished one, else (if any) the most recent.
+func (s *Session) Latest(unfinishedOnly bool) (string, error) {
+	runs, err := s.List()
+	if err != nil {
+		return "", err
+	}
+	for i := len(runs) - 1; i >= 0; i-- {
+		if o := runs[i].Outcome; o == journal.OutcomeRunning || o == journal.OutcomeInterrupted {
+			return runs[i].ID, nil
+		}
+	}
+	if unfinishedOnly || len(runs) == 0 {
+		return "", inputErr("no unfinished run in %s", s.RunsDir())
+	}
+	return runs[len(runs)-1].ID, nil
+}
