@@ -1,0 +1,557 @@
+package main_test
+
+import (
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io/fs"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/firstbad/firstbad/internal/gittest"
+)
+
+var binary string
+
+func TestMain(m *testing.M) {
+	dir, err := os.MkdirTemp("", "firstbad-bin-")
+	if err != nil {
+		panic(err)
+	}
+	binary = filepath.Join(dir, "firstbad")
+	build := exec.Command("go", "build", "-o", binary, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		fmt.Fprintf(os.Stderr, "building firstbad: %v\n%s", err, out)
+		os.Exit(1)
+	}
+	code := m.Run()
+	os.RemoveAll(dir)
+	os.Exit(code)
+}
+
+// env is one isolated firstbad installation: its own state and cache dirs.
+type env struct {
+	t     *testing.T
+	state string
+	cache string
+}
+
+func newEnv(t *testing.T) *env {
+	return &env{t: t, state: t.TempDir(), cache: t.TempDir()}
+}
+
+type result struct {
+	code   int
+	stdout string
+	stderr string
+}
+
+func (e *env) run(args ...string) result {
+	e.t.Helper()
+	cmd := exec.Command(binary, append([]string{"--state-dir", e.state, "--cache-dir", e.cache}, args...)...)
+	var out, errb bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errb
+	err := cmd.Run()
+	code := 0
+	if ee, ok := err.(*exec.ExitError); ok {
+		code = ee.ExitCode()
+	} else if err != nil {
+		e.t.Fatal(err)
+	}
+	return result{code: code, stdout: out.String(), stderr: errb.String()}
+}
+
+// report is the CLI contract's JSON object.
+type report struct {
+	RunID      string            `json:"run_id"`
+	Outcome    string            `json:"outcome"`
+	Culprit    *string           `json:"culprit"`
+	Candidates []string          `json:"candidates"`
+	Terms      map[string]string `json:"terms"`
+	Endpoints  []step            `json:"endpoints"`
+	Steps      []step            `json:"steps"`
+	Confirm    any               `json:"confirmation"`
+	Message    string            `json:"message"`
+}
+
+type step struct {
+	Commit   string   `json:"commit"`
+	Subject  string   `json:"subject"`
+	Verdict  string   `json:"verdict"`
+	Reason   string   `json:"reason"`
+	Duration float64  `json:"duration_s"`
+	Build    *float64 `json:"build_s"`
+	Test     *float64 `json:"test_s"`
+	Crash    *string  `json:"crash"`
+	Runs     []struct {
+		Verdict  string `json:"verdict"`
+		ExitCode int    `json:"exit_code"`
+	} `json:"runs"`
+	Evidence struct {
+		TestOutput *string `json:"test_output"`
+	} `json:"evidence"`
+}
+
+func (e *env) runJSON(args ...string) (report, result) {
+	e.t.Helper()
+	res := e.run(append([]string{"--json"}, args...)...)
+	var r report
+	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
+		e.t.Fatalf("stdout is not one JSON object (%v):\n%s\nstderr:\n%s", err, res.stdout, res.stderr)
+	}
+	return r, res
+}
+
+func tested(r report) []string {
+	var out []string
+	for _, s := range r.Steps {
+		out = append(out, s.Commit)
+	}
+	return out
+}
+
+// snapshot fingerprints everything of a user's repository that firstbad
+// must not change: HEAD, index, status, refs, stash, and every file's
+// content and mode (work tree and .git; atimes are not compared).
+func snapshot(t *testing.T, dir string) map[string]string {
+	t.Helper()
+	snap := map[string]string{}
+	for _, args := range [][]string{{"rev-parse", "HEAD"}, {"status", "--porcelain=v2", "--branch"},
+		{"for-each-ref"}, {"stash", "list"}, {"symbolic-ref", "-q", "HEAD"}} {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = dir
+		cmd.Env = append(os.Environ(), "GIT_OPTIONAL_LOCKS=0")
+		out, _ := cmd.CombinedOutput()
+		snap["git "+strings.Join(args, " ")] = string(out)
+	}
+	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		info, err := d.Info()
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(dir, path)
+		if d.IsDir() {
+			snap[rel] = "dir " + info.Mode().String()
+			return nil
+		}
+		data, err := os.ReadFile(path)
+		if err != nil {
+			return err
+		}
+		sum := sha256.Sum256(data)
+		snap[rel] = info.Mode().String() + " " + hex.EncodeToString(sum[:]) + " " + info.ModTime().String()
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return snap
+}
+
+// culpritScript exits bad on descendants of culprit; it logs each commit it
+// sees to logf (one line per run).
+func culpritScript(culprit, logf string) string {
+	return fmt.Sprintf(`echo "$FIRSTBAD_COMMIT $FIRSTBAD_STEP $FIRSTBAD_RUN" >> %s; git merge-base --is-ancestor %s HEAD && exit 1; exit 0`, logf, culprit)
+}
+
+func TestRunMatchesGitBisectOn1000CommitsWithMerges(t *testing.T) {
+	var b gittest.Builder
+	root := b.Linear(-1, 5)
+	tip := b.MergeHeavy(root, 1000, 42)
+	repo := b.Write(t)
+	e := newEnv(t)
+	for _, n := range []int{17, 503, 911} {
+		culprit := repo.SHAs[n]
+		script := fmt.Sprintf("git merge-base --is-ancestor %s HEAD && exit 1; exit 0", culprit)
+		want := gittest.BisectRun(t, repo.Dir, []string{repo.SHAs[tip], repo.SHAs[1]}, script)
+		r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c1", "--bad", "main", "--exec", script)
+		if res.code != 0 || r.Outcome != "found" {
+			t.Fatalf("exit %d outcome %q\n%s", res.code, r.Outcome, res.stderr)
+		}
+		if diff := cmp.Diff(want.Tested, tested(r)); diff != "" {
+			t.Errorf("culprit c%d: tested commits differ from git bisect run (-git +firstbad):\n%s", n, diff)
+		}
+		if *r.Culprit != want.Culprit || want.Culprit != culprit {
+			t.Errorf("culprit %s, git %s, want %s", *r.Culprit, want.Culprit, culprit)
+		}
+		t.Logf("culprit c%d: %d steps, same as git bisect run", n, len(r.Steps))
+	}
+}
+
+func TestUserRepoUntouched(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 30)
+	repo := b.Write(t)
+	// A dirty, detached checkout with a stash and untracked files.
+	gittest.Git(t, repo.Dir, "checkout", "-q", "--detach", "c10")
+	os.WriteFile(filepath.Join(repo.Dir, "f"), []byte("local edit\n"), 0o644)
+	gittest.Git(t, repo.Dir, "stash", "-q")
+	os.WriteFile(filepath.Join(repo.Dir, "f"), []byte("another edit\n"), 0o644)
+	os.WriteFile(filepath.Join(repo.Dir, "untracked"), []byte("x\n"), 0o644)
+	before := snapshot(t, repo.Dir)
+
+	e := newEnv(t)
+	logf := filepath.Join(t.TempDir(), "log")
+	r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--exec",
+		culpritScript(repo.SHAs[20], logf)+"; touch junk")
+	if res.code != 0 || *r.Culprit != repo.SHAs[20] {
+		t.Fatalf("exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+	}
+	for _, args := range [][]string{{"log"}, {"report", "--format", "html"}, {"status"}, {"list"}} {
+		if res := e.run(args...); res.code != 0 {
+			t.Fatalf("%v: exit %d: %s", args, res.code, res.stderr)
+		}
+	}
+	if diff := cmp.Diff(before, snapshot(t, repo.Dir)); diff != "" {
+		t.Fatalf("the user's repository changed (-before +after):\n%s", diff)
+	}
+}
+
+func TestBadInput(t *testing.T) {
+	var b gittest.Builder
+	base := b.Linear(-1, 10)
+	side := b.Linear(base-5, 3) // not an ancestor of main's tip
+	tip := b.Linear(base, 5)
+	repo := b.Write(t)
+	gittest.Git(t, repo.Dir, "update-ref", "refs/heads/--help", repo.SHAs[tip])
+	notRepo := t.TempDir()
+	notLog := filepath.Join(t.TempDir(), "notalog")
+	os.WriteFile(notLog, []byte("hello world\n"), 0o644)
+	roDir := filepath.Join(t.TempDir(), "ro")
+	os.WriteFile(roDir, []byte("a file, not a dir"), 0o644)
+	before := snapshot(t, repo.Dir)
+	e := newEnv(t)
+	base_ := []string{"run", "--repo", repo.Dir}
+	cases := []struct {
+		name string
+		args []string
+		want string
+	}{
+		{"unknown ref", append(base_, "--good", "nosuchref", "--bad", "main", "--exec", "true"), `unknown ref "nosuchref"`},
+		{"good not ancestor", append(base_, "--good", fmt.Sprintf("c%d", side), "--bad", "main", "--exec", "true"), "is not an ancestor"},
+		{"good newer than bad", append(base_, "--good", "main", "--bad", "c0", "--exec", "true"), "--fix"},
+		{"good equals bad", append(base_, "--good", "main", "--bad", "main", "--exec", "true"), "the same"},
+		{"no exec", append(base_, "--good", "c0", "--bad", "main"), "--exec"},
+		{"not a repo", []string{"run", "--repo", notRepo, "--good", "c0", "--bad", "main", "--exec", "true"}, "not a git repository"},
+		{"missing repo", []string{"run", "--repo", notRepo + "/nope", "--good", "c0", "--bad", "main", "--exec", "true"}, "not a git repository"},
+		{"not a bisect log", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--from-log", notLog), "not a git bisect log"},
+		{"missing log", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--from-log", notLog+"x"), "--from-log"},
+		{"state dir not writable", []string{"--state-dir", roDir + "/sub", "run", "--repo", repo.Dir, "--good", "c0", "--bad", "main", "--exec", "true"}, "--state-dir"},
+		{"cache dir not writable", []string{"--cache-dir", roDir + "/sub", "run", "--repo", repo.Dir, "--good", "c0", "--bad", "main", "--exec", "true"}, "--cache-dir"},
+		{"bad terms", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--term-old", "x"), "--term-new"},
+		{"fix and terms", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--fix", "--term-old", "a", "--term-new", "b"), "--fix"},
+		{"unknown skip", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--skip", "zzz"), "--skip"},
+		{"unknown flag", append(base_, "--frobnicate"), "unknown flag"},
+		{"stray args", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "extra"), "unexpected arguments"},
+		{"unknown run", []string{"resume", "no-such-run"}, "no run"},
+		{"unknown format", []string{"report", "--format", "pdf"}, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			res := e.run(c.args...)
+			if res.code != 2 {
+				t.Fatalf("exit %d, want 2\nstdout: %s\nstderr: %s", res.code, res.stdout, res.stderr)
+			}
+			if !strings.Contains(res.stderr, c.want) {
+				t.Errorf("stderr %q does not mention %q", res.stderr, c.want)
+			}
+		})
+	}
+	// A branch named --help is a ref, not an option.
+	r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", "--help", "--exec", "exit 1")
+	if res.code != 0 || r.Outcome != "found" {
+		t.Errorf("--bad --help: exit %d %s", res.code, res.stderr)
+	}
+	if diff := cmp.Diff(before, snapshot(t, repo.Dir)); diff != "" {
+		t.Fatalf("the user's repository changed:\n%s", diff)
+	}
+}
+
+func TestExitCodesAndSemantics(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 40)
+	repo := b.Write(t)
+	bad := repo.SHAs[tip]
+
+	t.Run("skip and ambiguous", func(t *testing.T) {
+		e := newEnv(t)
+		// Commits 20..24 cannot be tested; the culprit is 22.
+		script := `n=$(cat f); [ $n -ge 20 ] && [ $n -le 24 ] && exit 125; [ $n -ge 22 ] && exit 1; exit 0`
+		r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--exec", script)
+		if res.code != 1 || r.Outcome != "ambiguous" {
+			t.Fatalf("exit %d outcome %s", res.code, r.Outcome)
+		}
+		var want []string
+		for n := 20; n <= 25; n++ {
+			want = append(want, repo.SHAs[n])
+		}
+		got := append([]string(nil), r.Candidates...)
+		sort.Strings(got)
+		sort.Strings(want)
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("ambiguous set (-want +got):\n%s", diff)
+		}
+		gitRes := gittest.BisectRun(t, repo.Dir, []string{bad, repo.SHAs[0]}, script)
+		if diff := cmp.Diff(gitRes.Tested, tested(r)); diff != "" {
+			t.Errorf("tested commits differ from git bisect run:\n%s", diff)
+		}
+	})
+	t.Run("abort on 128+", func(t *testing.T) {
+		e := newEnv(t)
+		r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--exec", "exit 130")
+		if res.code != 1 || r.Outcome != "aborted" || !strings.Contains(r.Message, "130") {
+			t.Fatalf("exit %d outcome %s message %q", res.code, r.Outcome, r.Message)
+		}
+	})
+	t.Run("command not found", func(t *testing.T) {
+		e := newEnv(t)
+		r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--exec", "./no-such-script")
+		if res.code != 1 || r.Outcome != "aborted" || !strings.Contains(r.Message, "not found") {
+			t.Fatalf("exit %d outcome %s message %q", res.code, r.Outcome, r.Message)
+		}
+	})
+	t.Run("127 on bad only is bad", func(t *testing.T) {
+		e := newEnv(t)
+		r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--exec", `[ $(cat f) -ge 7 ] && exit 127; exit 0`)
+		if res.code != 0 || *r.Culprit != repo.SHAs[7] {
+			t.Fatalf("exit %d culprit %v: %s", res.code, r.Culprit, res.stderr)
+		}
+	})
+	t.Run("timeout is bad and kills the group", func(t *testing.T) {
+		e := newEnv(t)
+		marker := filepath.Join(t.TempDir(), "pids")
+		script := fmt.Sprintf(`[ $(cat f) -ge 30 ] && { sleep 300 & echo $! >> %s; wait; }; exit 0`, marker)
+		r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--exec", script, "--timeout", "300ms")
+		if res.code != 0 || *r.Culprit != repo.SHAs[30] {
+			t.Fatalf("exit %d culprit %v: %s", res.code, r.Culprit, res.stderr)
+		}
+		sawTimeout := false
+		for _, s := range r.Steps {
+			sawTimeout = sawTimeout || s.Reason == "timeout"
+		}
+		if !sawTimeout {
+			t.Error("no step has reason timeout")
+		}
+		data, _ := os.ReadFile(marker)
+		for _, pid := range strings.Fields(string(data)) {
+			if alive(pid) {
+				t.Errorf("background process %s of a timed-out test is still alive", pid)
+			}
+		}
+	})
+	t.Run("repeat and flaky", func(t *testing.T) {
+		e := newEnv(t)
+		// Bad from 25 on, but only on the second run of a step.
+		script := `[ $(cat f) -ge 25 ] && [ $FIRSTBAD_RUN = 2 ] && exit 1; exit 0`
+		r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--exec", script, "--repeat", "3")
+		if res.code != 0 || *r.Culprit != repo.SHAs[25] {
+			t.Fatalf("exit %d culprit %v: %s", res.code, r.Culprit, res.stderr)
+		}
+		for _, s := range r.Steps {
+			if len(s.Runs) != 3 {
+				t.Errorf("step %s has %d runs, want 3", s.Commit[:8], len(s.Runs))
+			}
+		}
+		if !strings.Contains(res.stderr, "flaky") {
+			t.Errorf("no flaky warning in stderr:\n%s", res.stderr)
+		}
+	})
+	t.Run("terms and fix", func(t *testing.T) {
+		e := newEnv(t)
+		// Fixed from 12 on: exit 0 means it works.
+		r, res := e.runJSON("run", "--repo", repo.Dir, "--fix", "--bad", "c0", "--good", bad, "--exec", `[ $(cat f) -ge 12 ]`)
+		if res.code != 0 || *r.Culprit != repo.SHAs[12] || r.Terms["new"] != "fixed" {
+			t.Fatalf("exit %d culprit %v terms %v: %s", res.code, r.Culprit, r.Terms, res.stderr)
+		}
+		r, res = e.runJSON("run", "--repo", repo.Dir, "--term-old", "slow", "--term-new", "fast", "--good", "c0", "--bad", bad,
+			"--exec", `[ $(cat f) -lt 33 ]`)
+		if res.code != 0 || *r.Culprit != repo.SHAs[33] {
+			t.Fatalf("exit %d culprit %v: %s", res.code, r.Culprit, res.stderr)
+		}
+		log := e.run("log", r.RunID)
+		if !strings.Contains(log.stdout, "'--term-old=slow' '--term-new=fast'") || !strings.Contains(log.stdout, "git bisect fast ") {
+			t.Errorf("log does not use the terms:\n%s", log.stdout)
+		}
+	})
+}
+
+func TestLogReplaysInGit(t *testing.T) {
+	var b gittest.Builder
+	root := b.Linear(-1, 3)
+	tip := b.MergeHeavy(root, 200, 5)
+	repo := b.Write(t)
+	e := newEnv(t)
+	culprit := repo.SHAs[120]
+	r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--exec",
+		fmt.Sprintf("git merge-base --is-ancestor %s HEAD && exit 1; exit 0", culprit))
+	if res.code != 0 {
+		t.Fatal(res.stderr)
+	}
+	log := e.run("log", r.RunID)
+	logf := filepath.Join(t.TempDir(), "bisect.log")
+	os.WriteFile(logf, []byte(log.stdout), 0o644)
+	cmd := exec.Command("git", "bisect", "replay", logf)
+	cmd.Dir = repo.Dir
+	out, err := cmd.CombinedOutput()
+	defer gittest.Git(t, repo.Dir, "bisect", "reset")
+	if err != nil || !strings.Contains(string(out), culprit+" is the first bad commit") {
+		t.Fatalf("git bisect replay: %v\n%s\nlog:\n%s", err, out, log.stdout)
+	}
+}
+
+func TestFromPartialLog(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 64)
+	repo := b.Write(t)
+	culprit := repo.SHAs[45]
+	script := fmt.Sprintf("git merge-base --is-ancestor %s HEAD && exit 1; exit 0", culprit)
+	full := gittest.BisectRun(t, repo.Dir, []string{repo.SHAs[tip], repo.SHAs[0]}, script)
+	// A log of the first two steps, as git wrote it.
+	gittest.Git(t, repo.Dir, "bisect", "start", repo.SHAs[tip], repo.SHAs[0])
+	for _, c := range full.Tested[:2] {
+		gittest.Git(t, repo.Dir, "checkout", "-q", c)
+		verdict := "good"
+		if cmd := exec.Command("sh", "-c", script); true {
+			cmd.Dir = repo.Dir
+			if cmd.Run() != nil {
+				verdict = "bad"
+			}
+		}
+		gittest.Git(t, repo.Dir, "bisect", verdict, c)
+	}
+	logText := gittest.Git(t, repo.Dir, "bisect", "log")
+	gittest.Git(t, repo.Dir, "bisect", "reset")
+	logf := filepath.Join(t.TempDir(), "partial.log")
+	os.WriteFile(logf, []byte(logText+"\n"), 0o644)
+
+	e := newEnv(t)
+	r, res := e.runJSON("run", "--repo", repo.Dir, "--from-log", logf, "--exec", script)
+	if res.code != 0 || *r.Culprit != culprit {
+		t.Fatalf("exit %d culprit %v: %s", res.code, r.Culprit, res.stderr)
+	}
+	if diff := cmp.Diff(full.Tested[2:], tested(r)); diff != "" {
+		t.Errorf("after the log's two steps, firstbad should test what git would (-git +firstbad):\n%s", diff)
+	}
+}
+
+func TestResumeAfterKill(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 200)
+	repo := b.Write(t)
+	culprit := repo.SHAs[77]
+	dir := t.TempDir()
+	logf := filepath.Join(dir, "seen")
+	// On the 4th step the reproducer SIGKILLs firstbad (its parent) once.
+	script := fmt.Sprintf(`if [ "$FIRSTBAD_STEP" = 4 ] && [ ! -e %[1]s/killed ]; then touch %[1]s/killed; kill -9 $PPID; sleep 1; fi; %[2]s`,
+		dir, culpritScript(culprit, logf))
+	e := newEnv(t)
+	res := e.run("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--exec", script)
+	if res.code != -1 && res.code != 137 {
+		t.Fatalf("firstbad was not killed: exit %d\n%s", res.code, res.stderr)
+	}
+	// Starting it again with the same arguments points at resume.
+	again := e.run("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--exec", script)
+	if again.code != 2 || !strings.Contains(again.stderr, "firstbad resume") {
+		t.Fatalf("re-run with the same arguments: exit %d\n%s", again.code, again.stderr)
+	}
+	st, _ := e.runJSON("status")
+	if st.Outcome != "running" || len(st.Steps) != 4 {
+		t.Fatalf("status after kill: outcome %s, %d steps", st.Outcome, len(st.Steps))
+	}
+	r, res := e.runJSON("resume")
+	if res.code != 0 || *r.Culprit != culprit {
+		t.Fatalf("resume: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+	}
+	// Steps 1-3 ran once each; step 4 was cut short and ran again.
+	data, _ := os.ReadFile(logf)
+	seen := map[string]int{}
+	for _, line := range strings.Split(strings.TrimSpace(string(data)), "\n") {
+		seen[strings.Fields(line)[0]]++
+	}
+	for i, s := range r.Steps {
+		if s.Verdict == "error" {
+			continue
+		}
+		if seen[s.Commit] != 1 {
+			t.Errorf("step %d (%s) ran %d times", i+1, s.Commit[:8], seen[s.Commit])
+		}
+	}
+	want := gittest.BisectRun(t, repo.Dir, []string{repo.SHAs[tip], repo.SHAs[0]},
+		fmt.Sprintf("git merge-base --is-ancestor %s HEAD && exit 1; exit 0", culprit))
+	var done []string
+	for _, s := range r.Steps {
+		if s.Verdict != "error" {
+			done = append(done, s.Commit)
+		}
+	}
+	if diff := cmp.Diff(want.Tested, done); diff != "" {
+		t.Errorf("resumed run tested other commits than git bisect (-git +firstbad):\n%s", diff)
+	}
+	// Resuming a finished run prints its result.
+	if res := e.run("resume", r.RunID); res.code != 0 || !strings.Contains(res.stdout, culprit) {
+		t.Errorf("resume of a finished run: exit %d\n%s", res.code, res.stdout)
+	}
+}
+
+func TestUntrustedSubjects(t *testing.T) {
+	var b gittest.Builder
+	prev := b.Commit()
+	prev = b.CommitFiles("evil $(touch PWNED) <script>alert(1)</script> \x1b[31mred\x1b[0m | pipe", map[string]string{"f": "bad"}, prev)
+	prev = b.CommitFiles("non-utf8 \xff\xfe subject", map[string]string{"f": "bad2"}, prev)
+	repo := b.Write(t)
+	e := newEnv(t)
+	work := t.TempDir()
+	r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[prev], "--exec", `grep -q bad f && exit 1; exit 0`)
+	if res.code != 0 || *r.Culprit != repo.SHAs[1] {
+		t.Fatalf("exit %d: %s", res.code, res.stderr)
+	}
+	html := e.run("report", "--format", "html")
+	if strings.Contains(html.stdout, "<script>") || !strings.Contains(html.stdout, "&lt;script&gt;") {
+		t.Error("HTML report does not escape the subject")
+	}
+	md := e.run("report")
+	if strings.Contains(md.stdout, "\x1b") {
+		t.Error("Markdown report passes escape sequences through")
+	}
+	if _, err := os.Stat(filepath.Join(work, "PWNED")); err == nil {
+		t.Error("a subject was run through a shell")
+	}
+	for _, d := range []string{repo.Dir, e.state, e.cache} {
+		filepath.WalkDir(d, func(p string, _ fs.DirEntry, _ error) error {
+			if filepath.Base(p) == "PWNED" {
+				t.Errorf("a subject was run through a shell: %s", p)
+			}
+			return nil
+		})
+	}
+}
+
+// alive reports whether a process still runs (zombies awaiting their reaper
+// do not count), giving a just-killed one a moment to die.
+func alive(pid string) bool {
+	for range 50 {
+		stat, err := os.ReadFile("/proc/" + pid + "/stat")
+		if err != nil {
+			return false
+		}
+		// The state follows the command name's closing parenthesis.
+		if i := bytes.LastIndexByte(stat, ')'); i > 0 && i+2 < len(stat) && (stat[i+2] == 'Z' || stat[i+2] == 'X') {
+			return false
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	return true
+}
