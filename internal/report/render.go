@@ -56,9 +56,8 @@ func num(p *float64) string {
 
 // cell makes untrusted text safe inside a Markdown table cell.
 func cell(s string) string {
-	s = Clean(s)
-	s = strings.ReplaceAll(s, "|", `\|`)
-	return strings.ReplaceAll(s, "`", "'")
+	s = strings.NewReplacer("|", `\|`, "`", "'", "<", `\<`, ">", `\>`).Replace(Clean(s))
+	return s
 }
 
 // Markdown writes the report as Markdown.

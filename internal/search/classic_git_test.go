@@ -124,7 +124,7 @@ func TestClassicMatchesGitLinear(t *testing.T) {
 	var b gittest.Builder
 	tip := b.Linear(-1, 100)
 	r := b.Write(t)
-	compare(t, gitCase{name: "linear", repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[0]}, every: 7})
+	compare(t, gitCase{name: "linear", repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[0]}, every: 10})
 }
 
 func TestClassicMatchesGitMerges(t *testing.T) {
@@ -135,7 +135,7 @@ func TestClassicMatchesGitMerges(t *testing.T) {
 		tip := b.MergeHeavy(root, 45, seed)
 		r := b.Write(t)
 		name := fmt.Sprintf("seed%d", seed)
-		every := 1 + 4*i
+		every := 1 + 8*i
 		compare(t, gitCase{name: name, repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[1]}, every: every})
 		compare(t, gitCase{name: name + "-first-parent", repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[1]}, firstParent: true, every: every})
 	}

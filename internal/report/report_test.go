@@ -1,0 +1,54 @@
+package report
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/firstbad/firstbad/internal/journal"
+)
+
+func TestClean(t *testing.T) {
+	cases := map[string]string{
+		"plain":              "plain",
+		"tab\there":          "tab\there",
+		"\x1b[31mred\x1b[0m": `\x1b[31mred\x1b[0m`,
+		"bad \xff utf8":      "bad \uFFFD utf8",
+		"line\nbreak\r":      `line\x0abreak\x0d`,
+		"c1 \u009b csi":      `c1 \x9b csi`,
+	}
+	for in, want := range cases {
+		if got := Clean(in); got != want {
+			t.Errorf("Clean(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+func TestRenderEscapes(t *testing.T) {
+	evil := `<script>alert(1)</script> | $(rm -rf ~) ` + "\x1b[2J"
+	r := &Report{RunID: "r", Outcome: journal.OutcomeFound, Culprit: "c", Terms: Terms{"good", "bad"},
+		Steps: []journal.Step{{Kind: journal.KindSearch, Commit: "c", Subject: evil, Verdict: "bad", Reason: evil, State: journal.StateDone}}}
+	var html, md strings.Builder
+	if err := r.HTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(html.String(), "<script>") || !strings.Contains(html.String(), "&lt;script&gt;") {
+		t.Error("HTML does not escape subjects")
+	}
+	if strings.Contains(html.String(), "http") && strings.Contains(html.String(), "src=") {
+		t.Error("HTML loads external assets")
+	}
+	if err := r.Markdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(md.String(), "\x1b") {
+		t.Error("Markdown keeps escape sequences")
+	}
+	if strings.Contains(md.String(), "<script>") {
+		t.Error("Markdown passes raw HTML through")
+	}
+	for _, line := range strings.Split(md.String(), "\n") {
+		if strings.HasPrefix(line, "| 1 |") && strings.Count(line, "|")-strings.Count(line, `\|`) != 12 {
+			t.Errorf("a pipe in a subject broke the table row: %s", line)
+		}
+	}
+}
