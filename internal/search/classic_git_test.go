@@ -137,7 +137,7 @@ func TestClassicMatchesGitMerges(t *testing.T) {
 		name := fmt.Sprintf("seed%d", seed)
 		every := 1 + 8*i
 		compare(t, gitCase{name: name, repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[1]}, every: every})
-		compare(t, gitCase{name: name + "-first-parent", repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[1]}, firstParent: true, every: every})
+		compare(t, gitCase{name: name + "-first-parent", repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[1]}, firstParent: true, every: every + 2})
 	}
 }
 
@@ -150,7 +150,7 @@ func TestClassicMatchesGitTwoGoods(t *testing.T) {
 	m := b.Commit(main, side)
 	tip := b.Linear(m, 10)
 	r := b.Write(t)
-	compare(t, gitCase{name: "two-goods", repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[side-3], r.SHAs[main-6]}, every: 2})
+	compare(t, gitCase{name: "two-goods", repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[side-3], r.SHAs[main-6]}, every: 3})
 }
 
 func TestClassicMatchesGitSkips(t *testing.T) {
