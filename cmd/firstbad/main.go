@@ -5,8 +5,13 @@ import (
 	"os"
 
 	"github.com/firstbad/firstbad/internal/cli"
+	"github.com/firstbad/firstbad/internal/guest"
 )
 
 func main() {
+	// Inside a test VM the same binary is the guest's /init.
+	if guest.IsAgent() {
+		os.Exit(guest.Agent())
+	}
 	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

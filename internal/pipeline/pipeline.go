@@ -39,6 +39,11 @@ type Outcome struct {
 	// Abort is set when the reproducer asked to stop the whole bisect
 	// (exit code 128 or more, as with git bisect run).
 	Abort string
+	// Evidence beyond each run's output.
+	BuildLog   string
+	ConsoleLog string
+	Kernel     string // the built image (kernel steps)
+	KernelKey  string
 }
 
 // Pipeline evaluates commits.

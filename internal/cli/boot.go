@@ -1,0 +1,418 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/firstbad/firstbad/internal/git"
+	"github.com/firstbad/firstbad/internal/guest"
+	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/pipeline"
+	"github.com/firstbad/firstbad/internal/report"
+	"github.com/firstbad/firstbad/internal/search"
+	"github.com/firstbad/firstbad/internal/target"
+)
+
+// Exit codes of test and boot: git bisect run's, so `git bisect run
+// firstbad test ...` works.
+const (
+	TestGood  = 0
+	TestBad   = 1
+	TestSkip  = 125
+	TestInput = 128
+	TestInfra = 129
+)
+
+const testExitHelp = `Exit codes (as git bisect run expects): 0 good, 1 bad, 125 skip (cannot tell:
+build or boot failed), 128 usage or input error, 129 infrastructure error.`
+
+// guestFlags are the boot-and-test options shared by boot, test and run.
+type guestFlags struct {
+	test        string
+	files       []string
+	timeout     time.Duration
+	bootTimeout time.Duration
+	repeat      int
+	rebootEach  bool
+	bootFailure string
+	crashMatch  string
+	accel       string
+	memory      int
+	cpus        int
+	appendLine  string
+}
+
+func (gf *guestFlags) register(c *cobra.Command, withTest bool) {
+	f := c.Flags()
+	if withTest {
+		f.StringVar(&gf.test, "guest-test", "", "script run with /bin/sh inside the guest (exit 0 good, 1-127 bad, 125 skip)")
+	}
+	f.StringArrayVar(&gf.files, "guest-file", nil, "extra file for the guest, SRC[:DEST]; repeatable")
+	f.DurationVar(&gf.timeout, "timeout", pipeline.DefaultTestTimeout, "deadline for one run of the guest test; overrunning is bad (hang)")
+	f.DurationVar(&gf.bootTimeout, "boot-timeout", pipeline.DefaultBootTimeout, "deadline from QEMU start to the guest agent's start marker")
+	f.IntVar(&gf.repeat, "repeat", 1, "runs of the guest test per step, in one boot (see --reboot-each)")
+	f.BoolVar(&gf.rebootEach, "reboot-each", false, "boot afresh for every run of --repeat")
+	f.StringVar(&gf.bootFailure, "boot-failure", "skip", "what a kernel that does not boot means: skip or bad")
+	f.StringVar(&gf.crashMatch, "crash-match", "", "regexp: a crash whose title does not match is a skip, not bad")
+	f.StringVar(&gf.accel, "accel", "auto", "QEMU accelerator: kvm, tcg, or auto (probe KVM once, fall back to TCG)")
+	f.IntVar(&gf.memory, "memory", 512, "guest memory in MiB")
+	f.IntVar(&gf.cpus, "cpus", 1, "guest CPUs")
+	f.StringVar(&gf.appendLine, "append", "", "extra kernel command line")
+}
+
+// guestTest checks the environment and assembles the boot-and-test stage.
+func (gf *guestFlags) guestTest(g *globals, shell bool) (*pipeline.GuestTest, error) {
+	if gf.test != "" {
+		fi, err := os.Stat(gf.test)
+		if err != nil || fi.IsDir() {
+			return nil, usage("--guest-test %s: not a readable file", gf.test)
+		}
+	}
+	if gf.bootFailure != "skip" && gf.bootFailure != "bad" {
+		return nil, usage("--boot-failure must be skip or bad")
+	}
+	switch gf.accel {
+	case "kvm", "tcg", "auto":
+	default:
+		return nil, usage("--accel must be kvm, tcg or auto")
+	}
+	if gf.repeat < 1 {
+		return nil, usage("--repeat must be at least 1")
+	}
+	var files []guest.File
+	for _, a := range gf.files {
+		f, err := guest.ParseFile(a)
+		if err != nil {
+			return nil, usage("%v", err)
+		}
+		files = append(files, f)
+	}
+	var re *regexp.Regexp
+	if gf.crashMatch != "" {
+		var err error
+		if re, err = regexp.Compile(gf.crashMatch); err != nil {
+			return nil, usage("--crash-match: %v", err)
+		}
+	}
+	busybox, err := guest.FindBusybox()
+	if err != nil {
+		return nil, usage("%v", err)
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if err := guest.CheckStatic(self); err != nil {
+		return nil, usage("%v", err)
+	}
+	q := &target.QEMU{Accel: gf.accel, CacheDir: filepath.Join(g.cacheDir, "probe")}
+	if err := q.Check(); err != nil {
+		return nil, usage("%v", err)
+	}
+	base, err := guest.Cached(filepath.Join(g.cacheDir, "initramfs"), self, busybox)
+	if err != nil {
+		return nil, &exitError{code: ExitInfra, err: fmt.Errorf("building the initramfs: %v", err)}
+	}
+	q.Probe = probeKVM
+	return &pipeline.GuestTest{Target: q, BaseInitrd: base, Test: gf.test, Files: files, Timeout: gf.timeout,
+		BootTimeout: gf.bootTimeout, RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: re,
+		MemMiB: gf.memory, CPUs: gf.cpus, Net: true, Cmdline: gf.appendLine, Shell: shell}, nil
+}
+
+// probeKVM boots b under KVM and waits briefly for the guest agent's start
+// marker: QEMU starting is not enough (here KVM guests start and print
+// nothing), only a sign of life from the guest counts.
+func probeKVM(ctx context.Context, q *target.QEMU, b target.Boot) bool {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	b.Dir = filepath.Join(b.Dir, "kvm-probe")
+	b.Interactive = false
+	m, err := q.Start(ctx, b, "kvm")
+	if err != nil {
+		return false
+	}
+	defer func() { m.Stop(); m.Wait() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case line, ok := <-m.Lines():
+			if !ok {
+				return false
+			}
+			if strings.Contains(line, guest.StartMarker+" nonce=") {
+				return true
+			}
+		}
+	}
+}
+
+// testResult is the JSON of test and boot.
+type testResult struct {
+	Verdict    string         `json:"verdict"`
+	Reason     string         `json:"reason"`
+	Crash      *string        `json:"crash"`
+	ExitCode   int            `json:"exit_code"`
+	BootS      *float64       `json:"boot_s"`
+	TestS      float64        `json:"test_s"`
+	BuildS     *float64       `json:"build_s,omitempty"`
+	Kernel     string         `json:"kernel,omitempty"`
+	ConsoleLog string         `json:"console_log"`
+	BuildLog   string         `json:"build_log,omitempty"`
+	Runs       []testRunEntry `json:"runs"`
+}
+
+type testRunEntry struct {
+	Verdict  string  `json:"verdict"`
+	ExitCode int     `json:"exit_code"`
+	Duration float64 `json:"duration_s"`
+	Crash    *string `json:"crash"`
+	Reason   string  `json:"reason"`
+}
+
+// printOutcome prints a boot or test outcome and returns its exit code.
+func (g *globals) printOutcome(out pipeline.Outcome) error {
+	v, _ := pipeline.Combine(out.Runs)
+	res := testResult{Verdict: v.String(), ConsoleLog: out.ConsoleLog, BuildLog: out.BuildLog, Kernel: out.Kernel, Runs: []testRunEntry{}}
+	if out.Boot != nil {
+		b := out.Boot.Seconds()
+		res.BootS = &b
+	}
+	if out.Build != nil {
+		b := out.Build.Seconds()
+		res.BuildS = &b
+	}
+	for i, r := range out.Runs {
+		res.TestS += r.Duration.Seconds()
+		var crash *string
+		if r.Crash != "" {
+			c := r.Crash
+			crash = &c
+			res.Crash = crash
+		}
+		res.Runs = append(res.Runs, testRunEntry{Verdict: r.Verdict.String(), ExitCode: r.ExitCode, Duration: r.Duration.Seconds(), Crash: crash, Reason: r.Reason})
+		if i == 0 || r.Verdict == v {
+			res.Reason, res.ExitCode = r.Reason, r.ExitCode
+		}
+	}
+	if len(out.Runs) == 0 {
+		res.Verdict, res.Reason = "good", "booted"
+		v = search.Good
+	}
+	if g.json {
+		enc := json.NewEncoder(g.stdout)
+		enc.SetIndent("", "  ")
+		if err := enc.Encode(res); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprintf(g.stdout, "verdict: %s (%s)\n", res.Verdict, report.Clean(res.Reason))
+		if res.Crash != nil {
+			fmt.Fprintf(g.stdout, "crash:   %s\n", report.Clean(*res.Crash))
+		}
+		if res.BuildS != nil {
+			fmt.Fprintf(g.stdout, "build:   %.1f s (%s)\n", *res.BuildS, res.BuildLog)
+		}
+		if res.BootS != nil {
+			fmt.Fprintf(g.stdout, "boot:    %.2f s\n", *res.BootS)
+		}
+		fmt.Fprintf(g.stdout, "test:    %.2f s in %d run(s)\nconsole: %s\n", res.TestS, len(res.Runs), res.ConsoleLog)
+		if v != search.Good && res.ConsoleLog != "" {
+			printTail(g, res.ConsoleLog, 25)
+		}
+	}
+	switch v {
+	case search.Good:
+		return nil
+	case search.Bad:
+		return &exitError{code: TestBad}
+	}
+	return &exitError{code: TestSkip}
+}
+
+func printTail(g *globals, path string, n int) {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return
+	}
+	lines := strings.Split(strings.TrimRight(string(data), "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	fmt.Fprintln(g.stdout, "--- console (last lines) ---")
+	for _, l := range lines {
+		fmt.Fprintln(g.stdout, report.Clean(l))
+	}
+}
+
+// testExit maps errors of test/boot onto git bisect run's codes.
+func testExit(err error) error {
+	var ee *exitError
+	if err == nil || errors.As(err, &ee) && (ee.code == TestBad || ee.code == TestSkip) {
+		return err
+	}
+	if errors.As(err, &ee) {
+		switch ee.code {
+		case ExitUsage:
+			return &exitError{code: TestInput, err: ee.err}
+		case ExitInterrupted:
+			return ee
+		}
+		return &exitError{code: TestInfra, err: ee.err}
+	}
+	var in *kbuild.InputError
+	if errors.As(err, &in) {
+		return &exitError{code: TestInput, err: err}
+	}
+	return &exitError{code: TestInfra, err: err}
+}
+
+func bootCmd(g *globals) *cobra.Command {
+	var gf guestFlags
+	var kernel string
+	var shell bool
+	c := &cobra.Command{
+		Use:   "boot --kernel bzImage [--guest-test FILE] [--shell]",
+		Short: "boot a kernel under QEMU with firstbad's initramfs and run a guest test",
+		Long:  "boot boots a given kernel image directly (qemu -kernel) with a generated busybox initramfs.\n\n" + testExitHelp,
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return testExit(func() error {
+				if fi, err := os.Stat(kernel); err != nil || fi.IsDir() {
+					return usage("--kernel %q: no such file", kernel)
+				}
+				if !isKernelImage(kernel) {
+					return usage("--kernel %s is not a bzImage (no Linux boot header)", kernel)
+				}
+				if gf.test == "" && !shell {
+					return usage("give --guest-test FILE, or --shell for an interactive shell")
+				}
+				gt, err := gf.guestTest(g, shell)
+				if err != nil {
+					return err
+				}
+				s, err := g.session(true)
+				if err != nil {
+					return err
+				}
+				gt.Target.(*target.QEMU).Log = s.Log
+				ctx, stop := signalContext(g.stderr)
+				defer stop()
+				dir := filepath.Join(g.stateDir, "boots", time.Now().UTC().Format("20060102-150405.000"))
+				o, err := gt.Run(ctx, kernel, "", 0, gf.repeat, dir)
+				if err != nil {
+					if ctx.Err() != nil {
+						return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
+					}
+					return &exitError{code: ExitInfra, err: err}
+				}
+				if shell {
+					return nil
+				}
+				return g.printOutcome(pipeline.Outcome{Runs: o.Runs, Boot: &o.Boot, ConsoleLog: o.ConsoleLog})
+			}())
+		},
+	}
+	c.Flags().StringVar(&kernel, "kernel", "", "the kernel image (bzImage)")
+	c.Flags().BoolVar(&shell, "shell", false, "an interactive busybox shell on the console instead of a test")
+	gf.register(c, true)
+	return c
+}
+
+// isKernelImage checks for the x86 boot protocol's "HdrS" magic.
+func isKernelImage(path string) bool {
+	f, err := os.Open(path)
+	if err != nil {
+		return false
+	}
+	defer f.Close()
+	b := make([]byte, 4)
+	if _, err := f.ReadAt(b, 0x202); err != nil {
+		return false
+	}
+	return string(b) == "HdrS"
+}
+
+func testCmd(g *globals) *cobra.Command {
+	var gf guestFlags
+	var kf kbuildFlags
+	var repo string
+	c := &cobra.Command{
+		Use:   "test --repo DIR REF --guest-test FILE",
+		Short: "build a commit, boot it, run the guest test: one bisect step",
+		Long: `test evaluates one commit exactly as a bisect step does: build (or take from the
+artifact cache), boot under QEMU, run the guest test, classify.
+
+` + testExitHelp,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return testExit(func() error {
+				if gf.test == "" {
+					return usage("give the guest test with --guest-test FILE")
+				}
+				opts, err := kf.options()
+				if err != nil {
+					return err
+				}
+				gt, err := gf.guestTest(g, false)
+				if err != nil {
+					return err
+				}
+				s, err := g.session(true)
+				if err != nil {
+					return err
+				}
+				gt.Target.(*target.QEMU).Log = s.Log
+				ctx, stop := signalContext(g.stderr)
+				defer stop()
+				src, err := git.Open(ctx, repo)
+				if err != nil {
+					return usage("%v", err)
+				}
+				sha, err := src.ResolveCommit(ctx, args[0])
+				if err != nil {
+					return usage("unknown ref %q in %s", args[0], repo)
+				}
+				clone, err := git.EnsureClone(ctx, src, g.cacheDir)
+				if err != nil {
+					return err
+				}
+				if err := clone.Sync(ctx, sha); err != nil {
+					return err
+				}
+				wt, err := clone.Worktree(ctx, sha)
+				if err != nil {
+					return err
+				}
+				defer wt.Release()
+				step := &pipeline.KernelStep{Test: gt, Build: &pipeline.KernelBuild{Worktree: wt, Opts: opts,
+					Builder: &kbuild.Builder{CacheDir: g.cacheDir, CacheSize: kf.cacheSize, Log: s.Log}}}
+				dir := filepath.Join(g.stateDir, "tests", time.Now().UTC().Format("20060102-150405.000")+"-"+sha[:12])
+				out, err := step.Evaluate(ctx, pipeline.Request{Commit: sha, Repeat: gf.repeat, EvidenceDir: dir})
+				var in *kbuild.InputError
+				switch {
+				case errors.As(err, &in):
+					return usage("%v", err)
+				case err != nil && ctx.Err() != nil:
+					return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
+				case err != nil:
+					return &exitError{code: ExitInfra, err: err}
+				}
+				return g.printOutcome(out)
+			}())
+		},
+	}
+	c.Flags().StringVar(&repo, "repo", ".", "the kernel repository (never written to)")
+	gf.register(c, true)
+	kf.register(c)
+	return c
+}

@@ -1,0 +1,142 @@
+package cli
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"path/filepath"
+	"time"
+
+	"github.com/spf13/cobra"
+
+	"github.com/firstbad/firstbad/internal/git"
+	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/pipeline"
+)
+
+// kbuildFlags are the kernel build options shared by build, test and run.
+type kbuildFlags struct {
+	opts      kbuild.Options
+	kconfig   []string
+	cacheSize int64
+}
+
+func (k *kbuildFlags) register(c *cobra.Command) {
+	f := c.Flags()
+	f.StringVar(&k.opts.Base, "base-config", "tinyconfig", "base config: tinyconfig, defconfig, or a .config file")
+	f.StringArrayVar(&k.kconfig, "kconfig", nil, "config fragment whose options are all required; repeatable")
+	f.StringVar(&k.opts.Arch, "arch", "x86_64", "ARCH to build for")
+	f.StringVar(&k.opts.CC, "cc", "", "compiler (default: ccache gcc when ccache exists)")
+	f.BoolVar(&k.opts.LLVM, "llvm", false, "build with LLVM=1")
+	f.StringVar(&k.opts.CrossCompile, "cross-compile", "", "CROSS_COMPILE prefix")
+	f.IntVarP(&k.opts.Jobs, "jobs", "j", 0, "parallel jobs (default: number of CPUs)")
+	f.DurationVar(&k.opts.Timeout, "build-timeout", 0, "deadline for one build (default none)")
+	f.BoolVar(&k.opts.NoCcache, "no-ccache", false, "do not use ccache")
+	f.Int64Var(&k.cacheSize, "cache-size", kbuild.DefaultCacheSize, "artifact cache bound in bytes (least recently used kernels go first)")
+}
+
+// options parses the fragments; a missing or malformed one is a usage error.
+func (k *kbuildFlags) options() (kbuild.Options, error) {
+	o := k.opts
+	o.Fragments = nil
+	for _, p := range k.kconfig {
+		f, err := kbuild.ReadFragment(p)
+		if err != nil {
+			return o, usage("--kconfig: %v", err)
+		}
+		o.Fragments = append(o.Fragments, f)
+	}
+	return o, nil
+}
+
+func buildCmd(g *globals) *cobra.Command {
+	var repo string
+	var kf kbuildFlags
+	c := &cobra.Command{
+		Use:   "build --repo DIR REF",
+		Short: "configure, verify and build one kernel commit (as a bisect step does)",
+		Long: `build checks REF out in firstbad's clone, assembles its config (base config,
+firstbad's required fragment, your --kconfig fragments; make olddefconfig),
+verifies every required option, and builds bzImage incrementally in a persistent
+build dir with ccache, or takes it from the artifact cache.
+
+Exit codes: 0 built, 1 the commit cannot be built (a skip: compile error or a
+required option unavailable), 2 usage or input error, 3 infrastructure error.`,
+		Args: cobra.ExactArgs(1),
+		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+			opts, err := kf.options()
+			if err != nil {
+				return err
+			}
+			s, err := g.session(true)
+			if err != nil {
+				return err
+			}
+			ctx, stop := signalContext(g.stderr)
+			defer stop()
+			src, err := git.Open(ctx, repo)
+			if err != nil {
+				return usage("%v", err)
+			}
+			sha, err := src.ResolveCommit(ctx, args[0])
+			if err != nil {
+				return usage("unknown ref %q in %s", args[0], repo)
+			}
+			clone, err := git.EnsureClone(ctx, src, g.cacheDir)
+			if err != nil {
+				return err
+			}
+			if err := clone.Sync(ctx, sha); err != nil {
+				return err
+			}
+			wt, err := clone.Worktree(ctx, sha)
+			if err != nil {
+				return err
+			}
+			defer wt.Release()
+			kb := &pipeline.KernelBuild{Worktree: wt, Opts: opts,
+				Builder: &kbuild.Builder{CacheDir: g.cacheDir, CacheSize: kf.cacheSize, Log: s.Log}}
+			logDir := filepath.Join(g.stateDir, "builds", time.Now().UTC().Format("20060102-150405")+"-"+sha[:12])
+			res, err := kb.Build(ctx, sha, logDir)
+			var in *kbuild.InputError
+			switch {
+			case errors.As(err, &in):
+				return usage("%v", err)
+			case err != nil && ctx.Err() != nil:
+				return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
+			case err != nil:
+				return &exitError{code: ExitInfra, err: err}
+			}
+			if g.json {
+				enc := json.NewEncoder(g.stdout)
+				enc.SetIndent("", "  ")
+				if err := enc.Encode(res); err != nil {
+					return err
+				}
+			} else {
+				printBuild(g, sha, res)
+			}
+			if res.Verdict != "ok" {
+				return &exitError{code: ExitNoCulprit}
+			}
+			return nil
+		}),
+	}
+	c.Flags().StringVar(&repo, "repo", ".", "the kernel repository (never written to)")
+	kf.register(c)
+	return c
+}
+
+func printBuild(g *globals, sha string, r *kbuild.Result) {
+	w := g.stdout
+	if r.Verdict != "ok" {
+		fmt.Fprintf(w, "commit %s cannot be built (skip): %s\nbuild log: %s\n", sha[:12], r.Reason, r.Log)
+		return
+	}
+	how := fmt.Sprintf("built in %.1f s (%d objects compiled, %d from ccache)", r.BuildS, r.Compiled, r.CcacheHits)
+	if r.Cached {
+		how = fmt.Sprintf("from the artifact cache (%.1f s)", r.BuildS)
+	}
+	fmt.Fprintf(w, "kernel:  %s\nkey:     %s\nversion: %s (%s)\n%s\nconfig verified: every required option holds\nbuild log: %s\n",
+		r.Kernel, r.Key, r.Version, r.Release, how, r.Log)
+}

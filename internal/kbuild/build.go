@@ -1,0 +1,576 @@
+package kbuild
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"runtime"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/firstbad/firstbad/internal/lock"
+	"github.com/firstbad/firstbad/internal/proc"
+)
+
+// Options choose how a kernel is configured and compiled.
+type Options struct {
+	Base         string     // tinyconfig (default), defconfig, or a .config file
+	Fragments    []Fragment // the user's; every option is required
+	Target       string     // built-in required fragment (default qemu-x86_64)
+	Arch         string     // default x86_64
+	CC           string     // compiler; default "ccache gcc" when ccache exists, else gcc
+	LLVM         bool
+	CrossCompile string
+	Jobs         int           // default: number of CPUs
+	Timeout      time.Duration // one build; 0 = none
+	NoCcache     bool
+}
+
+func (o Options) withDefaults() Options {
+	if o.Base == "" {
+		o.Base = "tinyconfig"
+	}
+	if o.Target == "" {
+		o.Target = "qemu-x86_64"
+	}
+	if o.Arch == "" {
+		o.Arch = "x86_64"
+	}
+	if o.Jobs <= 0 {
+		o.Jobs = runtime.NumCPU()
+	}
+	return o
+}
+
+// InputError is a problem with what the user asked for.
+type InputError struct{ Msg string }
+
+func (e *InputError) Error() string { return e.Msg }
+
+// InfraError is a failure of the build machine, not of the kernel: never a
+// verdict about the commit.
+type InfraError struct{ Msg string }
+
+func (e *InfraError) Error() string { return e.Msg }
+
+// Result is one build's outcome. A commit that cannot be built (compile
+// error, required option unavailable) has Verdict "skip" and a Reason.
+type Result struct {
+	Kernel      string   `json:"kernel"`
+	Key         string   `json:"key"`
+	Version     string   `json:"version"`
+	Release     string   `json:"release,omitempty"` // the image's UTS_RELEASE
+	BuildS      float64  `json:"build_s"`
+	Cached      bool     `json:"cached"`
+	Missing     []string `json:"missing_options"`
+	Verdict     string   `json:"verdict"`
+	Reason      string   `json:"reason"`
+	Log         string   `json:"build_log"`
+	ConfigPath  string   `json:"config"`
+	Compiled    int      `json:"compiled"`     // objects compiled by this build
+	CcacheHits  int      `json:"ccache_hits"`  // of those, served by ccache
+	BuildSystem bool     `json:"build_system"` // the build system changed since this build dir's last build
+}
+
+// Builder builds kernels under a cache dir: build dirs, the artifact cache
+// and the ccache stats live there.
+type Builder struct {
+	CacheDir  string
+	CacheSize int64 // artifact cache bound in bytes; 0 = default
+	Log       *slog.Logger
+}
+
+// Request is one commit to build.
+type Request struct {
+	Src    string // the checkout, at Commit
+	Commit string
+	Tree   string // the commit's tree hash: part of the artifact key
+	Opts   Options
+	LogDir string // where the build log goes
+}
+
+// CheckTree says whether dir is a kernel source tree.
+func CheckTree(dir string) error {
+	mk, err := os.ReadFile(filepath.Join(dir, "Makefile"))
+	if err != nil || !bytes.Contains(mk, []byte("kernelversion")) {
+		return &InputError{Msg: fmt.Sprintf("%s is not a Linux kernel tree (no top-level Makefile with a kernelversion target)", dir)}
+	}
+	if _, err := os.Stat(filepath.Join(dir, "Kconfig")); err != nil {
+		return &InputError{Msg: fmt.Sprintf("%s is not a Linux kernel tree (no top-level Kconfig)", dir)}
+	}
+	return nil
+}
+
+// CheckDeps lists missing build dependencies as one actionable message.
+func CheckDeps(o Options) error {
+	o = o.withDefaults()
+	type dep struct{ what, pkg string }
+	var missing []dep
+	for _, d := range []dep{{"make", "make"}, {"flex", "flex"}, {"bison", "bison"}, {"bc", "bc"}, {"perl", "perl"}} {
+		if _, err := exec.LookPath(d.what); err != nil {
+			missing = append(missing, d)
+		}
+	}
+	cc := "gcc"
+	if o.LLVM {
+		cc = "clang"
+	}
+	if o.CC != "" {
+		f := strings.Fields(o.CC)
+		cc = f[len(f)-1]
+	}
+	if o.CrossCompile != "" && !o.LLVM && o.CC == "" {
+		cc = o.CrossCompile + "gcc"
+	}
+	if _, err := exec.LookPath(cc); err != nil {
+		missing = append(missing, dep{cc, map[bool]string{true: "clang lld llvm", false: "gcc"}[o.LLVM]})
+	}
+	for _, h := range []struct{ path, pkg string }{{"/usr/include/gelf.h", "libelf-dev"}, {"/usr/include/openssl/ssl.h", "libssl-dev"}} {
+		if _, err := os.Stat(h.path); err != nil {
+			missing = append(missing, dep{h.path, h.pkg})
+		}
+	}
+	if len(missing) == 0 {
+		return nil
+	}
+	var what, pkgs []string
+	for _, d := range missing {
+		what = append(what, d.what)
+		pkgs = append(pkgs, d.pkg)
+	}
+	return &InfraError{Msg: fmt.Sprintf("kernel build dependencies missing: %s; install them with: apt-get install %s (or run ./setup.sh)",
+		strings.Join(what, ", "), strings.Join(pkgs, " "))}
+}
+
+// Required is the full list of required options for o: the target's
+// fragment, then the user's.
+func Required(o Options) ([]Option, error) {
+	o = o.withDefaults()
+	tf, err := TargetFragment(o.Target)
+	if err != nil {
+		return nil, err
+	}
+	return Merge(append([]Fragment{tf}, o.Fragments...)...), nil
+}
+
+// inputsKey identifies a build dir: the checkout it builds from and
+// everything that shapes the config and the compiler.
+func inputsKey(src string, o Options) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%v\x00%s\x00", src, o.Base, o.Arch, o.CC, o.LLVM, o.CrossCompile)
+	if fi, err := os.Stat(o.Base); err == nil && !fi.IsDir() {
+		data, _ := os.ReadFile(o.Base)
+		h.Write(data)
+	}
+	for _, f := range o.Fragments {
+		for _, opt := range f.Options {
+			fmt.Fprintf(h, "%s\n", opt)
+		}
+	}
+	return hex.EncodeToString(h.Sum(nil))[:16]
+}
+
+func (b *Builder) makeArgs(o Options, buildDir string) []string {
+	args := []string{"-C", "", "O=" + buildDir, "ARCH=" + o.Arch}
+	if o.CC != "" {
+		args = append(args, "CC="+o.CC)
+	}
+	if o.LLVM {
+		args = append(args, "LLVM=1")
+	}
+	if o.CrossCompile != "" {
+		args = append(args, "CROSS_COMPILE="+o.CrossCompile)
+	}
+	return args
+}
+
+// env is the build's environment: reproducible (fixed timestamp, user,
+// host, version), ccache set up so hits survive another checkout path.
+func (b *Builder) env(src, statsLog string, o Options) []string {
+	env := append(os.Environ(),
+		"KBUILD_BUILD_TIMESTAMP=1970-01-01 00:00:00 UTC",
+		"KBUILD_BUILD_USER=firstbad",
+		"KBUILD_BUILD_HOST=firstbad",
+		"KBUILD_BUILD_VERSION=1",
+		"LC_ALL=C",
+		"CCACHE_BASEDIR="+src,
+		"CCACHE_NOHASHDIR=1",
+		"CCACHE_STATSLOG="+statsLog,
+	)
+	if o.NoCcache {
+		env = append(env, "CCACHE_DISABLE=1")
+	}
+	return env
+}
+
+// resolveCC picks the compiler: the user's, else "ccache gcc" where ccache
+// exists (and is not disabled), else the kernel's default.
+func resolveCC(o Options) Options {
+	if o.CC != "" || o.LLVM {
+		return o
+	}
+	if _, err := exec.LookPath("ccache"); err == nil && !o.NoCcache {
+		o.CC = "ccache " + o.CrossCompile + "gcc"
+	}
+	return o
+}
+
+// Build configures, verifies and builds one commit, or returns it from the
+// artifact cache. The error is for input and infrastructure problems; a
+// commit that cannot be built is a Result with Verdict "skip".
+func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
+	o := resolveCC(req.Opts.withDefaults())
+	if err := CheckTree(req.Src); err != nil {
+		return nil, err
+	}
+	if err := CheckDeps(o); err != nil {
+		return nil, err
+	}
+	if o.Base != "tinyconfig" && o.Base != "defconfig" {
+		if fi, err := os.Stat(o.Base); err != nil || fi.IsDir() {
+			return nil, &InputError{Msg: fmt.Sprintf("--base-config %q: not tinyconfig, defconfig, or a readable .config file", o.Base)}
+		}
+	}
+	required, err := Required(o)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkSpace(b.CacheDir, 3<<30); err != nil {
+		return nil, err
+	}
+	buildDir := filepath.Join(b.CacheDir, "builds", inputsKey(req.Src, o))
+	if err := os.MkdirAll(buildDir, 0o755); err != nil {
+		return nil, &InfraError{Msg: err.Error()}
+	}
+	l, err := lock.Acquire(ctx, buildDir+".lock", func(h *lock.HeldError) {
+		b.Log.Info("waiting for a build dir held by another firstbad", "dir", buildDir, "pid", h.PID)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
+	if err := os.MkdirAll(req.LogDir, 0o755); err != nil {
+		return nil, &InfraError{Msg: err.Error()}
+	}
+	res := &Result{Log: filepath.Join(req.LogDir, "build.log"), Missing: []string{}}
+	logf, err := os.Create(res.Log)
+	if err != nil {
+		return nil, &InfraError{Msg: err.Error()}
+	}
+	defer logf.Close()
+	start := time.Now()
+	mk := func(timeout time.Duration, stdin io.Reader, targets ...string) (proc.Result, error) {
+		args := b.makeArgs(o, buildDir)
+		args[1] = req.Src
+		args = append(args, targets...)
+		cmd := exec.Command("make", args...)
+		cmd.Env = b.env(req.Src, filepath.Join(buildDir, "ccache-stats.log"), o)
+		cmd.Stdout, cmd.Stderr, cmd.Stdin = logf, logf, stdin
+		fmt.Fprintf(logf, "$ make %s\n", strings.Join(args, " "))
+		return proc.Run(ctx, cmd, timeout)
+	}
+
+	// 1. Config, assembled in a side file so the build dir's .config (and
+	// so the build) is touched only when the result differs.
+	side := filepath.Join(buildDir, ".config.firstbad")
+	cfgEnv := func(targets ...string) (proc.Result, error) {
+		args := append(b.makeArgs(o, buildDir), "KCONFIG_CONFIG="+side)
+		args[1] = req.Src
+		args = append(args, targets...)
+		cmd := exec.Command("make", args...)
+		cmd.Env = b.env(req.Src, os.DevNull, o)
+		cmd.Stdout, cmd.Stderr = logf, logf
+		cmd.Stdin = strings.NewReader("")
+		fmt.Fprintf(logf, "$ make %s\n", strings.Join(args, " "))
+		return proc.Run(ctx, cmd, 5*time.Minute)
+	}
+	if o.Base == "tinyconfig" || o.Base == "defconfig" {
+		if r, err := cfgEnv(o.Base); err != nil || r.ExitCode != 0 {
+			return b.failed(ctx, res, logf, r, err, "make "+o.Base)
+		}
+	} else {
+		data, err := os.ReadFile(o.Base)
+		if err != nil {
+			return nil, &InputError{Msg: fmt.Sprintf("--base-config: %v", err)}
+		}
+		if err := os.WriteFile(side, data, 0o644); err != nil {
+			return nil, &InfraError{Msg: err.Error()}
+		}
+	}
+	base, err := os.ReadFile(side)
+	if err != nil {
+		return nil, &InfraError{Msg: err.Error()}
+	}
+	if err := os.WriteFile(side, []byte(Apply(string(base), required)), 0o644); err != nil {
+		return nil, &InfraError{Msg: err.Error()}
+	}
+	if r, err := cfgEnv("olddefconfig"); err != nil || r.ExitCode != 0 {
+		if err == nil && ctx.Err() == nil && oldKconfig(res.Log) {
+			// Before olddefconfig existed: oldconfig with empty answers.
+			if r, err = cfgEnv("oldconfig"); err != nil || r.ExitCode != 0 {
+				return b.failed(ctx, res, logf, r, err, "make oldconfig")
+			}
+		} else {
+			return b.failed(ctx, res, logf, r, err, "make olddefconfig")
+		}
+	}
+	final, err := os.ReadFile(side)
+	if err != nil {
+		return nil, &InfraError{Msg: err.Error()}
+	}
+	vals, _ := Values(bytes.NewReader(final))
+	if bad := Verify(vals, required); len(bad) > 0 {
+		var reasons []string
+		for _, m := range bad {
+			res.Missing = append(res.Missing, m.Option.Name)
+			reasons = append(reasons, m.String())
+		}
+		res.Verdict = "skip"
+		res.Reason = "required config options unavailable: " + strings.Join(reasons, "; ")
+		fmt.Fprintf(logf, "firstbad: %s\n", res.Reason)
+		res.BuildS = time.Since(start).Seconds()
+		return res, nil
+	}
+
+	// 2. The artifact cache, keyed by tree, final config and compiler.
+	cc := compilerVersion(o)
+	cfgSum := sha256.Sum256(final)
+	key := sha256.Sum256([]byte(req.Tree + "\x00" + hex.EncodeToString(cfgSum[:]) + "\x00" + cc + "\x00" + o.Arch))
+	res.Key = hex.EncodeToString(key[:16])
+	cache := &Cache{Dir: filepath.Join(b.CacheDir, "artifacts"), Limit: b.CacheSize}
+	if a, ok := cache.Get(res.Key); ok {
+		res.Kernel, res.Version, res.Release, res.ConfigPath = a.Kernel, a.Version, a.Release, a.Config
+		res.Cached, res.Verdict = true, "ok"
+		res.BuildS = time.Since(start).Seconds()
+		fmt.Fprintf(logf, "firstbad: kernel %s from the artifact cache\n", res.Key)
+		return res, nil
+	}
+
+	// 3. The build, incremental in the persistent build dir.
+	cur, _ := os.ReadFile(filepath.Join(buildDir, ".config"))
+	if !bytes.Equal(cur, final) {
+		if err := os.WriteFile(filepath.Join(buildDir, ".config"), final, 0o644); err != nil {
+			return nil, &InfraError{Msg: err.Error()}
+		}
+	}
+	res.BuildSystem = buildSystemChanged(buildDir, req.Src)
+	os.Remove(filepath.Join(buildDir, "ccache-stats.log"))
+	logStart, _ := logf.Seek(0, io.SeekCurrent)
+	r, err := mk(o.Timeout, nil, "-j"+strconv.Itoa(o.Jobs), "bzImage")
+	res.Compiled, res.CcacheHits = compileStats(res.Log, logStart, filepath.Join(buildDir, "ccache-stats.log"))
+	if err != nil || r.ExitCode != 0 {
+		return b.failed(ctx, res, logf, r, err, "make bzImage")
+	}
+	vr, _ := exec.Command("make", "-s", "-C", req.Src, "kernelversion").Output()
+	res.Version = strings.TrimSpace(string(vr))
+	res.Release = utsRelease(buildDir)
+	image := filepath.Join(buildDir, "arch", archDir(o.Arch), "boot", "bzImage")
+	a, err := cache.Put(res.Key, Artifact{Version: res.Version, Release: res.Release, Commit: req.Commit}, image, filepath.Join(buildDir, ".config"))
+	if err != nil {
+		return nil, &InfraError{Msg: fmt.Sprintf("storing the built kernel: %v", err)}
+	}
+	res.Kernel, res.ConfigPath = a.Kernel, a.Config
+	res.Verdict = "ok"
+	res.BuildS = time.Since(start).Seconds()
+	return res, nil
+}
+
+func archDir(arch string) string {
+	switch arch {
+	case "x86_64", "i386", "x86":
+		return "x86"
+	}
+	return arch
+}
+
+// failed classifies a failed make: the infrastructure's fault is an error,
+// the kernel's fault a skip with the first error line as the reason.
+func (b *Builder) failed(ctx context.Context, res *Result, logf *os.File, r proc.Result, err error, what string) (*Result, error) {
+	if ctx.Err() != nil {
+		return nil, ctx.Err()
+	}
+	if err != nil {
+		return nil, &InfraError{Msg: fmt.Sprintf("%s: %v", what, err)}
+	}
+	logf.Sync()
+	data, _ := os.ReadFile(res.Log)
+	d := Diagnose(data, r)
+	if d.Infra {
+		return nil, &InfraError{Msg: fmt.Sprintf("%s: %s (log: %s)", what, d.Reason, res.Log)}
+	}
+	res.Verdict = "skip"
+	res.Reason = fmt.Sprintf("%s failed: %s", what, d.Reason)
+	if d.Context != "" {
+		fmt.Fprintf(logf, "\nfirstbad: first error:\n%s\n", d.Context)
+	}
+	return res, nil
+}
+
+// Diagnosis is what a failed build's log says.
+type Diagnosis struct {
+	Infra   bool   // the machine's fault: retry or abort, never a verdict
+	Reason  string // one line
+	File    string
+	Line    int
+	Context string // ~30 lines around the first error
+}
+
+var (
+	errLineRe = regexp.MustCompile(`(?m)^([^\s:]+):(\d+):(?:\d+:)? (?:fatal )?error: (.*)$`)
+	ldErrRe   = regexp.MustCompile(`(?m)^.*(?:undefined reference to|multiple definition of|ld: .*error).*$`)
+	makeErrRe = regexp.MustCompile(`(?m)^make(?:\[\d+\])?: \*\*\* .*Error \d+.*$`)
+)
+
+// Diagnose classifies a failed build from its log and exit.
+func Diagnose(log []byte, r proc.Result) Diagnosis {
+	text := string(log)
+	switch {
+	case r.TimedOut:
+		return Diagnosis{Infra: true, Reason: "build timeout (--build-timeout) reached"}
+	case r.ExitCode == 137 || r.Signal == 9 || strings.Contains(text, "Killed signal terminated program") ||
+		strings.Contains(text, "internal compiler error: Killed"):
+		return Diagnosis{Infra: true, Reason: "the compiler was killed (out of memory?)"}
+	case strings.Contains(text, "No space left on device"):
+		return Diagnosis{Infra: true, Reason: "disk full (No space left on device)"}
+	case regexp.MustCompile(`(?m)(gcc|cc|clang|ld|ccache|make|flex|bison|bc|perl)(: not found|: command not found|: No such file or directory$)`).MatchString(text):
+		return Diagnosis{Infra: true, Reason: "a build tool is missing: " + firstMatch(text, `(?m)^.*(not found|No such file or directory).*$`)}
+	}
+	lines := strings.Split(text, "\n")
+	if loc := errLineRe.FindStringSubmatchIndex(text); loc != nil {
+		file, line, msg := text[loc[2]:loc[3]], text[loc[4]:loc[5]], text[loc[6]:loc[7]]
+		n, _ := strconv.Atoi(line)
+		return Diagnosis{Reason: fmt.Sprintf("%s:%s: error: %s", file, line, msg), File: file, Line: n, Context: context30(lines, text[loc[0]:loc[1]])}
+	}
+	if m := ldErrRe.FindString(text); m != "" {
+		return Diagnosis{Reason: "link error: " + strings.TrimSpace(m), Context: context30(lines, m)}
+	}
+	if m := makeErrRe.FindString(text); m != "" {
+		return Diagnosis{Reason: strings.TrimSpace(m), Context: context30(lines, m)}
+	}
+	return Diagnosis{Reason: fmt.Sprintf("make exited %d", r.ExitCode)}
+}
+
+func context30(lines []string, match string) string {
+	for i, l := range lines {
+		if l == match {
+			lo, hi := max(0, i-15), min(len(lines), i+15)
+			return strings.Join(lines[lo:hi], "\n")
+		}
+	}
+	return match
+}
+
+func firstMatch(text, re string) string {
+	return strings.TrimSpace(regexp.MustCompile(re).FindString(text))
+}
+
+// oldKconfig reports a tree whose Kconfig has no olddefconfig target.
+func oldKconfig(log string) bool {
+	data, _ := os.ReadFile(log)
+	return bytes.Contains(data, []byte("No rule to make target 'olddefconfig'")) ||
+		bytes.Contains(data, []byte("No rule to make target `olddefconfig'"))
+}
+
+// compilerVersion identifies the compiler for the artifact key.
+func compilerVersion(o Options) string {
+	cc := "gcc"
+	if o.LLVM {
+		cc = "clang"
+	}
+	if o.CC != "" {
+		f := strings.Fields(o.CC)
+		cc = f[len(f)-1]
+	}
+	out, err := exec.Command(cc, "--version").Output()
+	if err != nil {
+		return cc
+	}
+	first, _, _ := strings.Cut(string(out), "\n")
+	return first
+}
+
+// compileStats counts the objects this build compiled (kbuild's "  CC"
+// lines after logStart) and how many ccache served.
+func compileStats(logPath string, logStart int64, statsLog string) (compiled, hits int) {
+	if f, err := os.Open(logPath); err == nil {
+		f.Seek(logStart, io.SeekStart)
+		sc := bufio.NewScanner(f)
+		for sc.Scan() {
+			if strings.HasPrefix(sc.Text(), "  CC ") {
+				compiled++
+			}
+		}
+		f.Close()
+	}
+	if data, err := os.ReadFile(statsLog); err == nil {
+		for _, rec := range strings.Split(string(data), "\n# ")[0:] {
+			if strings.Contains(rec, "direct_cache_hit") || strings.Contains(rec, "preprocessed_cache_hit") {
+				hits++
+			}
+		}
+	}
+	return compiled, hits
+}
+
+// buildSystemChanged says whether the build machinery (top Makefile,
+// scripts/) is newer than this build dir's last build: then most of the
+// kernel recompiles, and a benchmark wants to know.
+func buildSystemChanged(buildDir, src string) bool {
+	stamp, err := os.Stat(filepath.Join(buildDir, "vmlinux"))
+	if err != nil {
+		return false
+	}
+	for _, p := range []string{"Makefile", "scripts/Makefile.build", "scripts/Kbuild.include", "scripts/Makefile.lib"} {
+		if fi, err := os.Stat(filepath.Join(src, p)); err == nil && fi.ModTime().After(stamp.ModTime()) {
+			return true
+		}
+	}
+	return false
+}
+
+func utsRelease(buildDir string) string {
+	data, err := os.ReadFile(filepath.Join(buildDir, "include", "generated", "utsrelease.h"))
+	if err != nil {
+		return ""
+	}
+	if m := regexp.MustCompile(`UTS_RELEASE "([^"]*)"`).FindSubmatch(data); m != nil {
+		return string(m[1])
+	}
+	return ""
+}
+
+// checkSpace fails with an infrastructure error below need bytes free.
+func checkSpace(dir string, need uint64) error {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return &InfraError{Msg: err.Error()}
+	}
+	free, err := freeBytes(dir)
+	if err != nil {
+		return nil
+	}
+	if free < need {
+		return &InfraError{Msg: fmt.Sprintf("only %d MiB free in %s; a kernel build needs about %d MiB: free space or use --cache-dir elsewhere",
+			free>>20, dir, need>>20)}
+	}
+	return nil
+}
+
+// meta.json of an artifact.
+func writeJSON(path string, v any) error {
+	data, err := json.MarshalIndent(v, "", "  ")
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, data, 0o644)
+}

@@ -1,0 +1,308 @@
+package pipeline
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"time"
+
+	"github.com/firstbad/firstbad/internal/console"
+	"github.com/firstbad/firstbad/internal/guest"
+	"github.com/firstbad/firstbad/internal/search"
+	"github.com/firstbad/firstbad/internal/target"
+)
+
+// GuestTest boots a kernel on a target with firstbad's initramfs and runs the
+// user's guest test in it, once or Repeat times per boot.
+type GuestTest struct {
+	Target      target.Target
+	BaseInitrd  string // the cached base archive (busybox + agent)
+	Test        string // the guest test script ("" with Shell: boot only)
+	Files       []guest.File
+	Timeout     time.Duration // one run of the test (guest side; the host allows a grace on top)
+	BootTimeout time.Duration // QEMU start to the agent's start marker
+	RebootEach  bool
+	// BootFailureBad makes a kernel that does not boot count as bad.
+	BootFailureBad bool
+	// CrashMatch, if set, makes a crash with another title a skip.
+	CrashMatch *regexp.Regexp
+	MemMiB     int
+	CPUs       int
+	Net        bool
+	Cmdline    string // extra kernel command line
+	Shell      bool
+}
+
+// Defaults for the deadlines.
+const (
+	DefaultBootTimeout = 60 * time.Second
+	DefaultTestTimeout = 10 * time.Minute
+	hostGrace          = 20 * time.Second
+)
+
+// GuestOutcome is a boot-and-test's result, with its evidence.
+type GuestOutcome struct {
+	Runs       []Run
+	Boot       time.Duration // QEMU start to the start marker (first boot)
+	ConsoleLog string
+	Crash      string
+}
+
+func nonce() string {
+	var b [8]byte
+	_, _ = rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
+// Run boots kernel and runs the test repeat times. Errors are
+// infrastructure failures (never verdicts).
+func (g *GuestTest) Run(ctx context.Context, kernel, commit string, step, repeat int, dir string) (GuestOutcome, error) {
+	var out GuestOutcome
+	repeat = max(repeat, 1)
+	boots, perBoot := 1, repeat
+	if g.RebootEach {
+		boots, perBoot = repeat, 1
+	}
+	for b := 0; b < boots && len(out.Runs) < repeat; b++ {
+		bdir := dir
+		if boots > 1 {
+			bdir = filepath.Join(dir, fmt.Sprintf("boot-%d", b+1))
+		}
+		one, err := g.boot(ctx, kernel, commit, step, perBoot, len(out.Runs), bdir)
+		if err != nil {
+			return out, err
+		}
+		if b == 0 {
+			out.Boot, out.ConsoleLog, out.Crash = one.Boot, one.ConsoleLog, one.Crash
+		}
+		out.Runs = append(out.Runs, one.Runs...)
+		// A boot failure or crash ends the step: the kernel is the answer.
+		if one.Crash != "" || len(one.Runs) < perBoot {
+			break
+		}
+	}
+	return out, nil
+}
+
+func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs, first int, dir string) (GuestOutcome, error) {
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return GuestOutcome{}, &InfraError{Stage: "boot", Err: err}
+	}
+	n := nonce()
+	timeout := g.Timeout
+	if timeout <= 0 {
+		timeout = DefaultTestTimeout
+	}
+	s := guest.Settings{Nonce: n, Commit: commit, Step: step, Runs: runs, TimeoutS: timeout.Seconds(), Shell: g.Shell,
+		Env: map[string]string{"FIRSTBAD_RUN_OFFSET": fmt.Sprint(first)}}
+	if g.Test == "" && !g.Shell {
+		s.Runs = 0
+	}
+	initrd := filepath.Join(dir, "initramfs.cpio")
+	if err := writeInitrd(initrd, g.BaseInitrd, s, g.Test, g.Files); err != nil {
+		return GuestOutcome{}, &InfraError{Stage: "initramfs", Err: err}
+	}
+	cmdline := "console=ttyS0,115200 panic=-1 oops=panic panic_on_warn=0 rdinit=/init"
+	if g.Cmdline != "" {
+		cmdline += " " + g.Cmdline
+	}
+	bootTimeout := g.BootTimeout
+	if bootTimeout <= 0 {
+		bootTimeout = DefaultBootTimeout
+	}
+	start := time.Now()
+	m, err := g.Target.Boot(ctx, target.Boot{Kernel: kernel, Initrd: initrd, Cmdline: cmdline, Dir: dir, MemMiB: g.MemMiB,
+		CPUs: g.CPUs, Net: g.Net, Interactive: g.Shell})
+	if err != nil {
+		return GuestOutcome{}, &InfraError{Stage: "boot", Err: err}
+	}
+	defer func() { m.Stop(); m.Wait() }()
+	out := GuestOutcome{ConsoleLog: m.ConsoleLog()}
+	if g.Shell {
+		ex := m.Wait()
+		out.Boot = ex.Duration
+		return out, nil
+	}
+	var text strings.Builder
+	started := false
+	deadline := time.NewTimer(bootTimeout)
+	defer deadline.Stop()
+	var runStart time.Time
+	for {
+		select {
+		case <-ctx.Done():
+			return out, ctx.Err()
+		case line, ok := <-m.Lines():
+			if !ok {
+				// The machine is gone.
+				ex := m.Wait()
+				return g.ended(out, text.String(), started, ex, runs, first)
+			}
+			text.WriteString(line + "\n")
+			if !started && strings.Contains(line, guest.StartMarker+" nonce="+n) {
+				started = true
+				out.Boot = time.Since(start)
+				runStart = time.Now()
+				deadline.Reset(timeout + hostGrace)
+				if s.Runs == 0 {
+					return out, nil
+				}
+				continue
+			}
+			if r, ok := guest.ParseMarker(line, n); ok && started {
+				out.Runs = append(out.Runs, g.fromResult(r, first))
+				if len(out.Runs) == runs {
+					return out, nil
+				}
+				runStart = time.Now()
+				deadline.Reset(timeout + hostGrace)
+				continue
+			}
+			if c := console.Parse(line); c != nil {
+				// Let the report finish (a few hundred ms of output),
+				// then classify with the whole of it.
+				settle(m, &text, 2*time.Second)
+				c = console.Parse(text.String())
+				out.Crash = c.Title
+				return g.crashed(out, c, started, time.Since(runStart), first), nil
+			}
+		case <-deadline.C:
+			if !started {
+				return g.noStart(out, text.String(), bootTimeout), nil
+			}
+			out.Runs = append(out.Runs, Run{Verdict: search.Bad, ExitCode: -1, Duration: time.Since(runStart),
+				Reason: fmt.Sprintf("hang: no result within %s (the kernel stopped responding)", timeout+hostGrace)})
+			return out, nil
+		}
+	}
+}
+
+// settle reads what the console still prints for up to d.
+func settle(m target.Machine, text *strings.Builder, d time.Duration) {
+	t := time.NewTimer(d)
+	defer t.Stop()
+	for {
+		select {
+		case line, ok := <-m.Lines():
+			if !ok {
+				return
+			}
+			text.WriteString(line + "\n")
+		case <-t.C:
+			return
+		}
+	}
+}
+
+// fromResult classifies one reported run with git bisect run's exit codes;
+// a run the agent killed at its deadline is a hang (bad).
+func (g *GuestTest) fromResult(r guest.RunResult, first int) Run {
+	run := Run{ExitCode: r.ExitCode, Duration: time.Duration(r.Duration * float64(time.Second))}
+	if r.Timeout {
+		run.Verdict, run.Reason = search.Bad, "hang: the test did not finish within its timeout"
+		return run
+	}
+	v, abort := ExitVerdict(r.ExitCode, false)
+	run.Verdict = v
+	switch {
+	case abort:
+		run.Verdict = search.Skip
+		run.Reason = fmt.Sprintf("exit %d: abort", r.ExitCode)
+	case r.ExitCode == 125:
+		run.Reason = "exit 125: skip"
+	default:
+		run.Reason = fmt.Sprintf("exit %d", r.ExitCode)
+	}
+	return run
+}
+
+// crashed classifies a kernel crash seen on the console.
+func (g *GuestTest) crashed(out GuestOutcome, c *console.Crash, started bool, d time.Duration, first int) GuestOutcome {
+	if !started || c.Boot {
+		return g.bootFailure(out, "boot failure: "+c.Title)
+	}
+	run := Run{Verdict: search.Bad, ExitCode: -1, Duration: d, Crash: c.Title, Reason: "crash: " + c.Title}
+	if g.CrashMatch != nil && !g.CrashMatch.MatchString(c.Title) {
+		run.Verdict, run.Reason = search.Skip, fmt.Sprintf("a different crash (%s) than --crash-match %q", c.Title, g.CrashMatch)
+	}
+	out.Runs = append(out.Runs, run)
+	return out
+}
+
+func (g *GuestTest) bootFailure(out GuestOutcome, reason string) GuestOutcome {
+	v := search.Skip
+	if g.BootFailureBad {
+		v = search.Bad
+	}
+	out.Runs = append(out.Runs, Run{Verdict: v, ExitCode: -1, Reason: reason})
+	return out
+}
+
+func (g *GuestTest) noStart(out GuestOutcome, text string, d time.Duration) GuestOutcome {
+	if strings.TrimSpace(stripQEMU(text)) == "" {
+		return g.bootFailure(out, fmt.Sprintf("boot failure: no console output within %s: the kernel likely lacks a serial console "+
+			"(CONFIG_SERIAL_8250_CONSOLE, CONFIG_PRINTK) or did not start", d))
+	}
+	return g.bootFailure(out, fmt.Sprintf("boot failure: no start marker from the guest agent within %s "+
+		"(check CONFIG_BLK_DEV_INITRD, CONFIG_BINFMT_ELF, CONFIG_DEVTMPFS in the console log)", d))
+}
+
+// ended classifies a machine that went away by itself.
+func (g *GuestTest) ended(out GuestOutcome, text string, started bool, ex target.Exit, runs, first int) (GuestOutcome, error) {
+	if c := console.Parse(text); c != nil {
+		out.Crash = c.Title
+		return g.crashed(out, c, started, 0, first), nil
+	}
+	if len(out.Runs) == runs && started {
+		return out, nil
+	}
+	if ex.Err != nil {
+		return out, &InfraError{Stage: "qemu", Err: ex.Err}
+	}
+	if !started && strings.TrimSpace(stripQEMU(text)) != "" && ex.Code == 0 {
+		// The kernel ran and stopped the VM before the agent spoke: a
+		// boot failure of the kernel (e.g. it rebooted on a panic we did
+		// not recognize).
+		return g.bootFailure(out, "boot failure: the kernel stopped before the guest agent started"), nil
+	}
+	return out, &InfraError{Stage: "qemu", Err: fmt.Errorf("QEMU exited (status %d) without a result and without a kernel-side reason", ex.Code)}
+}
+
+// stripQEMU drops QEMU's own lines (our command echo, its warnings).
+func stripQEMU(text string) string {
+	var b strings.Builder
+	for _, l := range strings.Split(text, "\n") {
+		if strings.HasPrefix(l, "qemu-system") || strings.HasPrefix(l, "firstbad: ") {
+			continue
+		}
+		b.WriteString(l + "\n")
+	}
+	return b.String()
+}
+
+// writeInitrd concatenates the cached base archive and this boot's overlay.
+func writeInitrd(path, base string, s guest.Settings, test string, files []guest.File) error {
+	f, err := os.Create(path)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	in, err := os.Open(base)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	if _, err := io.Copy(f, in); err != nil {
+		return err
+	}
+	if err := guest.Overlay(f, s, test, files); err != nil {
+		return err
+	}
+	return f.Close()
+}

@@ -1,0 +1,51 @@
+package pipeline
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/firstbad/firstbad/internal/search"
+)
+
+// KernelStep evaluates a commit of a kernel tree: build (or take from the
+// artifact cache), boot on the target, run the guest test.
+type KernelStep struct {
+	Build *KernelBuild
+	Test  *GuestTest
+}
+
+// Evaluate implements Pipeline.
+func (k *KernelStep) Evaluate(ctx context.Context, req Request) (Outcome, error) {
+	var out Outcome
+	res, err := k.Build.Build(ctx, req.Commit, req.EvidenceDir)
+	if err != nil {
+		var ie *InfraError
+		if errors.As(err, &ie) || ctx.Err() != nil {
+			return out, err
+		}
+		return out, &InfraError{Stage: "build", Err: err}
+	}
+	d := time.Duration(res.BuildS * float64(time.Second))
+	out.Build, out.BuildLog = &d, res.Log
+	if res.Verdict != "ok" {
+		out.Runs = []Run{{Verdict: search.Skip, ExitCode: -1, Reason: res.Reason}}
+		return out, nil
+	}
+	out.Kernel, out.KernelKey = res.Kernel, res.Key
+	g, err := k.Test.Run(ctx, res.Kernel, req.Commit, req.Step, req.Repeat, req.EvidenceDir)
+	if err != nil && ctx.Err() == nil && IsInfra(err) {
+		// QEMU's own failure: once more, then it is the machine's problem.
+		g, err = k.Test.Run(ctx, res.Kernel, req.Commit, req.Step, req.Repeat, req.EvidenceDir)
+	}
+	if err != nil {
+		return out, err
+	}
+	out.Boot, out.ConsoleLog, out.Runs = &g.Boot, g.ConsoleLog, g.Runs
+	for i := range out.Runs {
+		if out.Runs[i].Output == "" {
+			out.Runs[i].Output = g.ConsoleLog
+		}
+	}
+	return out, nil
+}

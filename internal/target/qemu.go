@@ -1,0 +1,224 @@
+package target
+
+import (
+	"bufio"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/firstbad/firstbad/internal/proc"
+)
+
+// QEMU boots kernels in local QEMU: q35, -nodefaults, no display, no reboot
+// (a panicking kernel with panic=-1 ends the VM), serial console on QEMU's
+// stdout, the result channel on a virtio-serial port backed by a file.
+type QEMU struct {
+	Binary   string // default qemu-system-x86_64
+	Accel    string // kvm, tcg or auto (probe KVM once, cache the answer)
+	CacheDir string // where the accel probe's answer is kept
+	Log      *slog.Logger
+	// Probe, for Accel auto, boots b with KVM and reports whether the
+	// guest showed a sign of life; the pipeline supplies it since it
+	// knows the guest's start marker.
+	Probe func(ctx context.Context, q *QEMU, b Boot) bool
+}
+
+// Name implements Target.
+func (q *QEMU) Name() string { return "qemu" }
+
+func (q *QEMU) binary() string {
+	if q.Binary != "" {
+		return q.Binary
+	}
+	return "qemu-system-x86_64"
+}
+
+// Check says whether QEMU is installed, with what to install if not.
+func (q *QEMU) Check() error {
+	if _, err := exec.LookPath(q.binary()); err != nil {
+		return fmt.Errorf("%s not found: install it with: apt-get install qemu-system-x86", q.binary())
+	}
+	return nil
+}
+
+// Args are QEMU's arguments for a boot with the given accelerator.
+func (q *QEMU) Args(b Boot, accel string) []string {
+	mem, cpus := b.MemMiB, b.CPUs
+	if mem <= 0 {
+		mem = 512
+	}
+	if cpus <= 0 {
+		cpus = 1
+	}
+	args := []string{"-machine", "q35,accel=" + accel, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
+		"-nodefaults", "-display", "none", "-no-reboot", "-no-user-config",
+		"-kernel", b.Kernel, "-append", b.Cmdline, "-serial", "stdio",
+		"-device", "virtio-serial-pci,id=vser0",
+		"-chardev", "file,id=fbres,path=" + filepath.Join(b.Dir, "result.jsonl"),
+		"-device", "virtserialport,bus=vser0.0,chardev=fbres,name=firstbad.result",
+	}
+	if accel == "tcg" {
+		args = append(args, "-cpu", "max")
+	}
+	if b.Initrd != "" {
+		args = append(args, "-initrd", b.Initrd)
+	}
+	if b.Net {
+		args = append(args, "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0")
+	}
+	return args
+}
+
+// accel decides the accelerator: the user's choice, or the cached answer of
+// a KVM probe for this boot of the host and this QEMU version.
+func (q *QEMU) accel(ctx context.Context, b Boot) string {
+	switch q.Accel {
+	case "kvm", "tcg":
+		return q.Accel
+	}
+	key := cacheKey(q.binary())
+	path := filepath.Join(q.CacheDir, "accel-"+key)
+	if data, err := os.ReadFile(path); err == nil {
+		return strings.TrimSpace(string(data))
+	}
+	answer := "tcg"
+	if _, err := os.Stat("/dev/kvm"); err == nil && q.Probe != nil && q.Probe(ctx, q, b) {
+		answer = "kvm"
+	}
+	if ctx.Err() != nil {
+		return answer
+	}
+	if answer == "tcg" && q.Log != nil {
+		q.Log.Warn("KVM does not work here (no sign of life from a KVM guest): using TCG software emulation")
+	}
+	_ = os.MkdirAll(q.CacheDir, 0o755)
+	_ = os.WriteFile(path, []byte(answer+"\n"), 0o644)
+	return answer
+}
+
+// cacheKey identifies this host boot and QEMU version.
+func cacheKey(bin string) string {
+	boot, _ := os.ReadFile("/proc/sys/kernel/random/boot_id")
+	ver, _ := exec.Command(bin, "--version").Output()
+	first, _, _ := strings.Cut(string(ver), "\n")
+	s := strings.TrimSpace(string(boot)) + "-" + first
+	var h uint64 = 14695981039346656037
+	for _, c := range []byte(s) {
+		h = (h ^ uint64(c)) * 1099511628211
+	}
+	return strconv.FormatUint(h, 16)
+}
+
+// Boot implements Target.
+func (q *QEMU) Boot(ctx context.Context, b Boot) (Machine, error) {
+	if err := q.Check(); err != nil {
+		return nil, err
+	}
+	return q.Start(ctx, b, q.accel(ctx, b))
+}
+
+// Start boots with a given accelerator (the KVM probe uses it directly).
+func (q *QEMU) Start(ctx context.Context, b Boot, accel string) (Machine, error) {
+	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
+		return nil, err
+	}
+	consolePath := filepath.Join(b.Dir, "console.log")
+	logf, err := os.Create(consolePath)
+	if err != nil {
+		return nil, err
+	}
+	_ = os.Remove(filepath.Join(b.Dir, "result.jsonl"))
+	cmd := exec.Command(q.binary(), q.Args(b, accel)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	m := &qemuMachine{lines: make(chan string, 1024), console: consolePath, result: filepath.Join(b.Dir, "result.jsonl"),
+		done: make(chan struct{}), start: time.Now()}
+	var out io.ReadCloser
+	if b.Interactive {
+		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, io.MultiWriter(os.Stdout, logf), os.Stderr
+	} else {
+		if out, err = cmd.StdoutPipe(); err != nil {
+			logf.Close()
+			return nil, err
+		}
+		cmd.Stderr = logf
+	}
+	fmt.Fprintf(logf, "firstbad: %s %s\n", q.binary(), strings.Join(cmd.Args[1:], " "))
+	if err := cmd.Start(); err != nil {
+		logf.Close()
+		return nil, fmt.Errorf("starting QEMU: %w", err)
+	}
+	m.cmd = cmd
+	go func() {
+		select {
+		case <-ctx.Done():
+			m.Stop()
+		case <-m.done:
+		}
+	}()
+	go func() {
+		if out != nil {
+			sc := bufio.NewScanner(out)
+			sc.Buffer(make([]byte, 64*1024), 1024*1024)
+			for sc.Scan() {
+				line := sc.Text()
+				fmt.Fprintln(logf, line)
+				select {
+				case m.lines <- line:
+				default: // nobody reading fast enough: the log keeps it
+				}
+			}
+		}
+		err := cmd.Wait()
+		proc.KillGroup(cmd.Process.Pid)
+		logf.Close()
+		m.exit = Exit{Code: cmd.ProcessState.ExitCode(), Duration: time.Since(m.start)}
+		m.mu.Lock()
+		m.exit.Killed = m.killed
+		m.mu.Unlock()
+		var ee *exec.ExitError
+		if err != nil && !errors.As(err, &ee) {
+			m.exit.Err = err
+		}
+		close(m.lines)
+		close(m.done)
+	}()
+	return m, nil
+}
+
+type qemuMachine struct {
+	cmd     *exec.Cmd
+	lines   chan string
+	console string
+	result  string
+	done    chan struct{}
+	start   time.Time
+	mu      sync.Mutex
+	killed  bool
+	exit    Exit
+}
+
+func (m *qemuMachine) Lines() <-chan string { return m.lines }
+func (m *qemuMachine) ConsoleLog() string   { return m.console }
+func (m *qemuMachine) ResultLog() string    { return m.result }
+
+func (m *qemuMachine) Stop() {
+	m.mu.Lock()
+	m.killed = true
+	m.mu.Unlock()
+	proc.KillGroup(m.cmd.Process.Pid)
+}
+
+func (m *qemuMachine) Wait() Exit {
+	<-m.done
+	return m.exit
+}

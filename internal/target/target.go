@@ -1,0 +1,52 @@
+// Package target is where kernels run. A Target boots a kernel image with an
+// initramfs and a command line and hands back a Machine whose console can be
+// read line by line. The local QEMU target is the first; QEMU on a remote VM
+// host, a libvirt domain and a real machine fit the same two interfaces.
+package target
+
+import (
+	"context"
+	"time"
+)
+
+// Boot is what to run.
+type Boot struct {
+	Kernel  string
+	Initrd  string
+	Cmdline string
+	Dir     string // evidence dir: console.log, result channel
+	MemMiB  int
+	CPUs    int
+	Net     bool // a NIC on user-mode networking
+	// Interactive attaches the console to the caller's terminal (shell).
+	Interactive bool
+}
+
+// Exit is how a machine ended.
+type Exit struct {
+	Err      error // the machine (QEMU) failed: an infrastructure error
+	Code     int   // QEMU's exit status
+	Killed   bool  // we stopped it
+	Duration time.Duration
+}
+
+// Machine is a booted kernel.
+type Machine interface {
+	// Lines yields console lines; it is closed when the console ends.
+	Lines() <-chan string
+	// ConsoleLog is the path of the full console output.
+	ConsoleLog() string
+	// ResultLog is the path where the result channel lands (may be empty
+	// if the target has none).
+	ResultLog() string
+	// Stop ends the machine now; it is safe to call more than once.
+	Stop()
+	// Wait blocks until the machine is gone.
+	Wait() Exit
+}
+
+// Target boots kernels.
+type Target interface {
+	Name() string
+	Boot(ctx context.Context, b Boot) (Machine, error)
+}
