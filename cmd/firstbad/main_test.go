@@ -271,7 +271,7 @@ func TestBadInput(t *testing.T) {
 		})
 	}
 	// A branch named --help is a ref, not an option.
-	r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", "--help", "--exec", "exit 1")
+	r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", "--help", "--exec", "grep -qx 0 f && exit 0; exit 1")
 	if res.code != 0 || r.Outcome != "found" {
 		t.Errorf("--bad --help: exit %d %s", res.code, res.stderr)
 	}

@@ -1,7 +1,7 @@
 package cli
 
 import (
-	"context"
+	"log/slog"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,7 +19,6 @@ import (
 	"github.com/firstbad/firstbad/internal/pipeline"
 	"github.com/firstbad/firstbad/internal/report"
 	"github.com/firstbad/firstbad/internal/search"
-	"github.com/firstbad/firstbad/internal/target"
 )
 
 // Exit codes of test and boot: git bisect run's, so `git bisect run
@@ -51,15 +50,17 @@ type guestFlags struct {
 	appendLine  string
 }
 
-func (gf *guestFlags) register(c *cobra.Command, withTest bool) {
+// register adds the flags; withRunFlags adds --timeout and --repeat too
+// (run has its own, shared with --exec).
+func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f := c.Flags()
-	if withTest {
-		f.StringVar(&gf.test, "guest-test", "", "script run with /bin/sh inside the guest (exit 0 good, 1-127 bad, 125 skip)")
-	}
+	f.StringVar(&gf.test, "guest-test", "", "script run with /bin/sh inside the guest (exit 0 good, 1-127 bad, 125 skip)")
 	f.StringArrayVar(&gf.files, "guest-file", nil, "extra file for the guest, SRC[:DEST]; repeatable")
-	f.DurationVar(&gf.timeout, "timeout", pipeline.DefaultTestTimeout, "deadline for one run of the guest test; overrunning is bad (hang)")
+	if withRunFlags {
+		f.DurationVar(&gf.timeout, "timeout", pipeline.DefaultTestTimeout, "deadline for one run of the guest test; overrunning is bad (hang)")
+		f.IntVar(&gf.repeat, "repeat", 1, "runs of the guest test per step, in one boot (see --reboot-each)")
+	}
 	f.DurationVar(&gf.bootTimeout, "boot-timeout", pipeline.DefaultBootTimeout, "deadline from QEMU start to the guest agent's start marker")
-	f.IntVar(&gf.repeat, "repeat", 1, "runs of the guest test per step, in one boot (see --reboot-each)")
 	f.BoolVar(&gf.rebootEach, "reboot-each", false, "boot afresh for every run of --repeat")
 	f.StringVar(&gf.bootFailure, "boot-failure", "skip", "what a kernel that does not boot means: skip or bad")
 	f.StringVar(&gf.crashMatch, "crash-match", "", "regexp: a crash whose title does not match is a skip, not bad")
@@ -69,91 +70,60 @@ func (gf *guestFlags) register(c *cobra.Command, withTest bool) {
 	f.StringVar(&gf.appendLine, "append", "", "extra kernel command line")
 }
 
-// guestTest checks the environment and assembles the boot-and-test stage.
-func (gf *guestFlags) guestTest(g *globals, shell bool) (*pipeline.GuestTest, error) {
+// config checks the flags and turns them into a kernel step's config.
+func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
+	var none pipeline.KernelConfig
 	if gf.test != "" {
 		fi, err := os.Stat(gf.test)
 		if err != nil || fi.IsDir() {
-			return nil, usage("--guest-test %s: not a readable file", gf.test)
+			return none, usage("--guest-test %s: not a readable file", gf.test)
 		}
 	}
 	if gf.bootFailure != "skip" && gf.bootFailure != "bad" {
-		return nil, usage("--boot-failure must be skip or bad")
+		return none, usage("--boot-failure must be skip or bad")
 	}
 	switch gf.accel {
 	case "kvm", "tcg", "auto":
 	default:
-		return nil, usage("--accel must be kvm, tcg or auto")
+		return none, usage("--accel must be kvm, tcg or auto")
 	}
 	if gf.repeat < 1 {
-		return nil, usage("--repeat must be at least 1")
+		return none, usage("--repeat must be at least 1")
+	}
+	if gf.crashMatch != "" {
+		if _, err := regexp.Compile(gf.crashMatch); err != nil {
+			return none, usage("--crash-match: %v", err)
+		}
 	}
 	var files []guest.File
 	for _, a := range gf.files {
 		f, err := guest.ParseFile(a)
 		if err != nil {
-			return nil, usage("%v", err)
+			return none, usage("%v", err)
 		}
 		files = append(files, f)
 	}
-	var re *regexp.Regexp
-	if gf.crashMatch != "" {
-		var err error
-		if re, err = regexp.Compile(gf.crashMatch); err != nil {
-			return nil, usage("--crash-match: %v", err)
-		}
-	}
-	busybox, err := guest.FindBusybox()
-	if err != nil {
-		return nil, usage("%v", err)
-	}
-	self, err := os.Executable()
+	return pipeline.KernelConfig{GuestTest: gf.test, Files: files, Timeout: gf.timeout, BootTimeout: gf.bootTimeout,
+		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, Accel: gf.accel,
+		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine}, nil
+}
+
+// guestTest checks the host and assembles the boot-and-test stage.
+func (gf *guestFlags) guestTest(g *globals, shell bool, log *slog.Logger) (*pipeline.GuestTest, error) {
+	kc, err := gf.config()
 	if err != nil {
 		return nil, err
 	}
-	if err := guest.CheckStatic(self); err != nil {
+	gt, err := pipeline.NewGuestTest(kc, g.cacheDir, log)
+	var in *kbuild.InputError
+	switch {
+	case errors.As(err, &in):
 		return nil, usage("%v", err)
+	case err != nil:
+		return nil, &exitError{code: ExitInfra, err: err}
 	}
-	q := &target.QEMU{Accel: gf.accel, CacheDir: filepath.Join(g.cacheDir, "probe")}
-	if err := q.Check(); err != nil {
-		return nil, usage("%v", err)
-	}
-	base, err := guest.Cached(filepath.Join(g.cacheDir, "initramfs"), self, busybox)
-	if err != nil {
-		return nil, &exitError{code: ExitInfra, err: fmt.Errorf("building the initramfs: %v", err)}
-	}
-	q.Probe = probeKVM
-	return &pipeline.GuestTest{Target: q, BaseInitrd: base, Test: gf.test, Files: files, Timeout: gf.timeout,
-		BootTimeout: gf.bootTimeout, RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: re,
-		MemMiB: gf.memory, CPUs: gf.cpus, Net: true, Cmdline: gf.appendLine, Shell: shell}, nil
-}
-
-// probeKVM boots b under KVM and waits briefly for the guest agent's start
-// marker: QEMU starting is not enough (here KVM guests start and print
-// nothing), only a sign of life from the guest counts.
-func probeKVM(ctx context.Context, q *target.QEMU, b target.Boot) bool {
-	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-	defer cancel()
-	b.Dir = filepath.Join(b.Dir, "kvm-probe")
-	b.Interactive = false
-	m, err := q.Start(ctx, b, "kvm")
-	if err != nil {
-		return false
-	}
-	defer func() { m.Stop(); m.Wait() }()
-	for {
-		select {
-		case <-ctx.Done():
-			return false
-		case line, ok := <-m.Lines():
-			if !ok {
-				return false
-			}
-			if strings.Contains(line, guest.StartMarker+" nonce=") {
-				return true
-			}
-		}
-	}
+	gt.Shell = shell
+	return gt, nil
 }
 
 // testResult is the JSON of test and boot.
@@ -296,15 +266,14 @@ func bootCmd(g *globals) *cobra.Command {
 				if gf.test == "" && !shell {
 					return usage("give --guest-test FILE, or --shell for an interactive shell")
 				}
-				gt, err := gf.guestTest(g, shell)
-				if err != nil {
-					return err
-				}
 				s, err := g.session(true)
 				if err != nil {
 					return err
 				}
-				gt.Target.(*target.QEMU).Log = s.Log
+				gt, err := gf.guestTest(g, shell, s.Log)
+				if err != nil {
+					return err
+				}
 				ctx, stop := signalContext(g.stderr)
 				defer stop()
 				dir := filepath.Join(g.stateDir, "boots", time.Now().UTC().Format("20060102-150405.000"))
@@ -363,15 +332,14 @@ artifact cache), boot under QEMU, run the guest test, classify.
 				if err != nil {
 					return err
 				}
-				gt, err := gf.guestTest(g, false)
-				if err != nil {
-					return err
-				}
 				s, err := g.session(true)
 				if err != nil {
 					return err
 				}
-				gt.Target.(*target.QEMU).Log = s.Log
+				gt, err := gf.guestTest(g, false, s.Log)
+				if err != nil {
+					return err
+				}
 				ctx, stop := signalContext(g.stderr)
 				defer stop()
 				src, err := git.Open(ctx, repo)

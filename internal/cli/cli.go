@@ -18,6 +18,7 @@ import (
 
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/pipeline"
+	"github.com/firstbad/firstbad/internal/proc"
 	"github.com/firstbad/firstbad/internal/session"
 )
 
@@ -138,6 +139,13 @@ func (g *globals) session(needWrite bool) (*session.Session, error) {
 			}
 		}
 	}
+	// Children of a killed firstbad (reproducers, QEMU) are found and
+	// killed by the next one that uses the same state dir.
+	children := filepath.Join(g.stateDir, "children")
+	if n := proc.Reap(children); n > 0 {
+		fmt.Fprintf(g.stderr, "firstbad: killed %d process group(s) left running by a firstbad that was killed\n", n)
+	}
+	proc.SetRegistry(children)
 	tty := isTerminal(g.stderr)
 	level := slog.LevelInfo
 	if tty {

@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
@@ -38,9 +39,11 @@ func wrap(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command,
 
 func runCmd(g *globals) *cobra.Command {
 	var in session.Input
-	var fresh bool
+	var fresh, confirm bool
+	var gf guestFlags
+	var kf kbuildFlags
 	c := &cobra.Command{
-		Use:   "run --repo DIR --good REF [--good REF ...] --bad REF --exec 'CMD' [-- PATH...]",
+		Use:   "run --repo DIR --good REF [--good REF ...] --bad REF (--exec 'CMD' | --guest-test FILE) [-- PATH...]",
 		Short: "bisect: find the first bad commit",
 		Long: `run bisects the commits reachable from --bad and from none of --good.
 
@@ -54,6 +57,12 @@ FIRSTBAD_RUN (the run number within the step) in its environment.
 that fixed something: give --bad the old, broken commit and --good the new,
 fixed one; CMD keeps its natural meaning (0 = works).
 
+With --guest-test, each candidate kernel is configured (--base-config, firstbad's
+required options, your --kconfig fragments), built incrementally with ccache (or
+taken from the artifact cache), booted under QEMU with a busybox initramfs, and
+FILE runs inside the guest with the same exit codes. A kernel that fails to build
+or boot is a skip; a crash during the test is bad.
+
 Paths after -- limit the bisect to commits touching them, as in git bisect start.
 
 ` + exitCodesHelp,
@@ -65,6 +74,27 @@ Paths after -- limit the bisect to commits touching them, as in git bisect start
 				in.Paths = args[dash:]
 			} else if len(args) > 0 {
 				return usage("unexpected arguments %q (paths go after --)", args)
+			}
+			if gf.test != "" {
+				gf.timeout, gf.repeat = in.Timeout, max(in.Repeat, 1)
+				if gf.timeout == 0 {
+					gf.timeout = pipeline.DefaultTestTimeout
+				}
+				kc, err := gf.config()
+				if err != nil {
+					return err
+				}
+				if kc.Build, err = kf.options(); err != nil {
+					return err
+				}
+				kc.CacheSize = kf.cacheSize
+				if kc.GuestTest, err = filepath.Abs(kc.GuestTest); err != nil {
+					return err
+				}
+				in.Kernel = &kc
+			}
+			if cmd.Flags().Changed("confirm") {
+				in.Confirm = &confirm
 			}
 			s, err := g.session(true)
 			if err != nil {
@@ -94,6 +124,10 @@ Paths after -- limit the bisect to commits touching them, as in git bisect start
 	f.StringArrayVar(&in.Skips, "skip", nil, "a commit (REV) or range (A..B) known to be untestable; repeatable")
 	f.StringVar(&in.FromLog, "from-log", "", "start from an existing (partial) git bisect log")
 	f.BoolVar(&fresh, "new", false, "start a new run even if an unfinished one has the same arguments")
+	f.StringVar(&in.EndpointCheck, "endpoint-check", "lazy", "verify the endpoints: lazy (only when the answer hinges on one), upfront, or off")
+	f.BoolVar(&confirm, "confirm", false, "retest the culprit and its parent after the search (default: on for kernel runs)")
+	gf.register(c, false)
+	kf.register(c)
 	return c
 }
 

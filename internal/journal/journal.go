@@ -62,6 +62,7 @@ type Evidence struct {
 	BuildLog   string `json:"build_log"`
 	ConsoleLog string `json:"console_log"`
 	TestOutput string `json:"test_output"`
+	Kernel     string `json:"kernel,omitempty"`
 }
 
 // Attempt is one run of the reproducer within a step.

@@ -38,6 +38,7 @@ func Run(ctx context.Context, cmd *exec.Cmd, timeout time.Duration) (Result, err
 		return Result{}, err
 	}
 	pgid := cmd.Process.Pid
+	defer Register(pgid)()
 	done := make(chan struct{})
 	go func() {
 		select {

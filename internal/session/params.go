@@ -15,6 +15,7 @@ import (
 
 	"github.com/firstbad/firstbad/internal/bisectlog"
 	"github.com/firstbad/firstbad/internal/git"
+	"github.com/firstbad/firstbad/internal/pipeline"
 	"github.com/firstbad/firstbad/internal/search"
 )
 
@@ -75,6 +76,13 @@ type Params struct {
 	Repeat       int           `json:"repeat"`
 	Observations []Observation `json:"observations,omitempty"`
 	Strategy     string        `json:"strategy"`
+	// Kernel, when set, makes each step build, boot and run a guest test
+	// instead of running Exec.
+	Kernel *pipeline.KernelConfig `json:"kernel,omitempty"`
+	// EndpointCheck is lazy, upfront or off.
+	EndpointCheck string `json:"endpoint_check"`
+	// Confirm retests the culprit and its parent after the search.
+	Confirm bool `json:"confirm"`
 }
 
 // Fingerprint identifies "the same arguments" across runs.
@@ -99,6 +107,11 @@ type Input struct {
 	Repeat      int
 	Skips       []string // REV or A..B
 	FromLog     string   // path of a git bisect log
+	Kernel      *pipeline.KernelConfig
+	// EndpointCheck is lazy (default), upfront or off; Confirm is nil for
+	// the default (on for kernel runs).
+	EndpointCheck string
+	Confirm       *bool
 }
 
 // Resolve checks the input and resolves every ref in the user's repository
@@ -106,8 +119,26 @@ type Input struct {
 func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 	p := Params{Exec: in.Exec, Paths: in.Paths, FirstParent: in.FirstParent, Timeout: Duration(in.Timeout),
 		Repeat: max(in.Repeat, 1), Strategy: "classic", TermOld: "good", TermNew: "bad"}
-	if strings.TrimSpace(in.Exec) == "" {
-		return p, nil, inputErr("nothing to run: give the reproducer with --exec 'CMD' (exit 0 good, 1-127 bad, 125 skip)")
+	p.Kernel = in.Kernel
+	switch {
+	case in.Kernel != nil && strings.TrimSpace(in.Exec) != "":
+		return p, nil, inputErr("give either --exec or --guest-test, not both")
+	case in.Kernel != nil && in.Kernel.GuestTest == "":
+		return p, nil, inputErr("give the guest test with --guest-test FILE")
+	case in.Kernel == nil && strings.TrimSpace(in.Exec) == "":
+		return p, nil, inputErr("nothing to run: give the reproducer with --exec 'CMD' (exit 0 good, 1-127 bad, 125 skip) or a kernel guest test with --guest-test FILE")
+	}
+	switch in.EndpointCheck {
+	case "":
+		p.EndpointCheck = "lazy"
+	case "lazy", "upfront", "off":
+		p.EndpointCheck = in.EndpointCheck
+	default:
+		return p, nil, inputErr("--endpoint-check must be lazy, upfront or off")
+	}
+	p.Confirm = in.Kernel != nil
+	if in.Confirm != nil {
+		p.Confirm = *in.Confirm
 	}
 	if in.Repeat < 0 {
 		return p, nil, inputErr("--repeat must be at least 1")
@@ -209,6 +240,11 @@ func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 		}
 		p.Good = append(p.Good, sha)
 	}
+	if p.Kernel != nil {
+		if err := checkKernelRange(ctx, repo, p); err != nil {
+			return p, nil, err
+		}
+	}
 	if log != nil {
 		for _, e := range log.Entries {
 			sha, err := resolve(e.Rev)
@@ -283,4 +319,35 @@ func (p Params) observations() []search.Observation {
 		}
 	}
 	return obs
+}
+
+// checkKernelRange fails early for a repository that is not a kernel tree,
+// and for a --kconfig option that no Kconfig file defines at either end of
+// the range (which would otherwise skip every step).
+func checkKernelRange(ctx context.Context, repo *git.Repo, p Params) error {
+	mk, err := repo.Run(ctx, "show", "--end-of-options", p.Bad+":Makefile")
+	if err != nil || !strings.Contains(string(mk), "kernelversion") {
+		return inputErr("%s is not a Linux kernel tree at %s (no top-level Makefile with a kernelversion target)", repo.Dir, short(p.Bad))
+	}
+	for _, f := range p.Kernel.Build.Fragments {
+		for _, o := range f.Options {
+			if o.Value == "n" {
+				continue
+			}
+			sym := strings.TrimPrefix(o.Name, "CONFIG_")
+			found := false
+			for _, rev := range []string{p.Bad, p.Good[0]} {
+				_, err := repo.Run(ctx, "grep", "-q", "-E", `^\s*(menu)?config\s+`+sym+`\s*$`, rev, "--", "*Kconfig*")
+				if err == nil {
+					found = true
+					break
+				}
+			}
+			if !found {
+				return inputErr("%s (%s) is not defined by any Kconfig file at %s or %s: no commit in the range can satisfy it (renamed? check the spelling)",
+					o.Name, o.Where, short(p.Bad), short(p.Good[0]))
+			}
+		}
+	}
+	return nil
 }

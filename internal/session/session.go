@@ -1,6 +1,8 @@
 package session
 
 import (
+	"bytes"
+	"strings"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -164,6 +166,13 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 		return res, &pipeline.InfraError{Stage: "run " + id, Err: err}
 	}
 
+	interrupted := func() (*Result, error) {
+		if _, e := stop(journal.OutcomeInterrupted, "", nil, "interrupted"); e != nil {
+			return nil, e
+		}
+		return &Result{RunID: id, Outcome: journal.OutcomeInterrupted}, ErrInterrupted
+	}
+
 	src, err := git.Open(ctx, p.Repo)
 	if err != nil {
 		return infra(err)
@@ -198,8 +207,15 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 		return infra(err)
 	}
 	defer wt.Release()
-	rn := &runner{s: s, j: j, p: p, id: id, repo: &clone.Repo,
-		pipe: &pipeline.Exec{Worktree: wt, Command: p.Exec, Timeout: time.Duration(p.Timeout), Invert: p.Invert, RunID: id}}
+	var pipe pipeline.Pipeline = &pipeline.Exec{Worktree: wt, Command: p.Exec, Timeout: time.Duration(p.Timeout), Invert: p.Invert, RunID: id}
+	if p.Kernel != nil {
+		ks, err := pipeline.NewKernelStep(*p.Kernel, wt, s.CacheDir, s.Log)
+		if err != nil {
+			return infra(err)
+		}
+		pipe = ks
+	}
+	rn := &runner{s: s, j: j, p: p, id: id, repo: &clone.Repo, pipe: pipe}
 
 	steps, err := j.Steps()
 	if err != nil {
@@ -218,6 +234,52 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 		}
 	}
 	s.Log.Info("bisecting", "run", id, "candidates", g.Len(), "done", done)
+	endpoints := map[string]string{} // commit -> verdict, from earlier in this run
+	for _, st := range steps {
+		if st.Kind == journal.KindEndpoint && st.State == journal.StateDone {
+			endpoints[st.Commit] = st.Verdict
+		}
+	}
+	// checkEndpoint tests an endpoint (once per run) and says whether it
+	// disagrees with what the user said about it.
+	checkEndpoint := func(commit, want string) (string, error) {
+		v, ok := endpoints[commit]
+		if !ok {
+			st, out, err := rn.evaluate(ctx, journal.KindEndpoint, commit, 0, 0)
+			if err != nil {
+				return "", err
+			}
+			if out.Abort != "" {
+				return "", fmt.Errorf("%s", out.Abort)
+			}
+			v = st.Verdict
+			endpoints[commit] = v
+		}
+		if v == want || v == "skip" {
+			return "", nil
+		}
+		name := map[string]string{"good": p.TermOld, "bad": p.TermNew}
+		if want == "good" {
+			return fmt.Sprintf("%s commit %s tested %s: the change is older than your %s ref, or the test is wrong", name[want], short(commit), name[v], name[want]), nil
+		}
+		return fmt.Sprintf("%s commit %s tested %s: the change is newer than your %s ref, or the test does not reproduce it", name[want], short(commit), name[v], name[want]), nil
+	}
+	mismatch := func(msg string, err error) (*Result, error) {
+		if err != nil {
+			if ctx.Err() != nil {
+				return interrupted()
+			}
+			return infra(err)
+		}
+		return stop(journal.OutcomeEndpointMismatch, "", nil, msg)
+	}
+	if p.EndpointCheck == "upfront" {
+		for _, e := range append([][2]string{{p.Bad, "bad"}}, goodPairs(p.Good)...) {
+			if msg, err := checkEndpoint(e[0], e[1]); msg != "" || err != nil {
+				return mismatch(msg, err)
+			}
+		}
+	}
 
 	for {
 		d, err := strategy.Decide(obs)
@@ -225,8 +287,39 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 			return stop(journal.OutcomeAborted, "", nil, err.Error())
 		}
 		if d.Done {
+			if d.Culprit != "" && p.EndpointCheck == "lazy" {
+				// Spend a test on an endpoint only when the answer hinges
+				// on it: all tested commits on one side.
+				anyGood, anyBad := false, false
+				for _, o := range obs {
+					anyGood = anyGood || o.Verdict == search.Good
+					anyBad = anyBad || o.Verdict == search.Bad
+				}
+				var checks [][2]string
+				if !anyGood {
+					checks = append(checks, goodPairs(p.Good)...)
+				}
+				if !anyBad {
+					checks = append(checks, [2]string{p.Bad, "bad"})
+				}
+				for _, e := range checks {
+					if msg, err := checkEndpoint(e[0], e[1]); msg != "" || err != nil {
+						return mismatch(msg, err)
+					}
+				}
+			}
 			if d.Culprit != "" {
-				return stop(journal.OutcomeFound, d.Culprit, []string{d.Culprit}, "")
+				msg := ""
+				if p.Confirm {
+					var err error
+					if msg, err = rn.confirm(ctx, d.Culprit); err != nil {
+						if ctx.Err() != nil {
+							return interrupted()
+						}
+						return infra(err)
+					}
+				}
+				return stop(journal.OutcomeFound, d.Culprit, []string{d.Culprit}, msg)
 			}
 			return stop(journal.OutcomeAmbiguous, "", d.Ambiguous,
 				fmt.Sprintf("only skipped commits are left: the first %s commit is one of %d", p.TermNew, len(d.Ambiguous)))
@@ -235,10 +328,7 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 		st, out, err := rn.evaluate(ctx, journal.KindSearch, d.Next, stepNo, done+1+d.StepsLeft)
 		if err != nil {
 			if ctx.Err() != nil {
-				if _, e := stop(journal.OutcomeInterrupted, "", nil, "interrupted during step "+strconv.Itoa(stepNo)); e != nil {
-					return nil, e
-				}
-				return &Result{RunID: id, Outcome: journal.OutcomeInterrupted}, ErrInterrupted
+				return interrupted()
 			}
 			return infra(err)
 		}
@@ -340,6 +430,7 @@ func (rn *runner) evaluate(ctx context.Context, kind, commit string, stepNo, est
 		b := out.Boot.Seconds()
 		st.Boot = &b
 	}
+	st.Evidence.BuildLog, st.Evidence.ConsoleLog, st.Evidence.Kernel = out.BuildLog, out.ConsoleLog, out.Kernel
 	if out.Abort != "" {
 		st.State, st.Verdict, st.Reason = journal.StateError, "error", out.Abort
 	}
@@ -426,4 +517,50 @@ func (s *Session) Latest(unfinishedOnly bool) (string, error) {
 		return "", inputErr("no unfinished run in %s", s.RunsDir())
 	}
 	return runs[len(runs)-1].ID, nil
+}
+
+func goodPairs(goods []string) [][2]string {
+	var out [][2]string
+	for _, g := range goods {
+		out = append(out, [2]string{g, "good"})
+	}
+	return out
+}
+
+// confirm retests the culprit (expected bad) and its first parent (expected
+// good), from the artifact cache for kernels, and says what it found.
+func (rn *runner) confirm(ctx context.Context, culprit string) (string, error) {
+	parents, err := rn.repo.Run(ctx, "rev-parse", "--end-of-options", culprit+"^@")
+	if err != nil {
+		return "", err
+	}
+	parent, _, _ := strings.Cut(strings.TrimSpace(string(parents)), "\n")
+	c, cout, err := rn.evaluate(ctx, journal.KindConfirm, culprit, 0, 0)
+	if err != nil {
+		return "", err
+	}
+	var notes []string
+	if c.Verdict != "bad" {
+		notes = append(notes, fmt.Sprintf("the culprit tested %s on the confirmation run (flaky test?)", c.Verdict))
+	}
+	if parent == "" {
+		return strings.Join(notes, "; "), nil
+	}
+	pst, pout, err := rn.evaluate(ctx, journal.KindConfirm, parent, 0, 0)
+	if err != nil {
+		return "", err
+	}
+	if pst.Verdict != "good" {
+		notes = append(notes, fmt.Sprintf("the culprit's parent tested %s on the confirmation run", pst.Verdict))
+	}
+	if cout.Kernel != "" && pout.Kernel != "" && sameFile(cout.Kernel, pout.Kernel) {
+		notes = append(notes, "the culprit's kernel image is byte-identical to its parent's: this change cannot matter to this config (documentation, another architecture, or a flaky test)")
+	}
+	return strings.Join(notes, "; "), nil
+}
+
+func sameFile(a, b string) bool {
+	da, err1 := os.ReadFile(a)
+	db, err2 := os.ReadFile(b)
+	return err1 == nil && err2 == nil && bytes.Equal(da, db)
 }

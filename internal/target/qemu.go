@@ -158,6 +158,7 @@ func (q *QEMU) Start(ctx context.Context, b Boot, accel string) (Machine, error)
 		return nil, fmt.Errorf("starting QEMU: %w", err)
 	}
 	m.cmd = cmd
+	unregister := proc.Register(cmd.Process.Pid)
 	go func() {
 		select {
 		case <-ctx.Done():
@@ -180,6 +181,7 @@ func (q *QEMU) Start(ctx context.Context, b Boot, accel string) (Machine, error)
 		}
 		err := cmd.Wait()
 		proc.KillGroup(cmd.Process.Pid)
+		unregister()
 		logf.Close()
 		m.exit = Exit{Code: cmd.ProcessState.ExitCode(), Duration: time.Since(m.start)}
 		m.mu.Lock()

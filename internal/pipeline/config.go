@@ -1,0 +1,107 @@
+package pipeline
+
+import (
+	"context"
+	"strings"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"time"
+
+	"github.com/firstbad/firstbad/internal/git"
+	"github.com/firstbad/firstbad/internal/guest"
+	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/target"
+)
+
+// KernelConfig is everything a kernel step needs, serializable so that a
+// run's journal can rebuild its pipeline on resume.
+type KernelConfig struct {
+	Build          kbuild.Options `json:"build"`
+	CacheSize      int64          `json:"cache_size"`
+	GuestTest      string         `json:"guest_test"`
+	Files          []guest.File   `json:"guest_files,omitempty"`
+	Timeout        time.Duration  `json:"timeout"`
+	BootTimeout    time.Duration  `json:"boot_timeout"`
+	RebootEach     bool           `json:"reboot_each,omitempty"`
+	BootFailureBad bool           `json:"boot_failure_bad,omitempty"`
+	CrashMatch     string         `json:"crash_match,omitempty"`
+	Accel          string         `json:"accel"`
+	MemMiB         int            `json:"memory_mib"`
+	CPUs           int            `json:"cpus"`
+	Append         string         `json:"append,omitempty"`
+}
+
+// NewGuestTest checks the host (busybox, QEMU, a static firstbad) and builds
+// the boot-and-test stage. Problems the user can fix are *kbuild.InputError.
+func NewGuestTest(c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest, error) {
+	var re *regexp.Regexp
+	if c.CrashMatch != "" {
+		var err error
+		if re, err = regexp.Compile(c.CrashMatch); err != nil {
+			return nil, &kbuild.InputError{Msg: fmt.Sprintf("--crash-match: %v", err)}
+		}
+	}
+	busybox, err := guest.FindBusybox()
+	if err != nil {
+		return nil, &kbuild.InputError{Msg: err.Error()}
+	}
+	self, err := os.Executable()
+	if err != nil {
+		return nil, err
+	}
+	if err := guest.CheckStatic(self); err != nil {
+		return nil, &kbuild.InputError{Msg: err.Error()}
+	}
+	q := &target.QEMU{Accel: c.Accel, CacheDir: filepath.Join(cacheDir, "probe"), Log: log, Probe: ProbeKVM}
+	if err := q.Check(); err != nil {
+		return nil, &kbuild.InputError{Msg: err.Error()}
+	}
+	base, err := guest.Cached(filepath.Join(cacheDir, "initramfs"), self, busybox)
+	if err != nil {
+		return nil, &InfraError{Stage: "initramfs", Err: err}
+	}
+	return &GuestTest{Target: q, BaseInitrd: base, Test: c.GuestTest, Files: c.Files, Timeout: c.Timeout,
+		BootTimeout: c.BootTimeout, RebootEach: c.RebootEach, BootFailureBad: c.BootFailureBad, CrashMatch: re,
+		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append}, nil
+}
+
+// NewKernelStep assembles build + boot + test for a run.
+func NewKernelStep(c KernelConfig, wt *git.Worktree, cacheDir string, log *slog.Logger) (*KernelStep, error) {
+	gt, err := NewGuestTest(c, cacheDir, log)
+	if err != nil {
+		return nil, err
+	}
+	return &KernelStep{Test: gt, Build: &KernelBuild{Worktree: wt, Opts: c.Build,
+		Builder: &kbuild.Builder{CacheDir: cacheDir, CacheSize: c.CacheSize, Log: log}}}, nil
+}
+
+// ProbeKVM boots b under KVM and waits briefly for the guest agent's start
+// marker: QEMU starting is not enough (on some hosts KVM guests start and
+// print nothing), only a sign of life from the guest counts.
+func ProbeKVM(ctx context.Context, q *target.QEMU, b target.Boot) bool {
+	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+	defer cancel()
+	b.Dir = filepath.Join(b.Dir, "kvm-probe")
+	b.Interactive = false
+	m, err := q.Start(ctx, b, "kvm")
+	if err != nil {
+		return false
+	}
+	defer func() { m.Stop(); m.Wait() }()
+	for {
+		select {
+		case <-ctx.Done():
+			return false
+		case line, ok := <-m.Lines():
+			if !ok {
+				return false
+			}
+			if strings.Contains(line, guest.StartMarker+" nonce=") {
+				return true
+			}
+		}
+	}
+}
