@@ -2,12 +2,12 @@ package pipeline
 
 import (
 	"context"
-	"strings"
 	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"time"
 
 	"github.com/firstbad/firstbad/internal/git"

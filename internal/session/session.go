@@ -2,7 +2,6 @@ package session
 
 import (
 	"bytes"
-	"strings"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -14,6 +13,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/firstbad/firstbad/internal/git"
