@@ -40,6 +40,7 @@ func wrap(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command,
 func runCmd(g *globals) *cobra.Command {
 	var in session.Input
 	var fresh, confirm bool
+	var configFile string
 	var gf guestFlags
 	var kf kbuildFlags
 	c := &cobra.Command{
@@ -67,6 +68,11 @@ Paths after -- limit the bisect to commits touching them, as in git bisect start
 
 ` + exitCodesHelp,
 		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+			if configFile != "" {
+				if err := applyConfigFile(cmd, configFile); err != nil {
+					return err
+				}
+			}
 			if dash := cmd.ArgsLenAtDash(); dash >= 0 {
 				if dash > 0 {
 					return usage("unexpected arguments %q (paths go after --)", args[:dash])
@@ -125,6 +131,7 @@ Paths after -- limit the bisect to commits touching them, as in git bisect start
 	f.StringVar(&in.FromLog, "from-log", "", "start from an existing (partial) git bisect log")
 	f.BoolVar(&fresh, "new", false, "start a new run even if an unfinished one has the same arguments")
 	f.StringVar(&in.EndpointCheck, "endpoint-check", "lazy", "verify the endpoints: lazy (only when the answer hinges on one), upfront, or off")
+	f.StringVar(&configFile, "config", "", "read options from a TOML file (keys are flag names); flags override it")
 	f.BoolVar(&confirm, "confirm", false, "retest the culprit and its parent after the search (default: on for kernel runs)")
 	gf.register(c, false)
 	kf.register(c)

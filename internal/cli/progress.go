@@ -13,10 +13,26 @@ import (
 
 // liveLine redraws one status line on a terminal while a step runs.
 type liveLine struct {
-	w    io.Writer
-	mu   sync.Mutex
-	cur  session.Progress
-	stop chan struct{}
+	w     io.Writer
+	mu    sync.Mutex
+	cur   session.Progress
+	stop  chan struct{}
+	spent time.Duration // on finished search steps
+	steps int
+}
+
+// eta estimates the time left from the steps measured so far.
+func (l *liveLine) eta() string {
+	p := l.cur
+	if l.steps == 0 || p.Kind != "search" {
+		return ""
+	}
+	left := time.Duration(max(p.EstSteps-p.Step+1, 0)) * (l.spent / time.Duration(l.steps))
+	left -= time.Since(p.Started)
+	if left < 0 {
+		return ""
+	}
+	return " ETA ~" + left.Round(time.Second).String()
 }
 
 func newLiveLine(w io.Writer) *liveLine { return &liveLine{w: w} }
@@ -26,11 +42,15 @@ func (l *liveLine) update(p session.Progress) {
 	defer l.mu.Unlock()
 	l.cur = p
 	if p.Stage == "done" {
+		if p.Kind == "search" {
+			l.spent += time.Since(p.Started)
+			l.steps++
+		}
 		if l.stop != nil {
 			close(l.stop)
 			l.stop = nil
 		}
-		fmt.Fprintf(l.w, "\r\033[K[step %d/≈%d] %s %s: %s (%.1fs) %s\n", p.Step, p.EstSteps, report.Short(p.Commit),
+		fmt.Fprintf(l.w, "\r\033[K[%s] %s %s: %s (%.1fs) %s\n", p.Label(), report.Short(p.Commit),
 			p.Verdict, report.Clean(p.Reason), time.Since(p.Started).Seconds(), clip(report.Clean(p.Subject), 50))
 		return
 	}
@@ -58,8 +78,8 @@ func (l *liveLine) tick(stop chan struct{}) {
 
 func (l *liveLine) draw() {
 	p := l.cur
-	fmt.Fprintf(l.w, "\r\033[K[step %d/≈%d] %s %s %.0fs %s", p.Step, p.EstSteps, report.Short(p.Commit), p.Stage,
-		time.Since(p.Started).Seconds(), clip(report.Clean(p.Subject), 50))
+	fmt.Fprintf(l.w, "\r\033[K[%s] %s %s %.0fs%s %s", p.Label(), report.Short(p.Commit), p.Stage,
+		time.Since(p.Started).Seconds(), l.eta(), clip(report.Clean(p.Subject), 40))
 }
 
 func clip(s string, n int) string {
@@ -74,11 +94,11 @@ func clip(s string, n int) string {
 func logProgress(log *slog.Logger) func(session.Progress) {
 	return func(p session.Progress) {
 		if p.Stage == "done" {
-			log.Info("step done", "step", p.Step, "commit", report.Short(p.Commit), "verdict", p.Verdict,
+			log.Info("step done", "step", p.Label(), "commit", report.Short(p.Commit), "verdict", p.Verdict,
 				"reason", report.Clean(p.Reason), "seconds", fmt.Sprintf("%.1f", time.Since(p.Started).Seconds()))
 			return
 		}
-		log.Info("step", "step", p.Step, "of", p.EstSteps, "commit", report.Short(p.Commit), "stage", p.Stage,
+		log.Info("step", "step", p.Label(), "commit", report.Short(p.Commit), "stage", p.Stage,
 			"subject", report.Clean(p.Subject))
 	}
 }

@@ -18,6 +18,7 @@ type KernelStep struct {
 // Evaluate implements Pipeline.
 func (k *KernelStep) Evaluate(ctx context.Context, req Request) (Outcome, error) {
 	var out Outcome
+	req.stage("build")
 	res, err := k.Build.Build(ctx, req.Commit, req.EvidenceDir)
 	if err != nil {
 		var ie *InfraError
@@ -33,6 +34,7 @@ func (k *KernelStep) Evaluate(ctx context.Context, req Request) (Outcome, error)
 		return out, nil
 	}
 	out.Kernel, out.KernelKey = res.Kernel, res.Key
+	req.stage("boot+test")
 	g, err := k.Test.Run(ctx, res.Kernel, req.Commit, req.Step, req.Repeat, req.EvidenceDir)
 	if err != nil && ctx.Err() == nil && IsInfra(err) {
 		// QEMU's own failure: once more, then it is the machine's problem.

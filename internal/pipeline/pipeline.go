@@ -18,6 +18,14 @@ type Request struct {
 	Step        int    // step number shown to the reproducer
 	Repeat      int    // how many runs of the reproducer
 	EvidenceDir string // where to keep outputs and logs
+	// Stage, if set, is told when a stage starts (build, boot, test).
+	Stage func(stage string)
+}
+
+func (r Request) stage(s string) {
+	if r.Stage != nil {
+		r.Stage(s)
+	}
 }
 
 // Run is one run of the reproducer.

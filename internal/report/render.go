@@ -98,6 +98,16 @@ func (r *Report) Markdown(w io.Writer) error {
 	if r.Exec != "" {
 		fmt.Fprintf(&b, "Reproducer: `%s`\n\n", cell(r.Exec))
 	}
+	if c := r.confirmation(); c != nil {
+		fmt.Fprintf(&b, "Confirmation: culprit retested %s", r.Term(c.Culprit.Verdict))
+		if c.Parent != nil {
+			fmt.Fprintf(&b, ", its parent `%s` %s", Short(c.Parent.Commit), r.Term(c.Parent.Verdict))
+		}
+		if c.IdenticalImage {
+			b.WriteString("; **the culprit's kernel image is byte-identical to its parent's**: the change cannot matter to this config")
+		}
+		b.WriteString(".\n\n")
+	}
 	b.WriteString("## Steps\n\n| # | kind | commit | subject | verdict | reason | build s | boot s | test s | crash | evidence |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i, s := range r.Steps {
@@ -109,6 +119,16 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 		fmt.Fprintf(&b, "| %d | %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |\n", i+1, s.Kind, Short(s.Commit), cell(s.Subject),
 			r.Term(s.Verdict), cell(s.Reason), num(s.Build), num(s.Boot), num(s.Test), cell(s.Crash), strings.Join(ev, "<br>"))
+	}
+	if r.Rerun != nil {
+		b.WriteString("\n## Re-running a step\n\n")
+		seen := map[string]bool{}
+		for _, s := range r.Steps {
+			if !seen[s.Commit] {
+				seen[s.Commit] = true
+				fmt.Fprintf(&b, "- `%s`: `%s`\n", Short(s.Commit), cell(r.Rerun(s.Commit)))
+			}
+		}
 	}
 	_, err := io.WriteString(w, b.String())
 	return err

@@ -5,6 +5,8 @@
 package report
 
 import (
+	"bytes"
+	"os"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -43,6 +45,41 @@ type Report struct {
 	CulpritInfo *git.Info // nil if not found
 	Maintainers []string  // to CC, when the tree can tell
 	NumCands    int       // size of the initial candidate set
+	// Rerun gives the command line that re-runs one step (nil: none).
+	Rerun func(commit string) string
+}
+
+// Confirmation is the retest of the culprit and its parent.
+type Confirmation struct {
+	Culprit        *jsonStep `json:"culprit"`
+	Parent         *jsonStep `json:"parent"`
+	Confirmed      bool      `json:"confirmed"`
+	IdenticalImage bool      `json:"identical_image"`
+}
+
+func (r *Report) confirmation() *Confirmation {
+	steps := r.stepsOf(journal.KindConfirm)
+	if len(steps) == 0 {
+		return nil
+	}
+	js := toJSONSteps(steps)
+	c := &Confirmation{Culprit: &js[0]}
+	c.Confirmed = steps[0].Verdict == "bad"
+	if len(steps) > 1 {
+		c.Parent = &js[1]
+		c.Confirmed = c.Confirmed && steps[1].Verdict == "good"
+		c.IdenticalImage = sameContent(steps[0].Evidence.Kernel, steps[1].Evidence.Kernel)
+	}
+	return c
+}
+
+func sameContent(a, b string) bool {
+	if a == "" || b == "" {
+		return false
+	}
+	da, err1 := os.ReadFile(a)
+	db, err2 := os.ReadFile(b)
+	return err1 == nil && err2 == nil && bytes.Equal(da, db)
 }
 
 // Term names a verdict in the run's terms.
@@ -92,6 +129,7 @@ type jsonStep struct {
 	Crash    *string       `json:"crash"`
 	Runs     []jsonAttempt `json:"runs"`
 	Evidence jsonEvidence  `json:"evidence"`
+	Rerun    string        `json:"rerun,omitempty"`
 }
 
 type jsonReport struct {
@@ -102,7 +140,7 @@ type jsonReport struct {
 	Terms        Terms      `json:"terms"`
 	Endpoints    []jsonStep `json:"endpoints"`
 	Steps        []jsonStep `json:"steps"`
-	Confirmation any        `json:"confirmation"`
+	Confirmation *Confirmation `json:"confirmation"`
 	Message      string     `json:"message,omitempty"`
 	Repo         string     `json:"repo"`
 	Bad          string     `json:"bad"`
@@ -141,6 +179,9 @@ func (r *Report) JSON(w io.Writer) error {
 	jr := jsonReport{RunID: r.RunID, Outcome: r.Outcome, Culprit: nullable(r.Culprit), Candidates: cands,
 		Terms: r.Terms, Endpoints: toJSONSteps(r.stepsOf(journal.KindEndpoint)), Steps: toJSONSteps(r.stepsOf(journal.KindSearch)),
 		Message: r.Message, Repo: r.Repo, Bad: r.Bad, Good: r.Good}
+	if c := r.confirmation(); c != nil {
+		jr.Confirmation = c
+	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(jr)

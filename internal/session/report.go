@@ -1,9 +1,12 @@
 package session
 
 import (
+	"strings"
+
 	"context"
 	"encoding/json"
 	"fmt"
+	"github.com/firstbad/firstbad/internal/bisectlog"
 
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
@@ -35,6 +38,7 @@ func (s *Session) Report(ctx context.Context, id string) (*report.Report, error)
 		Message: run.Message, Terms: report.Terms{Old: p.TermOld, New: p.TermNew}, Repo: p.Repo, Bad: p.Bad,
 		Good: p.Good, Paths: p.Paths, FirstParent: p.FirstParent, Exec: p.Exec, Created: run.Created,
 		Finished: run.Finished, Steps: steps}
+	r.Rerun = rerun(p)
 	repo := s.readRepo(ctx, p.Repo)
 	if repo == nil {
 		return r, nil
@@ -70,4 +74,25 @@ func (s *Session) readRepo(ctx context.Context, userRepo string) *git.Repo {
 		return clone
 	}
 	return src
+}
+
+// rerun is the command line that re-runs one step by hand.
+func rerun(p Params) func(string) string {
+	q := bisectlog.Quote
+	return func(commit string) string {
+		if k := p.Kernel; k != nil {
+			args := []string{"firstbad", "test", "--repo", q(p.Repo), commit, "--guest-test", q(k.GuestTest)}
+			if k.Build.Base != "" && k.Build.Base != "tinyconfig" {
+				args = append(args, "--base-config", q(k.Build.Base))
+			}
+			for _, f := range k.Build.Fragments {
+				args = append(args, "--kconfig", q(f.Name))
+			}
+			if p.Repeat > 1 {
+				args = append(args, "--repeat", fmt.Sprint(p.Repeat))
+			}
+			return strings.Join(args, " ")
+		}
+		return fmt.Sprintf("git -C %s checkout --detach %s && (cd %s && FIRSTBAD_COMMIT=%s sh -c %s)", q(p.Repo), commit, q(p.Repo), commit, q(p.Exec))
+	}
 }

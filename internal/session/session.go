@@ -38,6 +38,15 @@ type Progress struct {
 	Started  time.Time
 	Verdict  string // set when Stage is "done"
 	Reason   string
+	Kind     string // search, endpoint or confirm
+}
+
+// Label is "step k/≈n" for search steps, else the kind.
+func (p Progress) Label() string {
+	if p.Kind != "" && p.Kind != "search" {
+		return p.Kind
+	}
+	return fmt.Sprintf("step %d/≈%d", p.Step, p.EstSteps)
 }
 
 // Session runs and resumes bisects under a state dir and a cache dir.
@@ -385,9 +394,12 @@ func (rn *runner) evaluate(ctx context.Context, kind, commit string, stepNo, est
 	}
 	st.Seq = seq
 	started := time.Now()
-	s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: "test", Started: started})
+	s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: "test", Started: started, Kind: kind})
 	out, err := rn.pipe.Evaluate(ctx, pipeline.Request{Commit: commit, Step: stepNo, Repeat: p.Repeat,
-		EvidenceDir: filepath.Join(j.Dir, "steps", strconv.Itoa(seq))})
+		EvidenceDir: filepath.Join(j.Dir, "steps", strconv.Itoa(seq)),
+		Stage: func(stage string) {
+			s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: stage, Started: started, Kind: kind})
+		}})
 	st.Duration = time.Since(started).Seconds()
 	if err != nil {
 		st.State, st.Verdict = journal.StateError, "error"
@@ -438,7 +450,7 @@ func (rn *runner) evaluate(ctx context.Context, kind, commit string, stepNo, est
 		return st, out, err
 	}
 	s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: "done",
-		Started: started, Verdict: st.Verdict, Reason: st.Reason})
+		Started: started, Verdict: st.Verdict, Reason: st.Reason, Kind: kind})
 	return st, out, nil
 }
 

@@ -1,0 +1,87 @@
+#!/usr/bin/env bash
+# build-bench.sh — the build benchmark: builds the commits a bisect of the
+# example kernel history visits, two ways, and prints both totals and ratios:
+#
+#   baseline  clean build per step, ccache disabled (make distclean; CCACHE_DISABLE=1),
+#             as syzkaller and image-per-step flows do
+#   firstbad  firstbad build: persistent out-of-tree build dir + ccache, from
+#             cold caches (empty ccache, empty firstbad cache), then again warm
+#             (a second bisect over the same range)
+#
+# Baseline figures are cached (keyed by history tip, config and sequence) under
+# bench/out/, so a re-run only re-measures firstbad; pass --rebaseline to redo them.
+#
+# Usage: bench/build-bench.sh [--rebaseline] [HISTORY_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rebaseline=0
+[ "${1:-}" = --rebaseline ] && { rebaseline=1; shift; }
+hist=${1:-$HOME/.cache/firstbad-example/linux}
+[ -d "$hist/.git" ] || examples/make-kernel-history.sh "$hist"
+export PATH=$PATH:/usr/local/go/bin
+mkdir -p bench/out
+work=$(mktemp -d /var/tmp/firstbad-bench.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+CGO_ENABLED=0 go build -o "$work/firstbad" ./cmd/firstbad
+fb() { "$work/firstbad" --state-dir "$work/state" "$@"; }
+
+# The sequence a bisect for the autogroup change visits (as git bisect would).
+culprit=$(git -C "$hist" log --format=%H --grep='^sched: Do not enable autogrouping by default' base..tip | tail -1)
+git clone -q --no-checkout "$hist" "$work/seq"
+(cd "$work/seq" && git bisect start tip base >/dev/null &&
+  git bisect run sh -c "git rev-parse HEAD >> $work/sequence; git merge-base --is-ancestor $culprit HEAD && exit 1; exit 0" >/dev/null)
+mapfile -t seq < "$work/sequence"
+echo "history $(git -C "$hist" rev-parse --short tip), culprit ${culprit:0:12}, bisect sequence of ${#seq[@]} builds"
+
+frag=examples/autogroup/kconfig
+now() { date +%s.%N; }
+
+# firstbad, cold then warm.
+run_firstbad() { # label cachedir
+  local total=0 i=0
+  for c in "${seq[@]}"; do
+    i=$((i+1))
+    t0=$(now)
+    fb --cache-dir "$2" --json build --repo "$hist" "$c" --kconfig "$frag" > "$work/b.json" || true
+    t1=$(now)
+    read -r compiled hits bsys cached < <(python3 -c 'import json,sys; r=json.load(open(sys.argv[1])); print(r["compiled"], r["ccache_hits"], r["build_system"], r["cached"])' "$work/b.json")
+    d=$(echo "$t1 - $t0" | bc)
+    total=$(echo "$total + $d" | bc)
+    printf '  %-8s step %d %.12s %7.1fs  compiled %5d  ccache hits %5d  build-system change %-5s  artifact cache %s\n' "$1" "$i" "$c" "$d" "$compiled" "$hits" "$bsys" "$cached"
+  done
+  echo "$total" > "$work/total-$1"
+}
+export CCACHE_DIR=$work/ccache-cold
+echo "firstbad, cold caches (fresh ccache, fresh build dir and artifact cache):"
+run_firstbad cold "$work/cache"
+echo "firstbad, warm (a second bisect over the same range):"
+run_firstbad warm "$work/cache"
+unset CCACHE_DIR
+
+# Baseline: the final config firstbad verified, clean build per step.
+config=$(ls -t "$work"/cache/artifacts/*/config | head -1)
+key=$( (git -C "$hist" rev-parse tip; sha256sum < "$config"; printf '%s\n' "${seq[@]}") | sha256sum | cut -c1-16)
+base_file=bench/out/baseline-$key.txt
+if [ $rebaseline = 1 ] || [ ! -f "$base_file" ]; then
+  echo "baseline (clean build per step, no ccache):"
+  git clone -q "$hist" "$work/src"
+  total=0
+  for c in "${seq[@]}"; do
+    git -C "$work/src" checkout -q -f "$c"
+    t0=$(now)
+    make -s -C "$work/src" distclean
+    cp "$config" "$work/src/.config"
+    make -s -C "$work/src" ARCH=x86_64 olddefconfig >/dev/null
+    CCACHE_DISABLE=1 make -s -C "$work/src" ARCH=x86_64 -j"$(nproc)" bzImage >/dev/null 2>&1 || true
+    t1=$(now)
+    d=$(echo "$t1 - $t0" | bc); total=$(echo "$total + $d" | bc)
+    printf '  baseline %.12s %7.1fs\n' "$c" "$d"
+  done
+  echo "$total" > "$base_file"
+fi
+base=$(cat "$base_file")
+cold=$(cat "$work/total-cold"); warm=$(cat "$work/total-warm")
+echo
+printf 'baseline (clean, no ccache): %8.1fs   (cached in %s)\n' "$base" "$base_file"
+printf 'firstbad cold:               %8.1fs   baseline/firstbad = %.2fx\n' "$cold" "$(echo "$base / $cold" | bc -l)"
+printf 'firstbad warm:               %8.1fs   baseline/firstbad = %.2fx\n' "$warm" "$(echo "$base / $warm" | bc -l)"

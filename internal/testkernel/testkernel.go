@@ -1,0 +1,146 @@
+// Package testkernel provides the one real kernel that every real-kernel
+// test shares: built once per machine (behind a file lock, with ccache and
+// firstbad's own artifact cache) from a real kernel history, with the union
+// of the options all tests need. Tests that cannot have it skip with the
+// reason.
+package testkernel
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/firstbad/firstbad/internal/git"
+	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/lock"
+)
+
+// Root holds the test history, the shared cache dir and the lock. It
+// survives between test runs on one machine, so only the first run pays.
+func Root() string {
+	if d := os.Getenv("FIRSTBAD_TEST_ROOT"); d != "" {
+		return d
+	}
+	return "/var/tmp/firstbad-test"
+}
+
+// Fragment is the union of the options the real-kernel tests need.
+const Fragment = `CONFIG_SCHED_AUTOGROUP=y
+CONFIG_PROC_SYSCTL=y
+CONFIG_MAGIC_SYSRQ=y
+`
+
+// Kernel is the shared test kernel.
+type Kernel struct {
+	Repo     string // the kernel history (tags base and tip)
+	CacheDir string // firstbad cache dir with the built kernel
+	Image    string // bzImage of tip
+	Fragment string // path of the fragment file
+}
+
+func projectRoot() string {
+	_, file, _, _ := runtime.Caller(0)
+	return filepath.Join(filepath.Dir(file), "..", "..")
+}
+
+// Get returns the test kernel, building what is missing. It skips the test
+// when the machine cannot run real kernels, saying why.
+func Get(t testing.TB) *Kernel {
+	t.Helper()
+	if os.Getenv("FIRSTBAD_SKIP_KERNEL_TESTS") != "" {
+		t.Skip("FIRSTBAD_SKIP_KERNEL_TESTS is set")
+	}
+	for _, tool := range []string{"qemu-system-x86_64", "make", "gcc", "flex", "bison"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			t.Skipf("real-kernel test needs %s (run ./setup.sh)", tool)
+		}
+	}
+	root := Root()
+	if err := os.MkdirAll(root, 0o755); err != nil {
+		t.Skipf("cannot create %s: %v", root, err)
+	}
+	ctx := context.Background()
+	l, err := lock.Acquire(ctx, filepath.Join(root, "lock"), func(h *lock.HeldError) {
+		t.Logf("waiting for another test building the test kernel (pid %d)", h.PID)
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Release()
+	k := &Kernel{Repo: filepath.Join(root, "linux"), CacheDir: filepath.Join(root, "cache"), Fragment: filepath.Join(root, "test.config")}
+	if err := os.WriteFile(k.Fragment, []byte(Fragment), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	repo := &git.Repo{Dir: k.Repo}
+	if _, err := repo.ResolveCommit(ctx, "tip"); err != nil {
+		t.Logf("making the kernel history in %s (a few minutes, once per machine)", k.Repo)
+		start := time.Now()
+		cmd := exec.Command(filepath.Join(projectRoot(), "examples", "make-kernel-history.sh"), k.Repo)
+		out, err := cmd.CombinedOutput()
+		if err != nil {
+			t.Skipf("cannot make the kernel history (Debian's kernel source package unreachable?): %v\n%s", err, tail(out))
+		}
+		t.Logf("kernel history ready in %s", time.Since(start).Round(time.Second))
+	}
+	src, err := git.Open(ctx, k.Repo)
+	if err != nil {
+		t.Fatal(err)
+	}
+	clone, err := git.EnsureClone(ctx, src, k.CacheDir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tip, err := src.ResolveCommit(ctx, "tip")
+	if err != nil {
+		t.Fatal(err)
+	}
+	wt, err := clone.Worktree(ctx, tip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer wt.Release()
+	if err := wt.Checkout(ctx, tip); err != nil {
+		t.Fatal(err)
+	}
+	info, err := wt.Info(ctx, tip, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	frag, err := kbuild.ReadFragment(k.Fragment)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := &kbuild.Builder{CacheDir: k.CacheDir, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
+	start := time.Now()
+	res, err := b.Build(ctx, kbuild.Request{Src: wt.Dir, Commit: tip, Tree: info.Tree, Opts: kbuild.Options{Fragments: []kbuild.Fragment{frag}},
+		LogDir: filepath.Join(root, "logs")})
+	if err != nil {
+		t.Fatalf("building the test kernel: %v", err)
+	}
+	if res.Verdict != "ok" {
+		t.Fatalf("the test kernel did not build: %s (log %s)", res.Reason, res.Log)
+	}
+	if !res.Cached {
+		t.Logf("test kernel built in %s (%d objects, %d from ccache)", time.Since(start).Round(time.Second), res.Compiled, res.CcacheHits)
+	}
+	k.Image = res.Kernel
+	return k
+}
+
+func tail(b []byte) string {
+	lines := strings.Split(strings.TrimSpace(string(b)), "\n")
+	if len(lines) > 10 {
+		lines = lines[len(lines)-10:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+// String describes the kernel for logs.
+func (k *Kernel) String() string { return fmt.Sprintf("test kernel %s from %s", k.Image, k.Repo) }
