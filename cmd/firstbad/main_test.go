@@ -555,3 +555,61 @@ func alive(pid string) bool {
 	}
 	return true
 }
+
+func TestEndpointChecksAndConfirmation(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 50)
+	repo := b.Write(t)
+	bad := repo.SHAs[tip]
+	e := newEnv(t)
+
+	// Lazy: every step came back bad, so the good endpoint is tested, and
+	// it is bad too: the bug is older than the good ref.
+	r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--exec", "exit 1")
+	if res.code != 1 || r.Outcome != "endpoint-mismatch" || !strings.Contains(r.Message, "good commit") || len(r.Endpoints) != 1 {
+		t.Fatalf("lazy: exit %d outcome %s message %q endpoints %d", res.code, r.Outcome, r.Message, len(r.Endpoints))
+	}
+	// Upfront: both endpoints before any step; a test that is always good
+	// fails on the bad endpoint at once.
+	r, res = e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--exec", "exit 0", "--endpoint-check", "upfront")
+	if res.code != 1 || r.Outcome != "endpoint-mismatch" || len(r.Steps) != 0 || !strings.Contains(r.Message, "bad commit") {
+		t.Fatalf("upfront: exit %d outcome %s steps %d message %q", res.code, r.Outcome, len(r.Steps), r.Message)
+	}
+	// Lazy costs nothing when both sides were seen.
+	r, res = e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--exec", "[ $(cat f) -lt 20 ]", "--confirm")
+	if res.code != 0 || len(r.Endpoints) != 0 || *r.Culprit != repo.SHAs[20] {
+		t.Fatalf("exit %d endpoints %d culprit %v", res.code, len(r.Endpoints), r.Culprit)
+	}
+	var c struct {
+		Culprit   struct{ Commit, Verdict string }
+		Parent    struct{ Commit, Verdict string }
+		Confirmed bool
+	}
+	data, _ := json.Marshal(r.Confirm)
+	if err := json.Unmarshal(data, &c); err != nil || !c.Confirmed || c.Culprit.Commit != repo.SHAs[20] || c.Parent.Commit != repo.SHAs[19] {
+		t.Fatalf("confirmation %s (%v)", data, err)
+	}
+}
+
+func TestConfigFile(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 30)
+	repo := b.Write(t)
+	e := newEnv(t)
+	cfg := filepath.Join(t.TempDir(), "firstbad.toml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("repo = %q\ngood = [\"c0\"]\nbad = %q\nexec = \"[ $(cat f) -lt 12 ]\"\n", repo.Dir, repo.SHAs[tip])), 0o644)
+	r, res := e.runJSON("run", "--config", cfg)
+	if res.code != 0 || *r.Culprit != repo.SHAs[12] {
+		t.Fatalf("exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+	}
+	// Flags override the file.
+	r, res = e.runJSON("run", "--config", cfg, "--exec", "[ $(cat f) -lt 7 ]")
+	if res.code != 0 || *r.Culprit != repo.SHAs[7] {
+		t.Fatalf("override: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+	}
+	os.WriteFile(cfg, []byte("good = [\"c0\"]\n\nbda = \"main\"\n"), 0o644)
+	res = e.run("run", "--config", cfg)
+	if res.code != 2 || !strings.Contains(res.stderr, `:3: unknown key "bda"`) {
+		t.Fatalf("unknown key: exit %d: %s", res.code, res.stderr)
+	}
+}

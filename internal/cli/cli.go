@@ -132,6 +132,11 @@ func usage(format string, args ...any) error {
 // session builds the session for a command: logger, progress display, and
 // checks that the state and cache dirs are usable.
 func (g *globals) session(needWrite bool) (*session.Session, error) {
+	for _, d := range []*string{&g.stateDir, &g.cacheDir} {
+		if abs, err := filepath.Abs(*d); err == nil {
+			*d = abs
+		}
+	}
 	if needWrite {
 		for _, d := range []struct{ flag, dir string }{{"--state-dir", g.stateDir}, {"--cache-dir", g.cacheDir}} {
 			if err := writable(d.dir); err != nil {

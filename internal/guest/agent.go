@@ -105,7 +105,8 @@ func Agent() int {
 	port := resultPort()
 	for i := 1; i <= s.Runs; i++ {
 		r := runTest(s, i)
-		say("%s", r.Marker())
+		// The result channel first: the host may stop the VM as soon as
+		// it reads the console marker.
 		if port != "" {
 			if f, err := os.OpenFile(port, os.O_WRONLY, 0); err == nil {
 				js, _ := json.Marshal(r)
@@ -113,6 +114,7 @@ func Agent() int {
 				f.Close()
 			}
 		}
+		say("%s", r.Marker())
 	}
 	say("%s nonce=%s", DoneMarker, s.Nonce)
 	return 0

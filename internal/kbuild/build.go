@@ -203,6 +203,7 @@ func (b *Builder) env(src, statsLog string, o Options) []string {
 		"KBUILD_BUILD_USER=firstbad",
 		"KBUILD_BUILD_HOST=firstbad",
 		"KBUILD_BUILD_VERSION=1",
+		"LOCALVERSION=", // set (empty): setlocalversion adds no "+" or hash
 		"LC_ALL=C",
 		"CCACHE_BASEDIR="+src,
 		"CCACHE_NOHASHDIR=1",

@@ -542,11 +542,11 @@ func goodPairs(goods []string) [][2]string {
 // confirm retests the culprit (expected bad) and its first parent (expected
 // good), from the artifact cache for kernels, and says what it found.
 func (rn *runner) confirm(ctx context.Context, culprit string) (string, error) {
-	parents, err := rn.repo.Run(ctx, "rev-parse", "--end-of-options", culprit+"^@")
+	parents, err := rn.repo.Run(ctx, "show", "-s", "--format=%P", "--end-of-options", culprit)
 	if err != nil {
 		return "", err
 	}
-	parent, _, _ := strings.Cut(strings.TrimSpace(string(parents)), "\n")
+	parent, _, _ := strings.Cut(strings.TrimSpace(string(parents)), " ")
 	c, cout, err := rn.evaluate(ctx, journal.KindConfirm, culprit, 0, 0)
 	if err != nil {
 		return "", err
