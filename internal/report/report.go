@@ -6,10 +6,10 @@ package report
 
 import (
 	"bytes"
-	"os"
 	"encoding/json"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -133,18 +133,18 @@ type jsonStep struct {
 }
 
 type jsonReport struct {
-	RunID        string     `json:"run_id"`
-	Outcome      string     `json:"outcome"`
-	Culprit      *string    `json:"culprit"`
-	Candidates   []string   `json:"candidates"`
-	Terms        Terms      `json:"terms"`
-	Endpoints    []jsonStep `json:"endpoints"`
-	Steps        []jsonStep `json:"steps"`
+	RunID        string        `json:"run_id"`
+	Outcome      string        `json:"outcome"`
+	Culprit      *string       `json:"culprit"`
+	Candidates   []string      `json:"candidates"`
+	Terms        Terms         `json:"terms"`
+	Endpoints    []jsonStep    `json:"endpoints"`
+	Steps        []jsonStep    `json:"steps"`
 	Confirmation *Confirmation `json:"confirmation"`
-	Message      string     `json:"message,omitempty"`
-	Repo         string     `json:"repo"`
-	Bad          string     `json:"bad"`
-	Good         []string   `json:"good"`
+	Message      string        `json:"message,omitempty"`
+	Repo         string        `json:"repo"`
+	Bad          string        `json:"bad"`
+	Good         []string      `json:"good"`
 }
 
 func nullable(s string) *string {
