@@ -181,6 +181,21 @@ func inputsKey(src string, o Options) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
+// buildDir places the persistent build dir of a checkout. For firstbad's
+// own checkouts (<clone>/wt/<slot>) it is <clone>/builds/<slot>-<key>: the
+// path from build dir to sources is then "../../wt/<slot>" in every clone
+// and cache dir, and with ccache's base dir at <clone> every compile line is
+// the same wherever the cache lives, so ccache hits survive a new clone, a
+// new cache dir or another machine's paths.
+func (b *Builder) buildDir(src string, o Options) (dir, ccacheBase string) {
+	key := inputsKey("", o)
+	if filepath.Base(filepath.Dir(src)) == "wt" {
+		clone := filepath.Dir(filepath.Dir(src))
+		return filepath.Join(clone, "builds", filepath.Base(src)+"-"+key), clone
+	}
+	return filepath.Join(b.CacheDir, "builds", inputsKey(src, o)), src
+}
+
 func (b *Builder) makeArgs(o Options, buildDir string) []string {
 	args := []string{"-C", "", "O=" + buildDir, "ARCH=" + o.Arch}
 	if o.CC != "" {
@@ -197,7 +212,7 @@ func (b *Builder) makeArgs(o Options, buildDir string) []string {
 
 // env is the build's environment: reproducible (fixed timestamp, user,
 // host, version), ccache set up so hits survive another checkout path.
-func (b *Builder) env(src, statsLog string, o Options) []string {
+func (b *Builder) env(ccacheBase, statsLog string, o Options) []string {
 	env := append(os.Environ(),
 		"KBUILD_BUILD_TIMESTAMP=1970-01-01 00:00:00 UTC",
 		"KBUILD_BUILD_USER=firstbad",
@@ -205,7 +220,7 @@ func (b *Builder) env(src, statsLog string, o Options) []string {
 		"KBUILD_BUILD_VERSION=1",
 		"LOCALVERSION=", // set (empty): setlocalversion adds no "+" or hash
 		"LC_ALL=C",
-		"CCACHE_BASEDIR="+src,
+		"CCACHE_BASEDIR="+ccacheBase,
 		"CCACHE_NOHASHDIR=1",
 		"CCACHE_STATSLOG="+statsLog,
 	)
@@ -250,7 +265,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	if err := checkSpace(b.CacheDir, 3<<30); err != nil {
 		return nil, err
 	}
-	buildDir := filepath.Join(b.CacheDir, "builds", inputsKey(req.Src, o))
+	buildDir, ccacheBase := b.buildDir(req.Src, o)
 	if err := os.MkdirAll(buildDir, 0o755); err != nil {
 		return nil, &InfraError{Msg: err.Error()}
 	}
@@ -276,7 +291,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 		args[1] = req.Src
 		args = append(args, targets...)
 		cmd := exec.Command("make", args...)
-		cmd.Env = b.env(req.Src, filepath.Join(buildDir, "ccache-stats.log"), o)
+		cmd.Env = b.env(ccacheBase, filepath.Join(buildDir, "ccache-stats.log"), o)
 		cmd.Stdout, cmd.Stderr, cmd.Stdin = logf, logf, stdin
 		fmt.Fprintf(logf, "$ make %s\n", strings.Join(args, " "))
 		return proc.Run(ctx, cmd, timeout)
@@ -290,7 +305,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 		args[1] = req.Src
 		args = append(args, targets...)
 		cmd := exec.Command("make", args...)
-		cmd.Env = b.env(req.Src, os.DevNull, o)
+		cmd.Env = b.env(ccacheBase, os.DevNull, o)
 		cmd.Stdout, cmd.Stderr = logf, logf
 		cmd.Stdin = strings.NewReader("")
 		fmt.Fprintf(logf, "$ make %s\n", strings.Join(args, " "))
