@@ -55,6 +55,9 @@ type Session struct {
 	CacheDir string
 	Log      *slog.Logger
 	Progress func(Progress)
+	// NewPipeline, if set, replaces the pipeline a run would build (tests
+	// use it to inject faults).
+	NewPipeline func(p Params, wt *git.Worktree) pipeline.Pipeline
 }
 
 // Result is how a run ended.
@@ -223,6 +226,9 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 			return infra(err)
 		}
 		pipe = ks
+	}
+	if s.NewPipeline != nil {
+		pipe = s.NewPipeline(p, wt)
 	}
 	rn := &runner{s: s, j: j, p: p, id: id, repo: &clone.Repo, pipe: pipe}
 
