@@ -13,7 +13,6 @@ import (
 
 	"github.com/spf13/cobra"
 
-	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/pipeline"
@@ -342,22 +341,7 @@ artifact cache), boot under QEMU, run the guest test, classify.
 				}
 				ctx, stop := signalContext(g.stderr)
 				defer stop()
-				src, err := git.Open(ctx, repo)
-				if err != nil {
-					return usage("%v", err)
-				}
-				sha, err := src.ResolveCommit(ctx, args[0])
-				if err != nil {
-					return usage("unknown ref %q in %s", args[0], repo)
-				}
-				clone, err := git.EnsureClone(ctx, src, g.cacheDir)
-				if err != nil {
-					return err
-				}
-				if err := clone.Sync(ctx, sha); err != nil {
-					return err
-				}
-				wt, err := clone.Worktree(ctx, sha)
+				sha, wt, err := g.checkout(ctx, repo, args[0])
 				if err != nil {
 					return err
 				}

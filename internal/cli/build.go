@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -74,22 +75,7 @@ required option unavailable), 2 usage or input error, 3 infrastructure error.`,
 			}
 			ctx, stop := signalContext(g.stderr)
 			defer stop()
-			src, err := git.Open(ctx, repo)
-			if err != nil {
-				return usage("%v", err)
-			}
-			sha, err := src.ResolveCommit(ctx, args[0])
-			if err != nil {
-				return usage("unknown ref %q in %s", args[0], repo)
-			}
-			clone, err := git.EnsureClone(ctx, src, g.cacheDir)
-			if err != nil {
-				return err
-			}
-			if err := clone.Sync(ctx, sha); err != nil {
-				return err
-			}
-			wt, err := clone.Worktree(ctx, sha)
+			sha, wt, err := g.checkout(ctx, repo, args[0])
 			if err != nil {
 				return err
 			}
@@ -139,4 +125,26 @@ func printBuild(g *globals, sha string, r *kbuild.Result) {
 	}
 	fmt.Fprintf(w, "kernel:  %s\nkey:     %s\nversion: %s (%s)\n%s\nconfig verified: every required option holds\nbuild log: %s\n",
 		r.Kernel, r.Key, r.Version, r.Release, how, r.Log)
+}
+
+// checkout resolves ref in the user's repository (read only) and takes a
+// checkout slot in firstbad's clone of it.
+func (g *globals) checkout(ctx context.Context, repo, ref string) (string, *git.Worktree, error) {
+	src, err := git.Open(ctx, repo)
+	if err != nil {
+		return "", nil, usage("%v", err)
+	}
+	sha, err := src.ResolveCommit(ctx, ref)
+	if err != nil {
+		return "", nil, usage("unknown ref %q in %s", ref, repo)
+	}
+	clone, err := git.EnsureClone(ctx, src, g.cacheDir)
+	if err != nil {
+		return "", nil, err
+	}
+	if err := clone.Sync(ctx, sha); err != nil {
+		return "", nil, err
+	}
+	wt, err := clone.Worktree(ctx, sha)
+	return sha, wt, err
 }

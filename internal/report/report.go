@@ -68,12 +68,13 @@ func (r *Report) confirmation() *Confirmation {
 	if len(steps) > 1 {
 		c.Parent = &js[1]
 		c.Confirmed = c.Confirmed && steps[1].Verdict == "good"
-		c.IdenticalImage = sameContent(steps[0].Evidence.Kernel, steps[1].Evidence.Kernel)
+		c.IdenticalImage = SameContent(steps[0].Evidence.Kernel, steps[1].Evidence.Kernel)
 	}
 	return c
 }
 
-func sameContent(a, b string) bool {
+// SameContent reports whether two files exist and hold the same bytes.
+func SameContent(a, b string) bool {
 	if a == "" || b == "" {
 		return false
 	}

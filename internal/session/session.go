@@ -1,7 +1,6 @@
 package session
 
 import (
-	"bytes"
 	"context"
 	"crypto/rand"
 	"encoding/hex"
@@ -20,6 +19,7 @@ import (
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/lock"
 	"github.com/firstbad/firstbad/internal/pipeline"
+	"github.com/firstbad/firstbad/internal/report"
 	"github.com/firstbad/firstbad/internal/search"
 )
 
@@ -571,14 +571,8 @@ func (rn *runner) confirm(ctx context.Context, culprit string) (string, error) {
 	if pst.Verdict != "good" {
 		notes = append(notes, fmt.Sprintf("the culprit's parent tested %s on the confirmation run", pst.Verdict))
 	}
-	if cout.Kernel != "" && pout.Kernel != "" && sameFile(cout.Kernel, pout.Kernel) {
+	if report.SameContent(cout.Kernel, pout.Kernel) {
 		notes = append(notes, "the culprit's kernel image is byte-identical to its parent's: this change cannot matter to this config (documentation, another architecture, or a flaky test)")
 	}
 	return strings.Join(notes, "; "), nil
-}
-
-func sameFile(a, b string) bool {
-	da, err1 := os.ReadFile(a)
-	db, err2 := os.ReadFile(b)
-	return err1 == nil && err2 == nil && bytes.Equal(da, db)
 }
