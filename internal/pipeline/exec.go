@@ -37,6 +37,7 @@ func (e *Exec) Evaluate(ctx context.Context, req Request) (Outcome, error) {
 		return Outcome{}, &InfraError{Stage: "evidence", Err: err}
 	}
 	var out Outcome
+	req.stage("test")
 	for i := 1; i <= max(req.Repeat, 1); i++ {
 		r, err := e.run(ctx, req, i)
 		if err != nil {

@@ -400,7 +400,7 @@ func (rn *runner) evaluate(ctx context.Context, kind, commit string, stepNo, est
 	}
 	st.Seq = seq
 	started := time.Now()
-	s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: "test", Started: started, Kind: kind})
+	s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: "start", Started: started, Kind: kind})
 	out, err := rn.pipe.Evaluate(ctx, pipeline.Request{Commit: commit, Step: stepNo, Repeat: p.Repeat,
 		EvidenceDir: filepath.Join(j.Dir, "steps", strconv.Itoa(seq)),
 		Stage: func(stage string) {
