@@ -613,3 +613,31 @@ func TestConfigFile(t *testing.T) {
 		t.Fatalf("unknown key: exit %d: %s", res.code, res.stderr)
 	}
 }
+
+func TestSkipRangeFlag(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 40)
+	repo := b.Write(t)
+	e := newEnv(t)
+	// c10..c14 (c11-c14) untestable by the user's word; the culprit is c12,
+	// so the answer is c11..c15 (c15 the first tested bad), as git says.
+	r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--skip", "c10..c14", "--skip", "c30",
+		"--exec", "[ $(cat f) -lt 12 ]")
+	if res.code != 1 || r.Outcome != "ambiguous" {
+		t.Fatalf("exit %d outcome %s: %s", res.code, r.Outcome, res.stderr)
+	}
+	got := append([]string(nil), r.Candidates...)
+	sort.Strings(got)
+	want := []string{repo.SHAs[11], repo.SHAs[12], repo.SHAs[13], repo.SHAs[14], repo.SHAs[15]}
+	sort.Strings(want)
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("ambiguous set (-want +got):\n%s", diff)
+	}
+	for _, s := range r.Steps {
+		for _, n := range []int{11, 12, 13, 14, 30} {
+			if s.Commit == repo.SHAs[n] {
+				t.Errorf("tested c%d, which the user skipped", n)
+			}
+		}
+	}
+}
