@@ -138,25 +138,9 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"short": Short,
 	"term":  func(r *Report, v string) string { return r.Term(v) },
 	"num":   num,
-	"color": func(v string) string {
-		switch v {
-		case "good":
-			return "#2e7d32"
-		case "bad":
-			return "#c62828"
-		case "skip":
-			return "#9e9e9e"
-		}
-		return "#ef6c00"
-	},
+	"color": verdictColor,
 	"add": func(a, b int) int { return a + b },
 	"mul": func(a, b int) int { return a * b },
-	"barw": func(d, maxd float64) int {
-		if maxd <= 0 {
-			return 1
-		}
-		return 1 + int(400*d/maxd)
-	},
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>firstbad run {{.R.RunID}}</title>
 <style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}code{font-size:95%}</style>
@@ -169,11 +153,15 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 <li>Fixes line: <code>Fixes: {{short .ID}} ("{{.Subject}}")</code></li></ul>{{end}}{{end}}
 {{if gt (len .R.Candidates) 1}}<p>Candidates:</p><ul>{{range .R.Candidates}}<li><code>{{.}}</code></li>{{end}}</ul>{{end}}
 <h2>Timeline</h2>
-<svg xmlns="http://www.w3.org/2000/svg" width="760" height="{{add 20 (mul 22 (len .R.Steps))}}" role="img" aria-label="bisection timeline">
-{{range $i, $s := .R.Steps}}<g transform="translate(0,{{add 10 (mul 22 $i)}})">
-<text x="0" y="14" font-size="12" font-family="monospace">{{short $s.Commit}}</text>
-<rect x="110" y="2" width="{{barw $s.Duration $.MaxDur}}" height="16" fill="{{color $s.Verdict}}"><title>{{$s.Kind}} {{term $.R $s.Verdict}}: {{$s.Reason}} ({{printf "%.1f" $s.Duration}} s)</title></rect>
-<text x="{{add 116 (barw $s.Duration $.MaxDur)}}" y="14" font-size="12">{{term $.R $s.Verdict}} {{printf "%.1f" $s.Duration}} s</text>
+<p>Left: candidates left when the step was chosen (the range narrowing). Right: the step's time.</p>
+<svg xmlns="http://www.w3.org/2000/svg" width="860" height="{{add 20 (mul 22 (len .Rows))}}" role="img" aria-label="bisection timeline">
+{{range $i, $r := .Rows}}<g transform="translate(0,{{add 10 (mul 22 $i)}})">
+<text x="0" y="14" font-size="12" font-family="monospace">{{$r.Label}}</text>
+<rect x="160" y="2" width="300" height="16" fill="#eeeeee"/>
+<rect x="160" y="2" width="{{$r.RangeW}}" height="16" fill="{{$r.Color}}"><title>{{$r.Title}}</title></rect>
+<text x="466" y="14" font-size="11">{{$r.Left}}</text>
+<rect x="530" y="2" width="{{$r.DurW}}" height="16" fill="{{$r.Color}}" fill-opacity="0.5"><title>{{$r.Title}}</title></rect>
+<text x="{{add 536 $r.DurW}}" y="14" font-size="12">{{$r.Text}}</text>
 </g>{{end}}</svg>
 <h2>Steps</h2>
 <table><tr><th>#</th><th>kind</th><th>commit</th><th>subject</th><th>verdict</th><th>reason</th><th>build s</th><th>boot s</th><th>test s</th><th>crash</th><th>evidence</th></tr>
@@ -184,14 +172,50 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 </body></html>
 `))
 
-// HTML writes a self-contained page (no external assets).
-func (r *Report) HTML(w io.Writer) error {
+type svgRow struct {
+	Label, Color, Title, Text, Left string
+	RangeW, DurW                    int
+}
+
+// rows lays out the timeline: one row per step.
+func (r *Report) rows() []svgRow {
 	maxDur := 0.0
 	for _, s := range r.Steps {
 		maxDur = max(maxDur, s.Duration)
 	}
+	var rows []svgRow
+	for i, s := range r.Steps {
+		row := svgRow{Label: Short(s.Commit) + " " + s.Kind, Color: verdictColor(s.Verdict),
+			Title: fmt.Sprintf("%s %s: %s (%.1f s)", s.Kind, r.Term(s.Verdict), s.Reason, s.Duration),
+			Text:  fmt.Sprintf("%s %.1f s", r.Term(s.Verdict), s.Duration), DurW: 1}
+		if maxDur > 0 {
+			row.DurW = 1 + int(200*s.Duration/maxDur)
+		}
+		if i < len(r.Remaining) && r.Remaining[i] > 0 && r.NumCands > 0 {
+			row.RangeW = max(2, 300*r.Remaining[i]/r.NumCands)
+			row.Left = fmt.Sprintf("%d left", r.Remaining[i])
+		}
+		rows = append(rows, row)
+	}
+	return rows
+}
+
+func verdictColor(v string) string {
+	switch v {
+	case "good":
+		return "#2e7d32"
+	case "bad":
+		return "#c62828"
+	case "skip":
+		return "#9e9e9e"
+	}
+	return "#ef6c00"
+}
+
+// HTML writes a self-contained page (no external assets).
+func (r *Report) HTML(w io.Writer) error {
 	return htmlTmpl.Execute(w, struct {
-		R      *Report
-		MaxDur float64
-	}{r, maxDur})
+		R    *Report
+		Rows []svgRow
+	}{r, r.rows()})
 }

@@ -45,6 +45,9 @@ type Report struct {
 	CulpritInfo *git.Info // nil if not found
 	Maintainers []string  // to CC, when the tree can tell
 	NumCands    int       // size of the initial candidate set
+	// Remaining is, per step, the candidates left when it was chosen
+	// (0 where unknown, e.g. endpoint checks).
+	Remaining []int
 	// Rerun gives the command line that re-runs one step (nil: none).
 	Rerun func(commit string) string
 }

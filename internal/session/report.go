@@ -11,6 +11,7 @@ import (
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/report"
+	"github.com/firstbad/firstbad/internal/search"
 )
 
 // Report assembles a run's report from its journal (and, for the culprit's
@@ -54,6 +55,7 @@ func (s *Session) Report(ctx context.Context, id string) (*report.Report, error)
 				r.NumCands++
 			}
 		}
+		r.Remaining = remaining(cs, p, steps)
 	}
 	return r, nil
 }
@@ -95,4 +97,32 @@ func rerun(p Params) func(string) string {
 		}
 		return fmt.Sprintf("git -C %s checkout --detach %s && (cd %s && FIRSTBAD_COMMIT=%s sh -c %s)", q(p.Repo), commit, q(p.Repo), commit, q(p.Exec))
 	}
+}
+
+// remaining replays the search over the journal's steps to tell how many
+// candidates were left when each search step was chosen.
+func remaining(cs []git.Commit, p Params, steps []journal.Step) []int {
+	nodes := make([]search.Commit, len(cs))
+	for i, c := range cs {
+		nodes[i] = search.Commit{ID: c.ID, Parents: c.Parents, Time: c.Time, TreeSame: c.TreeSame}
+	}
+	g, err := search.NewGraph(nodes, p.Bad, p.FirstParent)
+	if err != nil {
+		return nil
+	}
+	strategy := search.NewClassic(g, p.FirstParent)
+	obs := p.observations()
+	out := make([]int, len(steps))
+	for i, st := range steps {
+		if st.Kind != journal.KindSearch {
+			continue
+		}
+		if d, err := strategy.Decide(obs); err == nil {
+			out[i] = d.Remaining
+		}
+		if v, err := search.ParseVerdict(st.Verdict); err == nil && st.State == journal.StateDone {
+			obs = append(obs, search.Observation{Commit: st.Commit, Verdict: v})
+		}
+	}
+	return out
 }
