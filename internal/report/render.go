@@ -139,8 +139,8 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"term":  func(r *Report, v string) string { return r.Term(v) },
 	"num":   num,
 	"color": verdictColor,
-	"add": func(a, b int) int { return a + b },
-	"mul": func(a, b int) int { return a * b },
+	"add":   func(a, b int) int { return a + b },
+	"mul":   func(a, b int) int { return a * b },
 }).Parse(`<!DOCTYPE html>
 <html lang="en"><head><meta charset="utf-8"><title>firstbad run {{.R.RunID}}</title>
 <style>body{font-family:sans-serif;margin:2em;max-width:70em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .5em;font-size:90%}code{font-size:95%}</style>
