@@ -207,7 +207,7 @@ func (g *globals) finish(ctx context.Context, s *session.Session, res *session.R
 	if res == nil {
 		return runErr
 	}
-	rep, err := s.Report(context.WithoutCancel(ctx), res.RunID)
+	rep, err := s.FullReport(context.WithoutCancel(ctx), res.RunID)
 	if err != nil {
 		return err
 	}

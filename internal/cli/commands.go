@@ -311,7 +311,11 @@ func (g *globals) printReport(ctx context.Context, args []string, format, out st
 	if ctx == nil {
 		ctx = context.Background()
 	}
-	rep, err := s.Report(ctx, id)
+	get := s.Report
+	if format == "md" || format == "markdown" || format == "html" {
+		get = s.FullReport
+	}
+	rep, err := get(ctx, id)
 	if err != nil {
 		return err
 	}

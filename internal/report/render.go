@@ -150,7 +150,8 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 {{with .R.CulpritInfo}}{{if eq $.R.Outcome "found"}}<ul>
 <li>Commit: <code>{{.ID}}</code></li><li>Subject: {{.Subject}}</li><li>Author: {{.Author}}</li>
 <li>Date: {{.Date}}</li><li>Files: {{range $i, $f := .Files}}{{if $i}}, {{end}}{{$f}}{{end}}</li>
-<li>Fixes line: <code>Fixes: {{short .ID}} ("{{.Subject}}")</code></li></ul>{{end}}{{end}}
+<li>Fixes line: <code>Fixes: {{short .ID}} ("{{.Subject}}")</code></li>
+{{if $.R.Maintainers}}<li>To CC: {{range $i, $m := $.R.Maintainers}}{{if $i}}, {{end}}{{$m}}{{end}}</li>{{end}}</ul>{{end}}{{end}}
 {{if gt (len .R.Candidates) 1}}<p>Candidates:</p><ul>{{range .R.Candidates}}<li><code>{{.}}</code></li>{{end}}</ul>{{end}}
 <h2>Timeline</h2>
 <p>Left: candidates left when the step was chosen (the range narrowing). Right: the step's time.</p>

@@ -1,7 +1,11 @@
 package session
 
 import (
+	"bytes"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"time"
 
 	"context"
 	"encoding/json"
@@ -18,6 +22,16 @@ import (
 // details, firstbad's clone of the repository). It works at any time,
 // during a run too.
 func (s *Session) Report(ctx context.Context, id string) (*report.Report, error) {
+	return s.report(ctx, id, false)
+}
+
+// FullReport is Report plus what takes seconds to find: the maintainers and
+// lists to CC about the culprit, when the tree has scripts/get_maintainer.pl.
+func (s *Session) FullReport(ctx context.Context, id string) (*report.Report, error) {
+	return s.report(ctx, id, true)
+}
+
+func (s *Session) report(ctx context.Context, id string, full bool) (*report.Report, error) {
 	j, err := journal.Open(s.RunDir(id))
 	if err != nil {
 		return nil, inputErr("no run %q in %s", id, s.RunsDir())
@@ -47,6 +61,9 @@ func (s *Session) Report(ctx context.Context, id string) (*report.Report, error)
 	if run.Culprit != "" {
 		if info, err := repo.Info(ctx, run.Culprit, true); err == nil {
 			r.CulpritInfo = &info
+		}
+		if full {
+			r.Maintainers = maintainers(ctx, repo, run.Culprit)
 		}
 	}
 	if cs, err := repo.RevList(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths}); err == nil {
@@ -125,4 +142,34 @@ func remaining(cs []git.Commit, p Params, steps []journal.Step) []int {
 		}
 	}
 	return out
+}
+
+// maintainers runs the tree's scripts/get_maintainer.pl on the culprit's
+// patch, in a checkout of firstbad's clone. None if the script is absent.
+func maintainers(ctx context.Context, repo *git.Repo, culprit string) []string {
+	slots, _ := filepath.Glob(filepath.Join(filepath.Dir(repo.Dir), "wt", "*", "scripts", "get_maintainer.pl"))
+	if len(slots) == 0 {
+		return nil
+	}
+	tree := filepath.Dir(filepath.Dir(slots[0]))
+	patch, err := repo.Run(ctx, "show", "--format=email", "--end-of-options", culprit)
+	if err != nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "perl", "scripts/get_maintainer.pl", "--no-rolestats", "--no-git", "--no-git-fallback", "--no-tree", "-")
+	cmd.Dir = tree
+	cmd.Stdin = bytes.NewReader(patch)
+	out, err := cmd.Output()
+	if err != nil {
+		return nil
+	}
+	var who []string
+	for _, l := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+		if l = strings.TrimSpace(l); l != "" {
+			who = append(who, l)
+		}
+	}
+	return who
 }
