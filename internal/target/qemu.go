@@ -91,15 +91,18 @@ func (q *QEMU) accel(ctx context.Context, b Boot) string {
 	if data, err := os.ReadFile(path); err == nil {
 		return strings.TrimSpace(string(data))
 	}
-	answer := "tcg"
-	if _, err := os.Stat("/dev/kvm"); err == nil && q.Probe != nil && q.Probe(ctx, q, b) {
-		answer = "kvm"
+	answer, why := "tcg", "no /dev/kvm"
+	if _, err := os.Stat("/dev/kvm"); err == nil {
+		why = "no sign of life from a KVM guest"
+		if q.Probe != nil && q.Probe(ctx, q, b) {
+			answer = "kvm"
+		}
 	}
 	if ctx.Err() != nil {
 		return answer
 	}
 	if answer == "tcg" && q.Log != nil {
-		q.Log.Warn("KVM does not work here (no sign of life from a KVM guest): using TCG software emulation")
+		q.Log.Warn("KVM does not work here (" + why + "): using TCG software emulation")
 	}
 	_ = os.MkdirAll(q.CacheDir, 0o755)
 	_ = os.WriteFile(path, []byte(answer+"\n"), 0o644)
