@@ -76,6 +76,7 @@ func TestBootClassifications(t *testing.T) {
 		{"boot failure", "exit 0", []string{"--append", "rdinit=/nonexistent"}, 125, "skip", "boot failure"},
 		{"boot failure is bad", "exit 0", []string{"--append", "rdinit=/nonexistent", "--boot-failure", "bad"}, 1, "bad", "boot failure"},
 		{"repeat in one boot", `[ "$FIRSTBAD_RUN" = 2 ] && exit 1; exit 0`, []string{"--repeat", "3"}, 1, "bad", ""},
+		{"reboot each", `[ "$FIRSTBAD_RUN" = 3 ] && exit 1; exit 0`, []string{"--repeat", "3", "--reboot-each"}, 1, "bad", ""},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -93,7 +94,7 @@ func TestBootClassifications(t *testing.T) {
 			if _, err := os.Stat(r.ConsoleLog); err != nil {
 				t.Errorf("no console log as evidence: %v", err)
 			}
-			if c.name == "repeat in one boot" && len(r.Runs) != 3 {
+			if len(c.args) > 0 && c.args[0] == "--repeat" && len(r.Runs) != 3 {
 				t.Errorf("%d runs, want 3", len(r.Runs))
 			}
 			t.Logf("%s: %.1fs (boot %v)", c.name, time.Since(start).Seconds(), deref(r.BootS))

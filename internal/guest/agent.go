@@ -103,7 +103,7 @@ func Agent() int {
 		return 0
 	}
 	port := resultPort()
-	for i := 1; i <= s.Runs; i++ {
+	for i := s.FirstRun + 1; i <= s.FirstRun+s.Runs; i++ {
 		r := runTest(s, i)
 		// The result channel first: the host may stop the VM as soon as
 		// it reads the console marker.

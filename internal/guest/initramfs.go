@@ -77,6 +77,7 @@ type Settings struct {
 	Commit   string            `json:"commit"`
 	Step     int               `json:"step"`
 	Runs     int               `json:"runs"`
+	FirstRun int               `json:"first_run"` // number of the first run (for --reboot-each)
 	TimeoutS float64           `json:"timeout_s"`
 	Shell    bool              `json:"shell"`
 	Env      map[string]string `json:"env,omitempty"`

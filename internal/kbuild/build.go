@@ -196,8 +196,8 @@ func (b *Builder) buildDir(src string, o Options) (dir, ccacheBase string) {
 	return filepath.Join(b.CacheDir, "builds", inputsKey(src, o)), src
 }
 
-func (b *Builder) makeArgs(o Options, buildDir string) []string {
-	args := []string{"-C", "", "O=" + buildDir, "ARCH=" + o.Arch}
+func (b *Builder) makeArgs(o Options, src, buildDir string) []string {
+	args := []string{"-C", src, "O=" + buildDir, "ARCH=" + o.Arch}
 	if o.CC != "" {
 		args = append(args, "CC="+o.CC)
 	}
@@ -287,9 +287,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	defer logf.Close()
 	start := time.Now()
 	mk := func(timeout time.Duration, stdin io.Reader, targets ...string) (proc.Result, error) {
-		args := b.makeArgs(o, buildDir)
-		args[1] = req.Src
-		args = append(args, targets...)
+		args := append(b.makeArgs(o, req.Src, buildDir), targets...)
 		cmd := exec.Command("make", args...)
 		cmd.Env = b.env(ccacheBase, filepath.Join(buildDir, "ccache-stats.log"), o)
 		cmd.Stdout, cmd.Stderr, cmd.Stdin = logf, logf, stdin
@@ -301,9 +299,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	// so the build) is touched only when the result differs.
 	side := filepath.Join(buildDir, ".config.firstbad")
 	cfgEnv := func(targets ...string) (proc.Result, error) {
-		args := append(b.makeArgs(o, buildDir), "KCONFIG_CONFIG="+side)
-		args[1] = req.Src
-		args = append(args, targets...)
+		args := append(append(b.makeArgs(o, req.Src, buildDir), "KCONFIG_CONFIG="+side), targets...)
 		cmd := exec.Command("make", args...)
 		cmd.Env = b.env(ccacheBase, os.DevNull, o)
 		cmd.Stdout, cmd.Stderr = logf, logf

@@ -100,8 +100,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 	if timeout <= 0 {
 		timeout = DefaultTestTimeout
 	}
-	s := guest.Settings{Nonce: n, Commit: commit, Step: step, Runs: runs, TimeoutS: timeout.Seconds(), Shell: g.Shell,
-		Env: map[string]string{"FIRSTBAD_RUN_OFFSET": fmt.Sprint(first)}}
+	s := guest.Settings{Nonce: n, Commit: commit, Step: step, Runs: runs, FirstRun: first, TimeoutS: timeout.Seconds(), Shell: g.Shell}
 	if g.Test == "" && !g.Shell {
 		s.Runs = 0
 	}
@@ -143,7 +142,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 			if !ok {
 				// The machine is gone.
 				ex := m.Wait()
-				return g.ended(out, text.String(), started, ex, runs, first)
+				return g.ended(out, text.String(), started, ex, runs)
 			}
 			text.WriteString(line + "\n")
 			if !started && strings.Contains(line, guest.StartMarker+" nonce="+n) {
@@ -160,7 +159,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 				if pr, ok := portResult(m.ResultLog(), n, r.Run); ok {
 					r = pr // the result channel is authoritative
 				}
-				out.Runs = append(out.Runs, g.fromResult(r, first))
+				out.Runs = append(out.Runs, g.fromResult(r))
 				if len(out.Runs) == runs {
 					// Let the agent power off by itself (its output is
 					// evidence too); then the deferred Stop.
@@ -177,7 +176,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 				settle(m, &text, 2*time.Second)
 				c = console.Parse(text.String())
 				out.Crash = c.Title
-				return g.crashed(out, c, started, time.Since(runStart), first), nil
+				return g.crashed(out, c, started, time.Since(runStart)), nil
 			}
 		case <-deadline.C:
 			if !started {
@@ -209,7 +208,7 @@ func settle(m target.Machine, text *strings.Builder, d time.Duration) {
 
 // fromResult classifies one reported run with git bisect run's exit codes;
 // a run the agent killed at its deadline is a hang (bad).
-func (g *GuestTest) fromResult(r guest.RunResult, first int) Run {
+func (g *GuestTest) fromResult(r guest.RunResult) Run {
 	run := Run{ExitCode: r.ExitCode, Duration: time.Duration(r.Duration * float64(time.Second))}
 	if r.Timeout {
 		run.Verdict, run.Reason = search.Bad, "hang: the test did not finish within its timeout"
@@ -230,7 +229,7 @@ func (g *GuestTest) fromResult(r guest.RunResult, first int) Run {
 }
 
 // crashed classifies a kernel crash seen on the console.
-func (g *GuestTest) crashed(out GuestOutcome, c *console.Crash, started bool, d time.Duration, first int) GuestOutcome {
+func (g *GuestTest) crashed(out GuestOutcome, c *console.Crash, started bool, d time.Duration) GuestOutcome {
 	if !started || c.Boot {
 		return g.bootFailure(out, "boot failure: "+c.Title)
 	}
@@ -261,10 +260,10 @@ func (g *GuestTest) noStart(out GuestOutcome, text string, d time.Duration) Gues
 }
 
 // ended classifies a machine that went away by itself.
-func (g *GuestTest) ended(out GuestOutcome, text string, started bool, ex target.Exit, runs, first int) (GuestOutcome, error) {
+func (g *GuestTest) ended(out GuestOutcome, text string, started bool, ex target.Exit, runs int) (GuestOutcome, error) {
 	if c := console.Parse(text); c != nil {
 		out.Crash = c.Title
-		return g.crashed(out, c, started, 0, first), nil
+		return g.crashed(out, c, started, 0), nil
 	}
 	if len(out.Runs) == runs && started {
 		return out, nil
