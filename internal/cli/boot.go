@@ -152,14 +152,7 @@ type testRunEntry struct {
 func (g *globals) printOutcome(out pipeline.Outcome) error {
 	v, _ := pipeline.Combine(out.Runs)
 	res := testResult{Verdict: v.String(), ConsoleLog: out.ConsoleLog, BuildLog: out.BuildLog, Kernel: out.Kernel, Runs: []testRunEntry{}}
-	if out.Boot != nil {
-		b := out.Boot.Seconds()
-		res.BootS = &b
-	}
-	if out.Build != nil {
-		b := out.Build.Seconds()
-		res.BuildS = &b
-	}
+	res.BootS, res.BuildS = pipeline.Seconds(out.Boot), pipeline.Seconds(out.Build)
 	for i, r := range out.Runs {
 		res.TestS += r.Duration.Seconds()
 		var crash *string
@@ -346,18 +339,11 @@ artifact cache), boot under QEMU, run the guest test, classify.
 					return err
 				}
 				defer wt.Release()
-				step := &pipeline.KernelStep{Test: gt, Build: &pipeline.KernelBuild{Worktree: wt, Opts: opts,
-					Builder: &kbuild.Builder{CacheDir: g.cacheDir, CacheSize: kf.cacheSize, Log: s.Log}}}
+				step := &pipeline.KernelStep{Test: gt, Build: kf.kernelBuild(g, wt, opts, s.Log)}
 				dir := filepath.Join(g.stateDir, "tests", time.Now().UTC().Format("20060102-150405.000")+"-"+sha[:12])
 				out, err := step.Evaluate(ctx, pipeline.Request{Commit: sha, Repeat: gf.repeat, EvidenceDir: dir})
-				var in *kbuild.InputError
-				switch {
-				case errors.As(err, &in):
-					return usage("%v", err)
-				case err != nil && ctx.Err() != nil:
-					return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
-				case err != nil:
-					return &exitError{code: ExitInfra, err: err}
+				if err != nil {
+					return stepErr(ctx, err)
 				}
 				return g.printOutcome(out)
 			}())

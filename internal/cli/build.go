@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"time"
 
@@ -80,18 +81,10 @@ required option unavailable), 2 usage or input error, 3 infrastructure error.`,
 				return err
 			}
 			defer wt.Release()
-			kb := &pipeline.KernelBuild{Worktree: wt, Opts: opts,
-				Builder: &kbuild.Builder{CacheDir: g.cacheDir, CacheSize: kf.cacheSize, Log: s.Log}}
 			logDir := filepath.Join(g.stateDir, "builds", time.Now().UTC().Format("20060102-150405")+"-"+sha[:12])
-			res, err := kb.Build(ctx, sha, logDir)
-			var in *kbuild.InputError
-			switch {
-			case errors.As(err, &in):
-				return usage("%v", err)
-			case err != nil && ctx.Err() != nil:
-				return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
-			case err != nil:
-				return &exitError{code: ExitInfra, err: err}
+			res, err := kf.kernelBuild(g, wt, opts, s.Log).Build(ctx, sha, logDir)
+			if err != nil {
+				return stepErr(ctx, err)
 			}
 			if g.json {
 				enc := json.NewEncoder(g.stdout)
@@ -147,4 +140,23 @@ func (g *globals) checkout(ctx context.Context, repo, ref string) (string, *git.
 	}
 	wt, err := clone.Worktree(ctx, sha)
 	return sha, wt, err
+}
+
+// kernelBuild is the build stage for a checkout, with these flags.
+func (k *kbuildFlags) kernelBuild(g *globals, wt *git.Worktree, opts kbuild.Options, log *slog.Logger) *pipeline.KernelBuild {
+	return &pipeline.KernelBuild{Worktree: wt, Opts: opts,
+		Builder: &kbuild.Builder{CacheDir: g.cacheDir, CacheSize: k.cacheSize, Log: log}}
+}
+
+// stepErr gives a failed build or test its exit code: input problems are
+// usage errors, the rest the machine's.
+func stepErr(ctx context.Context, err error) error {
+	var in *kbuild.InputError
+	switch {
+	case errors.As(err, &in):
+		return usage("%v", err)
+	case ctx.Err() != nil:
+		return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
+	}
+	return &exitError{code: ExitInfra, err: err}
 }

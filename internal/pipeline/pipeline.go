@@ -112,3 +112,13 @@ func Combine(runs []Run) (v search.Verdict, flaky bool) {
 	}
 	return search.Skip, false
 }
+
+// Seconds turns an optional stage time into optional seconds (JSON null
+// when the stage did not happen).
+func Seconds(d *time.Duration) *float64 {
+	if d == nil {
+		return nil
+	}
+	s := d.Seconds()
+	return &s
+}

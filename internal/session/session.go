@@ -440,14 +440,7 @@ func (rn *runner) evaluate(ctx context.Context, kind, commit string, stepNo, est
 		st.Reason += " (flaky: good and bad runs)"
 	}
 	st.Test = &test
-	if out.Build != nil {
-		b := out.Build.Seconds()
-		st.Build = &b
-	}
-	if out.Boot != nil {
-		b := out.Boot.Seconds()
-		st.Boot = &b
-	}
+	st.Build, st.Boot = pipeline.Seconds(out.Build), pipeline.Seconds(out.Boot)
 	st.Evidence.BuildLog, st.Evidence.ConsoleLog, st.Evidence.Kernel = out.BuildLog, out.ConsoleLog, out.Kernel
 	if out.Abort != "" {
 		st.State, st.Verdict, st.Reason = journal.StateError, "error", out.Abort
