@@ -641,3 +641,34 @@ func TestSkipRangeFlag(t *testing.T) {
 		}
 	}
 }
+
+func TestConcurrentRunsShareRepoAndCache(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 80)
+	repo := b.Write(t)
+	e := newEnv(t)
+	type out struct {
+		r   report
+		res result
+	}
+	done := make(chan out, 2)
+	for _, n := range []int{23, 61} {
+		go func(n int) {
+			// Slow enough that the two runs overlap.
+			r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip],
+				"--exec", fmt.Sprintf("sleep 0.05; [ $(cat f) -lt %d ]", n))
+			done <- out{r, res}
+		}(n)
+	}
+	found := map[string]bool{}
+	for range 2 {
+		o := <-done
+		if o.res.code != 0 || o.r.Culprit == nil {
+			t.Fatalf("a concurrent run failed: exit %d\n%s", o.res.code, o.res.stderr)
+		}
+		found[*o.r.Culprit] = true
+	}
+	if !found[repo.SHAs[23]] || !found[repo.SHAs[61]] {
+		t.Errorf("culprits %v, want c23 and c61", found)
+	}
+}
