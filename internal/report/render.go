@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"html/template"
 	"io"
+	"slices"
 	"strings"
 
 	"github.com/firstbad/firstbad/internal/journal"
@@ -113,7 +114,7 @@ func (r *Report) Markdown(w io.Writer) error {
 	for i, s := range r.Steps {
 		ev := []string{}
 		for _, p := range []string{s.Evidence.BuildLog, s.Evidence.ConsoleLog, s.Evidence.TestOutput} {
-			if p != "" {
+			if p != "" && !slices.Contains(ev, cell(p)) {
 				ev = append(ev, cell(p))
 			}
 		}
@@ -168,7 +169,7 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 <table><tr><th>#</th><th>kind</th><th>commit</th><th>subject</th><th>verdict</th><th>reason</th><th>build s</th><th>boot s</th><th>test s</th><th>crash</th><th>evidence</th></tr>
 {{range $i, $s := .R.Steps}}<tr><td>{{add $i 1}}</td><td>{{$s.Kind}}</td><td><code>{{short $s.Commit}}</code></td><td>{{$s.Subject}}</td>
 <td style="color:{{color $s.Verdict}}">{{term $.R $s.Verdict}}</td><td>{{$s.Reason}}</td><td>{{num $s.Build}}</td><td>{{num $s.Boot}}</td><td>{{num $s.Test}}</td><td>{{$s.Crash}}</td>
-<td>{{with $s.Evidence.BuildLog}}{{.}}<br>{{end}}{{with $s.Evidence.ConsoleLog}}{{.}}<br>{{end}}{{with $s.Evidence.TestOutput}}{{.}}{{end}}</td></tr>
+<td>{{with $s.Evidence.BuildLog}}{{.}}<br>{{end}}{{with $s.Evidence.ConsoleLog}}{{.}}<br>{{end}}{{if ne $s.Evidence.TestOutput $s.Evidence.ConsoleLog}}{{$s.Evidence.TestOutput}}{{end}}</td></tr>
 {{end}}</table>
 </body></html>
 `))
