@@ -89,7 +89,10 @@ func TestParse(t *testing.T) {
 }
 
 func TestParseClean(t *testing.T) {
-	clean := "[    0.000000] Linux version 6.1.176\n[    0.5] Run /init as init process\nFIRSTBAD-START nonce=abc\nhello\n"
+	// A test's own output that merely mentions these words is not a crash.
+	clean := "[    0.000000] Linux version 6.1.176\n[    0.5] Run /init as init process\nFIRSTBAD-START nonce=abc\nhello\n" +
+		"WARNING: the test found something\nBUG: my script has a bug\nsaw Oops: nothing\nthe general protection fault test passed\n" +
+		"echo Kernel panic - not syncing: in a string\n"
 	if c := Parse(clean); c != nil {
 		t.Errorf("clean boot reported as %q", c.Title)
 	}
