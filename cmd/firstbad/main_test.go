@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -671,4 +672,88 @@ func TestConcurrentRunsShareRepoAndCache(t *testing.T) {
 	if !found[repo.SHAs[23]] || !found[repo.SHAs[61]] {
 		t.Errorf("culprits %v, want c23 and c61", found)
 	}
+}
+
+// TestKillAnywhereAndResume SIGKILLs the controller at many points of a run
+// (during checkout, during the test, between test end and the journal
+// commit, during journal writes: the kill times are spread over the step),
+// resuming after each, and checks the result is the uninterrupted one.
+func TestKillAnywhereAndResume(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 300)
+	repo := b.Write(t)
+	culprit := repo.SHAs[137]
+	dir := t.TempDir()
+	logf, pidf := filepath.Join(dir, "runs"), filepath.Join(dir, "pids")
+	script := fmt.Sprintf(`echo $$ >> %s; sleep 0.08; echo "$FIRSTBAD_COMMIT" >> %s; [ $(cat f) -lt 137 ]`, pidf, logf)
+	e := newEnv(t)
+	args := []string{"--state-dir", e.state, "--cache-dir", e.cache, "run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--exec", script}
+	kills := 0
+	for i := 0; kills < 24 && i < 200; i++ {
+		// Killed before its journal existed, a run is started again;
+		// otherwise it is resumed.
+		cmd := exec.Command(binary, args...)
+		if list := e.run("list"); strings.Count(list.stdout, "\n") > 1 {
+			cmd = exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "resume")
+		}
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		delay := time.Duration(30+(i*53)%250) * time.Millisecond
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		select {
+		case <-done:
+			// Finished before the kill: the run is over.
+			i = 1000
+		case <-time.After(delay):
+			cmd.Process.Signal(syscall.SIGKILL)
+			<-done
+			kills++
+		}
+	}
+	// Finish it if the last kill left it unfinished; then read the result.
+	if st, _ := e.runJSON("status"); st.Outcome != "found" {
+		if res := e.run("resume"); res.code != 0 {
+			t.Fatalf("final resume: exit %d\n%s", res.code, res.stderr)
+		}
+	}
+	r, res := e.runJSON("status")
+	if res.code != 0 || r.Culprit == nil || *r.Culprit != culprit {
+		t.Fatalf("after %d kills: exit %d culprit %v\n%s", kills, res.code, r.Culprit, res.stderr)
+	}
+	want := gittest.BisectRun(t, repo.Dir, []string{repo.SHAs[tip], repo.SHAs[0]},
+		fmt.Sprintf("git merge-base --is-ancestor %s HEAD && exit 1; exit 0", culprit))
+	var done []string
+	interrupted := map[string]int{}
+	for _, s := range r.Steps {
+		if s.Verdict == "error" {
+			interrupted[s.Commit]++
+			continue
+		}
+		done = append(done, s.Commit)
+	}
+	if diff := cmp.Diff(want.Tested, done); diff != "" {
+		t.Errorf("after %d kills the finished steps differ from git bisect (-git +firstbad):\n%s", kills, diff)
+	}
+	// A finished step never runs again: a commit's completed runs are its
+	// finished step plus at most one per interruption of it.
+	data, _ := os.ReadFile(logf)
+	ran := map[string]int{}
+	for _, c := range strings.Fields(string(data)) {
+		ran[c]++
+	}
+	for _, c := range done {
+		if ran[c] > 1+interrupted[c] {
+			t.Errorf("commit %s ran %d times with %d interruptions", c[:8], ran[c], interrupted[c])
+		}
+	}
+	// No reproducer of a killed controller is left running.
+	pids, _ := os.ReadFile(pidf)
+	for _, pid := range strings.Fields(string(pids)) {
+		if alive(pid) {
+			t.Errorf("reproducer %s outlived its controller", pid)
+		}
+	}
+	t.Logf("%d kills, %d steps, %d interrupted", kills, len(done), len(r.Steps)-len(done))
 }

@@ -102,13 +102,24 @@ func (s *Session) Start(ctx context.Context, p Params, fresh bool) (*Result, err
 	}
 	id := newRunID()
 	dir := s.RunDir(id)
+	// The journal is made whole in a hidden directory and renamed into
+	// place: a controller killed meanwhile leaves no half-made run.
+	tmp := filepath.Join(s.RunsDir(), ".new-"+id)
+	j, err := journal.Create(tmp, journal.Run{ID: id, Created: time.Now(), Params: params})
+	if err != nil {
+		os.RemoveAll(tmp)
+		return nil, err
+	}
+	j.Close()
+	if err := os.Rename(tmp, dir); err != nil {
+		return nil, err
+	}
 	l, err := lock.TryAcquire(filepath.Join(dir, "lock"))
 	if err != nil {
 		return nil, fmt.Errorf("state dir %s: %w", s.StateDir, err)
 	}
 	defer l.Release()
-	j, err := journal.Create(dir, journal.Run{ID: id, Created: time.Now(), Params: params})
-	if err != nil {
+	if j, err = journal.Open(dir); err != nil {
 		return nil, err
 	}
 	defer j.Close()
@@ -492,6 +503,13 @@ func (s *Session) List() ([]journal.Run, error) {
 	}
 	var runs []journal.Run
 	for _, e := range entries {
+		if strings.HasPrefix(e.Name(), ".new-") {
+			// A run whose creation was cut short: never started.
+			if fi, err := e.Info(); err == nil && time.Since(fi.ModTime()) > time.Minute {
+				os.RemoveAll(filepath.Join(s.RunsDir(), e.Name()))
+			}
+			continue
+		}
 		if !e.IsDir() {
 			continue
 		}
