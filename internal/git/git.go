@@ -259,22 +259,3 @@ func (r *Repo) Info(ctx context.Context, sha string, files bool) (Info, error) {
 	}
 	return info, nil
 }
-
-// Subjects returns the subject line of each commit, in one git call.
-func (r *Repo) Subjects(ctx context.Context, shas []string) (map[string]string, error) {
-	subj := make(map[string]string, len(shas))
-	if len(shas) == 0 {
-		return subj, nil
-	}
-	args := append([]string{"show", "-s", "--no-walk=unsorted", "--format=%H%x00%s", "--end-of-options"}, shas...)
-	out, err := r.Run(ctx, args...)
-	if err != nil {
-		return nil, err
-	}
-	for _, line := range strings.Split(string(out), "\n") {
-		if id, s, ok := strings.Cut(line, "\x00"); ok {
-			subj[id] = s
-		}
-	}
-	return subj, nil
-}

@@ -33,7 +33,7 @@ func (k *KernelStep) Evaluate(ctx context.Context, req Request) (Outcome, error)
 		out.Runs = []Run{{Verdict: search.Skip, ExitCode: -1, Reason: res.Reason}}
 		return out, nil
 	}
-	out.Kernel, out.KernelKey = res.Kernel, res.Key
+	out.Kernel = res.Kernel
 	req.stage("boot+test")
 	g, err := k.Test.Run(ctx, res.Kernel, req.Commit, req.Step, req.Repeat, req.EvidenceDir)
 	if err != nil && ctx.Err() == nil && IsInfra(err) {

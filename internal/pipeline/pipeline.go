@@ -51,7 +51,6 @@ type Outcome struct {
 	BuildLog   string
 	ConsoleLog string
 	Kernel     string // the built image (kernel steps)
-	KernelKey  string
 }
 
 // Pipeline evaluates commits.

@@ -103,9 +103,6 @@ func NewGraph(commits []Commit, bad string, firstParent bool) (*Graph, error) {
 // Len is the number of commits in the graph.
 func (g *Graph) Len() int { return len(g.ids) }
 
-// Has reports whether id is in the graph.
-func (g *Graph) Has(id string) bool { _, ok := g.index[id]; return ok }
-
 // IDs returns the commits in the graph's order.
 func (g *Graph) IDs() []string { return append([]string(nil), g.ids...) }
 

@@ -7,7 +7,6 @@ package testkernel
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -141,6 +140,3 @@ func tail(b []byte) string {
 	}
 	return strings.Join(lines, "\n")
 }
-
-// String describes the kernel for logs.
-func (k *Kernel) String() string { return fmt.Sprintf("test kernel %s from %s", k.Image, k.Repo) }
