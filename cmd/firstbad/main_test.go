@@ -757,3 +757,34 @@ func TestKillAnywhereAndResume(t *testing.T) {
 	}
 	t.Logf("%d kills, %d steps, %d interrupted", kills, len(done), len(r.Steps)-len(done))
 }
+
+func TestGC(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 20)
+	repo := b.Write(t)
+	e := newEnv(t)
+	finished, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--exec", "[ $(cat f) -lt 5 ]")
+	if res.code != 0 {
+		t.Fatal(res.stderr)
+	}
+	// An unfinished run (killed after its first step) must survive gc.
+	other := e.run("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--exec",
+		`[ "$FIRSTBAD_STEP" = 2 ] && kill -9 $PPID; [ $(cat f) -lt 9 ]`)
+	if other.code == 0 {
+		t.Fatal("the run was not killed")
+	}
+	// Nothing is old yet: nothing goes.
+	if res := e.run("gc"); res.code != 0 || !strings.Contains(res.stdout, "freed 0.0 MiB in 0 items") {
+		t.Fatalf("gc of fresh state: exit %d %s %s", res.code, res.stdout, res.stderr)
+	}
+	res = e.run("gc", "--older-than", "0s")
+	if res.code != 0 || strings.Contains(res.stdout, "in 0 items") {
+		t.Fatalf("gc --older-than 0s: exit %d %s %s", res.code, res.stdout, res.stderr)
+	}
+	if _, err := os.Stat(filepath.Join(e.state, "runs", finished.RunID)); !os.IsNotExist(err) {
+		t.Errorf("the finished run is still there: %v", err)
+	}
+	if st, _ := e.runJSON("status"); st.Outcome != "running" {
+		t.Errorf("the unfinished run was removed or changed: %s", st.Outcome)
+	}
+}

@@ -89,7 +89,7 @@ and drives the search to the culprit.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return &exitError{code: ExitUsage, err: fmt.Errorf("%v (see %s --help)", err, c.CommandPath())}
 	})
-	root.AddCommand(runCmd(g), resumeCmd(g), statusCmd(g), listCmd(g), logCmd(g), reportCmd(g), buildCmd(g), bootCmd(g), testCmd(g), doctorCmd(g))
+	root.AddCommand(runCmd(g), resumeCmd(g), statusCmd(g), listCmd(g), logCmd(g), reportCmd(g), buildCmd(g), bootCmd(g), testCmd(g), doctorCmd(g), gcCmd(g))
 
 	err := root.Execute()
 	if err == nil {

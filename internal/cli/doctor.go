@@ -1,12 +1,14 @@
 package cli
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 
@@ -86,4 +88,42 @@ func doctorCmd(g *globals) *cobra.Command {
 			return nil
 		}),
 	}
+}
+
+func gcCmd(g *globals) *cobra.Command {
+	var olderThan time.Duration
+	var dry bool
+	c := &cobra.Command{
+		Use:   "gc",
+		Short: "remove finished runs, build dirs, cached kernels and clones not used for a while",
+		Long: `gc frees space: journals and evidence of finished runs, build dirs and cached
+kernels not used within --older-than, and firstbad's clones of repositories that
+no longer exist. Unfinished runs are kept; a build dir or checkout in use is never
+removed. It reports the space freed.`,
+		Args: cobra.NoArgs,
+		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+			s, err := g.session(true)
+			if err != nil {
+				return err
+			}
+			f, err := s.GC(olderThan, dry)
+			if err != nil {
+				return err
+			}
+			if g.json {
+				return json.NewEncoder(g.stdout).Encode(f)
+			}
+			verb := "freed"
+			if dry {
+				verb = "would free"
+			}
+			mib := func(n int64) float64 { return float64(n) / (1 << 20) }
+			fmt.Fprintf(g.stdout, "%s %.1f MiB in %d items: runs %.1f MiB, build dirs %.1f MiB, kernels %.1f MiB, clones %.1f MiB\n",
+				verb, mib(f.Runs+f.Builds+f.Artifacts+f.Clones), f.Items, mib(f.Runs), mib(f.Builds), mib(f.Artifacts), mib(f.Clones))
+			return nil
+		}),
+	}
+	c.Flags().DurationVar(&olderThan, "older-than", 30*24*time.Hour, "remove what was last used longer ago than this")
+	c.Flags().BoolVar(&dry, "dry-run", false, "only say what would be removed")
+	return c
 }

@@ -1,0 +1,126 @@
+package session
+
+import (
+	"errors"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/firstbad/firstbad/internal/journal"
+	"github.com/firstbad/firstbad/internal/lock"
+)
+
+// Freed is what gc removed, by kind, in bytes.
+type Freed struct {
+	Runs      int64 `json:"runs"`
+	Builds    int64 `json:"builds"`
+	Artifacts int64 `json:"artifacts"`
+	Clones    int64 `json:"clones"`
+	Items     int   `json:"items"`
+}
+
+// GC removes what finished or old runs left: journals of finished runs last
+// touched before cutoff, build dirs and cached kernels not used since, and
+// clones of repositories that no longer exist. Unfinished runs are kept, and
+// a build dir or checkout in use (its lock held) is never removed.
+func (s *Session) GC(olderThan time.Duration, dry bool) (Freed, error) {
+	var f Freed
+	cutoff := time.Now().Add(-olderThan)
+	remove := func(path string, into *int64) {
+		n := du(path)
+		if !dry {
+			if err := os.RemoveAll(path); err != nil {
+				return
+			}
+		}
+		*into += n
+		f.Items++
+	}
+	runs, err := s.List()
+	if err != nil {
+		return f, err
+	}
+	for _, r := range runs {
+		if r.Outcome == journal.OutcomeRunning || r.Outcome == journal.OutcomeInterrupted || r.Outcome == "unreadable" {
+			continue
+		}
+		if !r.Finished.IsZero() && r.Finished.Before(cutoff) {
+			l, err := lock.TryAcquire(filepath.Join(s.RunDir(r.ID), "lock"))
+			if err != nil {
+				continue
+			}
+			remove(s.RunDir(r.ID), &f.Runs)
+			l.Release()
+		}
+	}
+	clones, _ := filepath.Glob(filepath.Join(s.CacheDir, "repos", "*", "source"))
+	for _, src := range clones {
+		root := filepath.Dir(src)
+		data, _ := os.ReadFile(src)
+		if _, err := os.Stat(string(trimNL(data))); errors.Is(err, os.ErrNotExist) {
+			if held := locked(filepath.Join(root, "wt", "*.lock"), filepath.Join(root, "builds", "*.lock")); !held {
+				remove(root, &f.Clones)
+				continue
+			}
+		}
+		builds, _ := filepath.Glob(filepath.Join(root, "builds", "*"))
+		for _, b := range builds {
+			if filepath.Ext(b) == ".lock" {
+				continue
+			}
+			fi, err := os.Stat(b)
+			if err != nil || fi.ModTime().After(cutoff) {
+				continue
+			}
+			l, err := lock.TryAcquire(b + ".lock")
+			if err != nil {
+				continue // in use
+			}
+			remove(b, &f.Builds)
+			l.Release()
+		}
+	}
+	arts, _ := filepath.Glob(filepath.Join(s.CacheDir, "artifacts", "*"))
+	for _, a := range arts {
+		if fi, err := os.Stat(a); err == nil && fi.IsDir() && fi.ModTime().Before(cutoff) {
+			remove(a, &f.Artifacts)
+		}
+	}
+	return f, nil
+}
+
+// locked reports whether any lock file matching the patterns is held.
+func locked(patterns ...string) bool {
+	for _, p := range patterns {
+		files, _ := filepath.Glob(p)
+		for _, file := range files {
+			l, err := lock.TryAcquire(file)
+			if err != nil {
+				return true
+			}
+			l.Release()
+		}
+	}
+	return false
+}
+
+func trimNL(b []byte) []byte {
+	for len(b) > 0 && (b[len(b)-1] == '\n' || b[len(b)-1] == '\r') {
+		b = b[:len(b)-1]
+	}
+	return b
+}
+
+// du is the size of the files under path.
+func du(path string) int64 {
+	var n int64
+	filepath.WalkDir(path, func(_ string, d os.DirEntry, err error) error {
+		if err == nil && !d.IsDir() {
+			if fi, err := d.Info(); err == nil {
+				n += fi.Size()
+			}
+		}
+		return nil
+	})
+	return n
+}
