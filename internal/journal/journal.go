@@ -144,7 +144,7 @@ func open(dir string) (*Journal, error) {
 	db.SetMaxOpenConns(1)
 	if _, err := db.Exec(schema); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("journal %s: %w", path, err)
+		return nil, fmt.Errorf("journal %s is unreadable (%v): remove the run directory or restore it", path, err)
 	}
 	return &Journal{Dir: dir, db: db}, nil
 }

@@ -2,6 +2,7 @@ package session
 
 import (
 	"bytes"
+	"errors"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -33,8 +34,11 @@ func (s *Session) FullReport(ctx context.Context, id string) (*report.Report, er
 
 func (s *Session) report(ctx context.Context, id string, full bool) (*report.Report, error) {
 	j, err := journal.Open(s.RunDir(id))
-	if err != nil {
+	if errors.Is(err, journal.ErrNoJournal) {
 		return nil, inputErr("no run %q in %s", id, s.RunsDir())
+	}
+	if err != nil {
+		return nil, inputErr("run %s: %v", id, err)
 	}
 	defer j.Close()
 	run, err := j.Run()
