@@ -804,3 +804,44 @@ func TestGC(t *testing.T) {
 		t.Errorf("the unfinished run was removed or changed: %s", st.Outcome)
 	}
 }
+
+func TestCtrlCRecordsInterruptedAndResumes(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 40)
+	repo := b.Write(t)
+	e := newEnv(t)
+	dir := t.TempDir()
+	script := fmt.Sprintf(`echo $$ > %[1]s/pid; [ -e %[1]s/fast ] || { sleep 30 & wait; }; [ $(cat f) -lt 17 ]`, dir)
+	cmd := exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "run", "--repo", repo.Dir, "--good", "c0",
+		"--bad", repo.SHAs[tip], "--exec", script)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ { // until the reproducer runs
+		if _, err := os.Stat(filepath.Join(dir, "pid")); err == nil {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 130 || !strings.Contains(stderr.String(), "firstbad resume") {
+		t.Fatalf("Ctrl-C: %v\n%s", err, stderr.String())
+	}
+	pid, _ := os.ReadFile(filepath.Join(dir, "pid"))
+	if alive(strings.TrimSpace(string(pid))) {
+		t.Error("the reproducer survived Ctrl-C")
+	}
+	st, _ := e.runJSON("status")
+	if st.Outcome != "interrupted" || len(st.Steps) != 1 || st.Steps[0].Verdict != "error" {
+		t.Fatalf("after Ctrl-C: outcome %s steps %+v", st.Outcome, st.Steps)
+	}
+	os.WriteFile(filepath.Join(dir, "fast"), nil, 0o644)
+	r, res := e.runJSON("resume")
+	if res.code != 0 || r.Culprit == nil || *r.Culprit != repo.SHAs[17] {
+		t.Fatalf("resume after Ctrl-C: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+	}
+}
