@@ -106,6 +106,13 @@ Paths after -- limit the bisect to commits touching them, as in git bisect start
 			if err != nil {
 				return err
 			}
+			if in.Kernel != nil {
+				// Missing QEMU or busybox, or a dynamic firstbad, is the
+				// user's to fix before a run starts.
+				if _, err := gf.guestTest(g, false, s.Log); err != nil {
+					return err
+				}
+			}
 			ctx, stop := signalContext(g.stderr)
 			defer stop()
 			p, _, err := session.Resolve(ctx, in)
