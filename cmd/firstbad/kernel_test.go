@@ -183,3 +183,22 @@ func deref(p *float64) any {
 	}
 	return *p
 }
+
+func TestDynamicBinaryRefusesToBoot(t *testing.T) {
+	k := testkernel.Get(t)
+	dyn := filepath.Join(t.TempDir(), "firstbad-dynamic")
+	build := exec.Command("go", "build", "-o", dyn, ".")
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("%v\n%s", err, out)
+	}
+	if out, _ := exec.Command("file", dyn).Output(); !strings.Contains(string(out), "dynamically linked") {
+		t.Skipf("this toolchain built a static binary even with cgo: %s", out)
+	}
+	cmd := exec.Command(dyn, "--state-dir", t.TempDir(), "--cache-dir", t.TempDir(), "boot", "--kernel", k.Image, "--guest-test", script(t, "exit 0"))
+	out, err := cmd.CombinedOutput()
+	ee, ok := err.(*exec.ExitError)
+	if !ok || ee.ExitCode() != 128 || !strings.Contains(string(out), "dynamically linked") {
+		t.Fatalf("a dynamic firstbad booted or failed unclearly: %v\n%s", err, out)
+	}
+}
