@@ -152,11 +152,7 @@ func resumeCmd(g *globals) *cobra.Command {
 		Long:  "resume continues a run from its journal: no finished step runs again.\n\n" + exitCodesHelp,
 		Args:  cobra.MaximumNArgs(1),
 		RunE: wrap(func(cmd *cobra.Command, args []string) error {
-			s, err := g.session(true)
-			if err != nil {
-				return err
-			}
-			id, err := runArg(s, args, true)
+			s, id, err := g.runSession(args, true, true)
 			if err != nil {
 				return err
 			}
@@ -166,6 +162,17 @@ func resumeCmd(g *globals) *cobra.Command {
 			return g.finish(ctx, s, res, err)
 		}),
 	}
+}
+
+// runSession is the session and the run (RUN, or the default one) a
+// command works on.
+func (g *globals) runSession(args []string, write, unfinished bool) (*session.Session, string, error) {
+	s, err := g.session(write)
+	if err != nil {
+		return nil, "", err
+	}
+	id, err := runArg(s, args, unfinished)
+	return s, id, err
 }
 
 // runArg is the RUN argument, or the default run.
@@ -185,11 +192,7 @@ func statusCmd(g *globals) *cobra.Command {
 		Short: "show where a run stands (default: the most recent unfinished run, else the most recent)",
 		Args:  cobra.MaximumNArgs(1),
 		RunE: wrap(func(cmd *cobra.Command, args []string) error {
-			s, err := g.session(false)
-			if err != nil {
-				return err
-			}
-			id, err := runArg(s, args, false)
+			s, id, err := g.runSession(args, false, false)
 			if err != nil {
 				return err
 			}
@@ -307,11 +310,7 @@ func reportCmd(g *globals) *cobra.Command {
 }
 
 func (g *globals) printReport(ctx context.Context, args []string, format, out string) error {
-	s, err := g.session(false)
-	if err != nil {
-		return err
-	}
-	id, err := runArg(s, args, false)
+	s, id, err := g.runSession(args, false, false)
 	if err != nil {
 		return err
 	}
