@@ -2,6 +2,7 @@ package main_test
 
 import (
 	"encoding/json"
+	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -201,4 +202,70 @@ func TestDynamicBinaryRefusesToBoot(t *testing.T) {
 	if !ok || ee.ExitCode() != 128 || !strings.Contains(string(out), "dynamically linked") {
 		t.Fatalf("a dynamic firstbad booted or failed unclearly: %v\n%s", err, out)
 	}
+}
+
+// TestKernelRunKillDuringTestAndResume kills the controller while the guest
+// test runs on the kernel path, then resumes: no QEMU is left behind, the
+// killed step's kernel comes from the artifact cache instead of a rebuild,
+// and the run finishes with the culprit. The range is the history's last
+// commit, a driver outside the test config: its image is byte-identical to
+// its parent's, which the confirmation must flag.
+func TestKernelRunKillDuringTestAndResume(t *testing.T) {
+	k := testkernel.Get(t)
+	e := newEnv(t)
+	e.cache = k.CacheDir
+	tip := strings.TrimSpace(gitOut(t, k.Repo, "rev-parse", "tip"))
+	test := script(t, fmt.Sprintf(`sleep 4; [ "$FIRSTBAD_COMMIT" = %s ] && exit 1; exit 0`, tip))
+	args := []string{"--state-dir", e.state, "--cache-dir", e.cache, "run", "--repo", k.Repo, "--good", "tip~1", "--bad", "tip",
+		"--guest-test", test, "--kconfig", k.Fragment, "--endpoint-check", "upfront"}
+	cmd := exec.Command(binary, args...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	killed := false
+	for deadline := time.Now().Add(3 * time.Minute); time.Now().Before(deadline) && !killed; time.Sleep(200 * time.Millisecond) {
+		if len(qemuPids(e.state)) > 0 {
+			time.Sleep(3 * time.Second) // the guest is in its test now
+			cmd.Process.Signal(syscall.SIGKILL)
+			killed = true
+		}
+	}
+	cmd.Wait()
+	if !killed {
+		t.Fatal("QEMU never started")
+	}
+	r, res := e.runJSON("resume")
+	if res.code != 0 || r.Culprit == nil || *r.Culprit != tip {
+		t.Fatalf("resume: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+	}
+	if pids := qemuPids(e.state); len(pids) > 0 {
+		t.Errorf("QEMU left running: %v", pids)
+	}
+	// The bad endpoint was cut short, then tested again without a rebuild.
+	if len(r.Endpoints) != 3 || r.Endpoints[0].Verdict != "error" || r.Endpoints[1].Verdict != "bad" || r.Endpoints[2].Verdict != "good" {
+		t.Fatalf("endpoints: %+v", r.Endpoints)
+	}
+	log, _ := os.ReadFile(filepath.Join(e.state, "runs", r.RunID, "steps", "2", "build.log"))
+	if !strings.Contains(string(log), "from the artifact cache") {
+		t.Errorf("the resumed step rebuilt its kernel:\n%s", tailText(string(log), 5))
+	}
+	var c struct {
+		Confirmed      bool `json:"confirmed"`
+		IdenticalImage bool `json:"identical_image"`
+	}
+	data, _ := json.Marshal(r.Confirm)
+	if err := json.Unmarshal(data, &c); err != nil || !c.Confirmed || !c.IdenticalImage {
+		t.Errorf("confirmation %s: want confirmed with a byte-identical image", data)
+	}
+}
+
+func gitOut(t *testing.T, dir string, args ...string) string {
+	t.Helper()
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	out, err := cmd.Output()
+	if err != nil {
+		t.Fatalf("git %v: %v", args, err)
+	}
+	return string(out)
 }
