@@ -122,17 +122,7 @@ func CheckDeps(o Options) error {
 			missing = append(missing, d)
 		}
 	}
-	cc := "gcc"
-	if o.LLVM {
-		cc = "clang"
-	}
-	if o.CC != "" {
-		f := strings.Fields(o.CC)
-		cc = f[len(f)-1]
-	}
-	if o.CrossCompile != "" && !o.LLVM && o.CC == "" {
-		cc = o.CrossCompile + "gcc"
-	}
+	cc := compilerBinary(o)
 	if _, err := exec.LookPath(cc); err != nil {
 		missing = append(missing, dep{cc, map[bool]string{true: "clang lld llvm", false: "gcc"}[o.LLVM]})
 	}
@@ -494,16 +484,22 @@ func oldKconfig(log string) bool {
 		bytes.Contains(data, []byte("No rule to make target `olddefconfig'"))
 }
 
+// compilerBinary is the compiler a build runs: the last word of --cc
+// (after "ccache"), else clang with LLVM=1, else CROSS_COMPILE's gcc.
+func compilerBinary(o Options) string {
+	switch {
+	case o.CC != "":
+		f := strings.Fields(o.CC)
+		return f[len(f)-1]
+	case o.LLVM:
+		return "clang"
+	}
+	return o.CrossCompile + "gcc"
+}
+
 // compilerVersion identifies the compiler for the artifact key.
 func compilerVersion(o Options) string {
-	cc := "gcc"
-	if o.LLVM {
-		cc = "clang"
-	}
-	if o.CC != "" {
-		f := strings.Fields(o.CC)
-		cc = f[len(f)-1]
-	}
+	cc := compilerBinary(o)
 	out, err := exec.Command(cc, "--version").Output()
 	if err != nil {
 		return cc
@@ -578,7 +574,7 @@ func checkSpace(dir string, need uint64) error {
 	return nil
 }
 
-// meta.json of an artifact.
+// writeJSON writes v as indented JSON (an artifact's meta.json).
 func writeJSON(path string, v any) error {
 	data, err := json.MarshalIndent(v, "", "  ")
 	if err != nil {
