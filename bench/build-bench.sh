@@ -8,8 +8,9 @@
 #             cold caches (empty ccache, empty firstbad cache), then again warm
 #             (a second bisect over the same range)
 #
-# Baseline figures are cached (keyed by history tip, config and sequence) under
-# bench/out/, so a re-run only re-measures firstbad; pass --rebaseline to redo them.
+# Baseline figures are cached per step (keyed by history tip and config) under
+# bench/out/, so a re-run, or one after an interruption, only measures what is
+# missing; pass --rebaseline to redo them.
 #
 # Usage: bench/build-bench.sh [--rebaseline] [HISTORY_DIR]
 set -euo pipefail
@@ -60,13 +61,15 @@ unset CCACHE_DIR
 
 # Baseline: the final config firstbad verified, clean build per step.
 config=$(ls -t "$work"/cache/artifacts/*/config | head -1)
-key=$( (git -C "$hist" rev-parse tip; sha256sum < "$config"; printf '%s\n' "${seq[@]}") | sha256sum | cut -c1-16)
-base_file=bench/out/baseline-$key.txt
-if [ $rebaseline = 1 ] || [ ! -f "$base_file" ]; then
-  echo "baseline (clean build per step, no ccache):"
-  git clone -q "$hist" "$work/src"
-  total=0
-  for c in "${seq[@]}"; do
+key=$( (git -C "$hist" rev-parse tip; sha256sum < "$config") | sha256sum | cut -c1-16)
+# One file per step, so an interrupted baseline keeps what it measured.
+base_dir=bench/out/baseline-$key
+[ $rebaseline = 1 ] && rm -rf "$base_dir"
+mkdir -p "$base_dir"
+echo "baseline (clean build per step, no ccache):"
+for c in "${seq[@]}"; do
+  if [ ! -s "$base_dir/$c" ]; then
+    [ -d "$work/src" ] || git clone -q "$hist" "$work/src"
     git -C "$work/src" checkout -q -f "$c"
     t0=$(now)
     make -s -C "$work/src" distclean
@@ -74,12 +77,13 @@ if [ $rebaseline = 1 ] || [ ! -f "$base_file" ]; then
     make -s -C "$work/src" ARCH=x86_64 olddefconfig >/dev/null
     CCACHE_DISABLE=1 make -s -C "$work/src" ARCH=x86_64 -j"$(nproc)" bzImage >/dev/null 2>&1 || true
     t1=$(now)
-    d=$(echo "$t1 - $t0" | bc); total=$(echo "$total + $d" | bc)
-    printf '  baseline %.12s %7.1fs\n' "$c" "$d"
-  done
-  echo "$total" > "$base_file"
-fi
-base=$(cat "$base_file")
+    echo "$t1 - $t0" | bc > "$base_dir/$c"
+  fi
+  printf '  baseline %.12s %7.1fs\n' "$c" "$(cat "$base_dir/$c")"
+done
+base_file=$base_dir
+base=0
+for c in "${seq[@]}"; do base=$(echo "$base + $(cat "$base_dir/$c")" | bc); done
 cold=$(cat "$work/total-cold"); warm=$(cat "$work/total-warm")
 echo
 printf 'baseline (clean, no ccache): %8.1fs   (cached in %s)\n' "$base" "$base_file"

@@ -845,3 +845,88 @@ func TestCtrlCRecordsInterruptedAndResumes(t *testing.T) {
 		t.Fatalf("resume after Ctrl-C: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
 	}
 }
+
+// flakyScript fails on commits from culprit on (file f holds the commit's
+// number) with probability pct/100, drawn from a hash of the commit, step
+// and run: reproducible, and independent from run to run.
+func flakyScript(culprit, pct int) string {
+	return fmt.Sprintf(`[ "$(cat f)" -lt %d ] && exit 0
+h=$(printf '%%s-%%s-%%s' "$FIRSTBAD_COMMIT" "$FIRSTBAD_STEP" "$FIRSTBAD_RUN" | cksum | cut -d' ' -f1)
+[ $((h %% 100)) -lt %d ] && exit 1
+exit 0`, culprit, pct)
+}
+
+func TestFlakyBayes(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 300)
+	repo := b.Write(t)
+	bad := repo.SHAs[tip]
+	e := newEnv(t)
+	type bayesReport struct {
+		Strategy   string   `json:"strategy"`
+		Confidence *float64 `json:"confidence"`
+		Posterior  []struct {
+			Commit string  `json:"commit"`
+			P      float64 `json:"p"`
+		} `json:"posterior"`
+		FailProb *float64 `json:"fail_probability"`
+	}
+
+	// A test that fails 35% of the time on bad commits: the answer is
+	// right and says how sure it is.
+	for _, culprit := range []int{173, 41} {
+		r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--flaky", "--exec", flakyScript(culprit, 35))
+		var br bayesReport
+		if err := json.Unmarshal([]byte(res.stdout), &br); err != nil {
+			t.Fatal(err)
+		}
+		if res.code != 0 || r.Outcome != "found" || *r.Culprit != repo.SHAs[culprit] {
+			t.Fatalf("culprit c%d: exit %d outcome %s culprit %v\n%s", culprit, res.code, r.Outcome, r.Culprit, res.stderr)
+		}
+		if br.Strategy != "bayes" || br.Confidence == nil || *br.Confidence < 0.99 || len(br.Posterior) == 0 ||
+			br.Posterior[0].Commit != repo.SHAs[culprit] || br.Posterior[0].P != *br.Confidence || br.FailProb == nil {
+			t.Fatalf("culprit c%d: %s", culprit, res.stdout)
+		}
+		// Each step keeps all its runs; some commit was run more than once.
+		runs := map[string]int{}
+		for _, s := range r.Steps {
+			if len(s.Runs) == 0 {
+				t.Fatalf("step without runs: %+v", s)
+			}
+			runs[s.Commit] += len(s.Runs)
+		}
+		if runs[repo.SHAs[culprit-1]] < 3 {
+			t.Errorf("culprit c%d: the commit before the culprit ran %d times; a flaky pass needs repeating", culprit, runs[repo.SHAs[culprit-1]])
+		}
+		// The human report says it too.
+		md := e.run("report", r.RunID)
+		if !strings.Contains(md.stdout, "Confidence: 0.99") || !strings.Contains(md.stdout, "Most likely first bad commits") {
+			t.Errorf("markdown report lacks the posterior:\n%s", md.stdout)
+		}
+	}
+
+	// A run budget stops the search short, with the likely candidates.
+	r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--flaky", "--max-runs", "6", "--exec", flakyScript(100, 35))
+	if res.code != 1 || r.Outcome != "budget-exhausted" || len(r.Candidates) == 0 || !strings.Contains(r.Message, "--max-runs") {
+		t.Errorf("budget: exit %d outcome %s candidates %d message %q", res.code, r.Outcome, len(r.Candidates), r.Message)
+	}
+	// Endpoints are observations: a test that always fails ends up testing
+	// the good commit, which fails: the change is older than the range.
+	r, res = e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--flaky", "--exec", "exit 1")
+	if res.code != 1 || r.Outcome != "endpoint-mismatch" || !strings.Contains(r.Message, "older than your good ref") {
+		t.Errorf("always bad: exit %d outcome %s message %q", res.code, r.Outcome, r.Message)
+	}
+	// Options that make no sense together are refused.
+	for _, args := range [][]string{
+		{"--flaky", "--repeat", "3"},
+		{"--strategy", "bayes", "--confidence", "1.5"},
+		{"--false-alarm-rate", "0.01"},
+		{"--strategy", "magic"},
+		{"--flaky", "--false-alarm-rate", "0.7"},
+	} {
+		res := e.run(append([]string{"run", "--repo", repo.Dir, "--good", "c0", "--bad", bad, "--exec", "true"}, args...)...)
+		if res.code != 2 || res.stderr == "" {
+			t.Errorf("%v: exit %d, stderr %q", args, res.code, res.stderr)
+		}
+	}
+}

@@ -39,7 +39,7 @@ func wrap(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command,
 
 func runCmd(g *globals) *cobra.Command {
 	var in session.Input
-	var fresh, confirm bool
+	var fresh, confirm, flaky bool
 	var configFile string
 	var gf guestFlags
 	var kf kbuildFlags
@@ -65,6 +65,13 @@ FILE runs inside the guest with the same exit codes. A kernel that fails to buil
 or boot is a skip; a crash during the test is bad.
 
 Paths after -- limit the bisect to commits touching them, as in git bisect start.
+
+For a flaky reproducer use --strategy bayes (--flaky): it keeps a posterior over
+the first bad commit from every run (a pass never rules a commit out), learns how
+often the test fails on bad commits, decides how many runs each step gets (several
+per build when builds are dear), and stops when the answer reaches --confidence
+(0.99), reporting that probability and the runner-ups. Endpoint checks are
+observations then, not a stop.
 
 ` + exitCodesHelp,
 		RunE: wrap(func(cmd *cobra.Command, args []string) error {
@@ -101,6 +108,12 @@ Paths after -- limit the bisect to commits touching them, as in git bisect start
 			}
 			if cmd.Flags().Changed("confirm") {
 				in.Confirm = &confirm
+			}
+			if flaky {
+				if in.Strategy != "" && in.Strategy != "bayes" {
+					return usage("--flaky means --strategy bayes, not %s", in.Strategy)
+				}
+				in.Strategy = "bayes"
 			}
 			s, err := g.session(true)
 			if err != nil {
@@ -140,6 +153,11 @@ Paths after -- limit the bisect to commits touching them, as in git bisect start
 	f.StringVar(&in.EndpointCheck, "endpoint-check", "lazy", "verify the endpoints: lazy (only when the answer hinges on one), upfront, or off")
 	f.StringVar(&configFile, "config", "", "read options from a TOML file (keys are flag names); flags override it")
 	f.BoolVar(&confirm, "confirm", false, "retest the culprit and its parent after the search (default: on for kernel runs)")
+	f.StringVar(&in.Strategy, "strategy", "", "search strategy: classic (git bisect's choices, the default) or bayes (for flaky tests: a posterior over the culprit, repeats where they pay)")
+	f.BoolVar(&flaky, "flaky", false, "short for --strategy bayes")
+	f.Float64Var(&in.FalseAlarm, "false-alarm-rate", 0, "bayes: probability that a run fails on a good commit")
+	f.Float64Var(&in.Confidence, "confidence", 0, "bayes: stop when the most likely culprit has this posterior probability (default 0.99)")
+	f.IntVar(&in.MaxRuns, "max-runs", 0, "bayes: stop after this many test runs, outcome budget-exhausted (default 40 per halving of the range)")
 	gf.register(c, false)
 	kf.register(c)
 	return c

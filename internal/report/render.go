@@ -27,6 +27,28 @@ func (r *Report) totals() (all, build, boot, test float64) {
 	return
 }
 
+// PosteriorText says how sure a Bayesian run is, for the HTML report.
+func (r *Report) PosteriorText(quote string) string { return r.posteriorText(quote) }
+
+// posteriorText says how sure a Bayesian run is: the answer's posterior,
+// the runner-ups, and how often the test fails on a bad commit.
+func (r *Report) posteriorText(q string) string {
+	if r.Confidence == nil {
+		return ""
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "Confidence: %.4f (posterior probability of the answer, Bayesian strategy).", *r.Confidence)
+	if r.FailProb != nil {
+		fmt.Fprintf(&b, " On %s commits a run fails with estimated probability %.2f.", r.Terms.New, *r.FailProb)
+	}
+	b.WriteString("\n\nMost likely first " + r.Terms.New + " commits:\n\n")
+	for _, l := range r.Posterior {
+		fmt.Fprintf(&b, "- %s%s%s %.4f\n", q, Short(l.Commit), q, l.P)
+	}
+	b.WriteString("\n")
+	return b.String()
+}
+
 // Headline is the one-line result.
 func (r *Report) Headline() string {
 	switch r.Outcome {
@@ -85,6 +107,7 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	}
+	b.WriteString(r.posteriorText("`"))
 	if len(r.Candidates) > 1 {
 		b.WriteString("Candidates:\n\n")
 		for _, c := range r.Candidates {
@@ -153,6 +176,7 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 <li>Date: {{.Date}}</li><li>Files: {{range $i, $f := .Files}}{{if $i}}, {{end}}{{$f}}{{end}}</li>
 <li>Fixes line: <code>Fixes: {{short .ID}} ("{{.Subject}}")</code></li>
 {{if $.R.Maintainers}}<li>To CC: {{range $i, $m := $.R.Maintainers}}{{if $i}}, {{end}}{{$m}}{{end}}</li>{{end}}</ul>{{end}}{{end}}
+{{with .R.PosteriorText ""}}<p style="white-space:pre-line">{{.}}</p>{{end}}
 {{if gt (len .R.Candidates) 1}}<p>Candidates:</p><ul>{{range .R.Candidates}}<li><code>{{.}}</code></li>{{end}}</ul>{{end}}
 <h2>Timeline</h2>
 <p>Left: candidates left when the step was chosen (the range narrowing). Right: the step's time.</p>

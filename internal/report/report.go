@@ -50,6 +50,20 @@ type Report struct {
 	Remaining []int
 	// Rerun gives the command line that re-runs one step (nil: none).
 	Rerun func(commit string) string
+	// Strategy is classic or bayes. A Bayesian run also has its answer's
+	// posterior probability, the most likely first bad commits and the
+	// estimated probability that a run fails on a bad commit.
+	Strategy   string
+	Confidence *float64
+	Posterior  []Likely
+	FailProb   *float64
+}
+
+// Likely is a commit with its posterior probability of being the first
+// bad one.
+type Likely struct {
+	Commit string  `json:"commit"`
+	P      float64 `json:"p"`
 }
 
 // Confirmation is the retest of the culprit and its parent.
@@ -146,6 +160,10 @@ type jsonReport struct {
 	Steps        []jsonStep    `json:"steps"`
 	Confirmation *Confirmation `json:"confirmation"`
 	Message      string        `json:"message,omitempty"`
+	Strategy     string        `json:"strategy"`
+	Confidence   *float64      `json:"confidence,omitempty"`
+	Posterior    []Likely      `json:"posterior,omitempty"`
+	FailProb     *float64      `json:"fail_probability,omitempty"`
 	Repo         string        `json:"repo"`
 	Bad          string        `json:"bad"`
 	Good         []string      `json:"good"`
@@ -182,7 +200,8 @@ func (r *Report) JSON(w io.Writer) error {
 	}
 	jr := jsonReport{RunID: r.RunID, Outcome: r.Outcome, Culprit: nullable(r.Culprit), Candidates: cands,
 		Terms: r.Terms, Endpoints: toJSONSteps(r.stepsOf(journal.KindEndpoint)), Steps: toJSONSteps(r.stepsOf(journal.KindSearch)),
-		Message: r.Message, Repo: r.Repo, Bad: r.Bad, Good: r.Good}
+		Message: r.Message, Strategy: r.Strategy, Confidence: r.Confidence, Posterior: r.Posterior, FailProb: r.FailProb,
+		Repo: r.Repo, Bad: r.Bad, Good: r.Good}
 	if c := r.confirmation(); c != nil {
 		jr.Confirmation = c
 	}

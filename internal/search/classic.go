@@ -7,9 +7,27 @@ import (
 )
 
 // Observation is one verdict about one commit, in the order it was made.
+// GoodRuns and BadRuns count the runs behind it when there were several;
+// both zero means one run that said Verdict.
 type Observation struct {
-	Commit  string
-	Verdict Verdict
+	Commit   string
+	Verdict  Verdict
+	GoodRuns int
+	BadRuns  int
+}
+
+// runs is the observation's run counts.
+func (o Observation) runs() (good, bad int) {
+	if o.GoodRuns+o.BadRuns > 0 {
+		return o.GoodRuns, o.BadRuns
+	}
+	switch o.Verdict {
+	case Good:
+		return 1, 0
+	case Bad:
+		return 0, 1
+	}
+	return 0, 0
 }
 
 // Decision is what a strategy says after the observations so far.
@@ -26,6 +44,24 @@ type Decision struct {
 	Remaining int
 	// StepsLeft estimates the tests still needed (log2 of Remaining).
 	StepsLeft int
+
+	// The Bayesian strategy also says:
+	// Runs is how many runs the next step should make (0: the caller's
+	// default).
+	Runs int
+	// Confidence is the posterior probability of the answer (of the top
+	// candidate while the search goes on).
+	Confidence float64
+	// Posterior lists the most likely first bad commits, most likely first.
+	Posterior []Candidate
+	// FailProb estimates how often a run fails on a bad commit.
+	FailProb float64
+	// Older is set (to the commit before the range) when the answer is
+	// that the change is older than the range.
+	Older string
+	// Exhausted is set when the search stopped short of the confidence
+	// asked for: out of run budget, or nothing left to test.
+	Exhausted bool
 }
 
 // Strategy chooses the next commit from the observations so far.

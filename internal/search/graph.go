@@ -64,6 +64,12 @@ type Graph struct {
 	same    []bool
 	index   map[string]int
 	bad     int
+	// first is each commit's first parent inside the graph (-1 if it is
+	// outside), firstID its ID either way ("" for a root), and merge
+	// marks commits with more than one parent (inside the graph or not).
+	first   []int
+	firstID []string
+	merge   []bool
 }
 
 // NewGraph builds a graph from commits (git's order) whose tip is bad. With
@@ -79,6 +85,19 @@ func NewGraph(commits []Commit, bad string, firstParent bool) (*Graph, error) {
 		g.ids = append(g.ids, c.ID)
 		g.time = append(g.time, c.Time)
 		g.same = append(g.same, c.TreeSame)
+		fid := ""
+		if len(c.Parents) > 0 {
+			fid = c.Parents[0]
+		}
+		g.firstID = append(g.firstID, fid)
+		g.merge = append(g.merge, len(c.Parents) > 1)
+	}
+	g.first = make([]int, len(commits))
+	for i, fid := range g.firstID {
+		g.first[i] = -1
+		if j, ok := g.index[fid]; ok && fid != "" {
+			g.first[i] = j
+		}
 	}
 	g.parents = make([][]int, len(commits))
 	for i, c := range commits {

@@ -75,7 +75,13 @@ type Params struct {
 	Timeout      Duration      `json:"timeout"`
 	Repeat       int           `json:"repeat"`
 	Observations []Observation `json:"observations,omitempty"`
-	Strategy     string        `json:"strategy"`
+	// Strategy is classic (git's choices) or bayes (flaky tests); the
+	// Bayesian one takes the false-alarm rate, the confidence to reach
+	// and a budget of runs.
+	Strategy   string  `json:"strategy"`
+	FalseAlarm float64 `json:"false_alarm_rate,omitempty"`
+	Confidence float64 `json:"confidence,omitempty"`
+	MaxRuns    int     `json:"max_runs,omitempty"`
 	// Kernel, when set, makes each step build, boot and run a guest test
 	// instead of running Exec.
 	Kernel *pipeline.KernelConfig `json:"kernel,omitempty"`
@@ -112,6 +118,12 @@ type Input struct {
 	// the default (on for kernel runs).
 	EndpointCheck string
 	Confirm       *bool
+	// Strategy is classic (default) or bayes; the others are bayes only
+	// (zero: the defaults).
+	Strategy   string
+	FalseAlarm float64
+	Confidence float64
+	MaxRuns    int
 }
 
 // Resolve checks the input and resolves every ref in the user's repository
@@ -142,6 +154,9 @@ func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 	}
 	if in.Repeat < 0 {
 		return p, nil, inputErr("--repeat must be at least 1")
+	}
+	if err := p.setStrategy(in); err != nil {
+		return p, nil, err
 	}
 	switch {
 	case in.Fix && (in.TermOld != "" || in.TermNew != ""):

@@ -56,7 +56,7 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 	r := &report.Report{RunID: run.ID, Outcome: run.Outcome, Culprit: run.Culprit, Candidates: run.Candidates,
 		Message: run.Message, Terms: report.Terms{Old: p.TermOld, New: p.TermNew}, Repo: p.Repo, Bad: p.Bad,
 		Good: p.Good, Paths: p.Paths, FirstParent: p.FirstParent, Exec: p.Exec, Created: run.Created,
-		Finished: run.Finished, Steps: steps}
+		Finished: run.Finished, Steps: steps, Strategy: p.Strategy}
 	r.Rerun = rerun(p)
 	repo := s.readRepo(ctx, p.Repo)
 	if repo == nil {
@@ -76,7 +76,7 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 				r.NumCands++
 			}
 		}
-		r.Remaining = remaining(cs, p, steps)
+		r.Remaining = remaining(cs, p, steps, r)
 	}
 	return r, nil
 }
@@ -121,8 +121,9 @@ func rerun(p Params) func(string) string {
 }
 
 // remaining replays the search over the journal's steps to tell how many
-// candidates were left when each search step was chosen.
-func remaining(cs []git.Commit, p Params, steps []journal.Step) []int {
+// candidates were left when each search step was chosen; for a Bayesian
+// run it also fills in the report's posterior as the journal leaves it.
+func remaining(cs []git.Commit, p Params, steps []journal.Step, r *report.Report) []int {
 	nodes := make([]search.Commit, len(cs))
 	for i, c := range cs {
 		nodes[i] = search.Commit{ID: c.ID, Parents: c.Parents, Time: c.Time, TreeSame: c.TreeSame}
@@ -131,18 +132,25 @@ func remaining(cs []git.Commit, p Params, steps []journal.Step) []int {
 	if err != nil {
 		return nil
 	}
-	strategy := search.NewClassic(g, p.FirstParent)
+	strategy := p.strategy(g, steps)
 	obs := p.observations()
 	out := make([]int, len(steps))
 	for i, st := range steps {
-		if st.Kind != journal.KindSearch {
-			continue
+		if st.Kind == journal.KindSearch {
+			if d, err := strategy.Decide(obs); err == nil {
+				out[i] = d.Remaining
+			}
 		}
+		if o, ok := observation(st); ok && p.feeds(st) {
+			obs = append(obs, o)
+		}
+	}
+	if p.bayes() {
 		if d, err := strategy.Decide(obs); err == nil {
-			out[i] = d.Remaining
-		}
-		if v, err := search.ParseVerdict(st.Verdict); err == nil && st.State == journal.StateDone {
-			obs = append(obs, search.Observation{Commit: st.Commit, Verdict: v})
+			r.Confidence, r.FailProb = &d.Confidence, &d.FailProb
+			for _, c := range d.Posterior {
+				r.Posterior = append(r.Posterior, report.Likely{Commit: c.Commit, P: c.P})
+			}
 		}
 	}
 	return out

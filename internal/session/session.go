@@ -223,7 +223,6 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 	if err != nil {
 		return infra(err)
 	}
-	strategy := search.NewClassic(g, p.FirstParent)
 
 	wt, err := clone.Worktree(ctx, p.Bad)
 	if err != nil {
@@ -241,22 +240,33 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 	if s.NewPipeline != nil {
 		pipe = s.NewPipeline(p, wt)
 	}
-	rn := &runner{s: s, j: j, p: p, id: id, repo: &clone.Repo, pipe: pipe}
+	rn := &runner{s: s, j: j, p: p, id: id, repo: &clone.Repo, pipe: pipe, candidates: g.Len()}
 
 	steps, err := j.Steps()
 	if err != nil {
 		return infra(err)
 	}
+	strategy := p.strategy(g, steps)
 	obs := p.observations()
 	done := 0
 	verified := false // the 126/127 check of git bisect run is done
 	for _, st := range steps {
-		if st.Kind == journal.KindSearch && st.State == journal.StateDone {
-			if v, err := search.ParseVerdict(st.Verdict); err == nil {
-				obs = append(obs, search.Observation{Commit: st.Commit, Verdict: v})
+		if o, ok := observation(st); ok && p.feeds(st) {
+			obs = append(obs, o)
+			if st.Kind == journal.KindSearch {
 				done++
 				verified = true
 			}
+		}
+	}
+	// record keeps a finished step for the search and the cost model.
+	record := func(st journal.Step) {
+		steps = append(steps, st)
+		if o, ok := observation(st); ok && p.feeds(st) {
+			obs = append(obs, o)
+		}
+		if b, ok := strategy.(*search.Bayes); ok {
+			b.SetCosts(p.costs(steps))
 		}
 	}
 	s.Log.Info("bisecting", "run", id, "candidates", g.Len(), "done", done)
@@ -271,7 +281,7 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 	checkEndpoint := func(commit, want string) (string, error) {
 		v, ok := endpoints[commit]
 		if !ok {
-			st, out, err := rn.evaluate(ctx, journal.KindEndpoint, commit, 0, 0)
+			st, out, err := rn.evaluate(ctx, journal.KindEndpoint, commit, 0, 0, 0)
 			if err != nil {
 				return "", err
 			}
@@ -280,8 +290,11 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 			}
 			v = st.Verdict
 			endpoints[commit] = v
+			record(st)
 		}
-		if v == want || v == "skip" {
+		if p.bayes() || v == want || v == "skip" {
+			// Under the Bayesian strategy an endpoint's result is one
+			// more observation, never a stop.
 			return "", nil
 		}
 		name := map[string]string{"good": p.TermOld, "bad": p.TermNew}
@@ -310,7 +323,14 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 	for {
 		d, err := strategy.Decide(obs)
 		if err != nil {
-			return stop(journal.OutcomeAborted, "", nil, err.Error())
+			msg := err.Error()
+			if strings.Contains(msg, "both good and bad") {
+				msg += ": the test looks flaky; the Bayesian strategy (--strategy bayes) is made for that"
+			}
+			return stop(journal.OutcomeAborted, "", nil, msg)
+		}
+		if d.Done && p.bayes() {
+			return rn.bayesDone(ctx, d, stop, interrupted, infra)
 		}
 		if d.Done {
 			if d.Culprit != "" && p.EndpointCheck == "lazy" {
@@ -351,7 +371,7 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 				fmt.Sprintf("only skipped commits are left: the first %s commit is one of %d", p.TermNew, len(d.Ambiguous)))
 		}
 		stepNo := done + 1
-		st, out, err := rn.evaluate(ctx, journal.KindSearch, d.Next, stepNo, done+1+d.StepsLeft)
+		st, out, err := rn.evaluate(ctx, journal.KindSearch, d.Next, stepNo, done+1+d.StepsLeft, d.Runs)
 		if err != nil {
 			if ctx.Err() != nil {
 				return interrupted()
@@ -366,7 +386,7 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 			if code := out.Runs[0].ExitCode; code == 126 || code == 127 {
 				// As git bisect run: the same code on a good commit means
 				// the command itself is broken, not the commit.
-				_, vout, err := rn.evaluate(ctx, journal.KindEndpoint, p.Good[0], 0, 0)
+				_, vout, err := rn.evaluate(ctx, journal.KindEndpoint, p.Good[0], 0, 0, 0)
 				if err != nil {
 					return infra(err)
 				}
@@ -376,12 +396,11 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 				}
 			}
 		}
-		if st.Flaky {
-			s.Log.Warn("this test looks flaky: the same commit gave both results; consider --repeat or the Bayesian strategy when it lands",
+		if st.Flaky && !p.bayes() {
+			s.Log.Warn("this test looks flaky: the same commit gave both results; the Bayesian strategy (--strategy bayes) is made for that",
 				"commit", short(st.Commit))
 		}
-		v, _ := search.ParseVerdict(st.Verdict)
-		obs = append(obs, search.Observation{Commit: st.Commit, Verdict: v})
+		record(st)
 		done++
 	}
 }
@@ -394,11 +413,14 @@ type runner struct {
 	id   string
 	repo *git.Repo // firstbad's clone
 	pipe pipeline.Pipeline
+	// candidates is the size of the range (for the default run budget).
+	candidates int
 }
 
 // evaluate runs one step through the pipeline and journals it: begun before
 // the test starts, finished (with verdict and evidence) in one transaction.
-func (rn *runner) evaluate(ctx context.Context, kind, commit string, stepNo, est int) (journal.Step, pipeline.Outcome, error) {
+// runs is how many runs the step makes (0: the run's --repeat).
+func (rn *runner) evaluate(ctx context.Context, kind, commit string, stepNo, est, runs int) (journal.Step, pipeline.Outcome, error) {
 	s, j, p, id := rn.s, rn.j, rn.p, rn.id
 	subject := ""
 	if info, err := rn.repo.Info(ctx, commit, false); err == nil {
@@ -412,7 +434,10 @@ func (rn *runner) evaluate(ctx context.Context, kind, commit string, stepNo, est
 	st.Seq = seq
 	started := time.Now()
 	s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: "start", Started: started, Kind: kind})
-	out, err := rn.pipe.Evaluate(ctx, pipeline.Request{Commit: commit, Step: stepNo, Repeat: p.Repeat,
+	if runs <= 0 {
+		runs = p.Repeat
+	}
+	out, err := rn.pipe.Evaluate(ctx, pipeline.Request{Commit: commit, Step: stepNo, Repeat: runs,
 		EvidenceDir: filepath.Join(j.Dir, "steps", strconv.Itoa(seq)),
 		Stage: func(stage string) {
 			s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: stage, Started: started, Kind: kind})
@@ -564,18 +589,18 @@ func (rn *runner) confirm(ctx context.Context, culprit string) (string, error) {
 		return "", err
 	}
 	parent, _, _ := strings.Cut(strings.TrimSpace(string(parents)), " ")
-	c, cout, err := rn.evaluate(ctx, journal.KindConfirm, culprit, 0, 0)
+	c, cout, err := rn.evaluate(ctx, journal.KindConfirm, culprit, 0, 0, 0)
 	if err != nil {
 		return "", err
 	}
 	var notes []string
 	if c.Verdict != "bad" {
-		notes = append(notes, fmt.Sprintf("the culprit tested %s on the confirmation run (flaky test?)", c.Verdict))
+		notes = append(notes, fmt.Sprintf("the culprit tested %s on the confirmation run (flaky test? the Bayesian strategy, --strategy bayes, is made for that)", c.Verdict))
 	}
 	if parent == "" {
 		return strings.Join(notes, "; "), nil
 	}
-	pst, pout, err := rn.evaluate(ctx, journal.KindConfirm, parent, 0, 0)
+	pst, pout, err := rn.evaluate(ctx, journal.KindConfirm, parent, 0, 0, 0)
 	if err != nil {
 		return "", err
 	}

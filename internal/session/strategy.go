@@ -1,0 +1,188 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"strings"
+
+	"github.com/firstbad/firstbad/internal/journal"
+	"github.com/firstbad/firstbad/internal/search"
+)
+
+// setStrategy checks and records the search strategy and its options.
+func (p *Params) setStrategy(in Input) error {
+	switch in.Strategy {
+	case "", "classic":
+		p.Strategy = "classic"
+		if in.FalseAlarm != 0 || in.Confidence != 0 || in.MaxRuns != 0 {
+			return inputErr("--false-alarm-rate, --confidence and --max-runs belong to the Bayesian strategy: add --strategy bayes (or --flaky)")
+		}
+		return nil
+	case "bayes":
+	default:
+		return inputErr("unknown --strategy %q: use classic (git bisect's choices) or bayes (for flaky tests)", in.Strategy)
+	}
+	p.Strategy = "bayes"
+	switch {
+	case in.Repeat > 1:
+		return inputErr("--repeat is for the classic strategy: the Bayesian strategy decides how many runs each step gets (bound the total with --max-runs)")
+	case in.FalseAlarm < 0 || in.FalseAlarm >= 0.5:
+		return inputErr("--false-alarm-rate must be at least 0 and below 0.5 (the share of runs that fail on a good commit)")
+	case in.Confidence != 0 && (in.Confidence < 0.5 || in.Confidence >= 1):
+		return inputErr("--confidence must be at least 0.5 and below 1 (e.g. 0.99)")
+	case in.MaxRuns < 0:
+		return inputErr("--max-runs must be 0 (automatic) or more")
+	}
+	p.FalseAlarm, p.Confidence, p.MaxRuns = in.FalseAlarm, in.Confidence, in.MaxRuns
+	if p.Confidence == 0 {
+		p.Confidence = 0.99
+	}
+	return nil
+}
+
+// bayes reports whether the run uses the Bayesian strategy.
+func (p Params) bayes() bool { return p.Strategy == "bayes" }
+
+// budget is the run budget of a Bayesian run over n candidates: the user's,
+// or enough for a test that fails one time in ten.
+func (p Params) budget(n int) int {
+	if p.MaxRuns > 0 {
+		return p.MaxRuns
+	}
+	return 40 * int(math.Ceil(math.Log2(float64(n+1))))
+}
+
+// strategy makes the run's search strategy over g.
+func (p Params) strategy(g *search.Graph, steps []journal.Step) search.Strategy {
+	if !p.bayes() {
+		return search.NewClassic(g, p.FirstParent)
+	}
+	return search.NewBayes(g, p.FirstParent, search.BayesOptions{
+		FalseAlarm: p.FalseAlarm, Confidence: p.Confidence, MaxRuns: p.budget(g.Len()), Costs: p.costs(steps)})
+}
+
+// feeds says whether a step's verdict feeds the search: search steps
+// always; endpoint checks too under the Bayesian strategy, for which they
+// are observations like any other.
+func (p Params) feeds(st journal.Step) bool {
+	if st.State != journal.StateDone {
+		return false
+	}
+	return st.Kind == journal.KindSearch || (p.bayes() && st.Kind == journal.KindEndpoint)
+}
+
+// observation turns a finished step into search input, with its runs'
+// counts (what the Bayesian strategy weighs).
+func observation(st journal.Step) (search.Observation, bool) {
+	v, err := search.ParseVerdict(st.Verdict)
+	if err != nil {
+		return search.Observation{}, false
+	}
+	o := search.Observation{Commit: st.Commit, Verdict: v}
+	for _, a := range st.Attempts {
+		switch a.Verdict {
+		case "good":
+			o.GoodRuns++
+		case "bad":
+			o.BadRuns++
+		}
+	}
+	return o, true
+}
+
+// costs are the expected seconds of a step's parts, from the steps so far
+// (defaults before any: a kernel build dwarfs a run; a command is cheap).
+func (p Params) costs(steps []journal.Step) search.Costs {
+	var build, step, run float64
+	var nb, ns, nr int
+	for _, st := range steps {
+		if st.State != journal.StateDone || st.Test == nil {
+			continue
+		}
+		b := 0.0
+		if st.Build != nil && *st.Build > 1 {
+			// A build that took a second or more was a real build, not an
+			// artifact-cache hit.
+			b = *st.Build
+			build += b
+			nb++
+		}
+		step += max(st.Duration-b-*st.Test, 0)
+		ns++
+		for _, a := range st.Attempts {
+			run += a.Duration
+			nr++
+		}
+	}
+	c := search.Costs{Step: 0.1, Run: 1}
+	if p.Kernel != nil {
+		c = search.Costs{Build: 300, Step: 20, Run: 10}
+	}
+	if nb > 0 {
+		c.Build = build / float64(nb)
+	}
+	if ns > 0 {
+		c.Step = step / float64(ns)
+	}
+	if nr > 0 {
+		c.Run = max(run/float64(nr), 0.01)
+	}
+	return c
+}
+
+// bayesDone ends a Bayesian run with what the posterior says.
+func (rn *runner) bayesDone(ctx context.Context, d search.Decision,
+	stop func(outcome, culprit string, cands []string, msg string) (*Result, error),
+	interrupted func() (*Result, error), infra func(error) (*Result, error)) (*Result, error) {
+	p := rn.p
+	likely := make([]string, 0, len(d.Posterior))
+	var cands []string
+	for _, c := range d.Posterior {
+		likely = append(likely, fmt.Sprintf("%s (%.3f)", short(c.Commit), c.P))
+		cands = append(cands, c.Commit)
+	}
+	switch {
+	case d.Older != "":
+		return stop(journal.OutcomeEndpointMismatch, "", nil, fmt.Sprintf(
+			"%s commit %s tests %s (posterior %.3f): the change is older than your %s ref, or the test is wrong",
+			p.TermOld, short(d.Older), p.TermNew, d.Confidence, p.TermOld))
+	case d.Exhausted:
+		why := "no test left can tell the remaining candidates apart"
+		if runs := rn.runs(); runs >= p.budget(rn.candidates) {
+			why = fmt.Sprintf("the run budget is spent (%d runs; raise it with --max-runs)", runs)
+		}
+		return stop(journal.OutcomeBudgetExhausted, "", cands, fmt.Sprintf(
+			"stopped short of confidence %.2f: %s; most likely first %s commits: %s",
+			p.Confidence, why, p.TermNew, strings.Join(likely, ", ")))
+	case d.Culprit != "":
+		msg := ""
+		if p.Confirm {
+			var err error
+			if msg, err = rn.confirm(ctx, d.Culprit); err != nil {
+				if ctx.Err() != nil {
+					return interrupted()
+				}
+				return infra(err)
+			}
+		}
+		return stop(journal.OutcomeFound, d.Culprit, []string{d.Culprit}, msg)
+	}
+	return stop(journal.OutcomeAmbiguous, "", d.Ambiguous, fmt.Sprintf(
+		"only skipped commits are left: the first %s commit is one of %d (together %.3f likely)", p.TermNew, len(d.Ambiguous), d.Confidence))
+}
+
+// runs counts the test runs the run has made so far.
+func (rn *runner) runs() int {
+	steps, err := rn.j.Steps()
+	if err != nil {
+		return 0
+	}
+	n := 0
+	for _, st := range steps {
+		if rn.p.feeds(st) {
+			n += len(st.Attempts)
+		}
+	}
+	return n
+}
