@@ -47,7 +47,13 @@ type guestFlags struct {
 	memory      int
 	cpus        int
 	appendLine  string
+	hostTest    string
+	forwards    []int
+	unreachable string
 }
+
+// hasTest says whether a guest or a host test was given.
+func (gf *guestFlags) hasTest() bool { return gf.test != "" || gf.hostTest != "" }
 
 // register adds the flags; withRunFlags adds --timeout and --repeat too
 // (run has its own, shared with --exec).
@@ -67,6 +73,9 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f.IntVar(&gf.memory, "memory", 512, "guest memory in MiB")
 	f.IntVar(&gf.cpus, "cpus", 1, "guest CPUs")
 	f.StringVar(&gf.appendLine, "append", "", "extra kernel command line")
+	f.StringVar(&gf.hostTest, "host-test", "", "executable run on the host once the guest is up, reaching it with $FIRSTBAD_SSH (alone or with --guest-test, concurrently)")
+	f.IntSliceVar(&gf.forwards, "forward", nil, "guest TCP port the host test reaches at 127.0.0.1:$FIRSTBAD_GUEST_PORT_<port>; repeatable")
+	f.StringVar(&gf.unreachable, "unreachable", "skip", "what a guest SSH never reaches means for --host-test: skip or bad")
 }
 
 // config checks the flags and turns them into a kernel step's config.
@@ -94,6 +103,27 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 			return none, usage("--crash-match: %v", err)
 		}
 	}
+	var host *pipeline.HostTest
+	if gf.hostTest != "" {
+		abs, err := filepath.Abs(gf.hostTest)
+		if err != nil {
+			return none, err
+		}
+		if err := pipeline.CheckHostTest(abs); err != nil {
+			return none, usage("%v", err)
+		}
+		if gf.unreachable != "skip" && gf.unreachable != "bad" {
+			return none, usage("--unreachable must be skip or bad")
+		}
+		for _, p := range gf.forwards {
+			if p < 1 || p > 65535 || p == guest.SSHPort {
+				return none, usage("--forward %d: give a guest TCP port other than 22 (SSH is always forwarded)", p)
+			}
+		}
+		host = &pipeline.HostTest{File: abs, Forwards: gf.forwards, UnreachableBad: gf.unreachable == "bad"}
+	} else if len(gf.forwards) > 0 {
+		return none, usage("--forward is for --host-test")
+	}
 	var files []guest.File
 	for _, a := range gf.files {
 		f, err := guest.ParseFile(a)
@@ -104,7 +134,7 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 	}
 	return pipeline.KernelConfig{GuestTest: gf.test, Files: files, Timeout: gf.timeout, BootTimeout: gf.bootTimeout,
 		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, Accel: gf.accel,
-		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine}, nil
+		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host}, nil
 }
 
 // guestTest checks the host and assembles the boot-and-test stage.
@@ -255,8 +285,8 @@ func bootCmd(g *globals) *cobra.Command {
 				if !isKernelImage(kernel) {
 					return usage("--kernel %s is not a bzImage (no Linux boot header)", kernel)
 				}
-				if gf.test == "" && !shell {
-					return usage("give --guest-test FILE, or --shell for an interactive shell")
+				if !gf.hasTest() && !shell {
+					return usage("give --guest-test FILE or --host-test FILE, or --shell for an interactive shell")
 				}
 				s, err := g.session(true)
 				if err != nil {
@@ -317,8 +347,8 @@ artifact cache), boot under QEMU, run the guest test, classify.
 		Args: cobra.ExactArgs(1),
 		RunE: func(cmd *cobra.Command, args []string) error {
 			return testExit(func() error {
-				if gf.test == "" {
-					return usage("give the guest test with --guest-test FILE")
+				if !gf.hasTest() {
+					return usage("give the test with --guest-test FILE (in the guest) or --host-test FILE (on the host)")
 				}
 				opts, err := kf.options()
 				if err != nil {

@@ -88,7 +88,7 @@ observations then, not a stop.
 			} else if len(args) > 0 {
 				return usage("unexpected arguments %q (paths go after --)", args)
 			}
-			if gf.test != "" {
+			if gf.hasTest() {
 				gf.timeout, gf.repeat = in.Timeout, max(in.Repeat, 1)
 				if gf.timeout == 0 {
 					gf.timeout = pipeline.DefaultTestTimeout
@@ -101,8 +101,10 @@ observations then, not a stop.
 					return err
 				}
 				kc.CacheSize = kf.cacheSize
-				if kc.GuestTest, err = filepath.Abs(kc.GuestTest); err != nil {
-					return err
+				if kc.GuestTest != "" {
+					if kc.GuestTest, err = filepath.Abs(kc.GuestTest); err != nil {
+						return err
+					}
 				}
 				in.Kernel = &kc
 			}

@@ -97,6 +97,11 @@ func Agent() int {
 		return 1
 	}
 	network()
+	if s.SSHKey != "" {
+		if err := serveSSH(s.SSHKey); err != nil {
+			say("firstbad-agent: SSH server: %v", err)
+		}
+	}
 	say("%s nonce=%s", StartMarker, s.Nonce)
 	if s.Shell {
 		shell()
@@ -104,7 +109,16 @@ func Agent() int {
 	}
 	port := resultPort()
 	for i := s.FirstRun + 1; i <= s.FirstRun+s.Runs; i++ {
-		r := runTest(s, i)
+		for s.WaitGo {
+			if _, err := os.Stat(GoFile(i)); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+		r := RunResult{Nonce: s.Nonce, Run: i}
+		if !s.NoGuestTest {
+			r = runTest(s, i)
+		}
 		// The result channel first: the host may stop the VM as soon as
 		// it reads the console marker.
 		if port != "" {
@@ -117,6 +131,16 @@ func Agent() int {
 		say("%s", r.Marker())
 	}
 	say("%s nonce=%s", DoneMarker, s.Nonce)
+	if s.WaitGo {
+		// The host test may still be running against this guest: power
+		// off only when the host says so (or it stops the VM).
+		for {
+			if _, err := os.Stat(GoFile(s.FirstRun + s.Runs + 1)); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
 	return 0
 }
 

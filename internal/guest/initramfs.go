@@ -81,7 +81,18 @@ type Settings struct {
 	TimeoutS float64           `json:"timeout_s"`
 	Shell    bool              `json:"shell"`
 	Env      map[string]string `json:"env,omitempty"`
+	// SSHKey, when set, is the one public key (authorized_keys format)
+	// the agent's SSH server accepts; the host holds its private half.
+	SSHKey string `json:"ssh_key,omitempty"`
+	// WaitGo makes the agent wait, before run N, until the host creates
+	// GoFile(N) (over SSH): a host-side test and the guest test start
+	// together. NoGuestTest makes each run's guest half a plain success.
+	WaitGo      bool `json:"wait_go,omitempty"`
+	NoGuestTest bool `json:"no_guest_test,omitempty"`
 }
+
+// GoFile is the file whose creation starts run n when Settings.WaitGo.
+func GoFile(n int) string { return fmt.Sprintf("/run/firstbad-go-%d", n) }
 
 const (
 	settingsPath = "/firstbad/settings.json"

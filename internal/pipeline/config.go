@@ -32,6 +32,7 @@ type KernelConfig struct {
 	MemMiB         int            `json:"memory_mib"`
 	CPUs           int            `json:"cpus"`
 	Append         string         `json:"append,omitempty"`
+	Host           *HostTest      `json:"host_test,omitempty"`
 }
 
 // NewGuestTest checks the host (busybox, QEMU, a static firstbad) and builds
@@ -65,7 +66,7 @@ func NewGuestTest(c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest
 	}
 	return &GuestTest{Target: q, BaseInitrd: base, Test: c.GuestTest, Files: c.Files, Timeout: c.Timeout,
 		BootTimeout: c.BootTimeout, RebootEach: c.RebootEach, BootFailureBad: c.BootFailureBad, CrashMatch: re,
-		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append}, nil
+		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host}, nil
 }
 
 // NewKernelStep assembles build + boot + test for a run.

@@ -38,6 +38,9 @@ type GuestTest struct {
 	Net        bool
 	Cmdline    string // extra kernel command line
 	Shell      bool
+	// Host, if set, runs on the host against the guest over SSH, at the
+	// same moment as the guest test (which may be absent).
+	Host *HostTest
 }
 
 // Defaults for the deadlines.
@@ -101,8 +104,19 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 		timeout = DefaultTestTimeout
 	}
 	s := guest.Settings{Nonce: n, Commit: commit, Step: step, Runs: runs, FirstRun: first, TimeoutS: timeout.Seconds(), Shell: g.Shell}
-	if g.Test == "" && !g.Shell {
+	if g.Test == "" && g.Host == nil && !g.Shell {
 		s.Runs = 0
+	}
+	var gs *guestSSH
+	forwards := []int(nil)
+	if g.Host != nil && !g.Shell {
+		var err error
+		if gs, err = newGuestSSH(); err != nil {
+			return GuestOutcome{}, &InfraError{Stage: "ssh keys", Err: err}
+		}
+		defer gs.close()
+		s.SSHKey, s.WaitGo, s.NoGuestTest = gs.pub, true, g.Test == ""
+		forwards = append([]int{guest.SSHPort}, g.Host.Forwards...)
 	}
 	initrd := filepath.Join(dir, "initramfs.cpio")
 	if err := writeInitrd(initrd, g.BaseInitrd, s, g.Test, g.Files); err != nil {
@@ -118,7 +132,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 	}
 	start := time.Now()
 	m, err := g.Target.Boot(ctx, target.Boot{Kernel: kernel, Initrd: initrd, Cmdline: cmdline, Dir: dir, MemMiB: g.MemMiB,
-		CPUs: g.CPUs, Net: g.Net, Interactive: g.Shell})
+		CPUs: g.CPUs, Net: g.Net || gs != nil, Forwards: forwards, Interactive: g.Shell})
 	if err != nil {
 		return GuestOutcome{}, &InfraError{Stage: "boot", Err: err}
 	}
@@ -134,6 +148,45 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 	deadline := time.NewTimer(bootTimeout)
 	defer deadline.Stop()
 	var runStart time.Time
+	// With a host test, each run has a guest half and a host half.
+	hctx, hcancel := context.WithCancel(ctx)
+	defer hcancel()
+	hostCh := make(chan Run, 1)
+	var guestHalf, hostHalf *Run
+	startRun := func() error {
+		n := first + len(out.Runs) + 1
+		runStart = time.Now()
+		deadline.Reset(timeout + hostGrace)
+		if gs == nil {
+			return nil
+		}
+		guestHalf, hostHalf = nil, nil
+		env := gs.env(g.Host, m.HostPort, commit, step, n)
+		go func() {
+			hostCh <- runHost(hctx, g.Host.File, env, filepath.Join(dir, fmt.Sprintf("host-run-%d.log", n)), timeout)
+		}()
+		return gs.start(n)
+	}
+	// record adds a finished run and says whether the boot is done.
+	record := func(r Run) bool {
+		out.Runs = append(out.Runs, r)
+		return len(out.Runs) == runs
+	}
+	// halves records a run once both halves are in (or the host half
+	// alone is bad: a hung guest may never report).
+	halves := func() (done, complete bool) {
+		switch {
+		case hostHalf != nil && guestHalf != nil:
+			r := *hostHalf
+			if g.Test != "" {
+				r = combineHalves(*guestHalf, *hostHalf)
+			}
+			return true, record(r)
+		case hostHalf != nil && hostHalf.Verdict == search.Bad:
+			return true, record(*hostHalf)
+		}
+		return false, false
+	}
 	for {
 		select {
 		case <-ctx.Done():
@@ -153,21 +206,54 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 				if s.Runs == 0 {
 					return out, nil
 				}
+				if gs != nil {
+					if err := gs.connect(ctx, m.HostPort(guest.SSHPort), time.Now().Add(bootTimeout)); err != nil {
+						if ctx.Err() != nil {
+							return out, ctx.Err()
+						}
+						v := search.Skip
+						if g.Host.UnreachableBad {
+							v = search.Bad
+						}
+						out.Runs = append(out.Runs, Run{Verdict: v, ExitCode: -1, Reason: err.Error()})
+						return out, nil
+					}
+					if err := startRun(); err != nil {
+						out.Runs = append(out.Runs, Run{Verdict: search.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
+						return out, nil
+					}
+				}
 				continue
 			}
 			if r, ok := guest.ParseMarker(line, n); ok && started {
 				if pr, ok := portResult(m.ResultLog(), n, r.Run); ok {
 					r = pr // the result channel is authoritative
 				}
-				out.Runs = append(out.Runs, g.fromResult(r))
-				if len(out.Runs) == runs {
+				res := g.fromResult(r)
+				var complete bool
+				if gs == nil {
+					complete = record(res)
+				} else {
+					guestHalf = &res
+					var done bool
+					if done, complete = halves(); !done {
+						continue
+					}
+				}
+				if complete {
+					if gs != nil {
+						// The agent waits for leave to power off.
+						_ = gs.start(first + runs + 1)
+					}
 					// Let the agent power off by itself (its output is
 					// evidence too); then the deferred Stop.
 					settle(m, &text, 3*time.Second)
 					return out, nil
 				}
-				runStart = time.Now()
-				deadline.Reset(timeout + hostGrace)
+				if err := startRun(); err != nil {
+					out.Runs = append(out.Runs, Run{Verdict: search.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
+					return out, nil
+				}
 				continue
 			}
 			if c := console.Parse(line); c != nil {
@@ -177,6 +263,25 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 				c = console.Parse(text.String())
 				out.Crash = c.Title
 				return g.crashed(out, c, started, time.Since(runStart)), nil
+			}
+		case h := <-hostCh:
+			hostHalf = &h
+			done, complete := halves()
+			if !done {
+				continue
+			}
+			if complete || h.Verdict == search.Bad && guestHalf == nil {
+				// Done, or the guest is stuck in this run: the step has
+				// its answer.
+				if complete {
+					_ = gs.start(first + runs + 1)
+					settle(m, &text, 3*time.Second)
+				}
+				return out, nil
+			}
+			if err := startRun(); err != nil {
+				out.Runs = append(out.Runs, Run{Verdict: search.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
+				return out, nil
 			}
 		case <-deadline.C:
 			if !started {

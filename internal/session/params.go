@@ -135,8 +135,8 @@ func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 	switch {
 	case in.Kernel != nil && strings.TrimSpace(in.Exec) != "":
 		return p, nil, inputErr("give either --exec or --guest-test, not both")
-	case in.Kernel != nil && in.Kernel.GuestTest == "":
-		return p, nil, inputErr("give the guest test with --guest-test FILE")
+	case in.Kernel != nil && in.Kernel.GuestTest == "" && in.Kernel.Host == nil:
+		return p, nil, inputErr("give the test with --guest-test FILE (in the guest) or --host-test FILE (on the host)")
 	case in.Kernel == nil && strings.TrimSpace(in.Exec) == "":
 		return p, nil, inputErr("nothing to run: give the reproducer with --exec 'CMD' (exit 0 good, 1-127 bad, 125 skip) or a kernel guest test with --guest-test FILE")
 	}

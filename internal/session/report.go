@@ -104,7 +104,16 @@ func rerun(p Params) func(string) string {
 	q := bisectlog.Quote
 	return func(commit string) string {
 		if k := p.Kernel; k != nil {
-			args := []string{"firstbad", "test", "--repo", q(p.Repo), commit, "--guest-test", q(k.GuestTest)}
+			args := []string{"firstbad", "test", "--repo", q(p.Repo), commit}
+			if k.GuestTest != "" {
+				args = append(args, "--guest-test", q(k.GuestTest))
+			}
+			if h := k.Host; h != nil {
+				args = append(args, "--host-test", q(h.File))
+				for _, f := range h.Forwards {
+					args = append(args, "--forward", fmt.Sprint(f))
+				}
+			}
 			if k.Build.Base != "" && k.Build.Base != "tinyconfig" {
 				args = append(args, "--base-config", q(k.Build.Base))
 			}

@@ -7,9 +7,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -74,7 +76,18 @@ func (q *QEMU) Args(b Boot, accel string) []string {
 		args = append(args, "-initrd", b.Initrd)
 	}
 	if b.Net {
-		args = append(args, "-netdev", "user,id=net0", "-device", "virtio-net-pci,netdev=net0")
+		netdev := "user,id=net0"
+		guests := make([]int, 0, len(b.Ports))
+		for g := range b.Ports {
+			guests = append(guests, g)
+		}
+		sort.Ints(guests)
+		for _, g := range guests {
+			// Loopback only: nothing listens on a host address others
+			// can reach.
+			netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", b.Ports[g], g)
+		}
+		args = append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0")
 	}
 	return args
 }
@@ -127,7 +140,46 @@ func (q *QEMU) Boot(ctx context.Context, b Boot) (Machine, error) {
 	if err := q.Check(); err != nil {
 		return nil, err
 	}
-	return q.Start(ctx, b, q.accel(ctx, b))
+	accel := q.accel(ctx, b)
+	if !b.Net || len(b.Forwards) == 0 {
+		return q.Start(ctx, b, accel)
+	}
+	// Free ports can be taken between our choice and QEMU's bind: QEMU
+	// then fails at once, and another set of ports is tried.
+	for attempt := 1; ; attempt++ {
+		b.Ports = map[int]int{}
+		for _, g := range b.Forwards {
+			p, err := freePort()
+			if err != nil {
+				return nil, err
+			}
+			b.Ports[g] = p
+		}
+		m, err := q.Start(ctx, b, accel)
+		if err != nil {
+			return nil, err
+		}
+		qm := m.(*qemuMachine)
+		select {
+		case <-qm.done:
+			log, _ := os.ReadFile(qm.console)
+			if attempt < 5 && strings.Contains(string(log), "host forwarding rule") {
+				continue
+			}
+		case <-time.After(300 * time.Millisecond):
+		}
+		return m, nil
+	}
+}
+
+// freePort is a TCP port free on the host's loopback just now.
+func freePort() (int, error) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port for the guest's forward: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Start boots with a given accelerator (the KVM probe uses it directly).
@@ -144,7 +196,7 @@ func (q *QEMU) Start(ctx context.Context, b Boot, accel string) (Machine, error)
 	cmd := exec.Command(q.binary(), q.Args(b, accel)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	m := &qemuMachine{lines: make(chan string, 1024), console: consolePath, result: filepath.Join(b.Dir, "result.jsonl"),
-		done: make(chan struct{}), start: time.Now()}
+		done: make(chan struct{}), start: time.Now(), ports: b.Ports}
 	var out io.ReadCloser
 	if b.Interactive {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, io.MultiWriter(os.Stdout, logf), os.Stderr
@@ -210,7 +262,10 @@ type qemuMachine struct {
 	mu      sync.Mutex
 	killed  bool
 	exit    Exit
+	ports   map[int]int
 }
+
+func (m *qemuMachine) HostPort(guest int) int { return m.ports[guest] }
 
 func (m *qemuMachine) Lines() <-chan string { return m.lines }
 func (m *qemuMachine) ConsoleLog() string   { return m.console }

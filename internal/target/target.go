@@ -18,6 +18,11 @@ type Boot struct {
 	MemMiB  int
 	CPUs    int
 	Net     bool // a NIC on user-mode networking
+	// Forwards are guest TCP ports to reach from the host (with Net): the
+	// target binds each to a free port on the host's loopback only.
+	Forwards []int
+	// Ports maps forwarded guest ports to host ports; the target fills it.
+	Ports map[int]int
 	// Interactive attaches the console to the caller's terminal (shell).
 	Interactive bool
 }
@@ -39,6 +44,9 @@ type Machine interface {
 	// ResultLog is the path where the result channel lands (may be empty
 	// if the target has none).
 	ResultLog() string
+	// HostPort is the host port that reaches a forwarded guest port (0:
+	// not forwarded).
+	HostPort(guest int) int
 	// Stop ends the machine now; it is safe to call more than once.
 	Stop()
 	// Wait blocks until the machine is gone.
