@@ -269,3 +269,92 @@ func gitOut(t *testing.T, dir string, args ...string) string {
 	}
 	return string(out)
 }
+
+// sshLeft lists ssh/scp processes still using one of firstbad's per-boot
+// SSH configs.
+func sshLeft() []string {
+	var left []string
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		if _, err := strconv.Atoi(e.Name()); err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.Contains(string(cmdline), "firstbad-ssh-") && alive(e.Name()) {
+			left = append(left, strings.ReplaceAll(string(cmdline), "\x00", " "))
+		}
+	}
+	return left
+}
+
+func TestHostTests(t *testing.T) {
+	k := testkernel.Get(t)
+	e := newEnv(t)
+	e.cache = k.CacheDir
+	cases := []struct {
+		name    string
+		host    string // host test body
+		guest   string // guest test body ("" for none)
+		args    []string
+		code    int
+		verdict string
+		reason  string
+	}{
+		// The host reaches the guest with $FIRSTBAD_SSH; exit statuses
+		// come back; uname -r is the booted kernel's release.
+		{"ssh exec", `r=$($FIRSTBAD_SSH uname -r) || exit 9
+case "$r" in 6.*) ;; *) echo "uname -r: $r"; exit 8;; esac
+$FIRSTBAD_SSH 'exit 7'; [ $? = 7 ] || exit 6
+$FIRSTBAD_SSH 'test -f /firstbad/settings.json' || exit 5`, "", nil, 0, "good", "exit 0"},
+		// scp (SFTP) of 64 MiB to /dev/null and back from the guest.
+		{"scp both ways", `head -c 67108864 /dev/urandom > big || exit 9
+scp -F "$FIRSTBAD_SSH_CONFIG" big guest:/dev/null || exit 8
+scp -F "$FIRSTBAD_SSH_CONFIG" big guest:/tmp/big || exit 7
+scp -F "$FIRSTBAD_SSH_CONFIG" guest:/tmp/big back || exit 6
+cmp big back || exit 5`, "", []string{"--memory", "768"}, 0, "good", "exit 0"},
+		// Both halves at once: the guest test sees the host's traffic.
+		{"guest and host together", `$FIRSTBAD_SSH 'echo from-host > /tmp/mark'; exit 0`,
+			`for i in $(seq 100); do [ -f /tmp/mark ] && exit 1; sleep 0.1; done; exit 0`, nil, 1, "bad", "guest: exit 1; host: exit 0"},
+		// The guest takes its network down mid-copy: the copy stalls and
+		// the host test's deadline makes it a hang.
+		{"stalled copy is a hang", `head -c 67108864 /dev/zero > big; scp -F "$FIRSTBAD_SSH_CONFIG" big guest:/dev/null; exit 0`,
+			`ip link set eth0 down; sleep 600`, []string{"--timeout", "15s"}, 1, "bad", "hang: the host test did not finish"},
+		// No NIC (PCI off): SSH never answers: a skip with the reason.
+		{"unreachable", `$FIRSTBAD_SSH true`, "", []string{"--append", "pci=off", "--boot-timeout", "8s"}, 125, "skip", "guest SSH not reachable"},
+		{"unreachable is bad", `$FIRSTBAD_SSH true`, "", []string{"--append", "pci=off", "--boot-timeout", "8s", "--unreachable", "bad"}, 1, "bad", "guest SSH not reachable"},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			start := time.Now()
+			args := []string{"--json", "boot", "--kernel", k.Image, "--host-test", script(t, c.host)}
+			if c.guest != "" {
+				args = append(args, "--guest-test", script(t, c.guest))
+			}
+			res := e.run(append(args, c.args...)...)
+			var r bootResult
+			if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
+				t.Fatalf("exit %d, stdout not JSON: %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
+			}
+			if res.code != c.code || r.Verdict != c.verdict || !strings.Contains(r.Reason, c.reason) {
+				console, _ := os.ReadFile(r.ConsoleLog)
+				hostLog, _ := os.ReadFile(filepath.Join(filepath.Dir(r.ConsoleLog), "host-run-1.log"))
+				t.Fatalf("exit %d verdict %s reason %q; want %d %s %q\nstderr: %s\nhost test output:\n%s\nconsole:\n%s", res.code, r.Verdict, r.Reason,
+					c.code, c.verdict, c.reason, res.stderr, hostLog, tailText(string(console), 20))
+			}
+			t.Logf("%s: %.1fs", c.name, time.Since(start).Seconds())
+			if pids := qemuPids(e.state); len(pids) > 0 {
+				t.Errorf("QEMU still running after the command: %v", pids)
+			}
+			if left := sshLeft(); len(left) > 0 {
+				t.Errorf("ssh processes left: %v", left)
+			}
+		})
+	}
+	// Bad input: a host test that is not executable.
+	noexec := filepath.Join(t.TempDir(), "t.sh")
+	os.WriteFile(noexec, []byte("exit 0\n"), 0o644)
+	res := e.run("boot", "--kernel", k.Image, "--host-test", noexec)
+	if res.code != 128 || !strings.Contains(res.stderr, "not an executable") {
+		t.Errorf("non-executable host test: exit %d, stderr %q", res.code, res.stderr)
+	}
+}

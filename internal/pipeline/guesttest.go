@@ -165,7 +165,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 		go func() {
 			hostCh <- runHost(hctx, g.Host.File, env, filepath.Join(dir, fmt.Sprintf("host-run-%d.log", n)), timeout)
 		}()
-		return gs.start(n)
+		return gs.start(n, 20*time.Second)
 	}
 	// record adds a finished run and says whether the boot is done.
 	record := func(r Run) bool {
@@ -243,7 +243,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 				if complete {
 					if gs != nil {
 						// The agent waits for leave to power off.
-						_ = gs.start(first + runs + 1)
+						_ = gs.start(first+runs+1, 3*time.Second)
 					}
 					// Let the agent power off by itself (its output is
 					// evidence too); then the deferred Stop.
@@ -274,7 +274,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 				// Done, or the guest is stuck in this run: the step has
 				// its answer.
 				if complete {
-					_ = gs.start(first + runs + 1)
+					_ = gs.start(first+runs+1, 3*time.Second)
 					settle(m, &text, 3*time.Second)
 				}
 				return out, nil

@@ -93,7 +93,7 @@ func (g *guestSSH) connect(ctx context.Context, port int, deadline time.Time) er
 	addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(port))
 	var last error
 	for time.Now().Before(deadline) {
-		c, err := ssh.Dial("tcp", addr, cfg)
+		c, err := dialSSH(addr, cfg, deadline)
 		if err == nil {
 			g.client = c
 			conf := fmt.Sprintf("Host guest\n  HostName 127.0.0.1\n  Port %d\n  User root\n  IdentityFile %s\n  IdentitiesOnly yes\n"+
@@ -111,14 +111,46 @@ func (g *guestSSH) connect(ctx context.Context, port int, deadline time.Time) er
 	return fmt.Errorf("guest SSH not reachable on 127.0.0.1:%d: %v", port, last)
 }
 
-// start tells the agent to begin run n (it waits for this file).
-func (g *guestSSH) start(n int) error {
-	s, err := g.client.NewSession()
+// dialSSH is ssh.Dial with the handshake bounded too: QEMU's user-mode
+// network accepts a forwarded connection at once and may sit on it for a
+// minute when nothing in the guest answers.
+func dialSSH(addr string, cfg *ssh.ClientConfig, deadline time.Time) (*ssh.Client, error) {
+	d := min(time.Until(deadline), 10*time.Second)
+	conn, err := net.DialTimeout("tcp", addr, d)
 	if err != nil {
-		return err
+		return nil, err
 	}
-	defer s.Close()
-	return s.Run("touch " + guest.GoFile(n))
+	_ = conn.SetDeadline(time.Now().Add(d))
+	c, chans, reqs, err := ssh.NewClientConn(conn, addr, cfg)
+	if err != nil {
+		conn.Close()
+		return nil, err
+	}
+	_ = conn.SetDeadline(time.Time{})
+	return ssh.NewClient(c, chans, reqs), nil
+}
+
+// start tells the agent to begin run n (it waits for this file), or, past
+// the last run, to power off. A guest whose network is gone does not
+// answer: after wait the connection is dropped and the error returned.
+func (g *guestSSH) start(n int, wait time.Duration) error {
+	done := make(chan error, 1)
+	go func() {
+		s, err := g.client.NewSession()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer s.Close()
+		done <- s.Run("touch " + guest.GoFile(n))
+	}()
+	select {
+	case err := <-done:
+		return err
+	case <-time.After(wait):
+		g.client.Close()
+		return fmt.Errorf("the guest did not answer over SSH within %s", wait)
+	}
 }
 
 func (g *guestSSH) close() {
