@@ -36,7 +36,7 @@ func main() {
 	fmt.Println("runs: total test runs per bisect (mean / p95); builds: distinct commits tested (mean); calib: share correct among answers stated at >= target")
 	fmt.Printf("%-6s %-7s %-4s %-5s | %-34s | %-24s | %-28s\n", "N", "shape", "p", "f", "bayes: acc runs p95 builds calib", "classic×1: acc runs", "classic×n: n acc runs p95")
 	for _, shape := range split(*shapes) {
-		for _, n := range ints(*sizes) {
+		for _, n := range list[int](*sizes) {
 			hist := history(shape, n, rand.New(rand.NewPCG(*seed, uint64(n))))
 			g, err := search.NewGraph(hist.commits, hist.commits[0].ID, false)
 			if err != nil {
@@ -47,8 +47,8 @@ func main() {
 			if n >= 10000 {
 				t = max(*trials/5, 1)
 			}
-			for _, p := range floats(*ps) {
-				for _, f := range floats(*fs) {
+			for _, p := range list[float64](*ps) {
+				for _, f := range list[float64](*fs) {
 					models := []float64{f}
 					if f > 0 {
 						models = append(models, 0) // what misjudging false alarms costs
@@ -285,20 +285,11 @@ func run(s search.Strategy, failed func(string) bool, runs int, culprit string) 
 
 func split(s string) []string { return strings.Split(s, ",") }
 
-func ints(s string) []int {
-	var out []int
+// list parses a comma-separated flag value.
+func list[T int | float64](s string) []T {
+	var out []T
 	for _, x := range split(s) {
-		var v int
-		fmt.Sscan(x, &v)
-		out = append(out, v)
-	}
-	return out
-}
-
-func floats(s string) []float64 {
-	var out []float64
-	for _, x := range split(s) {
-		var v float64
+		var v T
 		fmt.Sscan(x, &v)
 		out = append(out, v)
 	}

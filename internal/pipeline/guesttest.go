@@ -172,6 +172,24 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 		out.Runs = append(out.Runs, r)
 		return len(out.Runs) == runs
 	}
+	// finish ends a boot whose runs are all in: the agent is told to
+	// power off (with a host test it waits for that) and what it still
+	// prints is kept as evidence; then the deferred Stop.
+	finish := func() (GuestOutcome, error) {
+		if gs != nil {
+			_ = gs.start(first+runs+1, 3*time.Second)
+		}
+		settle(m, &text, 3*time.Second)
+		return out, nil
+	}
+	// next starts the next run; a guest that cannot be told to is a skip.
+	next := func() (GuestOutcome, bool) {
+		if err := startRun(); err != nil {
+			out.Runs = append(out.Runs, Run{Verdict: search.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
+			return out, false
+		}
+		return out, true
+	}
 	// halves records a run once both halves are in (or the host half
 	// alone is bad: a hung guest may never report).
 	halves := func() (done, complete bool) {
@@ -218,9 +236,8 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 						out.Runs = append(out.Runs, Run{Verdict: v, ExitCode: -1, Reason: err.Error()})
 						return out, nil
 					}
-					if err := startRun(); err != nil {
-						out.Runs = append(out.Runs, Run{Verdict: search.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
-						return out, nil
+					if o, ok := next(); !ok {
+						return o, nil
 					}
 				}
 				continue
@@ -241,18 +258,10 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 					}
 				}
 				if complete {
-					if gs != nil {
-						// The agent waits for leave to power off.
-						_ = gs.start(first+runs+1, 3*time.Second)
-					}
-					// Let the agent power off by itself (its output is
-					// evidence too); then the deferred Stop.
-					settle(m, &text, 3*time.Second)
-					return out, nil
+					return finish()
 				}
-				if err := startRun(); err != nil {
-					out.Runs = append(out.Runs, Run{Verdict: search.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
-					return out, nil
+				if o, ok := next(); !ok {
+					return o, nil
 				}
 				continue
 			}
@@ -270,18 +279,15 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 			if !done {
 				continue
 			}
-			if complete || h.Verdict == search.Bad && guestHalf == nil {
-				// Done, or the guest is stuck in this run: the step has
-				// its answer.
-				if complete {
-					_ = gs.start(first+runs+1, 3*time.Second)
-					settle(m, &text, 3*time.Second)
-				}
+			switch {
+			case complete:
+				return finish()
+			case h.Verdict == search.Bad && guestHalf == nil:
+				// The guest is stuck in this run: the step has its answer.
 				return out, nil
 			}
-			if err := startRun(); err != nil {
-				out.Runs = append(out.Runs, Run{Verdict: search.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
-				return out, nil
+			if o, ok := next(); !ok {
+				return o, nil
 			}
 		case <-deadline.C:
 			if !started {

@@ -396,7 +396,12 @@ func (b *Bayes) Decide(obs []Observation) (Decision, error) {
 		built[o.Commit] = true
 		total += good + bad
 	}
-	conf := b.opt.Confidence
+	// The posterior is exact for its prior on p, but a test whose p sits
+	// well below what that prior expects makes it run ahead of the truth
+	// (measured: 98.3-99.0% right at a stated 0.99 when p = 0.1). Stopping
+	// halfway between the level asked for and certainty keeps the stated
+	// level honest there, for ~10% more runs.
+	conf := 1 - (1-b.opt.Confidence)/2
 	lv := b.levelFor(-1)
 	carried := 1.0 // posterior of the levels above
 	for depth := 1; ; depth++ {

@@ -355,17 +355,7 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 				}
 			}
 			if d.Culprit != "" {
-				msg := ""
-				if p.Confirm {
-					var err error
-					if msg, err = rn.confirm(ctx, d.Culprit); err != nil {
-						if ctx.Err() != nil {
-							return interrupted()
-						}
-						return infra(err)
-					}
-				}
-				return stop(journal.OutcomeFound, d.Culprit, []string{d.Culprit}, msg)
+				return rn.found(ctx, d.Culprit, stop, interrupted, infra)
 			}
 			return stop(journal.OutcomeAmbiguous, "", d.Ambiguous,
 				fmt.Sprintf("only skipped commits are left: the first %s commit is one of %d", p.TermNew, len(d.Ambiguous)))

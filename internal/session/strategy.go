@@ -156,17 +156,7 @@ func (rn *runner) bayesDone(ctx context.Context, d search.Decision,
 			"stopped short of confidence %.2f: %s; most likely first %s commits: %s",
 			p.Confidence, why, p.TermNew, strings.Join(likely, ", ")))
 	case d.Culprit != "":
-		msg := ""
-		if p.Confirm {
-			var err error
-			if msg, err = rn.confirm(ctx, d.Culprit); err != nil {
-				if ctx.Err() != nil {
-					return interrupted()
-				}
-				return infra(err)
-			}
-		}
-		return stop(journal.OutcomeFound, d.Culprit, []string{d.Culprit}, msg)
+		return rn.found(ctx, d.Culprit, stop, interrupted, infra)
 	}
 	return stop(journal.OutcomeAmbiguous, "", d.Ambiguous, fmt.Sprintf(
 		"only skipped commits are left: the first %s commit is one of %d (together %.3f likely)", p.TermNew, len(d.Ambiguous), d.Confidence))
@@ -185,4 +175,21 @@ func (rn *runner) runs() int {
 		}
 	}
 	return n
+}
+
+// found ends a run with its culprit, confirmed first when asked.
+func (rn *runner) found(ctx context.Context, culprit string,
+	stop func(outcome, culprit string, cands []string, msg string) (*Result, error),
+	interrupted func() (*Result, error), infra func(error) (*Result, error)) (*Result, error) {
+	msg := ""
+	if rn.p.Confirm {
+		var err error
+		if msg, err = rn.confirm(ctx, culprit); err != nil {
+			if ctx.Err() != nil {
+				return interrupted()
+			}
+			return infra(err)
+		}
+	}
+	return stop(journal.OutcomeFound, culprit, []string{culprit}, msg)
 }
