@@ -87,13 +87,16 @@ type counts struct{ good, bad int }
 // position k is the first bad one. A level depends only on the graph, so it
 // is built once and kept.
 type level struct {
-	ids     []string // by position
-	node    []int    // graph index by position (-1 for position 0 outside the graph)
-	prior   []bool   // hypothesis k possible a priori
-	canTest []bool   // position k can be tested (before skips)
-	pos     map[string]int
-	top     bool // the first level (the others descend into a merge)
-	merge   int  // the merge a lower level descends into (its last position)
+	ids  []string // by position
+	node []int    // graph index by position (-1 for position 0)
+	// prior says hypothesis k is possible a priori; it is also whether
+	// position k can be tested (before skips): a commit that cannot be the
+	// culprit (tree-same, or position 0 below the top level) is never
+	// worth a test.
+	prior []bool
+	pos   map[string]int
+	top   bool // the first level (the others descend into a merge)
+	merge int  // the merge a lower level descends into (its last position)
 }
 
 // levelFor returns the level for a merge (-1: the first level).
@@ -121,21 +124,15 @@ func (b *Bayes) chain(top int, keep []bool, extra int) *level {
 	}
 	lv := &level{top: extra < 0, merge: extra, pos: map[string]int{}}
 	before := g.firstID[rev[len(rev)-1]]
-	beforeNode := -1
-	if j, ok := g.index[before]; ok {
-		beforeNode = j
-	}
 	// Position 0 is a hypothesis only at the top level (the change is
 	// older than the range); below, the level above settled that.
 	lv.ids = append(lv.ids, before)
-	lv.node = append(lv.node, beforeNode)
+	lv.node = append(lv.node, -1)
 	lv.prior = append(lv.prior, lv.top && before != "")
-	lv.canTest = append(lv.canTest, lv.top && before != "")
 	add := func(n int) {
 		lv.ids = append(lv.ids, g.ids[n])
 		lv.node = append(lv.node, n)
 		lv.prior = append(lv.prior, !g.same[n])
-		lv.canTest = append(lv.canTest, !g.same[n])
 	}
 	for i := len(rev) - 1; i >= 0; i-- {
 		add(rev[i])
@@ -160,7 +157,7 @@ func (lv *level) observe(runs map[string]counts, skipped map[string]bool) (cnt [
 			cnt[k] = c
 		}
 	}
-	testable = append([]bool(nil), lv.canTest...)
+	testable = append([]bool(nil), lv.prior...)
 	for id := range skipped {
 		if k, ok := lv.pos[id]; ok {
 			testable[k] = false
@@ -177,10 +174,10 @@ type posterior struct {
 
 // The prior of p, the probability that a run fails on a bad commit, is
 // Beta(priorA, priorB): mean 0.2, with much of its mass on very flaky
-// tests. A flatter prior (uniform, say) makes a few lucky passes look
-// conclusive when the test fails one time in ten, and the stated confidence
-// then overstates the odds; this one keeps it honest down to p = 0.1 at the
-// price of a few more runs when the test is nearly deterministic.
+// tests, where a flatter prior (uniform, say) makes a few lucky passes look
+// more conclusive than they are. It costs a few more runs when the test is
+// nearly deterministic. (It does not alone keep the stated confidence
+// honest at p = 0.1: see the stop margin in Decide.)
 const priorA, priorB = 0.5, 2.0
 
 // logBetaRatio is log B(a+x, b+y) - log B(a, b): the log-likelihood of x
