@@ -459,14 +459,15 @@ func (b *Bayes) Decide(obs []Observation) (Decision, error) {
 		if b.opt.MaxRuns > 0 {
 			maxN = min(maxN, b.opt.MaxRuns-total)
 		}
-		ch, ok := choice{}, false
-		if maxN >= 1 {
-			ch, ok = b.best(lv, testable, post, built, maxN)
+		// Out of budget, or nothing left that a test could tell apart:
+		// the answer stands at the confidence it reached.
+		if maxN < 1 {
+			d.Done, d.Exhausted = true, fmt.Sprintf("the run budget is spent (%d runs)", total)
+			return d, nil
 		}
+		ch, ok := b.best(lv, testable, post, built, maxN)
 		if !ok {
-			// Out of budget, or nothing left that a test could tell
-			// apart: the answer stands at the confidence it reached.
-			d.Done, d.Exhausted = true, true
+			d.Done, d.Exhausted = true, "no test left can tell the remaining candidates apart"
 			return d, nil
 		}
 		d.Next, d.Runs = lv.ids[ch.j], ch.n

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"math"
 	"math/rand/v2"
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -276,7 +277,7 @@ func TestBayesAgreesWithClassicOnDeterministicTests(t *testing.T) {
 		bad := oracle(commits, culprit)
 		c, _ := simulate(t, NewClassic(g, firstParent), bad, 1, 0, rng, 100)
 		b, runs := simulate(t, NewBayes(g, firstParent, BayesOptions{}), bad, 1, 0, rng, 1000)
-		if b.Culprit != c.Culprit || b.Exhausted {
+		if b.Culprit != c.Culprit || b.Exhausted != "" {
 			t.Errorf("trial %d (n=%d, first-parent %v): bayes %q (%+v), classic %q", trial, n, firstParent, b.Culprit, b, c.Culprit)
 		}
 		if b.Confidence < 0.99 {
@@ -319,8 +320,8 @@ func TestBayesRunBudget(t *testing.T) {
 	}
 	rng := rand.New(rand.NewPCG(9, 10))
 	d, runs := simulate(t, NewBayes(g, false, BayesOptions{MaxRuns: 10}), bad, 0.2, 0, rng, 100)
-	if !d.Exhausted || runs > 10 {
-		t.Errorf("exhausted %v after %d runs, want stopped at 10", d.Exhausted, runs)
+	if !strings.Contains(d.Exhausted, "budget") || runs > 10 {
+		t.Errorf("exhausted %q after %d runs, want stopped at 10 by the budget", d.Exhausted, runs)
 	}
 	if len(d.Posterior) == 0 || d.Confidence <= 0 {
 		t.Errorf("no candidates reported: %+v", d)

@@ -59,9 +59,9 @@ type Decision struct {
 	// Older is set (to the commit before the range) when the answer is
 	// that the change is older than the range.
 	Older string
-	// Exhausted is set when the search stopped short of the confidence
-	// asked for: out of run budget, or nothing left to test.
-	Exhausted bool
+	// Exhausted says why the search stopped short of the confidence asked
+	// for (out of run budget, or nothing left to test); "" when it did not.
+	Exhausted string
 }
 
 // Strategy chooses the next commit from the observations so far.

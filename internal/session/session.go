@@ -240,7 +240,7 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 	if s.NewPipeline != nil {
 		pipe = s.NewPipeline(p, wt)
 	}
-	rn := &runner{s: s, j: j, p: p, id: id, repo: &clone.Repo, pipe: pipe, candidates: g.Len()}
+	rn := &runner{s: s, j: j, p: p, id: id, repo: &clone.Repo, pipe: pipe}
 
 	steps, err := j.Steps()
 	if err != nil {
@@ -403,8 +403,6 @@ type runner struct {
 	id   string
 	repo *git.Repo // firstbad's clone
 	pipe pipeline.Pipeline
-	// candidates is the size of the range (for the default run budget).
-	candidates int
 }
 
 // evaluate runs one step through the pipeline and journals it: begun before

@@ -147,10 +147,10 @@ func (rn *runner) bayesDone(ctx context.Context, d search.Decision,
 		return stop(journal.OutcomeEndpointMismatch, "", nil, fmt.Sprintf(
 			"%s commit %s tests %s (posterior %.3f): the change is older than your %s ref, or the test is wrong",
 			p.TermOld, short(d.Older), p.TermNew, d.Confidence, p.TermOld))
-	case d.Exhausted:
-		why := "no test left can tell the remaining candidates apart"
-		if runs := rn.runs(); runs >= p.budget(rn.candidates) {
-			why = fmt.Sprintf("the run budget is spent (%d runs; raise it with --max-runs)", runs)
+	case d.Exhausted != "":
+		why := d.Exhausted
+		if strings.Contains(why, "budget") {
+			why += " (raise it with --max-runs)"
 		}
 		return stop(journal.OutcomeBudgetExhausted, "", cands, fmt.Sprintf(
 			"stopped short of confidence %.2f: %s; most likely first %s commits: %s",
@@ -160,21 +160,6 @@ func (rn *runner) bayesDone(ctx context.Context, d search.Decision,
 	}
 	return stop(journal.OutcomeAmbiguous, "", d.Ambiguous, fmt.Sprintf(
 		"only skipped commits are left: the first %s commit is one of %d (together %.3f likely)", p.TermNew, len(d.Ambiguous), d.Confidence))
-}
-
-// runs counts the test runs the run has made so far.
-func (rn *runner) runs() int {
-	steps, err := rn.j.Steps()
-	if err != nil {
-		return 0
-	}
-	n := 0
-	for _, st := range steps {
-		if rn.p.feeds(st) {
-			n += len(st.Attempts)
-		}
-	}
-	return n
 }
 
 // found ends a run with its culprit, confirmed first when asked.
