@@ -182,13 +182,14 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 		settle(m, &text, 3*time.Second)
 		return out, nil
 	}
-	// next starts the next run; a guest that cannot be told to is a skip.
-	next := func() (GuestOutcome, bool) {
+	// next starts the next run; a guest that cannot be told to is a
+	// skip, and the boot is over.
+	next := func() bool {
 		if err := startRun(); err != nil {
 			out.Runs = append(out.Runs, Run{Verdict: search.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
-			return out, false
+			return false
 		}
-		return out, true
+		return true
 	}
 	// halves records a run once both halves are in (or the host half
 	// alone is bad: a hung guest may never report).
@@ -236,8 +237,8 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 						out.Runs = append(out.Runs, Run{Verdict: v, ExitCode: -1, Reason: err.Error()})
 						return out, nil
 					}
-					if o, ok := next(); !ok {
-						return o, nil
+					if !next() {
+						return out, nil
 					}
 				}
 				continue
@@ -260,8 +261,8 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 				if complete {
 					return finish()
 				}
-				if o, ok := next(); !ok {
-					return o, nil
+				if !next() {
+					return out, nil
 				}
 				continue
 			}
@@ -286,8 +287,8 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 				// The guest is stuck in this run: the step has its answer.
 				return out, nil
 			}
-			if o, ok := next(); !ok {
-				return o, nil
+			if !next() {
+				return out, nil
 			}
 		case <-deadline.C:
 			if !started {
@@ -325,18 +326,21 @@ func (g *GuestTest) fromResult(r guest.RunResult) Run {
 		run.Verdict, run.Reason = search.Bad, "hang: the test did not finish within its timeout"
 		return run
 	}
-	v, abort := ExitVerdict(r.ExitCode, false)
-	run.Verdict = v
+	run.Verdict, run.Reason = exitClass(r.ExitCode)
+	return run
+}
+
+// exitClass classifies a test's exit code as git bisect run does, for a
+// test that cannot abort the bisect: 128 and over is a skip ("abort").
+func exitClass(code int) (search.Verdict, string) {
+	v, abort := ExitVerdict(code, false)
 	switch {
 	case abort:
-		run.Verdict = search.Skip
-		run.Reason = fmt.Sprintf("exit %d: abort", r.ExitCode)
-	case r.ExitCode == 125:
-		run.Reason = "exit 125: skip"
-	default:
-		run.Reason = fmt.Sprintf("exit %d", r.ExitCode)
+		return search.Skip, fmt.Sprintf("exit %d: abort", code)
+	case code == 125:
+		return v, "exit 125: skip"
 	}
-	return run
+	return v, fmt.Sprintf("exit %d", code)
 }
 
 // crashed classifies a kernel crash seen on the console.

@@ -11,7 +11,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strconv"
-	"strings"
 	"time"
 
 	"golang.org/x/crypto/ssh"
@@ -188,11 +187,7 @@ func runHost(ctx context.Context, file string, env []string, log string, timeout
 	case res.TimedOut:
 		run.Verdict, run.ExitCode, run.Reason = search.Bad, -1, fmt.Sprintf("hang: the host test did not finish within %s", timeout)
 	default:
-		v, abort := ExitVerdict(res.ExitCode, false)
-		run.Verdict, run.Reason = v, fmt.Sprintf("exit %d", res.ExitCode)
-		if abort {
-			run.Verdict, run.Reason = search.Skip, fmt.Sprintf("exit %d: abort", res.ExitCode)
-		}
+		run.Verdict, run.Reason = exitClass(res.ExitCode)
 	}
 	return run
 }
@@ -211,6 +206,5 @@ func combineHalves(g, h Run) Run {
 	case g.Verdict == search.Skip || h.Verdict == search.Skip:
 		r.Verdict = search.Skip
 	}
-	r.Reason = strings.TrimSpace(r.Reason)
 	return r
 }
