@@ -27,12 +27,10 @@ func (r *Report) totals() (all, build, boot, test float64) {
 	return
 }
 
-// PosteriorText says how sure a Bayesian run is, for the HTML report.
-func (r *Report) PosteriorText(quote string) string { return r.posteriorText(quote) }
-
-// posteriorText says how sure a Bayesian run is: the answer's posterior,
-// the runner-ups, and how often the test fails on a bad commit.
-func (r *Report) posteriorText(q string) string {
+// PosteriorText says how sure a Bayesian run is: the answer's posterior,
+// the runner-ups, and how often the test fails on a bad commit; q quotes
+// the hashes (Markdown code, or nothing for HTML).
+func (r *Report) PosteriorText(q string) string {
 	if r.Confidence == nil {
 		return ""
 	}
@@ -107,7 +105,7 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 		b.WriteString("\n")
 	}
-	b.WriteString(r.posteriorText("`"))
+	b.WriteString(r.PosteriorText("`"))
 	if len(r.Candidates) > 1 {
 		b.WriteString("Candidates:\n\n")
 		for _, c := range r.Candidates {
