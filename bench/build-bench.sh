@@ -40,6 +40,7 @@ now() { date +%s.%N; }
 # firstbad, cold then warm.
 run_firstbad() { # label cachedir
   local total=0 i=0
+  crossings=0
   for c in "${seq[@]}"; do
     i=$((i+1))
     t0=$(now)
@@ -49,12 +50,14 @@ run_firstbad() { # label cachedir
     d=$(echo "$t1 - $t0" | bc)
     total=$(echo "$total + $d" | bc)
     printf '  %-8s step %d %.12s %7.1fs  compiled %5d  ccache hits %5d  build-system change %-5s  artifact cache %s\n' "$1" "$i" "$c" "$d" "$compiled" "$hits" "$bsys" "$cached"
+    [ "$bsys" = True ] && crossings=$((crossings+1))
   done
   echo "$total" > "$work/total-$1"
 }
 export CCACHE_DIR=$work/ccache-cold
 echo "firstbad, cold caches (fresh ccache, fresh build dir and artifact cache):"
 run_firstbad cold "$work/cache"
+echo "  the sequence crosses $crossings build-system change(s) (a near-full rebuild each)"
 echo "firstbad, warm (a second bisect over the same range):"
 run_firstbad warm "$work/cache"
 unset CCACHE_DIR
