@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/google/go-cmp/cmp"
+
 	"github.com/firstbad/firstbad/internal/testkernel"
 )
 
@@ -356,5 +358,133 @@ cmp big back || exit 5`, "", []string{"--memory", "768"}, 0, "good", "exit 0"},
 	res := e.run("boot", "--kernel", k.Image, "--host-test", noexec)
 	if res.code != 128 || !strings.Contains(res.stderr, "not an executable") {
 		t.Errorf("non-executable host test: exit %d, stderr %q", res.code, res.stderr)
+	}
+}
+
+// uniqueCommit adds a commit on top of tip to the test history (on branch
+// firstbad-kill-test, without touching any work tree) that changes a comment
+// in init/version.c: its kernel is new to the artifact cache, so a real,
+// incremental make runs each time the test does.
+func uniqueCommit(t *testing.T, repo string) string {
+	t.Helper()
+	idx := filepath.Join(t.TempDir(), "index")
+	git := func(stdin string, args ...string) string {
+		cmd := exec.Command("git", args...)
+		cmd.Dir = repo
+		cmd.Stdin = strings.NewReader(stdin)
+		cmd.Env = append(os.Environ(), "GIT_INDEX_FILE="+idx, "GIT_AUTHOR_NAME=firstbad test", "GIT_AUTHOR_EMAIL=test@firstbad",
+			"GIT_COMMITTER_NAME=firstbad test", "GIT_COMMITTER_EMAIL=test@firstbad")
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("git %v: %v", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	src := git("", "show", "tip:init/version.c")
+	blob := git(fmt.Sprintf("%s\n/* firstbad kill test %d */\n", src, time.Now().UnixNano()), "hash-object", "-w", "--stdin")
+	git("", "read-tree", "tip")
+	git("", "update-index", "--cacheinfo", "100644,"+blob+",init/version.c")
+	commit := git("", "commit-tree", git("", "write-tree"), "-p", "tip", "-m", "init: a comment (firstbad kill test)")
+	git("", "update-ref", "refs/heads/firstbad-kill-test", commit)
+	return commit
+}
+
+// makePids lists running make processes building in a dir under cacheDir.
+func makePids(cacheDir string) []int {
+	var pids []int
+	entries, _ := os.ReadDir("/proc")
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+		if err == nil && strings.HasPrefix(string(cmdline), "make\x00") && strings.Contains(string(cmdline), "O="+cacheDir) &&
+			strings.Contains(string(cmdline), "\x00bzImage") && alive(e.Name()) {
+			pids = append(pids, pid)
+		}
+	}
+	return pids
+}
+
+// TestKernelRunKillDuringBuildAndBoot kills the controller with SIGKILL
+// while make builds the bad commit's kernel, and again while QEMU boots it.
+// Each resume stops what the killed controller left running (make, QEMU),
+// the half-done build is cleaned and finished incrementally, the finished
+// build is reused, and the run ends with the right culprit.
+func TestKernelRunKillDuringBuildAndBoot(t *testing.T) {
+	k := testkernel.Get(t)
+	e := newEnv(t)
+	e.cache = k.CacheDir
+	bad := uniqueCommit(t, k.Repo)
+	test := script(t, fmt.Sprintf(`[ "$FIRSTBAD_COMMIT" = %s ] && exit 1; exit 0`, bad))
+	start := func(args ...string) *exec.Cmd {
+		cmd := exec.Command(binary, append([]string{"--state-dir", e.state, "--cache-dir", e.cache}, args...)...)
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		return cmd
+	}
+	// killWhen SIGKILLs the controller once ready returns something.
+	killWhen := func(cmd *exec.Cmd, what string, ready func() []int) []int {
+		t.Helper()
+		for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if pids := ready(); len(pids) > 0 {
+				cmd.Process.Signal(syscall.SIGKILL)
+				cmd.Wait()
+				return pids
+			}
+		}
+		cmd.Process.Kill()
+		cmd.Wait()
+		t.Fatalf("%s never started", what)
+		return nil
+	}
+
+	cmd := start("run", "--repo", k.Repo, "--good", "tip", "--bad", bad, "--guest-test", test, "--kconfig", k.Fragment, "--endpoint-check", "upfront")
+	makes := killWhen(cmd, "make bzImage", func() []int {
+		if p := makePids(k.CacheDir); len(p) > 0 {
+			time.Sleep(time.Second) // compiling now
+			return makePids(k.CacheDir)
+		}
+		return nil
+	})
+	// The kill landed mid-build: make is an orphan now, until a firstbad
+	// using this cache dir starts and stops it.
+	if !alive(strconv.Itoa(makes[0])) {
+		t.Fatal("make ended with its controller: the test did not kill during the build")
+	}
+	cmd = start("resume")
+	killWhen(cmd, "QEMU", func() []int { return qemuPids(e.state) })
+	if left := makePids(k.CacheDir); len(left) > 0 {
+		t.Errorf("make of the killed build still runs: %v", left)
+	}
+
+	r, res := e.runJSON("resume")
+	if res.code != 0 || r.Culprit == nil || *r.Culprit != bad {
+		t.Fatalf("resume: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+	}
+	if pids := qemuPids(e.state); len(pids) > 0 {
+		t.Errorf("QEMU left running: %v", pids)
+	}
+	// The bad endpoint: killed in its build, killed in its boot, then bad
+	// (from the artifact cache); then the good one.
+	verdicts := []string{}
+	for _, s := range r.Endpoints {
+		verdicts = append(verdicts, s.Verdict)
+	}
+	if diff := cmp.Diff([]string{"error", "error", "bad", "good"}, verdicts); diff != "" {
+		t.Fatalf("endpoint verdicts (-want +got):\n%s", diff)
+	}
+	logs := map[int]string{}
+	for i := 1; i <= 3; i++ {
+		data, _ := os.ReadFile(filepath.Join(e.state, "runs", r.RunID, "steps", strconv.Itoa(i), "build.log"))
+		logs[i] = string(data)
+	}
+	if !strings.Contains(logs[2], "the last build in this dir was interrupted") || strings.Contains(logs[2], "from the artifact cache") {
+		t.Errorf("the first resume did not clean up and finish the killed build:\n%s", tailText(logs[2], 8))
+	}
+	if !strings.Contains(logs[3], "from the artifact cache") {
+		t.Errorf("the second resume rebuilt the kernel:\n%s", tailText(logs[3], 5))
 	}
 }

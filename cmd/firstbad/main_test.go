@@ -846,6 +846,40 @@ func TestCtrlCRecordsInterruptedAndResumes(t *testing.T) {
 	}
 }
 
+// A reproducer that ignores SIGTERM holds up the first Ctrl-C for the
+// grace period; a second Ctrl-C exits at once and still kills it.
+func TestSecondCtrlCKillsChildren(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 10)
+	repo := b.Write(t)
+	e := newEnv(t)
+	dir := t.TempDir()
+	script := fmt.Sprintf(`trap '' TERM; sleep 60 & echo $! > %[1]s/pid; wait`, dir)
+	cmd := exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "run", "--repo", repo.Dir, "--good", "c0",
+		"--bad", repo.SHAs[tip], "--exec", script)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	for i := 0; i < 100; i++ { // until the reproducer runs
+		if data, _ := os.ReadFile(filepath.Join(dir, "pid")); len(data) > 0 {
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	cmd.Process.Signal(os.Interrupt)
+	time.Sleep(500 * time.Millisecond)
+	start := time.Now()
+	cmd.Process.Signal(os.Interrupt)
+	err := cmd.Wait()
+	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 || time.Since(start) > 2*time.Second {
+		t.Fatalf("second Ctrl-C: %v after %s", err, time.Since(start))
+	}
+	pid, _ := os.ReadFile(filepath.Join(dir, "pid"))
+	if alive(strings.TrimSpace(string(pid))) {
+		t.Error("the reproducer survived the second Ctrl-C")
+	}
+}
+
 // flakyScript fails on commits from culprit on (file f holds the commit's
 // number) with probability pct/100, drawn from a hash of the commit, step
 // and run: reproducible, and independent from run to run.

@@ -144,11 +144,13 @@ func (g *globals) session(needWrite bool) (*session.Session, error) {
 			}
 		}
 	}
-	// Children of a killed firstbad (reproducers, QEMU) are found and
-	// killed by the next one that uses the same state dir.
-	children := filepath.Join(g.stateDir, "children")
+	// Children of a killed firstbad (reproducers, QEMU, make) are found and
+	// stopped by the next one. They are recorded in the cache dir, where the
+	// build dirs live: a make left running in one must be stopped before
+	// another build takes the dir over, whatever state dir that run uses.
+	children := filepath.Join(g.cacheDir, "children")
 	if n := proc.Reap(children); n > 0 {
-		fmt.Fprintf(g.stderr, "firstbad: killed %d process group(s) left running by a firstbad that was killed\n", n)
+		fmt.Fprintf(g.stderr, "firstbad: stopped %d process group(s) left running by a firstbad that was killed\n", n)
 	}
 	proc.SetRegistry(children)
 	tty := isTerminal(g.stderr)
@@ -197,6 +199,7 @@ func signalContext(stderr io.Writer) (context.Context, func()) {
 		fmt.Fprintln(stderr, "\nfirstbad: stopping after recording the current step as interrupted (again to quit now)")
 		cancel()
 		<-ch
+		proc.KillAll()
 		os.Exit(ExitInterrupted)
 	}()
 	return ctx, func() { signal.Stop(ch); cancel() }

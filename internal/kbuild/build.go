@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -368,8 +369,20 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	res.BuildSystem = buildSystemChanged(buildDir, req.Src)
 	os.Remove(filepath.Join(buildDir, "ccache-stats.log"))
+	marker := filepath.Join(buildDir, building)
+	if n, err := removeInterrupted(buildDir, marker); err != nil {
+		return nil, &InfraError{Msg: fmt.Sprintf("cleaning up after an interrupted build in %s: %v", buildDir, err)}
+	} else if n > 0 {
+		fmt.Fprintf(logf, "firstbad: the last build in this dir was interrupted: removed the %d files it wrote\n", n)
+	}
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		return nil, &InfraError{Msg: err.Error()}
+	}
 	logStart, _ := logf.Seek(0, io.SeekCurrent)
 	r, err := mk(o.Timeout, nil, "-j"+strconv.Itoa(o.Jobs), "bzImage")
+	if err == nil && r.Signal == 0 {
+		os.Remove(marker) // make ended on its own: what it wrote is whole
+	}
 	res.Compiled, res.CcacheHits = compileStats(res.Log, logStart, filepath.Join(buildDir, "ccache-stats.log"))
 	if err != nil || r.ExitCode != 0 {
 		return b.failed(ctx, res, logf, r, err, "make bzImage")
@@ -386,6 +399,52 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	res.Verdict = "ok"
 	res.BuildS = time.Since(start).Seconds()
 	return res, nil
+}
+
+// building marks a build dir while make runs in it. If it is still there
+// when the next build starts, that make was killed (with its controller,
+// maybe by SIGKILL or a power cut) and may have left a half-written object
+// whose fresh mtime would make it look up to date.
+const building = ".firstbad-building"
+
+// removeInterrupted removes the files an interrupted build wrote (those not
+// older than the marker), so that make rebuilds them; ccache makes that
+// cheap. The config and the headers generated from it are kept: kbuild
+// writes those atomically, and touching them would rebuild everything.
+func removeInterrupted(buildDir, marker string) (int, error) {
+	fi, err := os.Stat(marker)
+	if os.IsNotExist(err) {
+		return 0, nil
+	} else if err != nil {
+		return 0, err
+	}
+	since := fi.ModTime()
+	n := 0
+	err = filepath.WalkDir(buildDir, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, _ := filepath.Rel(buildDir, path)
+		if d.IsDir() {
+			if rel == filepath.Join("include", "config") || rel == filepath.Join("include", "generated") {
+				return filepath.SkipDir
+			}
+			return nil
+		}
+		if !d.Type().IsRegular() || rel == building || strings.HasPrefix(rel, ".config") {
+			return nil
+		}
+		info, err := d.Info()
+		if err != nil || info.ModTime().Before(since) {
+			return err
+		}
+		n++
+		return os.Remove(path)
+	})
+	if err != nil {
+		return n, err
+	}
+	return n, os.Remove(marker)
 }
 
 func archDir(arch string) string {

@@ -5,7 +5,9 @@ package proc
 import (
 	"context"
 	"errors"
+	"os"
 	"os/exec"
+	"strconv"
 	"syscall"
 	"time"
 )
@@ -43,7 +45,7 @@ func Run(ctx context.Context, cmd *exec.Cmd, timeout time.Duration) (Result, err
 	go func() {
 		select {
 		case <-runCtx.Done():
-			KillGroup(pgid)
+			StopGroup(pgid, StopGrace)
 		case <-done:
 		}
 	}()
@@ -71,6 +73,54 @@ func Run(ctx context.Context, cmd *exec.Cmd, timeout time.Duration) (Result, err
 		return res, err
 	}
 	return res, nil
+}
+
+// StopGrace is how long a stopped group may take to end on SIGTERM before
+// it is killed.
+const StopGrace = 5 * time.Second
+
+// StopGroup ends a process group: SIGTERM first, so that make deletes the
+// target it was writing (a half-written object with a fresh mtime would
+// otherwise be linked by the next incremental build), then SIGKILL for
+// whatever is left after grace.
+func StopGroup(pgid int, grace time.Duration) {
+	if pgid <= 0 {
+		return
+	}
+	_ = syscall.Kill(-pgid, syscall.SIGTERM)
+	for end := time.Now().Add(grace); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		if !groupAlive(pgid) {
+			return
+		}
+	}
+	KillGroup(pgid)
+	// SIGKILL is delivered at once but takes effect asynchronously; callers
+	// go on to reuse what the group was using.
+	for end := time.Now().Add(time.Second); groupAlive(pgid) && time.Now().Before(end); {
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// groupAlive says whether a process of the group still runs (zombies,
+// waiting for a parent to reap them, do not count).
+func groupAlive(pgid int) bool {
+	if syscall.Kill(-pgid, 0) != nil {
+		return false
+	}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return true
+	}
+	for _, e := range entries {
+		pid, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		if f := statFields(pid); len(f) > 2 && f[0] != "Z" && f[2] == strconv.Itoa(pgid) {
+			return true
+		}
+	}
+	return false
 }
 
 // KillGroup sends SIGKILL to a process group; a gone group is not an error.

@@ -18,6 +18,7 @@ import (
 var (
 	regMu  sync.Mutex
 	regDir string
+	live   = map[int]bool{} // groups this process started and has not seen end
 )
 
 // SetRegistry sets the directory where started process groups are recorded.
@@ -27,21 +28,26 @@ func SetRegistry(dir string) {
 	regDir = dir
 }
 
-// startTime is field 22 of /proc/PID/stat (clock ticks since boot).
-func startTime(pid int) string {
+// statFields are the fields of /proc/PID/stat after the command name:
+// [0] is the state, [2] the process group, [19] the start time.
+func statFields(pid int) []string {
 	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
 	if err != nil {
-		return ""
+		return nil
 	}
 	i := strings.LastIndexByte(string(data), ')')
 	if i < 0 {
-		return ""
+		return nil
 	}
-	f := strings.Fields(string(data[i+1:]))
-	if len(f) < 20 {
-		return ""
+	return strings.Fields(string(data[i+1:]))
+}
+
+// startTime is field 22 of /proc/PID/stat (clock ticks since boot).
+func startTime(pid int) string {
+	if f := statFields(pid); len(f) >= 20 {
+		return f[19]
 	}
-	return f[19]
+	return ""
 }
 
 func bootID() string {
@@ -54,14 +60,33 @@ func bootID() string {
 func Register(pid int) func() {
 	regMu.Lock()
 	dir := regDir
+	live[pid] = true
 	regMu.Unlock()
-	if dir == "" {
-		return func() {}
+	path := ""
+	if dir != "" {
+		_ = os.MkdirAll(dir, 0o755)
+		path = filepath.Join(dir, strconv.Itoa(pid))
+		_ = os.WriteFile(path, []byte(startTime(pid)+" "+bootID()+" "+strconv.Itoa(os.Getpid())+"\n"), 0o644)
 	}
-	_ = os.MkdirAll(dir, 0o755)
-	path := filepath.Join(dir, strconv.Itoa(pid))
-	_ = os.WriteFile(path, []byte(startTime(pid)+" "+bootID()+" "+strconv.Itoa(os.Getpid())+"\n"), 0o644)
-	return func() { os.Remove(path) }
+	return func() {
+		regMu.Lock()
+		delete(live, pid)
+		regMu.Unlock()
+		if path != "" {
+			os.Remove(path)
+		}
+	}
+}
+
+// KillAll kills every process group this process started that is still
+// recorded, for an exit that cannot wait for the usual clean-up (a second
+// Ctrl-C).
+func KillAll() {
+	regMu.Lock()
+	defer regMu.Unlock()
+	for pid := range live {
+		KillGroup(pid)
+	}
 }
 
 // Reap kills the process groups recorded in dir whose recording controller
@@ -87,7 +112,7 @@ func Reap(dir string) int {
 			}
 		}
 		if len(f) >= 2 && f[1] == boot && f[0] != "" && startTime(pid) == f[0] {
-			KillGroup(pid)
+			StopGroup(pid, StopGrace)
 			killed++
 		}
 		os.Remove(path)
