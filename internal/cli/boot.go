@@ -18,6 +18,7 @@ import (
 	"github.com/firstbad/firstbad/internal/pipeline"
 	"github.com/firstbad/firstbad/internal/report"
 	"github.com/firstbad/firstbad/internal/search"
+	"github.com/firstbad/firstbad/internal/target"
 )
 
 // Exit codes of test and boot: git bisect run's, so `git bisect run
@@ -50,6 +51,8 @@ type guestFlags struct {
 	hostTest    string
 	forwards    []int
 	unreachable string
+	target      string
+	sshConfig   string
 }
 
 // hasTest says whether a guest or a host test was given.
@@ -76,6 +79,8 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f.StringVar(&gf.hostTest, "host-test", "", "executable run on the host once the guest is up, reaching it with $FIRSTBAD_SSH (alone or with --guest-test, concurrently)")
 	f.IntSliceVar(&gf.forwards, "forward", nil, "guest TCP port the host test reaches at 127.0.0.1:$FIRSTBAD_GUEST_PORT_<port>; repeatable")
 	f.StringVar(&gf.unreachable, "unreachable", "skip", "what a guest SSH never reaches means for --host-test: skip or bad")
+	f.StringVar(&gf.target, "target", "qemu", "where kernels boot: qemu (local) or ssh://[user@]host[:port][?dir=DIR&qemu=BINARY] (QEMU on a VM host)")
+	f.StringVar(&gf.sshConfig, "ssh-config", "", "ssh_config for --target ssh:// (default ~/.ssh/config)")
 }
 
 // config checks the flags and turns them into a kernel step's config.
@@ -124,6 +129,24 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 	} else if len(gf.forwards) > 0 {
 		return none, usage("--forward is for --host-test")
 	}
+	if gf.target != "qemu" && !strings.HasPrefix(gf.target, "ssh://") {
+		return none, usage("--target %q: want qemu (local) or ssh://[user@]host[:port]", gf.target)
+	}
+	if strings.HasPrefix(gf.target, "ssh://") {
+		if _, err := target.ParseSSHTarget(gf.target); err != nil {
+			return none, usage("%v", err)
+		}
+	}
+	if gf.sshConfig != "" {
+		abs, err := filepath.Abs(gf.sshConfig)
+		if err != nil {
+			return none, err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return none, usage("--ssh-config: %v", err)
+		}
+		gf.sshConfig = abs
+	}
 	var files []guest.File
 	for _, a := range gf.files {
 		f, err := guest.ParseFile(a)
@@ -134,7 +157,7 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 	}
 	return pipeline.KernelConfig{GuestTest: gf.test, Files: files, Timeout: gf.timeout, BootTimeout: gf.bootTimeout,
 		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, Accel: gf.accel,
-		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host}, nil
+		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig}, nil
 }
 
 // guestTest checks the host and assembles the boot-and-test stage.

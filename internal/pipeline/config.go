@@ -13,6 +13,7 @@ import (
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/remote"
 	"github.com/firstbad/firstbad/internal/target"
 )
 
@@ -33,6 +34,32 @@ type KernelConfig struct {
 	CPUs           int            `json:"cpus"`
 	Append         string         `json:"append,omitempty"`
 	Host           *HostTest      `json:"host_test,omitempty"`
+	// Target is where kernels boot: "" (local QEMU) or ssh://[user@]host[:port].
+	Target    string `json:"target,omitempty"`
+	SSHConfig string `json:"ssh_config,omitempty"`
+}
+
+// NewTarget makes the target c names; problems the user can fix are
+// *kbuild.InputError.
+func NewTarget(c KernelConfig, cacheDir string, log *slog.Logger) (target.Target, error) {
+	probes := filepath.Join(cacheDir, "probe")
+	switch {
+	case c.Target == "" || c.Target == "qemu":
+		q := &target.QEMU{Accel: c.Accel, CacheDir: probes, Log: log, Probe: ProbeKVM}
+		if err := q.Check(); err != nil {
+			return nil, &kbuild.InputError{Msg: err.Error()}
+		}
+		return q, nil
+	case strings.HasPrefix(c.Target, "ssh://"):
+		r, err := target.ParseSSHTarget(c.Target)
+		if err != nil {
+			return nil, &kbuild.InputError{Msg: err.Error()}
+		}
+		r.SSH = remote.Config{File: c.SSHConfig}
+		r.Accel, r.CacheDir, r.Log, r.Probe = c.Accel, probes, log, ProbeKVM
+		return r, nil
+	}
+	return nil, &kbuild.InputError{Msg: fmt.Sprintf("--target %q: want qemu (local) or ssh://[user@]host[:port]", c.Target)}
 }
 
 // NewGuestTest checks the host (busybox, QEMU, a static firstbad) and builds
@@ -56,9 +83,9 @@ func NewGuestTest(c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest
 	if err := guest.CheckStatic(self); err != nil {
 		return nil, &kbuild.InputError{Msg: err.Error()}
 	}
-	q := &target.QEMU{Accel: c.Accel, CacheDir: filepath.Join(cacheDir, "probe"), Log: log, Probe: ProbeKVM}
-	if err := q.Check(); err != nil {
-		return nil, &kbuild.InputError{Msg: err.Error()}
+	q, err := NewTarget(c, cacheDir, log)
+	if err != nil {
+		return nil, err
 	}
 	base, err := guest.Cached(filepath.Join(cacheDir, "initramfs"), self, busybox)
 	if err != nil {
@@ -66,7 +93,7 @@ func NewGuestTest(c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest
 	}
 	return &GuestTest{Target: q, BaseInitrd: base, Test: c.GuestTest, Files: c.Files, Timeout: c.Timeout,
 		BootTimeout: c.BootTimeout, RebootEach: c.RebootEach, BootFailureBad: c.BootFailureBad, CrashMatch: re,
-		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host}, nil
+		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, Log: log}, nil
 }
 
 // NewKernelStep assembles build + boot + test for a run.
@@ -82,12 +109,12 @@ func NewKernelStep(c KernelConfig, wt *git.Worktree, cacheDir string, log *slog.
 // ProbeKVM boots b under KVM and waits briefly for the guest agent's start
 // marker: QEMU starting is not enough (on some hosts KVM guests start and
 // print nothing), only a sign of life from the guest counts.
-func ProbeKVM(ctx context.Context, q *target.QEMU, b target.Boot) bool {
+func ProbeKVM(ctx context.Context, start target.StartFunc, b target.Boot) bool {
 	ctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 	defer cancel()
 	b.Dir = filepath.Join(b.Dir, "kvm-probe")
 	b.Interactive = false
-	m, err := q.Start(ctx, b, "kvm")
+	m, err := start(ctx, b, "kvm")
 	if err != nil {
 		return false
 	}

@@ -5,8 +5,10 @@ import (
 	"crypto/rand"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -41,6 +43,7 @@ type GuestTest struct {
 	// Host, if set, runs on the host against the guest over SSH, at the
 	// same moment as the guest test (which may be absent).
 	Host *HostTest
+	Log  *slog.Logger
 }
 
 // Defaults for the deadlines.
@@ -79,6 +82,14 @@ func (g *GuestTest) Run(ctx context.Context, kernel, commit string, step, repeat
 			bdir = filepath.Join(dir, fmt.Sprintf("boot-%d", b+1))
 		}
 		one, err := g.boot(ctx, kernel, commit, step, perBoot, len(out.Runs), bdir)
+		if errors.Is(err, target.ErrConnLost) && ctx.Err() == nil {
+			// The VM host's connection dropped: not the kernel's doing.
+			// One more try on a fresh connection, then it is an error.
+			if g.Log != nil {
+				g.Log.Warn("lost the connection to the VM host; booting once more", "err", err)
+			}
+			one, err = g.boot(ctx, kernel, commit, step, perBoot, len(out.Runs), bdir)
+		}
 		if err != nil {
 			return out, err
 		}
@@ -131,7 +142,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 		bootTimeout = DefaultBootTimeout
 	}
 	start := time.Now()
-	m, err := g.Target.Boot(ctx, target.Boot{Kernel: kernel, Initrd: initrd, Cmdline: cmdline, Dir: dir, MemMiB: g.MemMiB,
+	m, err := g.Target.Boot(ctx, target.Boot{Kernel: kernel, Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: dir, MemMiB: g.MemMiB,
 		CPUs: g.CPUs, Net: g.Net || gs != nil, Forwards: forwards, Interactive: g.Shell})
 	if err != nil {
 		return GuestOutcome{}, &InfraError{Stage: "boot", Err: err}

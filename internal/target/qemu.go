@@ -32,8 +32,14 @@ type QEMU struct {
 	// Probe, for Accel auto, boots b with KVM and reports whether the
 	// guest showed a sign of life; the pipeline supplies it since it
 	// knows the guest's start marker.
-	Probe func(ctx context.Context, q *QEMU, b Boot) bool
+	Probe Probe
 }
+
+// StartFunc boots b with a given accelerator.
+type StartFunc func(ctx context.Context, b Boot, accel string) (Machine, error)
+
+// Probe boots b with KVM through start and says whether the guest lived.
+type Probe func(ctx context.Context, start StartFunc, b Boot) bool
 
 // Name implements Target.
 func (q *QEMU) Name() string { return "qemu" }
@@ -107,7 +113,7 @@ func (q *QEMU) accel(ctx context.Context, b Boot) string {
 	answer, why := "tcg", "no /dev/kvm"
 	if _, err := os.Stat("/dev/kvm"); err == nil {
 		why = "no sign of life from a KVM guest"
-		if q.Probe != nil && q.Probe(ctx, q, b) {
+		if q.Probe != nil && q.Probe(ctx, q.Start, b) {
 			answer = "kvm"
 		}
 	}

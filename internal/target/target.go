@@ -11,13 +11,16 @@ import (
 
 // Boot is what to run.
 type Boot struct {
-	Kernel  string
-	Initrd  string
-	Cmdline string
-	Dir     string // evidence dir: console.log, result channel
-	MemMiB  int
-	CPUs    int
-	Net     bool // a NIC on user-mode networking
+	Kernel string
+	Initrd string
+	// InitrdBase, if set, is a file whose content is a prefix of Initrd
+	// and the same for every boot: a remote target ships it once.
+	InitrdBase string
+	Cmdline    string
+	Dir        string // evidence dir: console.log, result channel
+	MemMiB     int
+	CPUs       int
+	Net        bool // a NIC on user-mode networking
 	// Forwards are guest TCP ports to reach from the host (with Net): the
 	// target binds each to a free port on the host's loopback only.
 	Forwards []int
