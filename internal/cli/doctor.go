@@ -18,8 +18,9 @@ import (
 )
 
 func doctorCmd(g *globals) *cobra.Command {
-	return &cobra.Command{
-		Use:   "doctor",
+	var targetURL, sshConfig string
+	c := &cobra.Command{
+		Use:   "doctor [--target ssh://HOST]",
 		Short: "check that this machine has everything a kernel bisect needs",
 		Long:  "doctor checks git, kernel build dependencies, ccache, QEMU, busybox-static, KVM and free disk,\nand prints what is missing with the command that installs it. Exit 0 only when everything is there.",
 		Args:  cobra.NoArgs,
@@ -43,6 +44,26 @@ func doctorCmd(g *globals) *cobra.Command {
 				add("ccache", nil, "")
 			}
 			add("QEMU", (&target.QEMU{}).Check(), "qemu-system-x86_64")
+			if strings.HasPrefix(targetURL, "ssh://") {
+				r, err := target.ParseSSHTarget(targetURL)
+				if err != nil {
+					return usage("%v", err)
+				}
+				r.SSH.File = sshConfig
+				info, err := r.Check(cmd.Context())
+				note := ""
+				if err == nil {
+					kvm := "no /dev/kvm there: TCG"
+					if info.KVM {
+						kvm = "/dev/kvm usable there (probed at the first boot)"
+					}
+					note = fmt.Sprintf("%s; %d MiB free; %s", info, info.FreeMB, kvm)
+				}
+				r.Close()
+				add("VM host "+r.Dest.String(), err, note)
+			} else if targetURL != "qemu" {
+				return usage("--target %q: want qemu or ssh://[user@]host[:port]", targetURL)
+			}
 			_, err := guest.FindBusybox()
 			add("busybox-static", err, "")
 			self, _ := os.Executable()
@@ -88,6 +109,9 @@ func doctorCmd(g *globals) *cobra.Command {
 			return nil
 		}),
 	}
+	c.Flags().StringVar(&targetURL, "target", "qemu", "also check a VM host: ssh://[user@]host[:port] (reachable, authenticated, QEMU, disk, KVM)")
+	c.Flags().StringVar(&sshConfig, "ssh-config", "", "ssh_config for --target ssh:// (default ~/.ssh/config)")
+	return c
 }
 
 func gcCmd(g *globals) *cobra.Command {
