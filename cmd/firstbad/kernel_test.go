@@ -49,7 +49,8 @@ func qemuPids(dir string) []int {
 			continue
 		}
 		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err != nil || !strings.Contains(string(cmdline), "qemu-system") || !strings.Contains(string(cmdline), dir) {
+		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
+		if err != nil || !strings.Contains(filepath.Base(argv0), "qemu-system") || !strings.Contains(string(cmdline), dir) {
 			continue
 		}
 		if alive(e.Name()) {

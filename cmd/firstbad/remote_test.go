@@ -151,6 +151,7 @@ func TestRemoteTarget(t *testing.T) {
 	k := testkernel.Get(t)
 	h := startVMHost(t)
 	e := newEnv(t)
+	e.cache = k.CacheDir // the test kernels' artifacts
 	boot := func(cfg string, extra ...string) result {
 		return e.run(append([]string{"-v", "boot", "--kernel", k.Image, "--ssh-config", cfg}, extra...)...)
 	}
@@ -201,7 +202,7 @@ func TestRemoteTarget(t *testing.T) {
 				t.Errorf("boot %d: uploaded %v, want %v\n%s", i+1, uploaded, want, res.stderr)
 			}
 			console, _ := os.ReadFile(r.ConsoleLog)
-			if !strings.Contains(string(console), "firstbad: on VM host ") || !strings.Contains(string(console), "Linux version") {
+			if !strings.Contains(string(console), "firstbad: VM host: ") || !strings.Contains(string(console), "Linux version") {
 				t.Errorf("the console log does not name the VM host or lacks the guest's console:\n%s", tailText(string(console), 5))
 			}
 		}
@@ -215,6 +216,36 @@ func TestRemoteTarget(t *testing.T) {
 		host := script(t, `[ "$($FIRSTBAD_SSH cat /proc/sys/kernel/sched_autogroup_enabled)" = 0 ] || [ "$($FIRSTBAD_SSH cat /proc/sys/kernel/sched_autogroup_enabled)" = 1 ]`)
 		if res := boot(h.config, "--target", h.target(), "--host-test", host); res.code != 0 {
 			t.Errorf("host test over the VM host: exit %d\n%s", res.code, res.stderr)
+		}
+	})
+
+	t.Run("bisect", func(t *testing.T) {
+		// The target comes from the run's config file; the report names
+		// the VM host the verdicts came from.
+		tip := strings.TrimSpace(gitOut(t, k.Repo, "rev-parse", "tip"))
+		test := script(t, fmt.Sprintf(`[ "$FIRSTBAD_COMMIT" = %s ] && exit 1; exit 0`, tip))
+		cfg := filepath.Join(t.TempDir(), "firstbad.toml")
+		os.WriteFile(cfg, []byte(fmt.Sprintf("target = %q\nssh-config = %q\n", h.target(), h.config)), 0o644)
+		r, res := e.runJSON("run", "--config", cfg, "--repo", k.Repo, "--good", "tip~1", "--bad", "tip", "--guest-test", test,
+			"--kconfig", k.Fragment)
+		if res.code != 0 || r.Culprit == nil || *r.Culprit != tip {
+			t.Fatalf("bisect on the VM host: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+		}
+		var tr struct {
+			Target struct {
+				URL   string   `json:"url"`
+				Hosts []string `json:"hosts"`
+			} `json:"target"`
+		}
+		json.Unmarshal([]byte(res.stdout), &tr)
+		uname, _ := exec.Command("uname", "-r").Output()
+		if tr.Target.URL != h.target() || len(tr.Target.Hosts) != 1 || !strings.Contains(tr.Target.Hosts[0], strings.TrimSpace(string(uname))) ||
+			!strings.Contains(tr.Target.Hosts[0], "QEMU") {
+			t.Errorf("the report's target: %+v", tr.Target)
+		}
+		md := e.run("report", r.RunID)
+		if !strings.Contains(md.stdout, "verdicts from VM host") || !strings.Contains(md.stdout, "--target") {
+			t.Errorf("the Markdown report does not name the VM host or rerun there:\n%s", md.stdout)
 		}
 	})
 
@@ -249,28 +280,59 @@ func TestRemoteTarget(t *testing.T) {
 		}
 	})
 
-	t.Run("controller killed", func(t *testing.T) {
-		slow := script(t, "sleep 60")
-		cmd := exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "boot", "--kernel", k.Image,
-			"--ssh-config", h.config, "--target", h.target(), "--guest-test", slow)
-		if err := cmd.Start(); err != nil {
-			t.Fatal(err)
+	// Killed while the boot is prepared on the host (the initramfs
+	// crossing) or while QEMU runs there: nothing is left on the host.
+	preparing := func() bool {
+		entries, _ := os.ReadDir("/proc")
+		for _, e := range entries {
+			cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
+			if err == nil && strings.HasPrefix(string(cmdline), "sh\x00-c\x00k=") && strings.Contains(string(cmdline), h.dir) {
+				return true
+			}
 		}
-		for deadline := time.Now().Add(2 * time.Minute); len(qemuPids(h.dir)) == 0 && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Millisecond)
-		}
-		time.Sleep(2 * time.Second)
-		cmd.Process.Signal(syscall.SIGKILL)
-		cmd.Wait()
-		for deadline := time.Now().Add(10 * time.Second); len(qemuPids(h.dir)) > 0 && time.Now().Before(deadline); {
-			time.Sleep(100 * time.Millisecond)
-		}
-		if pids := qemuPids(h.dir); len(pids) > 0 {
-			t.Errorf("QEMU on the VM host outlived its controller: %v", pids)
-		}
-		time.Sleep(time.Second)
-		if left, _ := os.ReadDir(filepath.Join(h.dir, "remote", "boots")); len(left) > 0 {
-			t.Errorf("boot dirs left on the VM host: %v", left)
-		}
-	})
+		return false
+	}
+	for _, phase := range []struct {
+		name string
+		now  func() bool
+		wait time.Duration
+	}{
+		{"controller killed while preparing", func() bool {
+			left, _ := os.ReadDir(filepath.Join(h.dir, "remote", "boots"))
+			return len(left) > 0 && len(qemuPids(h.dir)) == 0
+		}, 0},
+		{"controller killed while QEMU runs", func() bool { return len(qemuPids(h.dir)) > 0 }, 2 * time.Second},
+	} {
+		t.Run(phase.name, func(t *testing.T) {
+			slow := script(t, "sleep 60")
+			// A big file for the guest makes this boot's part of the
+			// initramfs take a while to cross.
+			big := filepath.Join(t.TempDir(), "big")
+			if out, err := exec.Command("head", "-c", "96M", "/dev/urandom").Output(); err != nil || os.WriteFile(big, out, 0o644) != nil {
+				t.Fatal(err)
+			}
+			cmd := exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "boot", "--kernel", k.Image,
+				"--ssh-config", h.config, "--target", h.target(), "--guest-test", slow, "--guest-file", big+":/big", "--memory", "768")
+			if err := cmd.Start(); err != nil {
+				t.Fatal(err)
+			}
+			for deadline := time.Now().Add(2 * time.Minute); !phase.now() && time.Now().Before(deadline); {
+				time.Sleep(20 * time.Millisecond)
+			}
+			time.Sleep(phase.wait)
+			cmd.Process.Signal(syscall.SIGKILL)
+			cmd.Wait()
+			boots := filepath.Join(h.dir, "remote", "boots")
+			clean := func() bool {
+				left, _ := os.ReadDir(boots)
+				return len(qemuPids(h.dir)) == 0 && !preparing() && len(left) == 0
+			}
+			for deadline := time.Now().Add(15 * time.Second); !clean() && time.Now().Before(deadline); {
+				time.Sleep(100 * time.Millisecond)
+			}
+			if left, _ := os.ReadDir(boots); !clean() {
+				t.Errorf("left on the VM host: QEMU %v, start script running %v, boot dirs %v", qemuPids(h.dir), preparing(), left)
+			}
+		})
+	}
 }

@@ -82,6 +82,18 @@ func cell(s string) string {
 }
 
 // Markdown writes the report as Markdown.
+// TargetText says where the kernels booted, when not on this machine.
+func (r *Report) TargetText() string {
+	if r.Target == "" {
+		return ""
+	}
+	hosts := "no boot reached it"
+	if len(r.TargetHosts) > 0 {
+		hosts = strings.Join(r.TargetHosts, "; ")
+	}
+	return fmt.Sprintf("Target: %s; verdicts from VM host %s", r.Target, hosts)
+}
+
 func (r *Report) Markdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# firstbad run %s: %s\n\n", r.RunID, r.Outcome)
@@ -117,6 +129,9 @@ func (r *Report) Markdown(w io.Writer) error {
 	search := r.stepsOf(journal.KindSearch)
 	fmt.Fprintf(&b, "Range: %s (%s) .. %s (%s), %d candidates, %d steps; %.1f s in all (build %.1f s, boot %.1f s, test %.1f s).\n\n",
 		r.Terms.Old, Short(strings.Join(r.Good, ",")), r.Terms.New, Short(r.Bad), r.NumCands, len(search), all, build, boot, test)
+	if t := r.TargetText(); t != "" {
+		fmt.Fprintf(&b, "%s\n\n", cell(t))
+	}
 	if r.Exec != "" {
 		fmt.Fprintf(&b, "Reproducer: `%s`\n\n", cell(r.Exec))
 	}
@@ -175,6 +190,7 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 <li>Fixes line: <code>Fixes: {{short .ID}} ("{{.Subject}}")</code></li>
 {{if $.R.Maintainers}}<li>To CC: {{range $i, $m := $.R.Maintainers}}{{if $i}}, {{end}}{{$m}}{{end}}</li>{{end}}</ul>{{end}}{{end}}
 {{with .R.PosteriorText ""}}<p style="white-space:pre-line">{{.}}</p>{{end}}
+{{with .R.TargetText}}<p>{{.}}</p>{{end}}
 {{if gt (len .R.Candidates) 1}}<p>Candidates:</p><ul>{{range .R.Candidates}}<li><code>{{.}}</code></li>{{end}}</ul>{{end}}
 <h2>Timeline</h2>
 <p>Left: candidates left when the step was chosen (the range narrowing). Right: the step's time.</p>

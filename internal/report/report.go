@@ -57,6 +57,16 @@ type Report struct {
 	Confidence *float64
 	Posterior  []Likely
 	FailProb   *float64
+	// Target is where kernels booted when not on this machine (a URL), and
+	// TargetHosts the VM hosts the verdicts came from (name, kernel, QEMU).
+	Target      string
+	TargetHosts []string
+}
+
+// TargetJSON names a remote target and the hosts it ran on.
+type TargetJSON struct {
+	URL   string   `json:"url"`
+	Hosts []string `json:"hosts"`
 }
 
 // Likely is a commit with its posterior probability of being the first
@@ -164,6 +174,7 @@ type jsonReport struct {
 	Confidence   *float64      `json:"confidence,omitempty"`
 	Posterior    []Likely      `json:"posterior,omitempty"`
 	FailProb     *float64      `json:"fail_probability,omitempty"`
+	Target       *TargetJSON   `json:"target,omitempty"`
 	Repo         string        `json:"repo"`
 	Bad          string        `json:"bad"`
 	Good         []string      `json:"good"`
@@ -204,6 +215,9 @@ func (r *Report) JSON(w io.Writer) error {
 		Repo: r.Repo, Bad: r.Bad, Good: r.Good}
 	if c := r.confirmation(); c != nil {
 		jr.Confirmation = c
+	}
+	if r.Target != "" {
+		jr.Target = &TargetJSON{URL: r.Target, Hosts: append([]string{}, r.TargetHosts...)}
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")

@@ -1,22 +1,25 @@
 package session
 
 import (
+	"bufio"
 	"bytes"
+	"context"
+	"encoding/json"
 	"errors"
+	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
-	"context"
-	"encoding/json"
-	"fmt"
 	"github.com/firstbad/firstbad/internal/bisectlog"
-
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/report"
 	"github.com/firstbad/firstbad/internal/search"
+	"github.com/firstbad/firstbad/internal/target"
 )
 
 // Report assembles a run's report from its journal (and, for the culprit's
@@ -58,6 +61,9 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 		Good: p.Good, Paths: p.Paths, FirstParent: p.FirstParent, Exec: p.Exec, Created: run.Created,
 		Finished: run.Finished, Steps: steps, Strategy: p.Strategy}
 	r.Rerun = rerun(p)
+	if k := p.Kernel; k != nil && k.Target != "" && k.Target != "qemu" {
+		r.Target, r.TargetHosts = k.Target, targetHosts(steps)
+	}
 	repo := s.readRepo(ctx, p.Repo)
 	if repo == nil {
 		return r, nil
@@ -99,6 +105,26 @@ func (s *Session) readRepo(ctx context.Context, userRepo string) *git.Repo {
 	return src
 }
 
+// targetHosts collects the VM hosts the steps' consoles name (in order,
+// once each): a remote host's identity is part of the evidence.
+func targetHosts(steps []journal.Step) []string {
+	var hosts []string
+	for _, st := range steps {
+		f, err := os.Open(st.Evidence.ConsoleLog)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(f)
+		for i := 0; i < 3 && sc.Scan(); i++ {
+			if h, ok := strings.CutPrefix(sc.Text(), target.HostLinePrefix); ok && !slices.Contains(hosts, h) {
+				hosts = append(hosts, h)
+			}
+		}
+		f.Close()
+	}
+	return hosts
+}
+
 // rerun is the command line that re-runs one step by hand.
 func rerun(p Params) func(string) string {
 	q := bisectlog.Quote
@@ -112,6 +138,12 @@ func rerun(p Params) func(string) string {
 				args = append(args, "--host-test", q(h.File))
 				for _, f := range h.Forwards {
 					args = append(args, "--forward", fmt.Sprint(f))
+				}
+			}
+			if k.Target != "" && k.Target != "qemu" {
+				args = append(args, "--target", q(k.Target))
+				if k.SSHConfig != "" {
+					args = append(args, "--ssh-config", q(k.SSHConfig))
 				}
 			}
 			if k.Build.Base != "" && k.Build.Base != "tinyconfig" {

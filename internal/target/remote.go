@@ -52,6 +52,10 @@ type RemoteQEMU struct {
 	info   *HostInfo
 }
 
+// HostLinePrefix starts the console log line that names the VM host a boot
+// ran on: the report collects them.
+const HostLinePrefix = "firstbad: VM host: "
+
 // HostInfo identifies the VM host: part of the evidence of every verdict.
 type HostInfo struct {
 	Name   string `json:"name"`
@@ -263,6 +267,8 @@ func (r *RemoteQEMU) accel(ctx context.Context, info *HostInfo, b Boot) string {
 // EOF (a Stop, the connection lost, the controller killed) QEMU is killed.
 // The boot dir goes with it.
 const startScript = `k=$1; base=$2; size=$3; keep=$4; b=$5; shift 5
+# sshd hangs up the session when the connection goes: clean up.
+trap 'rm -rf "$b"; exit 129' HUP INT TERM PIPE
 cd "$(dirname "$k")" || exit 98
 for f in "$k" $base; do
 	[ -s "$f" ] || { echo "firstbad-missing $f"; exit 97; }
@@ -275,7 +281,6 @@ echo firstbad-starting
 exec 3<&0
 "$@" </dev/null 2>&1 &
 q=$!
-# sshd hangs up the session when the connection goes: kill QEMU, clean up.
 trap 'kill -9 $q 2>/dev/null' HUP INT TERM PIPE
 tail -n +1 -f "$b/result.jsonl" >&2 &
 t=$!
@@ -380,7 +385,7 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 		m.closeListeners()
 		return nil, err
 	}
-	fmt.Fprintf(logf, "firstbad: on VM host %s: %s %s\n", info, r.binary(), strings.Join(args, " "))
+	fmt.Fprintf(logf, "%s%s\nfirstbad: %s %s\n", HostLinePrefix, info, r.binary(), strings.Join(args, " "))
 	var stdout io.Reader
 	for attempt := 1; ; attempt++ {
 		missing, err := r.start(ctx, c, m, cmdline, resf, initrd, tail, &stdout)
