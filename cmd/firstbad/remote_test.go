@@ -206,9 +206,17 @@ func TestRemoteTarget(t *testing.T) {
 				t.Errorf("the console log does not name the VM host or lacks the guest's console:\n%s", tailText(string(console), 5))
 			}
 		}
-		bad := script(t, "exit 3")
-		if res := boot(h.config, "--target", h.target(), "--guest-test", bad); res.code != 1 {
-			t.Errorf("a failing test on the VM host: exit %d\n%s", res.code, res.stderr)
+		// The local target's classifications hold over there.
+		for _, c := range []struct{ name, test, timeout, reason string }{
+			{"bad", "exit 3", "1m", "exit 3"},
+			{"hang", "sleep 600", "3s", "hang"},
+			{"panic", "echo c > /proc/sysrq-trigger; sleep 10", "1m", "crash: Kernel panic - not syncing: sysrq triggered crash"},
+		} {
+			var r bootResult
+			res := boot(h.config, "--json", "--target", h.target(), "--guest-test", script(t, c.test), "--timeout", c.timeout)
+			if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || res.code != 1 || r.Verdict != "bad" || !strings.Contains(r.Reason, c.reason) {
+				t.Errorf("%s on the VM host: exit %d verdict %q reason %q, want bad %q\n%s", c.name, res.code, r.Verdict, r.Reason, c.reason, res.stderr)
+			}
 		}
 	})
 

@@ -57,6 +57,12 @@ func NewTarget(c KernelConfig, cacheDir string, log *slog.Logger) (target.Target
 		}
 		r.SSH = remote.Config{File: c.SSHConfig}
 		r.Accel, r.CacheDir, r.Log, r.Probe = c.Accel, probes, log, ProbeKVM
+		// Before the first step: reachable, authenticated, QEMU and room there.
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		if _, err := r.Check(ctx); err != nil {
+			return nil, err
+		}
 		return r, nil
 	}
 	return nil, &kbuild.InputError{Msg: fmt.Sprintf("--target %q: want qemu (local) or ssh://[user@]host[:port]", c.Target)}

@@ -15,6 +15,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/kevinburke/ssh_config"
@@ -77,11 +78,53 @@ type Client struct {
 	Dest  Dest   // as given
 	Addr  string // host:port actually dialled
 	jumps []*ssh.Client
+	once  sync.Once
+	done  chan struct{}
+}
+
+// Alive says whether the host answers a keepalive within timeout.
+func (c *Client) Alive(timeout time.Duration) bool {
+	ok := make(chan bool, 1)
+	go func() {
+		_, _, err := c.SendRequest("keepalive@openssh.com", true, nil)
+		ok <- err == nil
+	}()
+	select {
+	case alive := <-ok:
+		return alive
+	case <-time.After(timeout):
+		return false
+	}
+}
+
+// keepAlive closes the connection when the host stops answering: a
+// network that silently drops packets would otherwise leave a session
+// waiting for output until some much later deadline (a test's), which
+// would then read as the guest hanging.
+func (c *Client) keepAlive(interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-c.done:
+			return
+		case <-t.C:
+			if !c.Alive(interval) {
+				c.Close()
+				return
+			}
+		}
+	}
 }
 
 // Close closes the connection and the jump hosts' behind it.
 func (c *Client) Close() error {
 	var err error
+	c.once.Do(func() {
+		if c.done != nil {
+			close(c.done)
+		}
+	})
 	if c.Client != nil {
 		err = c.Client.Close()
 	}
@@ -122,7 +165,12 @@ func Dial(ctx context.Context, cfg Config, d Dest) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
 	}
-	return dial(ctx, cfg, cfg.settings(), d, nil)
+	c, err := dial(ctx, cfg, cfg.settings(), d, nil)
+	if err != nil {
+		return nil, err
+	}
+	go c.keepAlive(cfg.Timeout)
+	return c, nil
 }
 
 // resolve applies the config to d: the address to dial and the user.
@@ -155,7 +203,7 @@ func resolve(us *ssh_config.UserSettings, d Dest) (addr, user string) {
 // ProxyJump chain, whose own ProxyJump is then not followed).
 func dial(ctx context.Context, cfg Config, us *ssh_config.UserSettings, d Dest, via *Client) (*Client, error) {
 	addr, user := resolve(us, d)
-	c := &Client{Dest: d, Addr: addr}
+	c := &Client{Dest: d, Addr: addr, done: make(chan struct{})}
 	if pj := us.Get(d.Host, "ProxyJump"); via == nil && pj != "" && !strings.EqualFold(pj, "none") {
 		for _, h := range strings.Split(pj, ",") {
 			hd, err := ParseDest(strings.TrimPrefix(strings.TrimSpace(h), "ssh://"))

@@ -120,7 +120,7 @@ func (r *RemoteQEMU) conn(ctx context.Context) (*remote.Client, error) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	if r.client != nil {
-		if _, _, err := r.client.SendRequest("keepalive@openssh.com", true, nil); err == nil {
+		if r.client.Alive(15 * time.Second) {
 			return r.client, nil
 		}
 		r.client.Close()
