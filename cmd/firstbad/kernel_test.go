@@ -39,8 +39,9 @@ func script(t *testing.T, body string) string {
 	return p
 }
 
-// qemuPids lists running QEMU processes whose command line mentions dir.
-func qemuPids(dir string) []int {
+// procs lists the live processes whose command line (arguments joined by
+// NULs) satisfies match.
+func procs(match func(cmdline string) bool) []int {
 	var pids []int
 	entries, _ := os.ReadDir("/proc")
 	for _, e := range entries {
@@ -49,15 +50,19 @@ func qemuPids(dir string) []int {
 			continue
 		}
 		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		argv0, _, _ := strings.Cut(string(cmdline), "\x00")
-		if err != nil || !strings.Contains(filepath.Base(argv0), "qemu-system") || !strings.Contains(string(cmdline), dir) {
-			continue
-		}
-		if alive(e.Name()) {
+		if err == nil && match(string(cmdline)) && alive(e.Name()) {
 			pids = append(pids, pid)
 		}
 	}
 	return pids
+}
+
+// qemuPids lists running QEMU processes whose command line mentions dir.
+func qemuPids(dir string) []int {
+	return procs(func(cmdline string) bool {
+		argv0, _, _ := strings.Cut(cmdline, "\x00")
+		return strings.Contains(filepath.Base(argv0), "qemu-system") && strings.Contains(cmdline, dir)
+	})
 }
 
 func TestBootClassifications(t *testing.T) {
@@ -275,19 +280,8 @@ func gitOut(t *testing.T, dir string, args ...string) string {
 
 // sshLeft lists ssh/scp processes still using one of firstbad's per-boot
 // SSH configs.
-func sshLeft() []string {
-	var left []string
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		if _, err := strconv.Atoi(e.Name()); err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && strings.Contains(string(cmdline), "firstbad-ssh-") && alive(e.Name()) {
-			left = append(left, strings.ReplaceAll(string(cmdline), "\x00", " "))
-		}
-	}
-	return left
+func sshLeft() []int {
+	return procs(func(cmdline string) bool { return strings.Contains(cmdline, "firstbad-ssh-") })
 }
 
 func TestHostTests(t *testing.T) {
@@ -392,20 +386,9 @@ func uniqueCommit(t *testing.T, repo string) string {
 
 // makePids lists running make processes building in a dir under cacheDir.
 func makePids(cacheDir string) []int {
-	var pids []int
-	entries, _ := os.ReadDir("/proc")
-	for _, e := range entries {
-		pid, err := strconv.Atoi(e.Name())
-		if err != nil {
-			continue
-		}
-		cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-		if err == nil && strings.HasPrefix(string(cmdline), "make\x00") && strings.Contains(string(cmdline), "O="+cacheDir) &&
-			strings.Contains(string(cmdline), "\x00bzImage") && alive(e.Name()) {
-			pids = append(pids, pid)
-		}
-	}
-	return pids
+	return procs(func(cmdline string) bool {
+		return strings.HasPrefix(cmdline, "make\x00") && strings.Contains(cmdline, "O="+cacheDir) && strings.Contains(cmdline, "\x00bzImage")
+	})
 }
 
 // TestKernelRunKillDuringBuildAndBoot kills the controller with SIGKILL

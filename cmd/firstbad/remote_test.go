@@ -291,14 +291,9 @@ func TestRemoteTarget(t *testing.T) {
 	// Killed while the boot is prepared on the host (the initramfs
 	// crossing) or while QEMU runs there: nothing is left on the host.
 	preparing := func() bool {
-		entries, _ := os.ReadDir("/proc")
-		for _, e := range entries {
-			cmdline, err := os.ReadFile("/proc/" + e.Name() + "/cmdline")
-			if err == nil && strings.HasPrefix(string(cmdline), "sh\x00-c\x00k=") && strings.Contains(string(cmdline), h.dir) {
-				return true
-			}
-		}
-		return false
+		return len(procs(func(cmdline string) bool {
+			return strings.HasPrefix(cmdline, "sh\x00-c\x00k=") && strings.Contains(cmdline, h.dir)
+		})) > 0
 	}
 	for _, phase := range []struct {
 		name string

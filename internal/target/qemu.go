@@ -1,7 +1,6 @@
 package target
 
 import (
-	"bufio"
 	"context"
 	"errors"
 	"fmt"
@@ -14,7 +13,6 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"time"
 
@@ -193,16 +191,14 @@ func (q *QEMU) Start(ctx context.Context, b Boot, accel string) (Machine, error)
 	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	consolePath := filepath.Join(b.Dir, "console.log")
-	logf, err := os.Create(consolePath)
+	m := &qemuMachine{vm: newVM(b.Dir, b.Ports)}
+	logf, err := os.Create(m.console)
 	if err != nil {
 		return nil, err
 	}
-	_ = os.Remove(filepath.Join(b.Dir, "result.jsonl"))
+	_ = os.Remove(m.result)
 	cmd := exec.Command(q.binary(), q.Args(b, accel)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	m := &qemuMachine{lines: make(chan string, 1024), console: consolePath, result: filepath.Join(b.Dir, "result.jsonl"),
-		done: make(chan struct{}), start: time.Now(), ports: b.Ports}
 	var out io.ReadCloser
 	if b.Interactive {
 		cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, io.MultiWriter(os.Stdout, logf), os.Stderr
@@ -220,71 +216,31 @@ func (q *QEMU) Start(ctx context.Context, b Boot, accel string) (Machine, error)
 	}
 	m.cmd = cmd
 	unregister := proc.Register(cmd.Process.Pid)
-	go func() {
-		select {
-		case <-ctx.Done():
-			m.Stop()
-		case <-m.done:
-		}
-	}()
+	m.stopOn(ctx, m.Stop)
 	go func() {
 		if out != nil {
-			sc := bufio.NewScanner(out)
-			sc.Buffer(make([]byte, 64*1024), 1024*1024)
-			for sc.Scan() {
-				line := sc.Text()
-				fmt.Fprintln(logf, line)
-				select {
-				case m.lines <- line:
-				default: // nobody reading fast enough: the log keeps it
-				}
-			}
+			m.pump(out, logf)
 		}
 		err := cmd.Wait()
 		proc.KillGroup(cmd.Process.Pid)
 		unregister()
 		logf.Close()
-		m.exit = Exit{Code: cmd.ProcessState.ExitCode(), Duration: time.Since(m.start)}
-		m.mu.Lock()
-		m.exit.Killed = m.killed
-		m.mu.Unlock()
+		e := Exit{Code: cmd.ProcessState.ExitCode()}
 		var ee *exec.ExitError
 		if err != nil && !errors.As(err, &ee) {
-			m.exit.Err = err
+			e.Err = err
 		}
-		close(m.lines)
-		close(m.done)
+		m.finish(e)
 	}()
 	return m, nil
 }
 
 type qemuMachine struct {
-	cmd     *exec.Cmd
-	lines   chan string
-	console string
-	result  string
-	done    chan struct{}
-	start   time.Time
-	mu      sync.Mutex
-	killed  bool
-	exit    Exit
-	ports   map[int]int
+	vm
+	cmd *exec.Cmd
 }
-
-func (m *qemuMachine) HostPort(guest int) int { return m.ports[guest] }
-
-func (m *qemuMachine) Lines() <-chan string { return m.lines }
-func (m *qemuMachine) ConsoleLog() string   { return m.console }
-func (m *qemuMachine) ResultLog() string    { return m.result }
 
 func (m *qemuMachine) Stop() {
-	m.mu.Lock()
-	m.killed = true
-	m.mu.Unlock()
+	m.markKilled()
 	proc.KillGroup(m.cmd.Process.Pid)
-}
-
-func (m *qemuMachine) Wait() Exit {
-	<-m.done
-	return m.exit
 }

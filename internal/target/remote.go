@@ -348,8 +348,7 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 	if keep <= 0 {
 		keep = 20
 	}
-	m := &remoteMachine{lines: make(chan string, 1024), console: filepath.Join(b.Dir, "console.log"),
-		result: filepath.Join(b.Dir, "result.jsonl"), done: make(chan struct{}), start: time.Now(), ports: map[int]int{}}
+	m := &remoteMachine{vm: newVM(b.Dir, map[int]int{})}
 	if b.Net {
 		rb.Ports = map[int]int{}
 		for _, g := range b.Forwards {
@@ -405,36 +404,24 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 		}
 	}
 	r.debug("QEMU started", "since", time.Since(t0))
+	m.stopOn(ctx, m.Stop)
 	go func() {
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
-			fmt.Fprintln(logf, line)
-			select {
-			case m.lines <- line:
-			default:
-			}
-		}
+		m.pump(stdout, logf)
 		err := m.session.Wait()
 		m.closeListeners()
 		logf.Close()
 		resf.Close()
-		m.exit = Exit{Duration: time.Since(m.start)}
-		m.mu.Lock()
-		m.exit.Killed = m.killed
-		m.mu.Unlock()
+		var e Exit
 		var ee *ssh.ExitError
 		switch {
 		case err == nil:
 		case errors.As(err, &ee):
-			m.exit.Code = ee.ExitStatus()
-		case !m.exit.Killed:
-			m.exit.Err = fmt.Errorf("%w: %s: %v", ErrConnLost, r.Dest.Host, err)
-			m.exit.Code = -1
+			e.Code = ee.ExitStatus()
+		case !m.wasKilled():
+			e.Err = fmt.Errorf("%w: %s: %v", ErrConnLost, r.Dest.Host, err)
+			e.Code = -1
 		}
-		close(m.lines)
-		close(m.done)
+		m.finish(e)
 	}()
 	return m, nil
 }
@@ -528,17 +515,9 @@ func forward(l net.Listener, c *remote.Client, p int) {
 }
 
 type remoteMachine struct {
+	vm
 	session   *ssh.Session
 	stdin     io.WriteCloser
-	lines     chan string
-	console   string
-	result    string
-	done      chan struct{}
-	start     time.Time
-	mu        sync.Mutex
-	killed    bool
-	exit      Exit
-	ports     map[int]int // guest port -> local port
 	listeners []net.Listener
 }
 
@@ -548,19 +527,10 @@ func (m *remoteMachine) closeListeners() {
 	}
 }
 
-func (m *remoteMachine) HostPort(guest int) int { return m.ports[guest] }
-func (m *remoteMachine) Lines() <-chan string   { return m.lines }
-func (m *remoteMachine) ConsoleLog() string     { return m.console }
-func (m *remoteMachine) ResultLog() string      { return m.result }
-
 // Stop closes our end of QEMU's stdin: the host's watchdog kills QEMU. If
 // the session does not end soon after, it is closed.
 func (m *remoteMachine) Stop() {
-	m.mu.Lock()
-	first := !m.killed
-	m.killed = true
-	m.mu.Unlock()
-	if !first {
+	if !m.markKilled() {
 		return
 	}
 	m.stdin.Close()
@@ -571,9 +541,4 @@ func (m *remoteMachine) Stop() {
 			m.session.Close()
 		}
 	}()
-}
-
-func (m *remoteMachine) Wait() Exit {
-	<-m.done
-	return m.exit
 }
