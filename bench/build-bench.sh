@@ -12,11 +12,17 @@
 # bench/out/, so a re-run, or one after an interruption, only measures what is
 # missing; pass --rebaseline to redo them.
 #
-# Usage: bench/build-bench.sh [--rebaseline] [HISTORY_DIR]
+# --baseline-only CONFIG measures (or prints, if cached) only the baseline,
+# with the final .config of the sequence's last step from an earlier run
+# (e.g. an artifact's config in a firstbad cache dir), so that the baseline
+# can be measured on an otherwise idle machine, a step at a time.
+#
+# Usage: bench/build-bench.sh [--rebaseline] [--baseline-only CONFIG] [HISTORY_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-rebaseline=0
+rebaseline=0 only=""
 [ "${1:-}" = --rebaseline ] && { rebaseline=1; shift; }
+[ "${1:-}" = --baseline-only ] && { only=$(realpath "$2"); shift 2; }
 hist=${1:-$HOME/.cache/firstbad-example/linux}
 [ -d "$hist/.git" ] || examples/make-kernel-history.sh "$hist"
 export PATH=$PATH:/usr/local/go/bin
@@ -54,16 +60,18 @@ run_firstbad() { # label cachedir
   done
   echo "$total" > "$work/total-$1"
 }
-export CCACHE_DIR=$work/ccache-cold
-echo "firstbad, cold caches (fresh ccache, fresh build dir and artifact cache):"
-run_firstbad cold "$work/cache"
-echo "  the sequence crosses $crossings build-system change(s) (a near-full rebuild each)"
-echo "firstbad, warm (a second bisect over the same range):"
-run_firstbad warm "$work/cache"
-unset CCACHE_DIR
+if [ -z "$only" ]; then
+  export CCACHE_DIR=$work/ccache-cold
+  echo "firstbad, cold caches (fresh ccache, fresh build dir and artifact cache):"
+  run_firstbad cold "$work/cache"
+  echo "  the sequence crosses $crossings build-system change(s) (a near-full rebuild each)"
+  echo "firstbad, warm (a second bisect over the same range):"
+  run_firstbad warm "$work/cache"
+  unset CCACHE_DIR
+fi
 
 # Baseline: the final config firstbad verified, clean build per step.
-config=$(ls -t "$work"/cache/artifacts/*/config | head -1)
+config=${only:-$(ls -t "$work"/cache/artifacts/*/config | head -1)}
 key=$( (git -C "$hist" rev-parse tip; sha256sum < "$config") | sha256sum | cut -c1-16)
 # One file per step, so an interrupted baseline keeps what it measured.
 base_dir=bench/out/baseline-$key
@@ -87,6 +95,10 @@ done
 base_file=$base_dir
 base=0
 for c in "${seq[@]}"; do base=$(echo "$base + $(cat "$base_dir/$c")" | bc); done
+if [ -n "$only" ]; then
+  printf '\nbaseline (clean, no ccache): %8.1fs   (cached in %s)\n' "$base" "$base_dir"
+  exit 0
+fi
 cold=$(cat "$work/total-cold"); warm=$(cat "$work/total-warm")
 echo
 printf 'baseline (clean, no ccache): %8.1fs   (cached in %s)\n' "$base" "$base_file"
