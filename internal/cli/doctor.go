@@ -60,7 +60,7 @@ func doctorCmd(g *globals) *cobra.Command {
 					note = fmt.Sprintf("%s; %d MiB free; %s", info, info.FreeMB, kvm)
 				}
 				r.Close()
-				add("VM host "+r.Dest.String(), err, note)
+				add("VM host", err, note)
 			} else if targetURL != "qemu" {
 				return usage("--target %q: want qemu or ssh://[user@]host[:port]", targetURL)
 			}
