@@ -191,6 +191,24 @@ func TestRemoteTarget(t *testing.T) {
 		}
 	})
 
+	t.Run("through a jump host", func(t *testing.T) {
+		// The VM host reached through itself as the ProxyJump hop; a
+		// config whose jump host jumps through itself is refused.
+		cfg := filepath.Join(h.dir, "jump_config")
+		base, _ := os.ReadFile(h.config)
+		os.WriteFile(cfg, []byte(string(base)+"Host vmjump\n  HostName 127.0.0.1\n  Port "+strconv.Itoa(h.port)+"\n  ProxyJump vmhost\n"+
+			"  IdentityFile "+h.clientID+"\n  UserKnownHostsFile "+filepath.Join(h.dir, "known_hosts")+"\n"+
+			"Host vmloop\n  HostName 127.0.0.1\n  ProxyJump vmloop\n"), 0o600)
+		res := e.run("doctor", "--target", "ssh://vmjump", "--ssh-config", cfg)
+		if !strings.Contains(res.stdout, "ok       VM host: ") {
+			t.Errorf("doctor through a jump host:\n%s%s", res.stdout, res.stderr)
+		}
+		res = e.run("doctor", "--target", "ssh://vmloop", "--ssh-config", cfg)
+		if !strings.Contains(res.stdout, "ProxyJump hops loop") {
+			t.Errorf("doctor with a ProxyJump loop:\n%s%s", res.stdout, res.stderr)
+		}
+	})
+
 	t.Run("boot and test", func(t *testing.T) {
 		for i, want := range []bool{true, false} { // uploads the first time only
 			var r bootResult

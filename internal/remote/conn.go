@@ -165,7 +165,7 @@ func Dial(ctx context.Context, cfg Config, d Dest) (*Client, error) {
 	if cfg.Timeout <= 0 {
 		cfg.Timeout = 15 * time.Second
 	}
-	c, err := dial(ctx, cfg, cfg.settings(), d, nil)
+	c, err := dial(ctx, cfg, cfg.settings(), d, nil, 0)
 	if err != nil {
 		return nil, err
 	}
@@ -201,7 +201,10 @@ func resolve(us *ssh_config.UserSettings, d Dest) (addr, user string) {
 
 // dial connects to d, directly or over via (the previous hop of a
 // ProxyJump chain, whose own ProxyJump is then not followed).
-func dial(ctx context.Context, cfg Config, us *ssh_config.UserSettings, d Dest, via *Client) (*Client, error) {
+func dial(ctx context.Context, cfg Config, us *ssh_config.UserSettings, d Dest, via *Client, depth int) (*Client, error) {
+	if depth > 8 {
+		return nil, fmt.Errorf("%s: ProxyJump hops loop (give the jump host ProxyJump none)", d.Host)
+	}
 	addr, user := resolve(us, d)
 	c := &Client{Dest: d, Addr: addr, done: make(chan struct{})}
 	if pj := us.Get(d.Host, "ProxyJump"); via == nil && pj != "" && !strings.EqualFold(pj, "none") {
@@ -211,12 +214,12 @@ func dial(ctx context.Context, cfg Config, us *ssh_config.UserSettings, d Dest, 
 				c.Close()
 				return nil, fmt.Errorf("%s: ProxyJump %w", d.Host, err)
 			}
-			hop, err := dial(ctx, cfg, us, hd, via)
+			hop, err := dial(ctx, cfg, us, hd, via, depth+1)
 			if err != nil {
 				c.Close()
 				return nil, fmt.Errorf("%s: through jump host %s: %w", d.Host, hd, err)
 			}
-			c.jumps = append(c.jumps, hop.Client)
+			c.jumps = append(append(c.jumps, hop.jumps...), hop.Client)
 			via = hop
 		}
 	}
