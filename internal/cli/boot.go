@@ -129,13 +129,8 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 	} else if len(gf.forwards) > 0 {
 		return none, usage("--forward is for --host-test")
 	}
-	if gf.target != "qemu" && !strings.HasPrefix(gf.target, "ssh://") {
-		return none, usage("--target %q: want qemu (local) or ssh://[user@]host[:port]", gf.target)
-	}
-	if strings.HasPrefix(gf.target, "ssh://") {
-		if _, err := target.ParseSSHTarget(gf.target); err != nil {
-			return none, usage("%v", err)
-		}
+	if _, err := target.ParseTarget(gf.target); err != nil {
+		return none, usage("%v", err)
 	}
 	if gf.sshConfig != "" {
 		abs, err := filepath.Abs(gf.sshConfig)

@@ -44,11 +44,11 @@ func doctorCmd(g *globals) *cobra.Command {
 				add("ccache", nil, "")
 			}
 			add("QEMU", (&target.QEMU{}).Check(), "qemu-system-x86_64")
-			if strings.HasPrefix(targetURL, "ssh://") {
-				r, err := target.ParseSSHTarget(targetURL)
-				if err != nil {
-					return usage("%v", err)
-				}
+			r, err := target.ParseTarget(targetURL)
+			if err != nil {
+				return usage("%v", err)
+			}
+			if r != nil {
 				r.SSH.File = sshConfig
 				info, err := r.Check(cmd.Context())
 				note := ""
@@ -61,10 +61,8 @@ func doctorCmd(g *globals) *cobra.Command {
 				}
 				r.Close()
 				add("VM host", err, note)
-			} else if targetURL != "qemu" {
-				return usage("--target %q: want qemu or ssh://[user@]host[:port]", targetURL)
 			}
-			_, err := guest.FindBusybox()
+			_, err = guest.FindBusybox()
 			add("busybox-static", err, "")
 			self, _ := os.Executable()
 			add("static firstbad binary (the guest agent)", guest.CheckStatic(self), self)

@@ -43,29 +43,26 @@ type KernelConfig struct {
 // *kbuild.InputError.
 func NewTarget(c KernelConfig, cacheDir string, log *slog.Logger) (target.Target, error) {
 	probes := filepath.Join(cacheDir, "probe")
-	switch {
-	case c.Target == "" || c.Target == "qemu":
+	r, err := target.ParseTarget(c.Target)
+	if err != nil {
+		return nil, &kbuild.InputError{Msg: err.Error()}
+	}
+	if r == nil {
 		q := &target.QEMU{Accel: c.Accel, CacheDir: probes, Log: log, Probe: ProbeKVM}
 		if err := q.Check(); err != nil {
 			return nil, &kbuild.InputError{Msg: err.Error()}
 		}
 		return q, nil
-	case strings.HasPrefix(c.Target, "ssh://"):
-		r, err := target.ParseSSHTarget(c.Target)
-		if err != nil {
-			return nil, &kbuild.InputError{Msg: err.Error()}
-		}
-		r.SSH = remote.Config{File: c.SSHConfig}
-		r.Accel, r.CacheDir, r.Log, r.Probe = c.Accel, probes, log, ProbeKVM
-		// Before the first step: reachable, authenticated, QEMU and room there.
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		if _, err := r.Check(ctx); err != nil {
-			return nil, err
-		}
-		return r, nil
 	}
-	return nil, &kbuild.InputError{Msg: fmt.Sprintf("--target %q: want qemu (local) or ssh://[user@]host[:port]", c.Target)}
+	r.SSH = remote.Config{File: c.SSHConfig}
+	r.Accel, r.CacheDir, r.Log, r.Probe = c.Accel, probes, log, ProbeKVM
+	// Before the first step: reachable, authenticated, QEMU and room there.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	if _, err := r.Check(ctx); err != nil {
+		return nil, err
+	}
+	return r, nil
 }
 
 // NewGuestTest checks the host (busybox, QEMU, a static firstbad) and builds

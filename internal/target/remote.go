@@ -50,6 +50,7 @@ type RemoteQEMU struct {
 	mu     sync.Mutex
 	client *remote.Client
 	info   *HostInfo
+	sums   map[string]string // see sum
 }
 
 // HostLinePrefix starts the console log line that names the VM host a boot
@@ -69,6 +70,18 @@ type HostInfo struct {
 
 func (h *HostInfo) String() string {
 	return fmt.Sprintf("%s (Linux %s, %s)", h.Name, h.Kernel, h.QEMU)
+}
+
+// ParseTarget checks a --target: "" or "qemu" is the local QEMU (nil),
+// ssh://... a VM host; anything else is an error saying what is accepted.
+func ParseTarget(s string) (*RemoteQEMU, error) {
+	switch {
+	case s == "" || s == "qemu":
+		return nil, nil
+	case strings.HasPrefix(s, "ssh://"):
+		return ParseSSHTarget(s)
+	}
+	return nil, fmt.Errorf("--target %q: want qemu (local) or ssh://[user@]host[:port]", s)
 }
 
 // ParseSSHTarget parses ssh://[user@]host[:port][?dir=DIR&qemu=BINARY].
@@ -176,19 +189,12 @@ df -Pk "$d" | awk 'NR==2 {print $4}' && cd "$d" && pwd`
 		return nil, fmt.Errorf("VM host %s has no %s: install it there (Debian: apt-get install qemu-system-x86), or name it with ?qemu=PATH in --target", r.Dest.Host, r.binary())
 	}
 	if info.FreeMB < 256 {
-		return nil, fmt.Errorf("VM host %s: only %d MiB free for %s; firstbad needs 256 MiB there for kernels and initramfs", r.Dest.Host, info.FreeMB, r.dirText())
+		return nil, fmt.Errorf("VM host %s: only %d MiB free for %s; firstbad needs 256 MiB there for kernels and initramfs", r.Dest.Host, info.FreeMB, info.Dir)
 	}
 	r.mu.Lock()
 	r.info = info
 	r.mu.Unlock()
 	return info, nil
-}
-
-func (r *RemoteQEMU) dirText() string {
-	if r.Dir != "" {
-		return r.Dir
-	}
-	return "~/.cache/firstbad-remote"
 }
 
 // upload puts a local file on the host at remotePath (a shell word),
@@ -203,7 +209,20 @@ func upload(ctx context.Context, c *remote.Client, local, remotePath string) err
 	return err
 }
 
-func fileSum(p string) (string, error) {
+// sum is a file's content hash, remembered per path, size and mtime: the
+// kernel and the initramfs's common part are the same file boot after boot.
+func (r *RemoteQEMU) sum(p string) (string, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", err
+	}
+	key := fmt.Sprintf("%s\x00%d\x00%d", p, fi.Size(), fi.ModTime().UnixNano())
+	r.mu.Lock()
+	sum, ok := r.sums[key]
+	r.mu.Unlock()
+	if ok {
+		return sum, nil
+	}
 	f, err := os.Open(p)
 	if err != nil {
 		return "", err
@@ -213,7 +232,14 @@ func fileSum(p string) (string, error) {
 	if _, err := io.Copy(h, f); err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(h.Sum(nil))[:32], nil
+	sum = hex.EncodeToString(h.Sum(nil))[:32]
+	r.mu.Lock()
+	if r.sums == nil {
+		r.sums = map[string]string{}
+	}
+	r.sums[key] = sum
+	r.mu.Unlock()
+	return sum, nil
 }
 
 // Boot implements Target.
@@ -309,7 +335,7 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 	// host's cache, least recently used first out); this boot's own part
 	// of the initramfs crosses each time.
 	cached := map[string]string{} // path on the host -> local file
-	sum, err := fileSum(b.Kernel)
+	sum, err := r.sum(b.Kernel)
 	if err != nil {
 		return nil, err
 	}
@@ -331,7 +357,7 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 		}
 		tail = fi.Size()
 		if b.InitrdBase != "" {
-			bs, err := fileSum(b.InitrdBase)
+			bs, err := r.sum(b.InitrdBase)
 			if err != nil {
 				return nil, err
 			}

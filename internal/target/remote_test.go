@@ -41,3 +41,19 @@ func TestParseSSHTarget(t *testing.T) {
 		}
 	}
 }
+
+func TestParseTarget(t *testing.T) {
+	for _, local := range []string{"", "qemu"} {
+		if r, err := ParseTarget(local); r != nil || err != nil {
+			t.Errorf("%q: %v %v, want the local QEMU", local, r, err)
+		}
+	}
+	if r, err := ParseTarget("ssh://vmhost"); err != nil || r == nil || r.Dest.Host != "vmhost" {
+		t.Errorf("ssh://vmhost: %v %v", r, err)
+	}
+	for _, bad := range []string{"libvirt://h/dom", "QEMU", "ssh:/vmhost"} {
+		if _, err := ParseTarget(bad); err == nil || !strings.Contains(err.Error(), "want qemu (local) or ssh://") {
+			t.Errorf("%q: %v", bad, err)
+		}
+	}
+}
