@@ -13,10 +13,11 @@ sudo=""
 
 # git and a shell run the bisect; the rest builds and boots kernels (make,
 # a compiler, kernel build dependencies, ccache, QEMU, a static busybox for
-# the initramfs, an ssh client for host-side tests, an sshd that stands in
-# for a remote VM host in the tests).
+# the initramfs, an ssh client for host-side tests; an sshd and libvirt
+# that the tests use as a remote VM host and a libvirt domain).
 packages=(git make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio xz-utils
-  ccache qemu-system-x86 busybox-static openssh-client openssh-server ca-certificates python3)
+  ccache qemu-system-x86 busybox-static openssh-client openssh-server ca-certificates python3
+  libvirt-daemon-system libvirt-clients)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

@@ -53,6 +53,7 @@ type guestFlags struct {
 	unreachable string
 	target      string
 	sshConfig   string
+	takeOver    bool
 }
 
 // hasTest says whether a guest or a host test was given.
@@ -79,8 +80,9 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f.StringVar(&gf.hostTest, "host-test", "", "executable run on the host once the guest is up, reaching it with $FIRSTBAD_SSH (alone or with --guest-test, concurrently)")
 	f.IntSliceVar(&gf.forwards, "forward", nil, "guest TCP port the host test reaches at 127.0.0.1:$FIRSTBAD_GUEST_PORT_<port>; repeatable")
 	f.StringVar(&gf.unreachable, "unreachable", "skip", "what a guest SSH never reaches means for --host-test: skip or bad")
-	f.StringVar(&gf.target, "target", "qemu", "where kernels boot: qemu (local) or ssh://[user@]host[:port][?dir=DIR&qemu=BINARY] (QEMU on a VM host)")
-	f.StringVar(&gf.sshConfig, "ssh-config", "", "ssh_config for --target ssh:// (default ~/.ssh/config)")
+	f.StringVar(&gf.target, "target", "qemu", "where kernels boot: qemu (local), ssh://[user@]host[:port][?dir=DIR&qemu=BINARY] (QEMU on a VM host), or libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN[?uri=URI&dir=DIR] (an existing libvirt domain)")
+	f.StringVar(&gf.sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
+	f.BoolVar(&gf.takeOver, "take-over-domain", false, "let a libvirt target stop its domain even if it runs something else (its definition is restored at the end)")
 }
 
 // config checks the flags and turns them into a kernel step's config.
@@ -129,7 +131,7 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 	} else if len(gf.forwards) > 0 {
 		return none, usage("--forward is for --host-test")
 	}
-	if _, err := target.ParseTarget(gf.target); err != nil {
+	if _, err := target.ParseTarget(gf.target, target.Options{}); err != nil {
 		return none, usage("%v", err)
 	}
 	if gf.sshConfig != "" {
@@ -152,7 +154,8 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 	}
 	return pipeline.KernelConfig{GuestTest: gf.test, Files: files, Timeout: gf.timeout, BootTimeout: gf.bootTimeout,
 		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, Accel: gf.accel,
-		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig}, nil
+		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
+		TakeOver: gf.takeOver}, nil
 }
 
 // guestTest checks the host and assembles the boot-and-test stage.
@@ -314,6 +317,7 @@ func bootCmd(g *globals) *cobra.Command {
 				if err != nil {
 					return err
 				}
+				defer gt.Close()
 				ctx, stop := signalContext(g.stderr)
 				defer stop()
 				dir := filepath.Join(g.stateDir, "boots", time.Now().UTC().Format("20060102-150405.000"))
@@ -380,6 +384,7 @@ artifact cache), boot under QEMU, run the guest test, classify.
 				if err != nil {
 					return err
 				}
+				defer gt.Close()
 				ctx, stop := signalContext(g.stderr)
 				defer stop()
 				sha, wt, err := g.checkout(ctx, repo, args[0])

@@ -124,9 +124,11 @@ observations then, not a stop.
 			if in.Kernel != nil {
 				// Missing QEMU or busybox, or a dynamic firstbad, is the
 				// user's to fix before a run starts.
-				if _, err := gf.guestTest(g, false, s.Log); err != nil {
+				gt, err := gf.guestTest(g, false, s.Log)
+				if err != nil {
 					return err
 				}
+				gt.Close()
 			}
 			ctx, stop := signalContext(g.stderr)
 			defer stop()

@@ -14,6 +14,7 @@ import (
 
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/remote"
 	"github.com/firstbad/firstbad/internal/target"
 )
 
@@ -44,18 +45,20 @@ func doctorCmd(g *globals) *cobra.Command {
 				add("ccache", nil, "")
 			}
 			add("QEMU", (&target.QEMU{}).Check(), "qemu-system-x86_64")
-			r, err := target.ParseTarget(targetURL)
+			r, err := target.ParseTarget(targetURL, target.Options{SSH: remote.Config{File: sshConfig}})
 			if err != nil {
 				return usage("%v", err)
 			}
 			if r != nil {
-				r.SSH.File = sshConfig
 				info, err := r.Check(cmd.Context())
 				note := ""
 				if err == nil {
 					kvm := "no /dev/kvm there: TCG"
 					if info.KVM {
 						kvm = "/dev/kvm usable there (probed at the first boot)"
+					}
+					if _, ok := r.(*target.Libvirt); ok {
+						kvm = "the domain's own type decides the accelerator"
 					}
 					note = fmt.Sprintf("%s; %d MiB free; %s", info, info.FreeMB, kvm)
 				}
@@ -107,8 +110,8 @@ func doctorCmd(g *globals) *cobra.Command {
 			return nil
 		}),
 	}
-	c.Flags().StringVar(&targetURL, "target", "qemu", "also check a VM host: ssh://[user@]host[:port] (reachable, authenticated, QEMU, disk, KVM)")
-	c.Flags().StringVar(&sshConfig, "ssh-config", "", "ssh_config for --target ssh:// (default ~/.ssh/config)")
+	c.Flags().StringVar(&targetURL, "target", "qemu", "also check a VM host: ssh://[user@]host[:port] (reachable, authenticated, QEMU, disk, KVM) or a libvirt domain: libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN")
+	c.Flags().StringVar(&sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
 	return c
 }
 

@@ -34,16 +34,20 @@ type KernelConfig struct {
 	CPUs           int            `json:"cpus"`
 	Append         string         `json:"append,omitempty"`
 	Host           *HostTest      `json:"host_test,omitempty"`
-	// Target is where kernels boot: "" (local QEMU) or ssh://[user@]host[:port].
+	// Target is where kernels boot: "" (local QEMU), ssh://[user@]host[:port]
+	// or libvirt://[host]/DOMAIN.
 	Target    string `json:"target,omitempty"`
 	SSHConfig string `json:"ssh_config,omitempty"`
+	// TakeOver lets a libvirt target stop a domain running something else.
+	TakeOver bool `json:"take_over_domain,omitempty"`
 }
 
 // NewTarget makes the target c names; problems the user can fix are
 // *kbuild.InputError.
 func NewTarget(c KernelConfig, cacheDir string, log *slog.Logger) (target.Target, error) {
 	probes := filepath.Join(cacheDir, "probe")
-	r, err := target.ParseTarget(c.Target)
+	r, err := target.ParseTarget(c.Target, target.Options{SSH: remote.Config{File: c.SSHConfig}, Accel: c.Accel,
+		CacheDir: probes, Log: log, Probe: ProbeKVM, TakeOver: c.TakeOver})
 	if err != nil {
 		return nil, &kbuild.InputError{Msg: err.Error()}
 	}
@@ -54,12 +58,14 @@ func NewTarget(c KernelConfig, cacheDir string, log *slog.Logger) (target.Target
 		}
 		return q, nil
 	}
-	r.SSH = remote.Config{File: c.SSHConfig}
-	r.Accel, r.CacheDir, r.Log, r.Probe = c.Accel, probes, log, ProbeKVM
+	if _, ok := r.(*target.Libvirt); ok && c.Host != nil {
+		return nil, &kbuild.InputError{Msg: "--host-test needs a port forwarded into the guest, which a libvirt domain's own NICs do not give: use --target qemu or ssh://HOST for host-side tests"}
+	}
 	// Before the first step: reachable, authenticated, QEMU and room there.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	if _, err := r.Check(ctx); err != nil {
+		r.Close()
 		return nil, err
 	}
 	return r, nil

@@ -61,6 +61,14 @@ type GuestOutcome struct {
 	Crash      string
 }
 
+// Close lets go of the target: a hosted one (a VM host, a libvirt domain)
+// holds a connection or a domain until then.
+func (g *GuestTest) Close() {
+	if h, ok := g.Target.(target.Hosted); ok {
+		h.Close()
+	}
+}
+
 func nonce() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])

@@ -145,6 +145,9 @@ func rerun(p Params) func(string) string {
 				if k.SSHConfig != "" {
 					args = append(args, "--ssh-config", q(k.SSHConfig))
 				}
+				if k.TakeOver {
+					args = append(args, "--take-over-domain")
+				}
 			}
 			if k.Build.Base != "" && k.Build.Base != "tinyconfig" {
 				args = append(args, "--base-config", q(k.Build.Base))

@@ -235,6 +235,7 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 		if err != nil {
 			return infra(err)
 		}
+		defer ks.Close()
 		pipe = ks
 	}
 	if s.NewPipeline != nil {

@@ -36,8 +36,8 @@ var ErrConnLost = errors.New("connection to the VM host lost")
 // ends QEMU when the connection does, so a controller that dies (even by
 // SIGKILL) leaves nothing running there.
 type RemoteQEMU struct {
-	Dest     remote.Dest
-	SSH      remote.Config
+	sshHost
+	hashes
 	Dir      string // cache and boot dirs on the host (default .cache/firstbad-remote in the login's home)
 	Binary   string // QEMU on the host (default qemu-system-x86_64)
 	Accel    string // kvm, tcg or auto
@@ -47,10 +47,8 @@ type RemoteQEMU struct {
 	// Keep is how many kernel images the host's cache keeps (LRU).
 	Keep int
 
-	mu     sync.Mutex
-	client *remote.Client
-	info   *HostInfo
-	sums   map[string]string // see sum
+	mu   sync.Mutex
+	info *HostInfo
 }
 
 // HostLinePrefix starts the console log line that names the VM host a boot
@@ -72,18 +70,6 @@ func (h *HostInfo) String() string {
 	return fmt.Sprintf("%s (Linux %s, %s)", h.Name, h.Kernel, h.QEMU)
 }
 
-// ParseTarget checks a --target: "" or "qemu" is the local QEMU (nil),
-// ssh://... a VM host; anything else is an error saying what is accepted.
-func ParseTarget(s string) (*RemoteQEMU, error) {
-	switch {
-	case s == "" || s == "qemu":
-		return nil, nil
-	case strings.HasPrefix(s, "ssh://"):
-		return ParseSSHTarget(s)
-	}
-	return nil, fmt.Errorf("--target %q: want qemu (local) or ssh://[user@]host[:port]", s)
-}
-
 // ParseSSHTarget parses ssh://[user@]host[:port][?dir=DIR&qemu=BINARY].
 func ParseSSHTarget(s string) (*RemoteQEMU, error) {
 	u, err := url.Parse(s)
@@ -95,7 +81,7 @@ func ParseSSHTarget(s string) (*RemoteQEMU, error) {
 		return nil, fmt.Errorf("--target %q: %v", s, err)
 	}
 	d.User = u.User.Username()
-	r := &RemoteQEMU{Dest: d}
+	r := &RemoteQEMU{sshHost: sshHost{Dest: d}}
 	for k, v := range u.Query() {
 		switch k {
 		case "dir":
@@ -127,35 +113,8 @@ func (r *RemoteQEMU) dir() string {
 	return `"$HOME"/.cache/firstbad-remote`
 }
 
-// conn returns the live connection, making a new one if there is none or
-// the last one died.
-func (r *RemoteQEMU) conn(ctx context.Context) (*remote.Client, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.client != nil {
-		if r.client.Alive(15 * time.Second) {
-			return r.client, nil
-		}
-		r.client.Close()
-		r.client = nil
-	}
-	c, err := remote.Dial(ctx, r.SSH, r.Dest)
-	if err != nil {
-		return nil, err
-	}
-	r.client = c
-	return c, nil
-}
-
 // Close drops the connection.
-func (r *RemoteQEMU) Close() {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.client != nil {
-		r.client.Close()
-		r.client = nil
-	}
-}
+func (r *RemoteQEMU) Close() { r.closeConn() }
 
 // Check connects and checks the host: QEMU present, the cache dir
 // writable with room for kernels. Each failure names the host.
@@ -207,39 +166,6 @@ func upload(ctx context.Context, c *remote.Client, local, remotePath string) err
 	defer f.Close()
 	_, err = c.Run(ctx, "cat > "+remotePath+".part && mv -f "+remotePath+".part "+remotePath, f)
 	return err
-}
-
-// sum is a file's content hash, remembered per path, size and mtime: the
-// kernel and the initramfs's common part are the same file boot after boot.
-func (r *RemoteQEMU) sum(p string) (string, error) {
-	fi, err := os.Stat(p)
-	if err != nil {
-		return "", err
-	}
-	key := fmt.Sprintf("%s\x00%d\x00%d", p, fi.Size(), fi.ModTime().UnixNano())
-	r.mu.Lock()
-	sum, ok := r.sums[key]
-	r.mu.Unlock()
-	if ok {
-		return sum, nil
-	}
-	f, err := os.Open(p)
-	if err != nil {
-		return "", err
-	}
-	defer f.Close()
-	h := sha256.New()
-	if _, err := io.Copy(h, f); err != nil {
-		return "", err
-	}
-	sum = hex.EncodeToString(h.Sum(nil))[:32]
-	r.mu.Lock()
-	if r.sums == nil {
-		r.sums = map[string]string{}
-	}
-	r.sums[key] = sum
-	r.mu.Unlock()
-	return sum, nil
 }
 
 // Boot implements Target.

@@ -43,17 +43,39 @@ func TestParseSSHTarget(t *testing.T) {
 }
 
 func TestParseTarget(t *testing.T) {
-	for _, local := range []string{"", "qemu"} {
-		if r, err := ParseTarget(local); r != nil || err != nil {
-			t.Errorf("%q: %v %v, want the local QEMU", local, r, err)
+	for _, c := range []struct {
+		in   string
+		want string // the target's Name; "" for the local QEMU
+		err  string
+	}{
+		{in: "", want: ""},
+		{in: "qemu", want: ""},
+		{in: "ssh://vmhost", want: "ssh://vmhost"},
+		{in: "libvirt:///bisect-vm", want: "libvirt:///bisect-vm"},
+		{in: "libvirt://root@vmhost:2222/prod?uri=qemu:///session&dir=/srv/fb", want: "libvirt://root@vmhost:2222/prod"},
+		{in: "QEMU", err: "want qemu (local), ssh://"},
+		{in: "ssh:/vmhost", err: "want qemu (local), ssh://"},
+		{in: "libvirt://vmhost", err: "want libvirt:///DOMAIN"},
+		{in: "libvirt:///a/b", err: "want libvirt:///DOMAIN"},
+		{in: "libvirt:///dom?disk=x", err: `unknown parameter "disk"`},
+	} {
+		r, err := ParseTarget(c.in, Options{})
+		got := ""
+		if r != nil {
+			got = r.Name()
+		}
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%q: error %v, want one with %q", c.in, err, c.err)
+			}
+			continue
+		}
+		if err != nil || got != c.want {
+			t.Errorf("%q: %q %v, want %q", c.in, got, err, c.want)
 		}
 	}
-	if r, err := ParseTarget("ssh://vmhost"); err != nil || r == nil || r.Dest.Host != "vmhost" {
-		t.Errorf("ssh://vmhost: %v %v", r, err)
-	}
-	for _, bad := range []string{"libvirt://h/dom", "QEMU", "ssh:/vmhost"} {
-		if _, err := ParseTarget(bad); err == nil || !strings.Contains(err.Error(), "want qemu (local) or ssh://") {
-			t.Errorf("%q: %v", bad, err)
-		}
+	l, _ := ParseLibvirtTarget("libvirt://root@vmhost:2222/prod?uri=qemu:///session&dir=/srv/fb")
+	if diff := cmp.Diff([]string{"prod", "qemu:///session", "/srv/fb"}, []string{l.Domain, l.URI, l.Dir}); diff != "" {
+		t.Errorf("libvirt target (-want +got):\n%s", diff)
 	}
 }

@@ -1,0 +1,270 @@
+package target
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/exec"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	"golang.org/x/crypto/ssh"
+
+	"github.com/firstbad/firstbad/internal/proc"
+	"github.com/firstbad/firstbad/internal/remote"
+)
+
+// Hosted is a target that runs on a VM host (another machine, or libvirt
+// here): it is checked before the first step, its identity is part of the
+// evidence, and it holds resources until Close.
+type Hosted interface {
+	Target
+	Check(ctx context.Context) (*HostInfo, error)
+	Close()
+}
+
+// Options are the settings a hosted target takes from the run.
+type Options struct {
+	SSH      remote.Config
+	Accel    string
+	CacheDir string // local: probe answers, saved libvirt definitions
+	Log      *slog.Logger
+	Probe    Probe
+	// TakeOver lets a libvirt target stop a domain that runs something
+	// other than a firstbad boot.
+	TakeOver bool
+}
+
+// ParseTarget checks a --target: "" or "qemu" is the local QEMU (nil),
+// ssh://... QEMU on a VM host, libvirt://... a libvirt domain; anything
+// else is an error saying what is accepted.
+func ParseTarget(s string, o Options) (Hosted, error) {
+	switch {
+	case s == "" || s == "qemu":
+		return nil, nil
+	case strings.HasPrefix(s, "ssh://"):
+		r, err := ParseSSHTarget(s)
+		if err != nil {
+			return nil, err
+		}
+		r.SSH, r.Accel, r.CacheDir, r.Log, r.Probe = o.SSH, o.Accel, o.CacheDir, o.Log, o.Probe
+		return r, nil
+	case strings.HasPrefix(s, "libvirt://"):
+		l, err := ParseLibvirtTarget(s)
+		if err != nil {
+			return nil, err
+		}
+		if l.Host != nil {
+			l.Host.SSH = o.SSH
+		}
+		l.StateDir, l.Log, l.TakeOver = o.CacheDir, o.Log, o.TakeOver
+		return l, nil
+	}
+	return nil, fmt.Errorf("--target %q: want qemu (local), ssh://[user@]host[:port] or libvirt://[[user@]host]/DOMAIN", s)
+}
+
+// sshHost is a connection to a VM host, made again when it dies.
+type sshHost struct {
+	Dest   remote.Dest
+	SSH    remote.Config
+	connMu sync.Mutex
+	client *remote.Client
+}
+
+// conn returns the live connection, making a new one if there is none or
+// the last one died.
+func (h *sshHost) conn(ctx context.Context) (*remote.Client, error) {
+	h.connMu.Lock()
+	defer h.connMu.Unlock()
+	if h.client != nil {
+		if h.client.Alive(15 * time.Second) {
+			return h.client, nil
+		}
+		h.client.Close()
+		h.client = nil
+	}
+	c, err := remote.Dial(ctx, h.SSH, h.Dest)
+	if err != nil {
+		return nil, err
+	}
+	h.client = c
+	return c, nil
+}
+
+// closeConn drops the connection.
+func (h *sshHost) closeConn() {
+	h.connMu.Lock()
+	defer h.connMu.Unlock()
+	if h.client != nil {
+		h.client.Close()
+		h.client = nil
+	}
+}
+
+// hashes remembers files' content hashes per path, size and mtime: the
+// kernel and the initramfs's common part are the same file boot after
+// boot, and hashing ~25 MB each time is waste.
+type hashes struct {
+	mu   sync.Mutex
+	sums map[string]string
+}
+
+func (hs *hashes) sum(p string) (string, error) {
+	fi, err := os.Stat(p)
+	if err != nil {
+		return "", err
+	}
+	key := fmt.Sprintf("%s\x00%d\x00%d", p, fi.Size(), fi.ModTime().UnixNano())
+	hs.mu.Lock()
+	sum, ok := hs.sums[key]
+	hs.mu.Unlock()
+	if ok {
+		return sum, nil
+	}
+	f, err := os.Open(p)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	h := sha256.New()
+	if _, err := io.Copy(h, f); err != nil {
+		return "", err
+	}
+	sum = hex.EncodeToString(h.Sum(nil))[:32]
+	hs.mu.Lock()
+	if hs.sums == nil {
+		hs.sums = map[string]string{}
+	}
+	hs.sums[key] = sum
+	hs.mu.Unlock()
+	return sum, nil
+}
+
+// shell runs shell scripts where the VMs are: on this machine, or on a VM
+// host over SSH. Scripts get their arguments as $1...
+type shell interface {
+	// run runs script to its end and returns its stdout; a non-zero exit
+	// is an error carrying its stderr.
+	run(ctx context.Context, script string, args []string, stdin io.Reader) ([]byte, error)
+	// start starts script with a pipe on its stdin that the caller
+	// closes: scripts treat that EOF as the controller being gone.
+	start(script string, args []string, stderr io.Writer) (*job, error)
+	// where names the machine, for messages.
+	where() string
+}
+
+// job is a started script.
+type job struct {
+	stdin  io.WriteCloser
+	stdout io.Reader
+	// wait returns the script's exit status, or an error if the script
+	// could not be followed to its end (the connection was lost).
+	wait func() (int, error)
+	kill func() // ends it at once (the script's cleanup is skipped)
+}
+
+// localShell runs scripts on this machine.
+type localShell struct{}
+
+func (localShell) where() string { return "this machine" }
+
+func (localShell) run(ctx context.Context, script string, args []string, stdin io.Reader) ([]byte, error) {
+	cmd := exec.CommandContext(ctx, "sh", append([]string{"-c", script, "firstbad"}, args...)...)
+	var errb bytes.Buffer
+	cmd.Stdin, cmd.Stderr = stdin, &errb
+	out, err := cmd.Output()
+	if err != nil {
+		if ctx.Err() != nil {
+			return nil, ctx.Err()
+		}
+		return out, fmt.Errorf("%w: %s", err, strings.TrimSpace(errb.String()))
+	}
+	return out, nil
+}
+
+func (localShell) start(script string, args []string, stderr io.Writer) (*job, error) {
+	cmd := exec.Command("sh", append([]string{"-c", script, "firstbad"}, args...)...)
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Stderr = stderr
+	stdin, err := cmd.StdinPipe()
+	if err != nil {
+		return nil, err
+	}
+	stdout, err := cmd.StdoutPipe()
+	if err != nil {
+		return nil, err
+	}
+	if err := cmd.Start(); err != nil {
+		return nil, err
+	}
+	// Recorded like every child: if this controller dies, the next start
+	// sends the group SIGTERM, which the scripts trap to clean up.
+	unregister := proc.Register(cmd.Process.Pid)
+	return &job{stdin: stdin, stdout: stdout,
+		wait: func() (int, error) {
+			err := cmd.Wait()
+			unregister()
+			var ee *exec.ExitError
+			if err != nil && !errors.As(err, &ee) {
+				return -1, err
+			}
+			return cmd.ProcessState.ExitCode(), nil
+		},
+		kill: func() { proc.KillGroup(cmd.Process.Pid) }}, nil
+}
+
+func (h *sshHost) where() string { return h.Dest.Host }
+
+func (h *sshHost) run(ctx context.Context, script string, args []string, stdin io.Reader) ([]byte, error) {
+	c, err := h.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	return c.Run(ctx, shCommand(script, args), stdin)
+}
+
+func (h *sshHost) start(script string, args []string, stderr io.Writer) (*job, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	c, err := h.conn(ctx)
+	if err != nil {
+		return nil, err
+	}
+	s, err := c.NewSession()
+	if err != nil {
+		return nil, fmt.Errorf("%w: %s: %v", ErrConnLost, h.Dest.Host, err)
+	}
+	stdin, _ := s.StdinPipe()
+	stdout, _ := s.StdoutPipe()
+	s.Stderr = stderr
+	if err := s.Start(shCommand(script, args)); err != nil {
+		s.Close()
+		return nil, fmt.Errorf("%w: %s: %v", ErrConnLost, h.Dest.Host, err)
+	}
+	return &job{stdin: stdin, stdout: stdout,
+		wait: func() (int, error) {
+			err := s.Wait()
+			var ee *ssh.ExitError
+			switch {
+			case err == nil:
+				return 0, nil
+			case errors.As(err, &ee):
+				return ee.ExitStatus(), nil
+			}
+			return -1, fmt.Errorf("%w: %s: %v", ErrConnLost, h.Dest.Host, err)
+		},
+		kill: func() { s.Close() }}, nil
+}
+
+// shCommand is the command line that runs script with args in sh.
+func shCommand(script string, args []string) string {
+	return "sh -c " + remote.Quote(script) + " firstbad " + remote.Command(args...)
+}

@@ -1,0 +1,89 @@
+package target
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/beevik/etree"
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestBootXML(t *testing.T) {
+	const user = `<domain type='kvm'>
+  <name>prod</name>
+  <metadata><app:owner xmlns:app="https://example.com/app">ops</app:owner></metadata>
+  <os>
+    <type arch='x86_64' machine='q35'>hvm</type>
+    <kernel>/boot/old</kernel>
+    <cmdline>root=/dev/vda</cmdline>
+    <boot dev='hd'/>
+  </os>
+  <on_reboot>restart</on_reboot>
+  <devices>
+    <disk type='file' device='disk'><source file='/var/lib/libvirt/images/prod.qcow2'/><target dev='vda' bus='virtio'/></disk>
+    <interface type='bridge'><source bridge='br0'/><model type='virtio'/></interface>
+    <serial type='pty'><log file='/var/log/old.log'/><target port='0'/></serial>
+  </devices>
+</domain>`
+	for _, c := range []struct {
+		name, in string
+		want     map[string]string // path -> text or attribute (after @)
+		count    map[string]int
+	}{
+		{"a production domain", user, map[string]string{
+			"os/kernel":                       "/h/kernels/kernel-1",
+			"os/initrd":                       "/h/boots/b/initrd",
+			"os/cmdline":                      "console=ttyS0 panic=-1",
+			"os/type":                         "hvm",
+			"on_reboot":                       "destroy",
+			"on_crash":                        "destroy",
+			"devices/serial/log@file":         "/h/boots/b/console.log",
+			"devices/serial/target@port":      "0",
+			"devices/channel/source@path":     "/h/boots/b/result.jsonl",
+			"devices/channel/target@name":     "firstbad.result",
+			"devices/disk/source@file":        "/var/lib/libvirt/images/prod.qcow2",
+			"devices/interface/source@bridge": "br0",
+			"metadata/app:owner":              "ops",
+		}, map[string]int{"os/kernel": 1, "os/cmdline": 1, "devices/serial": 1, "devices/serial/log": 1, "os/boot": 1}},
+		{"no serial port, no metadata", `<domain type='qemu'><name>x</name><os><type>hvm</type></os><devices/></domain>`, map[string]string{
+			"devices/serial@type":        "pty",
+			"devices/serial/log@file":    "/h/boots/b/console.log",
+			"devices/serial/target@port": "0",
+			"on_reboot":                  "destroy",
+		}, map[string]int{"devices/serial": 1, "metadata/fb:boot": 1}},
+	} {
+		out, err := bootXML(c.in, "/h/kernels/kernel-1", "/h/boots/b/initrd", "console=ttyS0 panic=-1", "/h/boots/b/console.log", "/h/boots/b/result.jsonl")
+		if err != nil {
+			t.Fatalf("%s: %v", c.name, err)
+		}
+		doc := etree.NewDocument()
+		if err := doc.ReadFromString(out); err != nil {
+			t.Fatalf("%s: the result does not parse: %v\n%s", c.name, err, out)
+		}
+		dom := doc.SelectElement("domain")
+		got := map[string]string{}
+		for p := range c.want {
+			path, attr, _ := strings.Cut(p, "@")
+			if e := dom.FindElement(path); e != nil {
+				got[p] = e.Text()
+				if attr != "" {
+					got[p] = e.SelectAttrValue(attr, "")
+				}
+			}
+		}
+		if diff := cmp.Diff(c.want, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s\n%s", c.name, diff, out)
+		}
+		for p, n := range c.count {
+			if got := len(dom.FindElements(p)); got != n {
+				t.Errorf("%s: %d %s, want %d\n%s", c.name, got, p, n, out)
+			}
+		}
+		if !strings.Contains(out, markerNS) {
+			t.Errorf("%s: no firstbad marker in\n%s", c.name, out)
+		}
+	}
+	if _, err := bootXML("<network/>", "k", "", "", "c", "r"); err == nil {
+		t.Error("a definition without <domain> was accepted")
+	}
+}
