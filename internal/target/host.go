@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"os"
 	"os/exec"
+	"strconv"
 	"strings"
 	"sync"
 	"syscall"
@@ -69,6 +70,33 @@ func ParseTarget(s string, o Options) (Hosted, error) {
 		return l, nil
 	}
 	return nil, fmt.Errorf("--target %q: want qemu (local), ssh://[user@]host[:port] or libvirt://[[user@]host]/DOMAIN", s)
+}
+
+// DefaultHostCache bounds the kernels and initramfs bases kept on a VM host.
+const DefaultHostCache = 2 << 30
+
+// hostCache is the start of a boot script on a VM host, with $k the kernel
+// and $base the initramfs's common part in the host's cache and $max its
+// bound in bytes: it checks that both are there (exit 97 naming a missing
+// one: the caller uploads it and starts again), marks them used, and trims
+// the cache to $max, least recently used first.
+const hostCache = `cd "$(dirname "$k")" || exit 98
+for f in "$k" $base; do
+	[ -s "$f" ] || { echo "firstbad-missing $f"; exit 97; }
+	touch "$f"
+done
+ls -1t | grep -v '\.part$' | { t=0; while read -r f; do
+	t=$((t + $(wc -c < "$f")))
+	[ "$t" -le "$max" ] || [ "$f" = "$(basename "$k")" ] || [ "$f" = "$(basename "${base:-/}")" ] || rm -f "$f"
+done; }
+`
+
+// cacheBound is bytes, or the default for 0.
+func cacheBound(bytes int64) string {
+	if bytes <= 0 {
+		bytes = DefaultHostCache
+	}
+	return strconv.FormatInt(bytes, 10)
 }
 
 // sshHost is a connection to a VM host, made again when it dies.

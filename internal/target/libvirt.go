@@ -46,8 +46,9 @@ type Libvirt struct {
 	Dir      string // kernels and boot files on the host, readable by QEMU there
 	StateDir string // local: the lock that keeps one run per domain
 	TakeOver bool   // stop the domain even if it runs something else
-	Keep     int    // kernel images kept in Dir (LRU)
-	Log      *slog.Logger
+	// CacheBytes bounds the kernels kept in Dir (default DefaultHostCache).
+	CacheBytes int64
+	Log        *slog.Logger
 	hashes
 
 	mu       sync.Mutex
@@ -331,15 +332,9 @@ func bootXML(original, kernel, initrd, cmdline, console, result string) (string,
 // of stdin, the console comes on stdout and the result channel on stderr,
 // EOF on stdin ends the guest), with the domain defined for this boot and
 // started instead of a QEMU process.
-const libvirtBootScript = libvirtLib + `k=$1; base=$2; size=$3; keep=$4; b=$5; xml=$6
+const libvirtBootScript = libvirtLib + `k=$1; base=$2; size=$3; max=$4; b=$5; xml=$6
 trap 'rm -rf "$b"; exit 129' HUP INT TERM PIPE
-cd "$(dirname "$k")" || fail "no dir $(dirname "$k")"
-for f in "$k" $base; do
-	[ -s "$f" ] || { echo "firstbad-missing $f"; exit 97; }
-	touch "$f"
-done
-ls -1t | grep -v '\.part$' | tail -n +$((keep + 1)) | xargs -r rm -f
-umask 022
+` + hostCache + `umask 022
 mkdir -p "$b" || fail "cannot create $b"
 { [ -z "$base" ] || cat "$base"; head -c "$size"; } > "$b/initrd" || fail "cannot write $b/initrd"
 printf '%s\n' "$xml" > "$b/domain.xml"
@@ -425,11 +420,7 @@ func (l *Libvirt) Boot(ctx context.Context, b Boot) (Machine, error) {
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", l.where(), err)
 	}
-	keep := l.Keep
-	if keep <= 0 {
-		keep = 20
-	}
-	args := []string{l.Dir, l.URI, l.Domain, kernel, base, strconv.FormatInt(tail, 10), strconv.Itoa(keep), bdir, xml}
+	args := []string{l.Dir, l.URI, l.Domain, kernel, base, strconv.FormatInt(tail, 10), cacheBound(l.CacheBytes), bdir, xml}
 	m := &libvirtMachine{vm: newVM(b.Dir, map[int]int{})}
 	logf, err := os.Create(m.console)
 	if err != nil {

@@ -1,8 +1,13 @@
 package target
 
 import (
+	"bytes"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/beevik/etree"
 	"github.com/google/go-cmp/cmp"
@@ -85,5 +90,47 @@ func TestBootXML(t *testing.T) {
 	}
 	if _, err := bootXML("<network/>", "k", "", "", "c", "r"); err == nil {
 		t.Error("a definition without <domain> was accepted")
+	}
+}
+
+// TestHostCacheTrim runs the boot scripts' cache prelude in a shell: the
+// files in use stay, the rest go least recently used first once the bound
+// is passed, a missing file is named with exit 97.
+func TestHostCacheTrim(t *testing.T) {
+	dir := t.TempDir()
+	// Oldest first: each file is 100 bytes.
+	for i, name := range []string{"old", "older-used", "mid", "new", "initrd-b", "kernel-k"} {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, bytes.Repeat([]byte{'x'}, 100), 0o644)
+		ts := time.Now().Add(time.Duration(i-10) * time.Minute)
+		os.Chtimes(p, ts, ts)
+	}
+	os.WriteFile(filepath.Join(dir, "upload.part"), []byte("partial"), 0o644)
+	run := func(k, base, max string) (string, int) {
+		cmd := exec.Command("sh", "-c", "k=$1; base=$2; max=$3\n"+hostCache+"echo ok", "sh", k, base, max)
+		out, _ := cmd.CombinedOutput()
+		return strings.TrimSpace(string(out)), cmd.ProcessState.ExitCode()
+	}
+	if out, code := run(filepath.Join(dir, "kernel-k"), filepath.Join(dir, "initrd-b"), "450"); code != 0 || out != "ok" {
+		t.Fatalf("trim: exit %d %q", code, out)
+	}
+	left, _ := filepath.Glob(filepath.Join(dir, "*"))
+	for i := range left {
+		left[i] = filepath.Base(left[i])
+	}
+	if diff := cmp.Diff([]string{"initrd-b", "kernel-k", "mid", "new", "upload.part"}, left); diff != "" {
+		t.Errorf("left in the cache (-want +got):\n%s", diff)
+	}
+	// In use but over the bound on their own: kept.
+	if out, code := run(filepath.Join(dir, "kernel-k"), filepath.Join(dir, "initrd-b"), "10"); code != 0 || out != "ok" {
+		t.Fatalf("tiny bound: exit %d %q", code, out)
+	}
+	for _, f := range []string{"kernel-k", "initrd-b"} {
+		if _, err := os.Stat(filepath.Join(dir, f)); err != nil {
+			t.Errorf("%s, in use, was removed", f)
+		}
+	}
+	if out, code := run(filepath.Join(dir, "kernel-gone"), "", "350"); code != 97 || out != "firstbad-missing "+filepath.Join(dir, "kernel-gone") {
+		t.Errorf("missing kernel: exit %d %q", code, out)
 	}
 }

@@ -44,8 +44,8 @@ type RemoteQEMU struct {
 	CacheDir string // local: the KVM probe's answer per host
 	Log      *slog.Logger
 	Probe    Probe
-	// Keep is how many kernel images the host's cache keeps (LRU).
-	Keep int
+	// CacheBytes bounds the host's cache (default DefaultHostCache).
+	CacheBytes int64
 
 	mu   sync.Mutex
 	info *HostInfo
@@ -211,23 +211,17 @@ func (r *RemoteQEMU) accel(ctx context.Context, info *HostInfo, b Boot) string {
 // session (each costs a round trip and a fork there). It checks that the
 // kernel and the initramfs's common part are in the host's cache (exit 97
 // naming what is missing: the caller uploads it and starts again), keeps
-// that cache to its newest entries, writes the initramfs from the common
+// that cache under its bound, writes the initramfs from the common
 // part and this boot's part (the first bytes of stdin), says so on stdout,
 // then runs QEMU with
 // its console on stdout and its result channel (a file) streamed on
 // stderr. The rest of stdin stays open while the controller lives: at its
 // EOF (a Stop, the connection lost, the controller killed) QEMU is killed.
 // The boot dir goes with it.
-const startScript = `k=$1; base=$2; size=$3; keep=$4; b=$5; shift 5
+const startScript = `k=$1; base=$2; size=$3; max=$4; b=$5; shift 5
 # sshd hangs up the session when the connection goes: clean up.
 trap 'rm -rf "$b"; exit 129' HUP INT TERM PIPE
-cd "$(dirname "$k")" || exit 98
-for f in "$k" $base; do
-	[ -s "$f" ] || { echo "firstbad-missing $f"; exit 97; }
-	touch "$f"
-done
-ls -1t | grep -v '\.part$' | tail -n +$((keep + 1)) | xargs -r rm -f
-mkdir -p "$b" && : > "$b/result.jsonl" || exit 98
+` + hostCache + `mkdir -p "$b" && : > "$b/result.jsonl" || exit 98
 { [ -z "$base" ] || cat "$base"; head -c "$size"; } > "$b/initrd" || exit 98
 echo firstbad-starting
 exec 3<&0
@@ -296,10 +290,6 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 			tail -= bfi.Size()
 		}
 	}
-	keep := r.Keep
-	if keep <= 0 {
-		keep = 20
-	}
 	m := &remoteMachine{vm: newVM(b.Dir, map[int]int{})}
 	if b.Net {
 		rb.Ports = map[int]int{}
@@ -318,7 +308,7 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 	}
 	args := (&QEMU{Binary: r.binary()}).Args(rb, accel)
 	cmdline := "sh -c " + remote.Quote(startScript) + " firstbad " +
-		remote.Command(append([]string{rb.Kernel, base, strconv.FormatInt(tail, 10), strconv.Itoa(keep), rb.Dir, r.binary()}, args...)...)
+		remote.Command(append([]string{rb.Kernel, base, strconv.FormatInt(tail, 10), cacheBound(r.CacheBytes), rb.Dir, r.binary()}, args...)...)
 	logf, err := os.Create(m.console)
 	if err != nil {
 		m.closeListeners()

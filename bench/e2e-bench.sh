@@ -1,0 +1,147 @@
+#!/usr/bin/env bash
+# e2e-bench.sh — the end-to-end benchmark: one kernel bisect of the example
+# history (the autogroup change), three ways, from cold caches, side by side:
+#
+#   (a) git bisect run + a script: clean build per step, ccache disabled
+#       (make distclean; CCACHE_DISABLE=1), boot in QEMU with firstbad's
+#       initramfs, run the test (exit 125 on a build failure) — the flow from
+#       the story
+#   (b) the same script as a skilled user would tune it: a persistent
+#       out-of-tree build dir and ccache (fresh ccache)
+#   (c) firstbad run with its defaults (lazy endpoint checks, confirmation),
+#       fresh ccache and cache dir; then again warm (a second run over the
+#       same range)
+#
+# It prints each flow's culprit, builds and wall time, the ratios a/c, b/c
+# and c/b, firstbad's own overhead (wall time minus build, boot and test
+# seconds from its report), and warm/cold. (a) takes hours on a 2-core
+# machine: its figures are cached under bench/out/, keyed by history, config
+# and test, so a re-run measures only (b) and (c) unless --remeasure.
+#
+# All flows use the final .config firstbad assembled (tinyconfig + firstbad's
+# fragment + examples/autogroup/kconfig) and the same guest test and
+# initramfs (firstbad boot --kernel boots and tests (a) and (b)'s kernels).
+#
+# Usage: bench/e2e-bench.sh [--remeasure] [HISTORY_DIR]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+remeasure=0
+[ "${1:-}" = --remeasure ] && { remeasure=1; shift; }
+hist=$(realpath "${1:-$HOME/.cache/firstbad-example/linux}")
+[ -d "$hist/.git" ] || examples/make-kernel-history.sh "$hist"
+export PATH=$PATH:/usr/local/go/bin
+mkdir -p bench/out
+work=$(mktemp -d /var/tmp/firstbad-e2e.XXXXXX)
+trap 'rm -rf "$work"' EXIT
+CGO_ENABLED=0 go build -o "$work/firstbad" ./cmd/firstbad
+fb=$work/firstbad
+test=$PWD/examples/autogroup/test.sh
+frag=$PWD/examples/autogroup/kconfig
+now() { date +%s.%N; }
+jq_() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print($1)" "$2"; }
+
+# (c) firstbad, cold then warm.
+c_run() { # label cachedir
+  local t0 t1
+  t0=$(now)
+  "$fb" --state-dir "$work/state-$1" --cache-dir "$2" --json run --repo "$hist" --good base --bad tip \
+    --guest-test "$test" --kconfig "$frag" --timeout 2m > "$work/$1.json" 2> "$work/$1.log" || true
+  t1=$(now)
+  echo "$t1 - $t0" | bc > "$work/$1.wall"
+}
+echo "(c) firstbad run, cold (fresh ccache and cache dir)..."
+CCACHE_DIR=$work/ccache-c c_run cold "$work/cache-c"
+echo "(c) firstbad run, warm (a second run over the same range)..."
+CCACHE_DIR=$work/ccache-c c_run warm "$work/cache-c"
+culprit=$(jq_ 'r["culprit"] or "none"' "$work/cold.json")
+[ "$culprit" != none ] || { echo "firstbad found no culprit:"; tail -20 "$work/cold.log"; exit 1; }
+config=$(ls -t "$work"/cache-c/artifacts/*/config | head -1)
+
+# The git bisect run script of (a) and (b).
+cat > "$work/step.sh" <<'EOF'
+#!/bin/sh
+# One step: build this commit (MODE clean or incremental), boot it, test.
+git rev-parse HEAD >> "$STEPS"
+if [ "$MODE" = clean ]; then
+  img=arch/x86/boot/bzImage o=""
+  make -s distclean
+  cp "$CONFIG" .config
+  export CCACHE_DISABLE=1
+  cc=gcc
+else
+  img=$OUT/arch/x86/boot/bzImage o="O=$OUT"
+  mkdir -p "$OUT"
+  cp "$CONFIG" "$OUT/.config"
+  cc="ccache gcc"
+fi
+make -s $o ARCH=x86_64 olddefconfig >/dev/null 2>&1 || exit 125
+make -s $o ARCH=x86_64 CC="$cc" -j"$(nproc)" bzImage >/dev/null 2>&1 || exit 125
+exec "$FB" --state-dir "$STATE" --cache-dir "$BOOTCACHE" boot --kernel "$img" \
+  --guest-test "$TEST" --timeout 2m >/dev/null 2>&1
+EOF
+chmod +x "$work/step.sh"
+
+# flow label mode: git bisect run in a fresh clone; writes culprit, builds, wall.
+flow() {
+  local src=$work/src-$1 t0 t1
+  git clone -q "$hist" "$src"
+  : > "$work/steps-$1"
+  t0=$(now)
+  (cd "$src" && git bisect start tip base >/dev/null &&
+    MODE=$2 STEPS=$work/steps-$1 CONFIG=$config OUT=$work/out-$1 FB=$fb STATE=$work/state-$1 \
+      BOOTCACHE=$work/bootcache-$1 TEST=$test CCACHE_DIR=$work/ccache-$1 \
+      git bisect run "$work/step.sh" > "$work/bisect-$1.log" 2>&1) || true
+  t1=$(now)
+  local c
+  c=$(grep -o '^[0-9a-f]\{40\} is the first bad commit' "$work/bisect-$1.log" | cut -c1-40 || true)
+  echo "${c:-none} $(wc -l < "$work/steps-$1") $(echo "$t1 - $t0" | bc)"
+  rm -rf "$src" "$work/out-$1"
+}
+
+echo "(b) git bisect run, persistent O= build dir + ccache..."
+read -r b_culprit b_builds b_wall < <(flow b incremental)
+
+key=$( (git -C "$hist" rev-parse tip base; sha256sum < "$config"; sha256sum < "$test") | sha256sum | cut -c1-16)
+a_file=bench/out/e2e-a-$key
+if [ $remeasure = 1 ] || [ ! -s "$a_file" ]; then
+  echo "(a) git bisect run, clean build per step, no ccache (hours)..."
+  flow a clean > "$a_file.part" && mv "$a_file.part" "$a_file"
+  a_note="measured now"
+else
+  a_note="cached in $a_file"
+fi
+read -r a_culprit a_builds a_wall < "$a_file"
+
+# firstbad's figures from its report: builds are the artifacts it made;
+# overhead is its wall time minus every build, boot and test second.
+read -r c_builds c_work c_steps < <(python3 - "$work/cold.json" "$work"/cache-c/artifacts <<'EOF'
+import json, os, sys
+r = json.load(open(sys.argv[1]))
+steps = r["endpoints"] + r["steps"]
+c = r.get("confirmation") or {}
+steps += [s for s in (c.get("culprit"), c.get("parent")) if s]
+work = sum((s.get(k) or 0) for s in steps for k in ("build_s", "boot_s", "test_s"))
+print(len(os.listdir(sys.argv[2])), work, len(steps))
+EOF
+)
+c_wall=$(cat "$work/cold.wall")
+w_wall=$(cat "$work/warm.wall")
+w_culprit=$(jq_ 'r["culprit"] or "none"' "$work/warm.json")
+overhead=$(echo "$c_wall - $c_work" | bc)
+
+echo
+printf 'history %s, %d candidates; same config and test for all flows\n' \
+  "$(git -C "$hist" rev-parse --short tip)" "$(git -C "$hist" rev-list --count base..tip)"
+printf '%-44s %-12s %6s %9s\n' flow culprit builds wall
+printf '%-44s %-12.12s %6d %8.0fs  (%s)\n' "(a) git bisect run, clean build, no ccache" "$a_culprit" "$a_builds" "$a_wall" "$a_note"
+printf '%-44s %-12.12s %6d %8.0fs\n' "(b) git bisect run, O= build dir + ccache" "$b_culprit" "$b_builds" "$b_wall"
+printf '%-44s %-12.12s %6d %8.0fs  (%d kernels tested: endpoints, steps, confirmation)\n' "(c) firstbad run, cold" "$culprit" "$c_builds" "$c_wall" "$c_steps"
+printf '%-44s %-12.12s %6s %8.0fs\n' "(c) firstbad run, warm" "$w_culprit" - "$w_wall"
+echo
+same=yes
+[ "$a_culprit" = "$culprit" ] && [ "$b_culprit" = "$culprit" ] && [ "$w_culprit" = "$culprit" ] || same=NO
+printf 'culprits equal: %s\n' "$same"
+printf 'a/c = %.2fx   b/c = %.2fx   c/b = %.2f (target <= 1.1)\n' \
+  "$(echo "$a_wall / $c_wall" | bc -l)" "$(echo "$b_wall / $c_wall" | bc -l)" "$(echo "$c_wall / $b_wall" | bc -l)"
+printf 'firstbad overhead: %.1fs = %.2f%% of its wall time (target < 2%%)\n' "$overhead" "$(echo "100 * $overhead / $c_wall" | bc -l)"
+printf 'warm/cold: %.1f%% (target < 20%%)\n' "$(echo "100 * $w_wall / $c_wall" | bc -l)"
