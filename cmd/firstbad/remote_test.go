@@ -248,26 +248,10 @@ func TestRemoteTarget(t *testing.T) {
 	t.Run("bisect", func(t *testing.T) {
 		// The target comes from the run's config file; the report names
 		// the VM host the verdicts came from.
-		tip := strings.TrimSpace(gitOut(t, k.Repo, "rev-parse", "tip"))
-		test := script(t, fmt.Sprintf(`[ "$FIRSTBAD_COMMIT" = %s ] && exit 1; exit 0`, tip))
-		cfg := filepath.Join(t.TempDir(), "firstbad.toml")
-		os.WriteFile(cfg, []byte(fmt.Sprintf("target = %q\nssh-config = %q\n", h.target(), h.config)), 0o644)
-		r, res := e.runJSON("run", "--config", cfg, "--repo", k.Repo, "--good", "tip~1", "--bad", "tip", "--guest-test", test,
-			"--kconfig", k.Fragment)
-		if res.code != 0 || r.Culprit == nil || *r.Culprit != tip {
-			t.Fatalf("bisect on the VM host: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
-		}
-		var tr struct {
-			Target struct {
-				URL   string   `json:"url"`
-				Hosts []string `json:"hosts"`
-			} `json:"target"`
-		}
-		json.Unmarshal([]byte(res.stdout), &tr)
+		r, hosts := bisectOn(t, e, k, fmt.Sprintf("target = %q\nssh-config = %q\n", h.target(), h.config), h.target())
 		uname, _ := exec.Command("uname", "-r").Output()
-		if tr.Target.URL != h.target() || len(tr.Target.Hosts) != 1 || !strings.Contains(tr.Target.Hosts[0], strings.TrimSpace(string(uname))) ||
-			!strings.Contains(tr.Target.Hosts[0], "QEMU") {
-			t.Errorf("the report's target: %+v", tr.Target)
+		if len(hosts) != 1 || !strings.Contains(hosts[0], strings.TrimSpace(string(uname))) || !strings.Contains(hosts[0], "QEMU") {
+			t.Errorf("the report's target hosts: %q", hosts)
 		}
 		md := e.run("report", r.RunID)
 		if !strings.Contains(md.stdout, "verdicts from VM host") || !strings.Contains(md.stdout, "--target") {
@@ -356,4 +340,30 @@ func TestRemoteTarget(t *testing.T) {
 			}
 		})
 	}
+}
+
+// bisectOn bisects tip~1..tip (tip is bad) with the target given by a TOML
+// config and returns the report and the VM hosts it names.
+func bisectOn(t *testing.T, e *env, k *testkernel.Kernel, config, target string) (report, []string) {
+	t.Helper()
+	tip := strings.TrimSpace(gitOut(t, k.Repo, "rev-parse", "tip"))
+	test := script(t, fmt.Sprintf(`[ "$FIRSTBAD_COMMIT" = %s ] && exit 1; exit 0`, tip))
+	cfg := filepath.Join(t.TempDir(), "firstbad.toml")
+	os.WriteFile(cfg, []byte(config), 0o644)
+	r, res := e.runJSON("run", "--config", cfg, "--repo", k.Repo, "--good", "tip~1", "--bad", "tip", "--guest-test", test,
+		"--kconfig", k.Fragment)
+	if res.code != 0 || r.Culprit == nil || *r.Culprit != tip {
+		t.Fatalf("bisect on %s: exit %d culprit %v\n%s", target, res.code, r.Culprit, res.stderr)
+	}
+	var tr struct {
+		Target struct {
+			URL   string   `json:"url"`
+			Hosts []string `json:"hosts"`
+		} `json:"target"`
+	}
+	json.Unmarshal([]byte(res.stdout), &tr)
+	if tr.Target.URL != target {
+		t.Errorf("the report's target is %q, want %q", tr.Target.URL, target)
+	}
+	return r, tr.Target.Hosts
 }

@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"os/exec"
+	"path"
 	"strconv"
 	"strings"
 	"sync"
@@ -174,6 +176,63 @@ func (hs *hashes) sum(p string) (string, error) {
 	hs.sums[key] = sum
 	hs.mu.Unlock()
 	return sum, nil
+}
+
+// staging is where a boot's files go on a VM host: the kernel and the
+// initramfs's common part cross once into the host's cache (least recently
+// used first out); this boot's own part of the initramfs (the last tail
+// bytes of in) crosses each time and is joined to the base there.
+type staging struct {
+	kernel string            // the kernel in the host's cache
+	base   string            // the initramfs base there ("" if none)
+	dir    string            // this boot's dir on the host
+	initrd string            // this boot's initramfs on the host ("" if none)
+	in     *os.File          // the local initramfs (nil if none): close it
+	tail   int64             // its bytes that are this boot's own
+	local  map[string]string // path on the host -> local file, for uploads
+}
+
+func (hs *hashes) stage(b Boot, hostDir string) (*staging, error) {
+	sum, err := hs.sum(b.Kernel)
+	if err != nil {
+		return nil, err
+	}
+	st := &staging{kernel: path.Join(hostDir, "kernels", "kernel-"+sum),
+		dir:   path.Join(hostDir, "boots", fmt.Sprintf("%d-%08x", time.Now().UnixNano(), rand.Uint32())),
+		local: map[string]string{}}
+	st.local[st.kernel] = b.Kernel
+	if b.Initrd == "" {
+		return st, nil
+	}
+	st.initrd = path.Join(st.dir, "initrd")
+	fi, err := os.Stat(b.Initrd)
+	if err != nil {
+		return nil, err
+	}
+	st.tail = fi.Size()
+	if b.InitrdBase != "" {
+		bs, err := hs.sum(b.InitrdBase)
+		if err != nil {
+			return nil, err
+		}
+		bfi, err := os.Stat(b.InitrdBase)
+		if err != nil {
+			return nil, err
+		}
+		st.base = path.Join(hostDir, "kernels", "initrd-"+bs)
+		st.local[st.base] = b.InitrdBase
+		st.tail -= bfi.Size()
+	}
+	if st.in, err = os.Open(b.Initrd); err != nil {
+		return nil, err
+	}
+	return st, nil
+}
+
+func (st *staging) close() {
+	if st.in != nil {
+		st.in.Close()
+	}
 }
 
 // shell runs shell scripts where the VMs are: on this machine, or on a VM

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"math/rand/v2"
 	"net/url"
 	"os"
 	"path"
@@ -381,54 +380,19 @@ func (l *Libvirt) Boot(ctx context.Context, b Boot) (Machine, error) {
 		return nil, err
 	}
 	sh := l.sh()
-	cached := map[string]string{} // path on the host -> local file
-	sum, err := l.sum(b.Kernel)
+	st, err := l.stage(b, info.Dir)
 	if err != nil {
 		return nil, err
 	}
-	kernel := path.Join(info.Dir, "kernels", "kernel-"+sum)
-	cached[kernel] = b.Kernel
-	bdir := path.Join(info.Dir, "boots", fmt.Sprintf("%d-%08x", time.Now().UnixNano(), rand.Uint32()))
-	base, initrd, tail := "", "", int64(0)
-	var in *os.File
-	if b.Initrd != "" {
-		initrd = path.Join(bdir, "initrd")
-		if in, err = os.Open(b.Initrd); err != nil {
-			return nil, err
-		}
-		defer in.Close()
-		fi, err := in.Stat()
-		if err != nil {
-			return nil, err
-		}
-		tail = fi.Size()
-		if b.InitrdBase != "" {
-			bs, err := l.sum(b.InitrdBase)
-			if err != nil {
-				return nil, err
-			}
-			bfi, err := os.Stat(b.InitrdBase)
-			if err != nil {
-				return nil, err
-			}
-			base = path.Join(info.Dir, "kernels", "initrd-"+bs)
-			cached[base] = b.InitrdBase
-			tail -= bfi.Size()
-		}
-	}
-	xml, err := bootXML(original, kernel, initrd, b.Cmdline, path.Join(bdir, "console.log"), path.Join(bdir, "result.jsonl"))
+	defer st.close()
+	xml, err := bootXML(original, st.kernel, st.initrd, b.Cmdline, path.Join(st.dir, "console.log"), path.Join(st.dir, "result.jsonl"))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", l.where(), err)
 	}
-	args := []string{l.Dir, l.URI, l.Domain, kernel, base, strconv.FormatInt(tail, 10), cacheBound(l.CacheBytes), bdir, xml}
+	args := []string{l.Dir, l.URI, l.Domain, st.kernel, st.base, strconv.FormatInt(st.tail, 10), cacheBound(l.CacheBytes), st.dir, xml}
 	m := &libvirtMachine{vm: newVM(b.Dir, map[int]int{})}
-	logf, err := os.Create(m.console)
+	logf, resf, err := m.create()
 	if err != nil {
-		return nil, err
-	}
-	resf, err := os.Create(m.result)
-	if err != nil {
-		logf.Close()
 		return nil, err
 	}
 	fail := func(err error) (Machine, error) {
@@ -436,10 +400,10 @@ func (l *Libvirt) Boot(ctx context.Context, b Boot) (Machine, error) {
 		resf.Close()
 		return nil, err
 	}
-	fmt.Fprintf(logf, "%s%s\nfirstbad: %s: kernel %s, initrd %s, cmdline %q\n", HostLinePrefix, info, l.Name(), kernel, initrd, b.Cmdline)
+	fmt.Fprintf(logf, "%s%s\nfirstbad: %s: kernel %s, initrd %s, cmdline %q\n", HostLinePrefix, info, l.Name(), st.kernel, st.initrd, b.Cmdline)
 	var stdout io.Reader
 	for attempt := 1; ; attempt++ {
-		j, first, err := startJob(ctx, sh, libvirtBootScript, args, resf, in, tail)
+		j, first, err := startJob(ctx, sh, libvirtBootScript, args, resf, st.in, st.tail)
 		if err != nil {
 			return fail(fmt.Errorf("%s: %w", l.where(), err))
 		}
@@ -450,8 +414,8 @@ func (l *Libvirt) Boot(ctx context.Context, b Boot) (Machine, error) {
 		}
 		code, werr := j.wait()
 		if missing, ok := strings.CutPrefix(word, "firstbad-missing "); ok {
-			local, known := cached[missing]
-			if !known || attempt > len(cached) {
+			local, known := st.local[missing]
+			if !known || attempt > len(st.local) {
 				return fail(fmt.Errorf("%s: %s is still missing after an upload", l.where(), missing))
 			}
 			f, err := os.Open(local)

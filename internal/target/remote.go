@@ -13,7 +13,6 @@ import (
 	"net"
 	"net/url"
 	"os"
-	"path"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -251,45 +250,13 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 		return nil, err
 	}
 	t0 := time.Now()
-	// The kernel and the initramfs's common part cross once (kept in the
-	// host's cache, least recently used first out); this boot's own part
-	// of the initramfs crosses each time.
-	cached := map[string]string{} // path on the host -> local file
-	sum, err := r.sum(b.Kernel)
+	st, err := r.stage(b, info.Dir)
 	if err != nil {
 		return nil, err
 	}
+	defer st.close()
 	rb := b
-	rb.Kernel = path.Join(info.Dir, "kernels", "kernel-"+sum)
-	cached[rb.Kernel] = b.Kernel
-	rb.Dir = path.Join(info.Dir, "boots", fmt.Sprintf("%d-%08x", time.Now().UnixNano(), rand.Uint32()))
-	base, tail := "", int64(0)
-	var initrd *os.File
-	if b.Initrd != "" {
-		rb.Initrd = path.Join(rb.Dir, "initrd")
-		if initrd, err = os.Open(b.Initrd); err != nil {
-			return nil, err
-		}
-		defer initrd.Close()
-		fi, err := initrd.Stat()
-		if err != nil {
-			return nil, err
-		}
-		tail = fi.Size()
-		if b.InitrdBase != "" {
-			bs, err := r.sum(b.InitrdBase)
-			if err != nil {
-				return nil, err
-			}
-			bfi, err := os.Stat(b.InitrdBase)
-			if err != nil {
-				return nil, err
-			}
-			base = path.Join(info.Dir, "kernels", "initrd-"+bs)
-			cached[base] = b.InitrdBase
-			tail -= bfi.Size()
-		}
-	}
+	rb.Kernel, rb.Initrd, rb.Dir = st.kernel, st.initrd, st.dir
 	m := &remoteMachine{vm: newVM(b.Dir, map[int]int{})}
 	if b.Net {
 		rb.Ports = map[int]int{}
@@ -308,15 +275,9 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 	}
 	args := (&QEMU{Binary: r.binary()}).Args(rb, accel)
 	cmdline := "sh -c " + remote.Quote(startScript) + " firstbad " +
-		remote.Command(append([]string{rb.Kernel, base, strconv.FormatInt(tail, 10), cacheBound(r.CacheBytes), rb.Dir, r.binary()}, args...)...)
-	logf, err := os.Create(m.console)
+		remote.Command(append([]string{rb.Kernel, st.base, strconv.FormatInt(st.tail, 10), cacheBound(r.CacheBytes), rb.Dir, r.binary()}, args...)...)
+	logf, resf, err := m.create()
 	if err != nil {
-		m.closeListeners()
-		return nil, err
-	}
-	resf, err := os.Create(m.result)
-	if err != nil {
-		logf.Close()
 		m.closeListeners()
 		return nil, err
 	}
@@ -329,15 +290,15 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 	fmt.Fprintf(logf, "%s%s\nfirstbad: %s %s\n", HostLinePrefix, info, r.binary(), strings.Join(args, " "))
 	var stdout io.Reader
 	for attempt := 1; ; attempt++ {
-		missing, err := r.start(ctx, c, m, cmdline, resf, initrd, tail, &stdout)
+		missing, err := r.start(ctx, c, m, cmdline, resf, st.in, st.tail, &stdout)
 		if err != nil {
 			return fail(err)
 		}
 		if missing == "" {
 			break
 		}
-		local, known := cached[missing]
-		if !known || attempt > len(cached) {
+		local, known := st.local[missing]
+		if !known || attempt > len(st.local) {
 			return fail(fmt.Errorf("VM host %s: %s is still missing from its cache after an upload", r.Dest.Host, missing))
 		}
 		r.debug("uploading to the host's cache", "file", local)

@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"os"
 	"path/filepath"
 	"sync"
 	"time"
@@ -37,6 +38,19 @@ func (m *vm) ResultLog() string      { return m.result }
 func (m *vm) Wait() Exit {
 	<-m.done
 	return m.exit
+}
+
+// create opens the evidence files a hosted target writes: the console log
+// and the local copy of the result channel.
+func (m *vm) create() (console, result *os.File, err error) {
+	if console, err = os.Create(m.console); err != nil {
+		return nil, nil, err
+	}
+	if result, err = os.Create(m.result); err != nil {
+		console.Close()
+		return nil, nil, err
+	}
+	return console, result, nil
 }
 
 // markKilled records a Stop and says whether it was the first.
