@@ -213,6 +213,11 @@ func (b *Builder) env(ccacheBase, statsLog string, o Options) []string {
 		"LC_ALL=C",
 		"CCACHE_BASEDIR="+ccacheBase,
 		"CCACHE_NOHASHDIR=1",
+		// Depend mode: a miss costs no extra preprocessor run (ccache
+		// takes the includes from the compiler's own -MMD output), which
+		// on a cold cache is most of ccache's price; kbuild always
+		// passes -Wp,-MMD.
+		"CCACHE_DEPEND=1",
 		"CCACHE_STATSLOG="+statsLog,
 	)
 	if o.NoCcache {

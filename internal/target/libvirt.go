@@ -355,8 +355,8 @@ l=$!
 tail -n +1 -F --pid=$l "$b/console.log" 2>/dev/null &
 t=$!
 tail -n +1 -F --pid=$l "$b/result.jsonl" 2>/dev/null >&2 &
-wait $l $t
-wait
+r=$!
+wait $l $t $r
 kill $w 2>/dev/null
 rm -rf "$b"`
 
