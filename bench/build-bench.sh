@@ -94,7 +94,11 @@ for c in "${seq[@]}"; do
 done
 base_file=$base_dir
 base=0
-for c in "${seq[@]}"; do base=$(echo "$base + $(cat "$base_dir/$c")" | bc); done
+for c in "${seq[@]}"; do
+  # A step's figure can be withdrawn (moved out of the cache) mid-run.
+  [ -s "$base_dir/$c" ] || { echo "baseline step ${c:0:12} has no figure: run again to measure it"; exit 1; }
+  base=$(echo "$base + $(cat "$base_dir/$c")" | bc)
+done
 if [ -n "$only" ]; then
   printf '\nbaseline (clean, no ccache): %8.1fs   (cached in %s)\n' "$base" "$base_dir"
   exit 0
