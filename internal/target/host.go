@@ -38,7 +38,7 @@ type Hosted interface {
 type Options struct {
 	SSH      remote.Config
 	Accel    string
-	CacheDir string // local: probe answers, saved libvirt definitions
+	CacheDir string // local: KVM probe answers, the libvirt domain lock
 	Log      *slog.Logger
 	Probe    Probe
 	// TakeOver lets a libvirt target stop a domain that runs something
