@@ -235,6 +235,18 @@ func (st *staging) close() {
 	}
 }
 
+// upload puts a local file at path on the machine sh runs on, atomically,
+// readable by others there (libvirt's QEMU user).
+func upload(ctx context.Context, sh shell, local, path string) error {
+	f, err := os.Open(local)
+	if err != nil {
+		return err
+	}
+	defer f.Close()
+	_, err = sh.run(ctx, `umask 022; cat > "$1.part" && mv -f "$1.part" "$1"`, []string{path}, f)
+	return err
+}
+
 // shell runs shell scripts where the VMs are: on this machine, or on a VM
 // host over SSH. Scripts get their arguments as $1...
 type shell interface {

@@ -418,13 +418,7 @@ func (l *Libvirt) Boot(ctx context.Context, b Boot) (Machine, error) {
 			if !known || attempt > len(st.local) {
 				return fail(fmt.Errorf("%s: %s is still missing after an upload", l.where(), missing))
 			}
-			f, err := os.Open(local)
-			if err != nil {
-				return fail(err)
-			}
-			_, err = sh.run(ctx, `umask 022; cat > "$1.part" && mv -f "$1.part" "$1"`, []string{missing}, f)
-			f.Close()
-			if err != nil {
+			if err := upload(ctx, sh, local, missing); err != nil {
 				return fail(fmt.Errorf("copying %s to %s on %s: %w", local, missing, sh.where(), err))
 			}
 			continue

@@ -155,18 +155,6 @@ df -Pk "$d" | awk 'NR==2 {print $4}' && cd "$d" && pwd`
 	return info, nil
 }
 
-// upload puts a local file on the host at remotePath (a shell word),
-// atomically.
-func upload(ctx context.Context, c *remote.Client, local, remotePath string) error {
-	f, err := os.Open(local)
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	_, err = c.Run(ctx, "cat > "+remotePath+".part && mv -f "+remotePath+".part "+remotePath, f)
-	return err
-}
-
 // Boot implements Target.
 func (r *RemoteQEMU) Boot(ctx context.Context, b Boot) (Machine, error) {
 	info, err := r.Check(ctx)
@@ -302,7 +290,7 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 			return fail(fmt.Errorf("VM host %s: %s is still missing from its cache after an upload", r.Dest.Host, missing))
 		}
 		r.debug("uploading to the host's cache", "file", local)
-		if err := upload(ctx, c, local, remote.Quote(missing)); err != nil {
+		if err := upload(ctx, &r.sshHost, local, missing); err != nil {
 			return fail(fmt.Errorf("uploading %s to %s: %w", local, r.Dest.Host, err))
 		}
 	}
