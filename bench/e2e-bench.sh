@@ -18,21 +18,30 @@
 # machine: its figures are cached under bench/out/, keyed by history, config
 # and test, so a re-run measures only (b) and (c) unless --remeasure.
 #
+# --a-from-build-bench: when (a) has no cached figure, compose it instead of
+# running it: the clean builds of the same commits from build-bench.sh's
+# cached baseline (same history, same final .config, measured idle one step
+# at a time) plus the boot+test seconds (b) measured for each step now. The
+# output says which it is. The reports and logs of the run are kept in
+# bench/out/e2e-<date>/.
+#
 # All flows use the final .config firstbad assembled (tinyconfig + firstbad's
 # fragment + examples/autogroup/kconfig) and the same guest test and
 # initramfs (firstbad boot --kernel boots and tests (a) and (b)'s kernels).
 #
-# Usage: bench/e2e-bench.sh [--remeasure] [HISTORY_DIR]
+# Usage: bench/e2e-bench.sh [--remeasure | --a-from-build-bench] [HISTORY_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-remeasure=0
+remeasure=0 compose=0
 [ "${1:-}" = --remeasure ] && { remeasure=1; shift; }
+[ "${1:-}" = --a-from-build-bench ] && { compose=1; shift; }
 hist=$(realpath "${1:-$HOME/.cache/firstbad-example/linux}")
 [ -d "$hist/.git" ] || examples/make-kernel-history.sh "$hist"
 export PATH=$PATH:/usr/local/go/bin
 mkdir -p bench/out
 work=$(mktemp -d /var/tmp/firstbad-e2e.XXXXXX)
-trap 'rm -rf "$work"' EXIT
+keep=bench/out/e2e-$(date +%Y%m%d-%H%M%S)
+trap 'mkdir -p "$keep"; cp "$work"/*.json "$work"/*.log "$work"/*.wall "$work"/steps-* "$keep"/ 2>/dev/null; rm -rf "$work"' EXIT
 CGO_ENABLED=0 go build -o "$work/firstbad" ./cmd/firstbad
 fb=$work/firstbad
 test=$PWD/examples/autogroup/test.sh
@@ -61,7 +70,9 @@ config=$(ls -t "$work"/cache-c/artifacts/*/config | head -1)
 cat > "$work/step.sh" <<'EOF'
 #!/bin/sh
 # One step: build this commit (MODE clean or incremental), boot it, test.
-git rev-parse HEAD >> "$STEPS"
+# Appends "commit build_s boot_and_test_s" to $STEPS.
+now() { date +%s.%N; }
+t0=$(now)
 if [ "$MODE" = clean ]; then
   img=arch/x86/boot/bzImage o=""
   make -s distclean
@@ -74,10 +85,16 @@ else
   cp "$CONFIG" "$OUT/.config"
   cc="ccache gcc"
 fi
-make -s $o ARCH=x86_64 olddefconfig >/dev/null 2>&1 || exit 125
-make -s $o ARCH=x86_64 CC="$cc" -j"$(nproc)" bzImage >/dev/null 2>&1 || exit 125
-exec "$FB" --state-dir "$STATE" --cache-dir "$BOOTCACHE" boot --kernel "$img" \
-  --guest-test "$TEST" --timeout 2m >/dev/null 2>&1
+built=0
+make -s $o ARCH=x86_64 olddefconfig >/dev/null 2>&1 &&
+  make -s $o ARCH=x86_64 CC="$cc" -j"$(nproc)" bzImage >/dev/null 2>&1 && built=1
+t1=$(now)
+[ $built = 1 ] || { echo "$(git rev-parse HEAD) $(echo "$t1 - $t0" | bc) 0" >> "$STEPS"; exit 125; }
+rc=0
+"$FB" --state-dir "$STATE" --cache-dir "$BOOTCACHE" boot --kernel "$img" \
+  --guest-test "$TEST" --timeout 2m >/dev/null 2>&1 || rc=$?
+echo "$(git rev-parse HEAD) $(echo "$t1 - $t0" | bc) $(echo "$(now) - $t1" | bc)" >> "$STEPS"
+exit $rc
 EOF
 chmod +x "$work/step.sh"
 
@@ -103,27 +120,40 @@ read -r b_culprit b_builds b_wall < <(flow b incremental)
 
 key=$( (git -C "$hist" rev-parse tip base; sha256sum < "$config"; sha256sum < "$test") | sha256sum | cut -c1-16)
 a_file=bench/out/e2e-a-$key
-if [ $remeasure = 1 ] || [ ! -s "$a_file" ]; then
+# build-bench.sh's baseline for the same history and final .config.
+bb_dir=bench/out/baseline-$( (git -C "$hist" rev-parse tip; sha256sum < "$config") | sha256sum | cut -c1-16)
+if [ $remeasure = 0 ] && [ ! -s "$a_file" ] && [ $compose = 1 ]; then
+  a_wall=0
+  while read -r c _ boot; do
+    [ -s "$bb_dir/$c" ] || { echo "no clean-build figure for ${c:0:12} in $bb_dir: run bench/build-bench.sh first"; exit 1; }
+    a_wall=$(echo "$a_wall + $(cat "$bb_dir/$c") + $boot" | bc)
+  done < "$work/steps-b"
+  a_culprit=$b_culprit a_builds=$b_builds
+  a_note="composed: clean builds from $bb_dir + (b)'s boot+test"
+elif [ $remeasure = 1 ] || [ ! -s "$a_file" ]; then
   echo "(a) git bisect run, clean build per step, no ccache (hours)..."
   flow a clean > "$a_file.part" && mv "$a_file.part" "$a_file"
   a_note="measured now"
+  read -r a_culprit a_builds a_wall < "$a_file"
 else
   a_note="cached in $a_file"
+  read -r a_culprit a_builds a_wall < "$a_file"
 fi
-read -r a_culprit a_builds a_wall < "$a_file"
 
 # firstbad's figures from its report: builds are the artifacts it made;
 # overhead is its wall time minus every build, boot and test second.
-read -r c_builds c_work c_steps < <(python3 - "$work/cold.json" "$work"/cache-c/artifacts <<'EOF'
+read -r c_builds c_work c_steps c_build < <(python3 - "$work/cold.json" "$work"/cache-c/artifacts <<'EOF'
 import json, os, sys
 r = json.load(open(sys.argv[1]))
 steps = r["endpoints"] + r["steps"]
 c = r.get("confirmation") or {}
 steps += [s for s in (c.get("culprit"), c.get("parent")) if s]
 work = sum((s.get(k) or 0) for s in steps for k in ("build_s", "boot_s", "test_s"))
-print(len(os.listdir(sys.argv[2])), work, len(steps))
+build = sum((s.get("build_s") or 0) for s in steps)
+print(len([d for d in os.listdir(sys.argv[2]) if not d.startswith(".")]), work, len(steps), build)
 EOF
 )
+b_build=$(awk '{s += $2} END {print s}' "$work/steps-b")
 c_wall=$(cat "$work/cold.wall")
 w_wall=$(cat "$work/warm.wall")
 w_culprit=$(jq_ 'r["culprit"] or "none"' "$work/warm.json")
@@ -137,6 +167,8 @@ printf '%-44s %-12.12s %6d %8.0fs  (%s)\n' "(a) git bisect run, clean build, no 
 printf '%-44s %-12.12s %6d %8.0fs\n' "(b) git bisect run, O= build dir + ccache" "$b_culprit" "$b_builds" "$b_wall"
 printf '%-44s %-12.12s %6d %8.0fs  (%d kernels tested: endpoints, steps, confirmation)\n' "(c) firstbad run, cold" "$culprit" "$c_builds" "$c_wall" "$c_steps"
 printf '%-44s %-12.12s %6s %8.0fs\n' "(c) firstbad run, warm" "$w_culprit" - "$w_wall"
+printf 'build seconds (config + make): (b) %.0fs, (c) %.0fs; per step (b), build+boot/test: %s\n' "$b_build" "$c_build" \
+  "$(awk '{printf "%s%.0f+%.0f", (NR > 1 ? ", " : ""), $2, $3}' "$work/steps-b")"
 echo
 same=yes
 [ "$a_culprit" = "$culprit" ] && [ "$b_culprit" = "$culprit" ] && [ "$w_culprit" = "$culprit" ] || same=NO
