@@ -89,7 +89,7 @@ func (r *Report) confirmation() *Confirmation {
 	if len(steps) == 0 {
 		return nil
 	}
-	js := toJSONSteps(steps)
+	js := r.toJSONSteps(steps)
 	c := &Confirmation{Culprit: &js[0]}
 	c.Confirmed = steps[0].Verdict == "bad"
 	if len(steps) > 1 {
@@ -187,7 +187,7 @@ func nullable(s string) *string {
 	return &s
 }
 
-func toJSONSteps(steps []journal.Step) []jsonStep {
+func (r *Report) toJSONSteps(steps []journal.Step) []jsonStep {
 	out := []jsonStep{}
 	for _, s := range steps {
 		js := jsonStep{Commit: s.Commit, Subject: s.Subject, Verdict: s.Verdict, Reason: s.Reason, Flaky: s.Flaky,
@@ -197,6 +197,9 @@ func toJSONSteps(steps []journal.Step) []jsonStep {
 				TestOutput: nullable(s.Evidence.TestOutput)}}
 		for _, a := range s.Attempts {
 			js.Runs = append(js.Runs, jsonAttempt{Verdict: a.Verdict, ExitCode: a.ExitCode, Duration: a.Duration, Crash: nullable(a.Crash)})
+		}
+		if r.Rerun != nil {
+			js.Rerun = r.Rerun(s.Commit)
 		}
 		out = append(out, js)
 	}
@@ -210,7 +213,7 @@ func (r *Report) JSON(w io.Writer) error {
 		cands = []string{}
 	}
 	jr := jsonReport{RunID: r.RunID, Outcome: r.Outcome, Culprit: nullable(r.Culprit), Candidates: cands,
-		Terms: r.Terms, Endpoints: toJSONSteps(r.stepsOf(journal.KindEndpoint)), Steps: toJSONSteps(r.stepsOf(journal.KindSearch)),
+		Terms: r.Terms, Endpoints: r.toJSONSteps(r.stepsOf(journal.KindEndpoint)), Steps: r.toJSONSteps(r.stepsOf(journal.KindSearch)),
 		Message: r.Message, Strategy: r.Strategy, Confidence: r.Confidence, Posterior: r.Posterior, FailProb: r.FailProb,
 		Repo: r.Repo, Bad: r.Bad, Good: r.Good}
 	if c := r.confirmation(); c != nil {

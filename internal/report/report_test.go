@@ -1,8 +1,11 @@
 package report
 
 import (
+	"encoding/json"
 	"strings"
 	"testing"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/firstbad/firstbad/internal/journal"
 )
@@ -50,5 +53,43 @@ func TestRenderEscapes(t *testing.T) {
 		if strings.HasPrefix(line, "| 1 |") && strings.Count(line, "|")-strings.Count(line, `\|`) != 12 {
 			t.Errorf("a pipe in a subject broke the table row: %s", line)
 		}
+	}
+}
+
+// The JSON names, for every step kind, the command that re-runs it.
+func TestJSONRerun(t *testing.T) {
+	steps := []journal.Step{
+		{Kind: journal.KindEndpoint, Commit: "e1", Verdict: "good", State: journal.StateDone},
+		{Kind: journal.KindSearch, Commit: "s1", Verdict: "bad", State: journal.StateDone},
+		{Kind: journal.KindConfirm, Commit: "s1", Verdict: "bad", State: journal.StateDone},
+		{Kind: journal.KindConfirm, Commit: "p1", Verdict: "good", State: journal.StateDone},
+	}
+	for _, tc := range []struct {
+		name  string
+		rerun func(string) string
+		want  []string // endpoint, step, confirmed culprit, parent
+	}{
+		{"with a rerun line", func(c string) string { return "firstbad test " + c },
+			[]string{"firstbad test e1", "firstbad test s1", "firstbad test s1", "firstbad test p1"}},
+		{"without", nil, []string{"", "", "", ""}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := &Report{RunID: "r", Outcome: journal.OutcomeFound, Culprit: "s1", Terms: Terms{"good", "bad"}, Steps: steps, Rerun: tc.rerun}
+			var b strings.Builder
+			if err := r.JSON(&b); err != nil {
+				t.Fatal(err)
+			}
+			var got jsonReport
+			if err := json.Unmarshal([]byte(b.String()), &got); err != nil {
+				t.Fatal(err)
+			}
+			if got.Confirmation == nil || got.Confirmation.Parent == nil || len(got.Endpoints) != 1 || len(got.Steps) != 1 {
+				t.Fatalf("steps missing from the JSON: %s", b.String())
+			}
+			rerun := []string{got.Endpoints[0].Rerun, got.Steps[0].Rerun, got.Confirmation.Culprit.Rerun, got.Confirmation.Parent.Rerun}
+			if diff := cmp.Diff(tc.want, rerun); diff != "" {
+				t.Errorf("rerun lines (-want +got):\n%s", diff)
+			}
+		})
 	}
 }
