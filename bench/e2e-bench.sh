@@ -128,15 +128,18 @@ if [ $remeasure = 0 ] && [ ! -s "$a_file" ] && [ $compose = 1 ]; then
     [ -s "$bb_dir/$c" ] || { echo "no clean-build figure for ${c:0:12} in $bb_dir: run bench/build-bench.sh first"; exit 1; }
     a_wall=$(echo "$a_wall + $(cat "$bb_dir/$c") + $boot" | bc)
   done < "$work/steps-b"
+  # Same commits as (b) by construction: the culprit check below cannot
+  # test (a) then, and the note says so.
   a_culprit=$b_culprit a_builds=$b_builds
-  a_note="composed: clean builds from $bb_dir + (b)'s boot+test"
-elif [ $remeasure = 1 ] || [ ! -s "$a_file" ]; then
-  echo "(a) git bisect run, clean build per step, no ccache (hours)..."
-  flow a clean > "$a_file.part" && mv "$a_file.part" "$a_file"
-  a_note="measured now"
-  read -r a_culprit a_builds a_wall < "$a_file"
+  a_note="composed: clean builds from $bb_dir + (b)'s boot+test; (b)'s steps and culprit"
 else
-  a_note="cached in $a_file"
+  if [ $remeasure = 1 ] || [ ! -s "$a_file" ]; then
+    echo "(a) git bisect run, clean build per step, no ccache (hours)..."
+    flow a clean > "$a_file.part" && mv "$a_file.part" "$a_file"
+    a_note="measured now"
+  else
+    a_note="cached in $a_file"
+  fi
   read -r a_culprit a_builds a_wall < "$a_file"
 fi
 
