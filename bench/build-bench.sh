@@ -20,6 +20,7 @@
 # Usage: bench/build-bench.sh [--rebaseline] [--baseline-only CONFIG] [HISTORY_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 rebaseline=0 only=""
 [ "${1:-}" = --rebaseline ] && { rebaseline=1; shift; }
 [ "${1:-}" = --baseline-only ] && { only=$(realpath "$2"); shift 2; }
@@ -41,7 +42,6 @@ mapfile -t seq < "$work/sequence"
 echo "history $(git -C "$hist" rev-parse --short tip), culprit ${culprit:0:12}, bisect sequence of ${#seq[@]} builds"
 
 frag=examples/autogroup/kconfig
-now() { date +%s.%N; }
 
 # firstbad, cold then warm.
 run_firstbad() { # label cachedir
@@ -72,9 +72,8 @@ fi
 
 # Baseline: the final config firstbad verified, clean build per step.
 config=${only:-$(ls -t "$work"/cache/artifacts/*/config | head -1)}
-key=$( (git -C "$hist" rev-parse tip; sha256sum < "$config") | sha256sum | cut -c1-16)
 # One file per step, so an interrupted baseline keeps what it measured.
-base_dir=bench/out/baseline-$key
+base_dir=$(baseline_dir "$hist" "$config")
 [ $rebaseline = 1 ] && rm -rf "$base_dir"
 mkdir -p "$base_dir"
 echo "baseline (clean build per step, no ccache):"

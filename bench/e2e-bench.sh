@@ -32,6 +32,7 @@
 # Usage: bench/e2e-bench.sh [--remeasure | --a-from-build-bench] [HISTORY_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. bench/lib.sh
 remeasure=0 compose=0
 [ "${1:-}" = --remeasure ] && { remeasure=1; shift; }
 [ "${1:-}" = --a-from-build-bench ] && { compose=1; shift; }
@@ -46,7 +47,6 @@ CGO_ENABLED=0 go build -o "$work/firstbad" ./cmd/firstbad
 fb=$work/firstbad
 test=$PWD/examples/autogroup/test.sh
 frag=$PWD/examples/autogroup/kconfig
-now() { date +%s.%N; }
 jq_() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print($1)" "$2"; }
 
 # (c) firstbad, cold then warm.
@@ -89,11 +89,12 @@ built=0
 make -s $o ARCH=x86_64 olddefconfig >/dev/null 2>&1 &&
   make -s $o ARCH=x86_64 CC="$cc" -j"$(nproc)" bzImage >/dev/null 2>&1 && built=1
 t1=$(now)
-[ $built = 1 ] || { echo "$(git rev-parse HEAD) $(echo "$t1 - $t0" | bc) 0" >> "$STEPS"; exit 125; }
+line="$(git rev-parse HEAD) $(echo "$t1 - $t0" | bc)"
+[ $built = 1 ] || { echo "$line 0" >> "$STEPS"; exit 125; }
 rc=0
 "$FB" --state-dir "$STATE" --cache-dir "$BOOTCACHE" boot --kernel "$img" \
   --guest-test "$TEST" --timeout 2m >/dev/null 2>&1 || rc=$?
-echo "$(git rev-parse HEAD) $(echo "$t1 - $t0" | bc) $(echo "$(now) - $t1" | bc)" >> "$STEPS"
+echo "$line $(echo "$(now) - $t1" | bc)" >> "$STEPS"
 exit $rc
 EOF
 chmod +x "$work/step.sh"
@@ -121,7 +122,7 @@ read -r b_culprit b_builds b_wall < <(flow b incremental)
 key=$( (git -C "$hist" rev-parse tip base; sha256sum < "$config"; sha256sum < "$test") | sha256sum | cut -c1-16)
 a_file=bench/out/e2e-a-$key
 # build-bench.sh's baseline for the same history and final .config.
-bb_dir=bench/out/baseline-$( (git -C "$hist" rev-parse tip; sha256sum < "$config") | sha256sum | cut -c1-16)
+bb_dir=$(baseline_dir "$hist" "$config")
 if [ $remeasure = 0 ] && [ ! -s "$a_file" ] && [ $compose = 1 ]; then
   a_wall=0
   while read -r c _ boot; do
