@@ -91,7 +91,6 @@ for c in "${seq[@]}"; do
   fi
   printf '  baseline %.12s %7.1fs\n' "$c" "$(cat "$base_dir/$c")"
 done
-base_file=$base_dir
 base=0
 for c in "${seq[@]}"; do
   # A step's figure can be withdrawn (moved out of the cache) mid-run.
@@ -104,6 +103,6 @@ if [ -n "$only" ]; then
 fi
 cold=$(cat "$work/total-cold"); warm=$(cat "$work/total-warm")
 echo
-printf 'baseline (clean, no ccache): %8.1fs   (cached in %s)\n' "$base" "$base_file"
+printf 'baseline (clean, no ccache): %8.1fs   (cached in %s)\n' "$base" "$base_dir"
 printf 'firstbad cold:               %8.1fs   baseline/firstbad = %.2fx\n' "$cold" "$(echo "$base / $cold" | bc -l)"
 printf 'firstbad warm:               %8.1fs   baseline/firstbad = %.2fx\n' "$warm" "$(echo "$base / $warm" | bc -l)"
