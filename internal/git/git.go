@@ -12,6 +12,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -184,41 +185,63 @@ func (rg Range) args(extra ...string) []string {
 }
 
 // RevList lists the range in git's own order (the order git bisect walks).
+//
+// Limited to paths, it is the graph git bisect itself searches: git walks
+// the range with history simplification, so a merge that is TREESAME to
+// one of its parents keeps only that parent (the other side is not walked
+// through it), and every commit that does not touch the paths stays in the
+// graph, marked TreeSame: it links the graph and counts in git's halfway
+// shortcut, but is never chosen. `--sparse` lists that graph with the
+// simplified parents, a plain listing names the commits that are not
+// TREESAME.
 func (r *Repo) RevList(ctx context.Context, rg Range) ([]Commit, error) {
-	out, err := r.Run(ctx, rg.args("--parents", "--timestamp")...)
+	extra := []string{"--parents", "--timestamp"}
+	if len(rg.Paths) > 0 {
+		extra = append(extra, "--sparse")
+	}
+	commits, err := r.revList(ctx, rg, extra...)
+	if err != nil || len(rg.Paths) == 0 {
+		return commits, err
+	}
+	touching, err := r.revList(ctx, rg)
 	if err != nil {
 		return nil, err
 	}
+	touches := make(map[string]bool, len(touching))
+	for _, c := range touching {
+		touches[c.ID] = true
+	}
+	for i := range commits {
+		commits[i].TreeSame = !touches[commits[i].ID]
+	}
+	return commits, nil
+}
+
+// revList runs rev-list over the range and parses its lines: with
+// --timestamp a time first, then the commit and (with --parents) its
+// parents.
+func (r *Repo) revList(ctx context.Context, rg Range, extra ...string) ([]Commit, error) {
+	out, err := r.Run(ctx, rg.args(extra...)...)
+	if err != nil {
+		return nil, err
+	}
+	stamped := slices.Contains(extra, "--timestamp")
 	var commits []Commit
-	for _, line := range strings.Split(strings.TrimSpace(string(out)), "\n") {
+	for line := range strings.Lines(string(out)) {
 		f := strings.Fields(line)
-		if len(f) < 2 {
+		if len(f) == 0 {
 			continue
 		}
-		ts, err := strconv.ParseInt(f[0], 10, 64)
-		if err != nil {
-			return nil, fmt.Errorf("rev-list: bad line %q", line)
+		var c Commit
+		if stamped {
+			ts, err := strconv.ParseInt(f[0], 10, 64)
+			if err != nil || len(f) < 2 {
+				return nil, fmt.Errorf("rev-list: bad line %q", line)
+			}
+			c.Time, f = ts, f[1:]
 		}
-		commits = append(commits, Commit{ID: f[1], Parents: f[2:], Time: ts})
-	}
-	if len(rg.Paths) > 0 {
-		// git bisect walks the whole range and merely marks the commits
-		// that do not touch the paths (TREESAME): they link the graph and
-		// take part in git's halfway shortcut, but are never chosen.
-		all := rg
-		all.Paths = nil
-		full, err := r.RevList(ctx, all)
-		if err != nil {
-			return nil, err
-		}
-		touches := make(map[string]bool, len(commits))
-		for _, c := range commits {
-			touches[c.ID] = true
-		}
-		for i := range full {
-			full[i].TreeSame = !touches[full[i].ID]
-		}
-		commits = full
+		c.ID, c.Parents = f[0], f[1:]
+		commits = append(commits, c)
 	}
 	return commits, nil
 }

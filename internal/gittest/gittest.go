@@ -19,6 +19,13 @@ import (
 // Builder describes a history; commits are numbered from 0 in creation order.
 type Builder struct {
 	commits []spec
+	// Files, if set, makes Commit write one of these paths (chosen at
+	// random from FileSeed) instead of "f", and merges get the tree a
+	// merge would have: every file at its newest version among the
+	// parents. Path-limited bisects then have something to limit.
+	Files    []string
+	FileSeed uint64
+	rng      *rand.Rand
 }
 
 type spec struct {
@@ -32,7 +39,20 @@ type spec struct {
 // file "f" with its own number, and returns its number.
 func (b *Builder) Commit(parents ...int) int {
 	n := len(b.commits)
-	return b.CommitFiles(fmt.Sprintf("commit %d", n), map[string]string{"f": fmt.Sprint(n)}, parents...)
+	path := "f"
+	if len(b.Files) > 0 {
+		if b.rng == nil {
+			b.rng = rand.New(rand.NewPCG(b.FileSeed, 0x5eed))
+		}
+		path = b.Files[b.rng.IntN(len(b.Files))]
+		if len(parents) > 1 {
+			// Most merges only join trees; some resolve something.
+			if b.rng.IntN(3) > 0 {
+				return b.CommitFiles(fmt.Sprintf("merge %d", n), nil, parents...)
+			}
+		}
+	}
+	return b.CommitFiles(fmt.Sprintf("commit %d", n), map[string]string{path: fmt.Sprint(n)}, parents...)
 }
 
 // CommitFiles adds a commit with a subject and file contents.
@@ -82,6 +102,7 @@ func (b *Builder) WriteTo(t testing.TB, dir string) *Repo {
 	Git(t, dir, "init", "-q", "-b", "main")
 	var in bytes.Buffer
 	w := bufio.NewWriter(&in)
+	trees := b.trees()
 	for i, c := range b.commits {
 		if len(c.parents) == 0 && i > 0 {
 			fmt.Fprintf(w, "reset refs/heads/main\n\n") // a new root
@@ -96,8 +117,18 @@ func (b *Builder) WriteTo(t testing.TB, dir string) *Repo {
 				fmt.Fprintf(w, "merge :%d\n", p+1)
 			}
 		}
-		for _, path := range slices.Sorted(maps.Keys(c.files)) {
-			fmt.Fprintf(w, "M 100644 inline %s\ndata %d\n%s\n", path, len(c.files[path]), c.files[path])
+		files := c.files
+		if trees != nil && len(c.parents) > 1 {
+			files = map[string]string{}
+			first := trees[c.parents[0]]
+			for path, v := range trees[i] {
+				if fv, ok := first[path]; !ok || fv != v {
+					files[path] = v.content
+				}
+			}
+		}
+		for _, path := range slices.Sorted(maps.Keys(files)) {
+			fmt.Fprintf(w, "M 100644 inline %s\ndata %d\n%s\n", path, len(files[path]), files[path])
 		}
 		fmt.Fprintf(w, "\n")
 	}
@@ -137,6 +168,37 @@ func (b *Builder) WriteTo(t testing.TB, dir string) *Repo {
 	}
 	Git(t, dir, "checkout", "-q", "-f", "main")
 	return r
+}
+
+// version is a file's content and the commit that last wrote it.
+type version struct {
+	content string
+	by      int
+}
+
+// trees is every commit's full tree when Files is set (nil otherwise): a
+// merge takes each file at the newest version among its parents, then
+// applies its own writes.
+func (b *Builder) trees() []map[string]version {
+	if len(b.Files) == 0 {
+		return nil
+	}
+	trees := make([]map[string]version, len(b.commits))
+	for i, c := range b.commits {
+		t := map[string]version{}
+		for _, p := range c.parents {
+			for path, v := range trees[p] {
+				if old, ok := t[path]; !ok || v.by > old.by {
+					t[path] = v
+				}
+			}
+		}
+		for path, content := range c.files {
+			t[path] = version{content: content, by: i}
+		}
+		trees[i] = t
+	}
+	return trees
 }
 
 // Git runs git in dir and fails the test on error.

@@ -2,6 +2,7 @@ package search_test
 
 import (
 	"context"
+	"flag"
 	"fmt"
 	"slices"
 	"strings"
@@ -188,4 +189,39 @@ func TestClassicMatchesGitPaths(t *testing.T) {
 	// Culprits outside the path can't be found by git either; compare
 	// only over the path-limited candidates, which compare() enumerates.
 	compare(t, gitCase{name: "paths", repo: r, bad: r.SHAs[prev], goods: []string{r.SHAs[0]}, paths: []string{"a"}, every: 2})
+}
+
+// gitGraphs is how many random graphs the path-limited comparison with git
+// bisect tries: a few in the test suite, hundreds from bench/bisect-vs-git.sh.
+var gitGraphs = flag.Int("git-graphs", 4, "random merge graphs compared with git bisect per path-limited test")
+
+func TestClassicMatchesGitPathsMerges(t *testing.T) {
+	for seed := uint64(1); seed <= uint64(*gitGraphs); seed++ {
+		b := gittest.Builder{Files: []string{"a/x", "b/y", "c/z"}, FileSeed: seed}
+		root := b.Linear(-1, 2)
+		tip := b.MergeHeavy(root, 30, seed)
+		r := b.Write(t)
+		name := fmt.Sprintf("paths-seed%d", seed)
+		compare(t, gitCase{name: name, repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[0]}, paths: []string{"a"}, every: 2})
+		if seed%2 == 0 {
+			compare(t, gitCase{name: name + "-first-parent", repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[0]}, paths: []string{"a"}, firstParent: true, every: 3})
+		}
+	}
+}
+
+func TestClassicMatchesGitPathsSideBranch(t *testing.T) {
+	// A side branch adds a file under the limited path; the merge is
+	// TREESAME to the side branch, so git walks the side branch only and
+	// never sees the main line's commits (which touch other paths).
+	var b gittest.Builder
+	c0 := b.CommitFiles("c0", map[string]string{"a/x": "0", "b/y": "0"})
+	c1 := b.CommitFiles("c1", map[string]string{"b/y": "1"}, c0)
+	c2 := b.CommitFiles("c2", map[string]string{"b/y": "2"}, c1)
+	c3 := b.CommitFiles("c3", map[string]string{"b/y": "3"}, c2)
+	s1 := b.CommitFiles("s1 adds a/bad", map[string]string{"a/bad": "bad"}, c1)
+	s2 := b.CommitFiles("s2", map[string]string{"b/z": "4"}, s1)
+	m := b.CommitFiles("merge", map[string]string{"a/bad": "bad", "b/z": "4"}, c3, s2)
+	tip := b.CommitFiles("c5", map[string]string{"b/y": "5"}, m)
+	r := b.Write(t)
+	compare(t, gitCase{name: "side-branch", repo: r, bad: r.SHAs[tip], goods: []string{r.SHAs[c0]}, paths: []string{"a"}})
 }
