@@ -19,6 +19,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/search"
 )
 
@@ -133,14 +134,14 @@ func (h hist) badSet(culprit string) map[string]bool {
 	return bad
 }
 
-type outcome struct {
+type trial struct {
 	correct    bool
 	runs       int
 	builds     int
 	confidence float64
 }
 
-type stats []outcome
+type stats []trial
 
 func (s stats) acc() float64 {
 	c := 0
@@ -242,9 +243,9 @@ func setting(g *search.Graph, h hist, p, f, fModel, target float64, trials int, 
 
 // run drives one strategy to its answer. runs > 0 fixes the runs per step
 // (the step is bad if any run fails); 0 lets the strategy decide.
-func run(s search.Strategy, failed func(string) bool, runs int, culprit string) outcome {
+func run(s search.Strategy, failed func(string) bool, runs int, culprit string) trial {
 	var obs []search.Observation
-	out := outcome{}
+	out := trial{}
 	built := map[string]bool{}
 	for {
 		d, err := s.Decide(obs)
@@ -275,9 +276,9 @@ func run(s search.Strategy, failed func(string) bool, runs int, culprit string) 
 			built[d.Next] = true
 			out.builds++
 		}
-		o.Verdict = search.Good
+		o.Verdict = outcome.Good
 		if o.BadRuns > 0 {
-			o.Verdict = search.Bad
+			o.Verdict = outcome.Bad
 		}
 		obs = append(obs, o)
 	}

@@ -11,13 +11,13 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/outcome"
+
 	"github.com/spf13/cobra"
 
 	"github.com/firstbad/firstbad/internal/guest"
-	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/pipeline"
 	"github.com/firstbad/firstbad/internal/report"
-	"github.com/firstbad/firstbad/internal/search"
 	"github.com/firstbad/firstbad/internal/target"
 )
 
@@ -165,9 +165,8 @@ func (gf *guestFlags) guestTest(g *globals, shell bool, log *slog.Logger) (*pipe
 		return nil, err
 	}
 	gt, err := pipeline.NewGuestTest(kc, g.cacheDir, log)
-	var in *kbuild.InputError
 	switch {
-	case errors.As(err, &in):
+	case outcome.IsInput(err):
 		return nil, usage("%v", err)
 	case err != nil:
 		return nil, &exitError{code: ExitInfra, err: err}
@@ -219,7 +218,7 @@ func (g *globals) printOutcome(out pipeline.Outcome) error {
 	}
 	if len(out.Runs) == 0 {
 		res.Verdict, res.Reason = "good", "booted"
-		v = search.Good
+		v = outcome.Good
 	}
 	if g.json {
 		enc := json.NewEncoder(g.stdout)
@@ -239,14 +238,14 @@ func (g *globals) printOutcome(out pipeline.Outcome) error {
 			fmt.Fprintf(g.stdout, "boot:    %.2f s\n", *res.BootS)
 		}
 		fmt.Fprintf(g.stdout, "test:    %.2f s in %d run(s)\nconsole: %s\n", res.TestS, len(res.Runs), res.ConsoleLog)
-		if v != search.Good && res.ConsoleLog != "" {
+		if v != outcome.Good && res.ConsoleLog != "" {
 			printTail(g, res.ConsoleLog, 25)
 		}
 	}
 	switch v {
-	case search.Good:
+	case outcome.Good:
 		return nil
-	case search.Bad:
+	case outcome.Bad:
 		return &exitError{code: TestBad}
 	}
 	return &exitError{code: TestSkip}
@@ -282,8 +281,7 @@ func testExit(err error) error {
 		}
 		return &exitError{code: TestInfra, err: ee.err}
 	}
-	var in *kbuild.InputError
-	if errors.As(err, &in) {
+	if outcome.IsInput(err) {
 		return &exitError{code: TestInput, err: err}
 	}
 	return &exitError{code: TestInfra, err: err}

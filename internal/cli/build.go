@@ -13,6 +13,7 @@ import (
 
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/pipeline"
 )
 
@@ -151,9 +152,8 @@ func (k *kbuildFlags) kernelBuild(g *globals, wt *git.Worktree, opts kbuild.Opti
 // stepErr gives a failed build or test its exit code: input problems are
 // usage errors, the rest the machine's.
 func stepErr(ctx context.Context, err error) error {
-	var in *kbuild.InputError
 	switch {
-	case errors.As(err, &in):
+	case outcome.IsInput(err):
 		return usage("%v", err)
 	case ctx.Err() != nil:
 		return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}

@@ -17,7 +17,7 @@ import (
 	"golang.org/x/term"
 
 	"github.com/firstbad/firstbad/internal/journal"
-	"github.com/firstbad/firstbad/internal/pipeline"
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/proc"
 	"github.com/firstbad/firstbad/internal/session"
 )
@@ -104,11 +104,11 @@ and drives the search to the culprit.
 	}
 	fmt.Fprintf(stderr, "firstbad: %v\n", err)
 	switch {
-	case session.IsInput(err):
+	case outcome.IsInput(err):
 		return ExitUsage
 	case errors.Is(err, session.ErrInterrupted):
 		return ExitInterrupted
-	case pipeline.IsInfra(err):
+	case outcome.IsInfra(err):
 		return ExitInfra
 	}
 	// Cobra's own usage errors (unknown command, bad args).

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/pipeline"
 	"github.com/firstbad/firstbad/internal/report"
 	"github.com/firstbad/firstbad/internal/session"
@@ -26,11 +27,11 @@ func wrap(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command,
 		switch {
 		case err == nil || errors.As(err, &ee):
 			return err
-		case session.IsInput(err):
+		case outcome.IsInput(err):
 			return &exitError{code: ExitUsage, err: err}
 		case errors.Is(err, session.ErrInterrupted):
 			return &exitError{code: ExitInterrupted, err: err}
-		case pipeline.IsInfra(err):
+		case outcome.IsInfra(err):
 			return &exitError{code: ExitInfra, err: err}
 		}
 		return &exitError{code: ExitInfra, err: err}

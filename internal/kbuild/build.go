@@ -21,6 +21,7 @@ import (
 	"time"
 
 	"github.com/firstbad/firstbad/internal/lock"
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/proc"
 )
 
@@ -53,17 +54,6 @@ func (o Options) withDefaults() Options {
 	}
 	return o
 }
-
-// InputError is a problem with what the user asked for.
-type InputError struct{ Msg string }
-
-func (e *InputError) Error() string { return e.Msg }
-
-// InfraError is a failure of the build machine, not of the kernel: never a
-// verdict about the commit.
-type InfraError struct{ Msg string }
-
-func (e *InfraError) Error() string { return e.Msg }
 
 // Result is one build's outcome. A commit that cannot be built (compile
 // error, required option unavailable) has Verdict "skip" and a Reason.
@@ -105,10 +95,10 @@ type Request struct {
 func CheckTree(dir string) error {
 	mk, err := os.ReadFile(filepath.Join(dir, "Makefile"))
 	if err != nil || !bytes.Contains(mk, []byte("kernelversion")) {
-		return &InputError{Msg: fmt.Sprintf("%s is not a Linux kernel tree (no top-level Makefile with a kernelversion target)", dir)}
+		return outcome.InputErr("%s is not a Linux kernel tree (no top-level Makefile with a kernelversion target)", dir)
 	}
 	if _, err := os.Stat(filepath.Join(dir, "Kconfig")); err != nil {
-		return &InputError{Msg: fmt.Sprintf("%s is not a Linux kernel tree (no top-level Kconfig)", dir)}
+		return outcome.InputErr("%s is not a Linux kernel tree (no top-level Kconfig)", dir)
 	}
 	return nil
 }
@@ -140,8 +130,8 @@ func CheckDeps(o Options) error {
 		what = append(what, d.what)
 		pkgs = append(pkgs, d.pkg)
 	}
-	return &InfraError{Msg: fmt.Sprintf("kernel build dependencies missing: %s; install them with: apt-get install %s (or run ./setup.sh)",
-		strings.Join(what, ", "), strings.Join(pkgs, " "))}
+	return outcome.InfraErr("build", fmt.Errorf("kernel build dependencies missing: %s; install them with: apt-get install %s (or run ./setup.sh)",
+		strings.Join(what, ", "), strings.Join(pkgs, " ")))
 }
 
 // Required is the full list of required options for o: the target's
@@ -251,7 +241,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	if o.Base != "tinyconfig" && o.Base != "defconfig" {
 		if fi, err := os.Stat(o.Base); err != nil || fi.IsDir() {
-			return nil, &InputError{Msg: fmt.Sprintf("--base-config %q: not tinyconfig, defconfig, or a readable .config file", o.Base)}
+			return nil, outcome.InputErr("--base-config %q: not tinyconfig, defconfig, or a readable .config file", o.Base)
 		}
 	}
 	required, err := Required(o)
@@ -263,7 +253,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	buildDir, ccacheBase := b.buildDir(req.Src, o)
 	if err := os.MkdirAll(buildDir, 0o755); err != nil {
-		return nil, &InfraError{Msg: err.Error()}
+		return nil, outcome.InfraErr("build", err)
 	}
 	l, err := lock.Acquire(ctx, buildDir+".lock", func(h *lock.HeldError) {
 		b.Log.Info("waiting for a build dir held by another firstbad", "dir", buildDir, "pid", h.PID)
@@ -273,12 +263,12 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	defer l.Release()
 	if err := os.MkdirAll(req.LogDir, 0o755); err != nil {
-		return nil, &InfraError{Msg: err.Error()}
+		return nil, outcome.InfraErr("build", err)
 	}
 	res := &Result{Log: filepath.Join(req.LogDir, "build.log"), Missing: []string{}}
 	logf, err := os.Create(res.Log)
 	if err != nil {
-		return nil, &InfraError{Msg: err.Error()}
+		return nil, outcome.InfraErr("build", err)
 	}
 	defer logf.Close()
 	start := time.Now()
@@ -310,18 +300,18 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	} else {
 		data, err := os.ReadFile(o.Base)
 		if err != nil {
-			return nil, &InputError{Msg: fmt.Sprintf("--base-config: %v", err)}
+			return nil, outcome.InputErr("--base-config: %v", err)
 		}
 		if err := os.WriteFile(side, data, 0o644); err != nil {
-			return nil, &InfraError{Msg: err.Error()}
+			return nil, outcome.InfraErr("build", err)
 		}
 	}
 	base, err := os.ReadFile(side)
 	if err != nil {
-		return nil, &InfraError{Msg: err.Error()}
+		return nil, outcome.InfraErr("build", err)
 	}
 	if err := os.WriteFile(side, []byte(Apply(string(base), required)), 0o644); err != nil {
-		return nil, &InfraError{Msg: err.Error()}
+		return nil, outcome.InfraErr("build", err)
 	}
 	if r, err := cfgEnv("olddefconfig"); err != nil || r.ExitCode != 0 {
 		if err == nil && ctx.Err() == nil && oldKconfig(res.Log) {
@@ -335,7 +325,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	}
 	final, err := os.ReadFile(side)
 	if err != nil {
-		return nil, &InfraError{Msg: err.Error()}
+		return nil, outcome.InfraErr("build", err)
 	}
 	vals, _ := Values(bytes.NewReader(final))
 	if bad := Verify(vals, required); len(bad) > 0 {
@@ -369,19 +359,19 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	cur, _ := os.ReadFile(filepath.Join(buildDir, ".config"))
 	if !bytes.Equal(cur, final) {
 		if err := os.WriteFile(filepath.Join(buildDir, ".config"), final, 0o644); err != nil {
-			return nil, &InfraError{Msg: err.Error()}
+			return nil, outcome.InfraErr("build", err)
 		}
 	}
 	res.BuildSystem = buildSystemChanged(buildDir, req.Src)
 	os.Remove(filepath.Join(buildDir, "ccache-stats.log"))
 	marker := filepath.Join(buildDir, building)
 	if n, err := removeInterrupted(buildDir, marker); err != nil {
-		return nil, &InfraError{Msg: fmt.Sprintf("cleaning up after an interrupted build in %s: %v", buildDir, err)}
+		return nil, outcome.InfraErr("build", fmt.Errorf("cleaning up after an interrupted build in %s: %v", buildDir, err))
 	} else if n > 0 {
 		fmt.Fprintf(logf, "firstbad: the last build in this dir was interrupted: removed the %d files it wrote\n", n)
 	}
 	if err := os.WriteFile(marker, nil, 0o644); err != nil {
-		return nil, &InfraError{Msg: err.Error()}
+		return nil, outcome.InfraErr("build", err)
 	}
 	logStart, _ := logf.Seek(0, io.SeekCurrent)
 	r, err := mk(o.Timeout, nil, "-j"+strconv.Itoa(o.Jobs), "bzImage")
@@ -398,7 +388,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	image := filepath.Join(buildDir, "arch", archDir(o.Arch), "boot", "bzImage")
 	a, err := cache.Put(res.Key, Artifact{Version: res.Version, Release: res.Release, Commit: req.Commit}, image, filepath.Join(buildDir, ".config"))
 	if err != nil {
-		return nil, &InfraError{Msg: fmt.Sprintf("storing the built kernel: %v", err)}
+		return nil, outcome.InfraErr("build", fmt.Errorf("storing the built kernel: %v", err))
 	}
 	res.Kernel, res.ConfigPath = a.Kernel, a.Config
 	res.Verdict = "ok"
@@ -467,13 +457,13 @@ func (b *Builder) failed(ctx context.Context, res *Result, logf *os.File, r proc
 		return nil, ctx.Err()
 	}
 	if err != nil {
-		return nil, &InfraError{Msg: fmt.Sprintf("%s: %v", what, err)}
+		return nil, outcome.InfraErr("build", fmt.Errorf("%s: %v", what, err))
 	}
 	logf.Sync()
 	data, _ := os.ReadFile(res.Log)
 	d := Diagnose(data, r)
 	if d.Infra {
-		return nil, &InfraError{Msg: fmt.Sprintf("%s: %s (log: %s)", what, d.Reason, res.Log)}
+		return nil, outcome.InfraErr("build", fmt.Errorf("%s: %s (log: %s)", what, d.Reason, res.Log))
 	}
 	res.Verdict = "skip"
 	res.Reason = fmt.Sprintf("%s failed: %s", what, d.Reason)
@@ -625,15 +615,15 @@ func utsRelease(buildDir string) string {
 // checkSpace fails with an infrastructure error below need bytes free.
 func checkSpace(dir string, need uint64) error {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return &InfraError{Msg: err.Error()}
+		return outcome.InfraErr("build", err)
 	}
 	free, err := freeBytes(dir)
 	if err != nil {
 		return nil
 	}
 	if free < need {
-		return &InfraError{Msg: fmt.Sprintf("only %d MiB free in %s; a kernel build needs about %d MiB: free space or use --cache-dir elsewhere",
-			free>>20, dir, need>>20)}
+		return outcome.InfraErr("build", fmt.Errorf("only %d MiB free in %s; a kernel build needs about %d MiB: free space or use --cache-dir elsewhere",
+			free>>20, dir, need>>20))
 	}
 	return nil
 }

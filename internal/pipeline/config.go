@@ -2,7 +2,6 @@ package pipeline
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -13,6 +12,7 @@ import (
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/remote"
 	"github.com/firstbad/firstbad/internal/target"
 )
@@ -43,23 +43,23 @@ type KernelConfig struct {
 }
 
 // NewTarget makes the target c names; problems the user can fix are
-// *kbuild.InputError.
+// input errors (outcome.Input).
 func NewTarget(c KernelConfig, cacheDir string, log *slog.Logger) (target.Target, error) {
 	probes := filepath.Join(cacheDir, "probe")
 	r, err := target.ParseTarget(c.Target, target.Options{SSH: remote.Config{File: c.SSHConfig}, Accel: c.Accel,
 		CacheDir: probes, Log: log, Probe: ProbeKVM, TakeOver: c.TakeOver})
 	if err != nil {
-		return nil, &kbuild.InputError{Msg: err.Error()}
+		return nil, outcome.InputErr("%v", err)
 	}
 	if r == nil {
 		q := &target.QEMU{Accel: c.Accel, CacheDir: probes, Log: log, Probe: ProbeKVM}
 		if err := q.Check(); err != nil {
-			return nil, &kbuild.InputError{Msg: err.Error()}
+			return nil, outcome.InputErr("%v", err)
 		}
 		return q, nil
 	}
 	if _, ok := r.(*target.Libvirt); ok && c.Host != nil {
-		return nil, &kbuild.InputError{Msg: "--host-test needs a port forwarded into the guest, which a libvirt domain's own NICs do not give: use --target qemu or ssh://HOST for host-side tests"}
+		return nil, outcome.InputErr("--host-test needs a port forwarded into the guest, which a libvirt domain's own NICs do not give: use --target qemu or ssh://HOST for host-side tests")
 	}
 	// Before the first step: reachable, authenticated, QEMU and room there.
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -72,25 +72,25 @@ func NewTarget(c KernelConfig, cacheDir string, log *slog.Logger) (target.Target
 }
 
 // NewGuestTest checks the host (busybox, QEMU, a static firstbad) and builds
-// the boot-and-test stage. Problems the user can fix are *kbuild.InputError.
+// the boot-and-test stage. Problems the user can fix are input errors.
 func NewGuestTest(c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest, error) {
 	var re *regexp.Regexp
 	if c.CrashMatch != "" {
 		var err error
 		if re, err = regexp.Compile(c.CrashMatch); err != nil {
-			return nil, &kbuild.InputError{Msg: fmt.Sprintf("--crash-match: %v", err)}
+			return nil, outcome.InputErr("--crash-match: %v", err)
 		}
 	}
 	busybox, err := guest.FindBusybox()
 	if err != nil {
-		return nil, &kbuild.InputError{Msg: err.Error()}
+		return nil, outcome.InputErr("%v", err)
 	}
 	self, err := os.Executable()
 	if err != nil {
 		return nil, err
 	}
 	if err := guest.CheckStatic(self); err != nil {
-		return nil, &kbuild.InputError{Msg: err.Error()}
+		return nil, outcome.InputErr("%v", err)
 	}
 	q, err := NewTarget(c, cacheDir, log)
 	if err != nil {
@@ -98,7 +98,7 @@ func NewGuestTest(c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest
 	}
 	base, err := guest.Cached(filepath.Join(cacheDir, "initramfs"), self, busybox)
 	if err != nil {
-		return nil, &InfraError{Stage: "initramfs", Err: err}
+		return nil, outcome.InfraErr("initramfs", err)
 	}
 	return &GuestTest{Target: q, BaseInitrd: base, Test: c.GuestTest, Files: c.Files, Timeout: c.Timeout,
 		BootTimeout: c.BootTimeout, RebootEach: c.RebootEach, BootFailureBad: c.BootFailureBad, CrashMatch: re,

@@ -9,9 +9,10 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/outcome"
+
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/proc"
-	"github.com/firstbad/firstbad/internal/search"
 )
 
 // Exec runs a shell command in firstbad's checkout of each commit, like
@@ -31,10 +32,10 @@ func (e *Exec) Evaluate(ctx context.Context, req Request) (Outcome, error) {
 		if ctx.Err() != nil {
 			return Outcome{}, ctx.Err()
 		}
-		return Outcome{}, &InfraError{Stage: "checkout", Err: err}
+		return Outcome{}, outcome.InfraErr("checkout", err)
 	}
 	if err := os.MkdirAll(req.EvidenceDir, 0o755); err != nil {
-		return Outcome{}, &InfraError{Stage: "evidence", Err: err}
+		return Outcome{}, outcome.InfraErr("evidence", err)
 	}
 	var out Outcome
 	req.stage("test")
@@ -58,7 +59,7 @@ func (e *Exec) run(ctx context.Context, req Request, n int) (Run, error) {
 	outPath := filepath.Join(req.EvidenceDir, fmt.Sprintf("run-%d.log", n))
 	f, err := os.Create(outPath)
 	if err != nil {
-		return Run{}, &InfraError{Stage: "evidence", Err: err}
+		return Run{}, outcome.InfraErr("evidence", err)
 	}
 	defer f.Close()
 	cmd := exec.Command("/bin/sh", "-c", e.Command)
@@ -75,13 +76,13 @@ func (e *Exec) run(ctx context.Context, req Request, n int) (Run, error) {
 		if ctx.Err() != nil {
 			return Run{}, ctx.Err()
 		}
-		return Run{}, &InfraError{Stage: "exec", Err: err}
+		return Run{}, outcome.InfraErr("exec", err)
 	}
 	r := Run{ExitCode: res.ExitCode, Duration: res.Duration, Output: outPath}
 	if res.TimedOut {
-		r.Verdict, r.Reason = search.Bad, "timeout"
+		r.Verdict, r.Reason = outcome.Bad, "timeout"
 		if e.Invert {
-			r.Verdict = search.Good
+			r.Verdict = outcome.Good
 		}
 		fmt.Fprintf(f, "\nfirstbad: killed after the %s timeout\n", e.Timeout)
 		return r, nil

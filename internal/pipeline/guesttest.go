@@ -15,9 +15,10 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/outcome"
+
 	"github.com/firstbad/firstbad/internal/console"
 	"github.com/firstbad/firstbad/internal/guest"
-	"github.com/firstbad/firstbad/internal/search"
 	"github.com/firstbad/firstbad/internal/target"
 )
 
@@ -115,7 +116,7 @@ func (g *GuestTest) Run(ctx context.Context, kernel, commit string, step, repeat
 
 func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs, first int, dir string) (GuestOutcome, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return GuestOutcome{}, &InfraError{Stage: "boot", Err: err}
+		return GuestOutcome{}, outcome.InfraErr("boot", err)
 	}
 	n := nonce()
 	timeout := g.Timeout
@@ -131,7 +132,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 	if g.Host != nil && !g.Shell {
 		var err error
 		if gs, err = newGuestSSH(); err != nil {
-			return GuestOutcome{}, &InfraError{Stage: "ssh keys", Err: err}
+			return GuestOutcome{}, outcome.InfraErr("ssh keys", err)
 		}
 		defer gs.close()
 		s.SSHKey, s.WaitGo, s.NoGuestTest = gs.pub, true, g.Test == ""
@@ -139,7 +140,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 	}
 	initrd := filepath.Join(dir, "initramfs.cpio")
 	if err := writeInitrd(initrd, g.BaseInitrd, s, g.Test, g.Files); err != nil {
-		return GuestOutcome{}, &InfraError{Stage: "initramfs", Err: err}
+		return GuestOutcome{}, outcome.InfraErr("initramfs", err)
 	}
 	cmdline := "console=ttyS0,115200 panic=-1 oops=panic panic_on_warn=0 rdinit=/init"
 	if g.Cmdline != "" {
@@ -153,7 +154,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 	m, err := g.Target.Boot(ctx, target.Boot{Kernel: kernel, Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: dir, MemMiB: g.MemMiB,
 		CPUs: g.CPUs, Net: g.Net || gs != nil, Forwards: forwards, Interactive: g.Shell})
 	if err != nil {
-		return GuestOutcome{}, &InfraError{Stage: "boot", Err: err}
+		return GuestOutcome{}, outcome.Retryable("boot", err)
 	}
 	defer func() { m.Stop(); m.Wait() }()
 	out := GuestOutcome{ConsoleLog: m.ConsoleLog()}
@@ -205,7 +206,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 	// skip, and the boot is over.
 	next := func() bool {
 		if err := startRun(); err != nil {
-			out.Runs = append(out.Runs, Run{Verdict: search.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
+			out.Runs = append(out.Runs, Run{Verdict: outcome.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
 			return false
 		}
 		return true
@@ -220,7 +221,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 				r = combineHalves(*guestHalf, *hostHalf)
 			}
 			return true, record(r)
-		case hostHalf != nil && hostHalf.Verdict == search.Bad:
+		case hostHalf != nil && hostHalf.Verdict == outcome.Bad:
 			return true, record(*hostHalf)
 		}
 		return false, false
@@ -249,9 +250,9 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 						if ctx.Err() != nil {
 							return out, ctx.Err()
 						}
-						v := search.Skip
+						v := outcome.Skip
 						if g.Host.UnreachableBad {
-							v = search.Bad
+							v = outcome.Bad
 						}
 						out.Runs = append(out.Runs, Run{Verdict: v, ExitCode: -1, Reason: err.Error()})
 						return out, nil
@@ -302,7 +303,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 			switch {
 			case complete:
 				return finish()
-			case h.Verdict == search.Bad && guestHalf == nil:
+			case h.Verdict == outcome.Bad && guestHalf == nil:
 				// The guest is stuck in this run: the step has its answer.
 				return out, nil
 			}
@@ -313,7 +314,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 			if !started {
 				return g.noStart(out, text.String(), bootTimeout), nil
 			}
-			out.Runs = append(out.Runs, Run{Verdict: search.Bad, ExitCode: -1, Duration: time.Since(runStart),
+			out.Runs = append(out.Runs, Run{Verdict: outcome.Bad, ExitCode: -1, Duration: time.Since(runStart),
 				Reason: fmt.Sprintf("hang: no result within %s (the kernel stopped responding)", timeout+hostGrace)})
 			return out, nil
 		}
@@ -342,7 +343,7 @@ func settle(m target.Machine, text *strings.Builder, d time.Duration) {
 func (g *GuestTest) fromResult(r guest.RunResult) Run {
 	run := Run{ExitCode: r.ExitCode, Duration: time.Duration(r.Duration * float64(time.Second))}
 	if r.Timeout {
-		run.Verdict, run.Reason = search.Bad, "hang: the test did not finish within its timeout"
+		run.Verdict, run.Reason = outcome.Bad, "hang: the test did not finish within its timeout"
 		return run
 	}
 	run.Verdict, run.Reason = exitClass(r.ExitCode)
@@ -351,11 +352,11 @@ func (g *GuestTest) fromResult(r guest.RunResult) Run {
 
 // exitClass classifies a test's exit code as git bisect run does, for a
 // test that cannot abort the bisect: 128 and over is a skip ("abort").
-func exitClass(code int) (search.Verdict, string) {
+func exitClass(code int) (outcome.Verdict, string) {
 	v, abort := ExitVerdict(code, false)
 	switch {
 	case abort:
-		return search.Skip, fmt.Sprintf("exit %d: abort", code)
+		return outcome.Skip, fmt.Sprintf("exit %d: abort", code)
 	case code == 125:
 		return v, "exit 125: skip"
 	}
@@ -367,18 +368,18 @@ func (g *GuestTest) crashed(out GuestOutcome, c *console.Crash, started bool, d 
 	if !started || c.Boot {
 		return g.bootFailure(out, "boot failure: "+c.Title)
 	}
-	run := Run{Verdict: search.Bad, ExitCode: -1, Duration: d, Crash: c.Title, Reason: "crash: " + c.Title}
+	run := Run{Verdict: outcome.Bad, ExitCode: -1, Duration: d, Crash: c.Title, Reason: "crash: " + c.Title}
 	if g.CrashMatch != nil && !g.CrashMatch.MatchString(c.Title) {
-		run.Verdict, run.Reason = search.Skip, fmt.Sprintf("a different crash (%s) than --crash-match %q", c.Title, g.CrashMatch)
+		run.Verdict, run.Reason = outcome.Skip, fmt.Sprintf("a different crash (%s) than --crash-match %q", c.Title, g.CrashMatch)
 	}
 	out.Runs = append(out.Runs, run)
 	return out
 }
 
 func (g *GuestTest) bootFailure(out GuestOutcome, reason string) GuestOutcome {
-	v := search.Skip
+	v := outcome.Skip
 	if g.BootFailureBad {
-		v = search.Bad
+		v = outcome.Bad
 	}
 	out.Runs = append(out.Runs, Run{Verdict: v, ExitCode: -1, Reason: reason})
 	return out
@@ -403,7 +404,7 @@ func (g *GuestTest) ended(out GuestOutcome, text string, started bool, ex target
 		return out, nil
 	}
 	if ex.Err != nil {
-		return out, &InfraError{Stage: "qemu", Err: ex.Err}
+		return out, outcome.Retryable("qemu", ex.Err)
 	}
 	if !started && strings.TrimSpace(stripQEMU(text)) != "" && ex.Code == 0 {
 		// The kernel ran and stopped the VM before the agent spoke: a
@@ -411,7 +412,7 @@ func (g *GuestTest) ended(out GuestOutcome, text string, started bool, ex target
 		// not recognize).
 		return g.bootFailure(out, "boot failure: the kernel stopped before the guest agent started"), nil
 	}
-	return out, &InfraError{Stage: "qemu", Err: fmt.Errorf("QEMU exited (status %d) without a result and without a kernel-side reason", ex.Code)}
+	return out, outcome.Retryable("qemu", fmt.Errorf("QEMU exited (status %d) without a result and without a kernel-side reason", ex.Code))
 }
 
 // stripQEMU drops QEMU's own lines (our command echo, its warnings).

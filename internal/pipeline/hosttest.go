@@ -13,11 +13,12 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/outcome"
+
 	"golang.org/x/crypto/ssh"
 
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/proc"
-	"github.com/firstbad/firstbad/internal/search"
 )
 
 // HostTest is a test that runs on the host against the booted guest, over
@@ -174,7 +175,7 @@ func (g *guestSSH) env(h *HostTest, ports func(int) int, commit string, step, n 
 func runHost(ctx context.Context, file string, env []string, log string, timeout time.Duration) Run {
 	out, err := os.Create(log)
 	if err != nil {
-		return Run{Verdict: search.Skip, ExitCode: -1, Reason: "host test: " + err.Error()}
+		return Run{Verdict: outcome.Skip, ExitCode: -1, Reason: "host test: " + err.Error()}
 	}
 	defer out.Close()
 	cmd := exec.Command(file)
@@ -183,9 +184,9 @@ func runHost(ctx context.Context, file string, env []string, log string, timeout
 	run := Run{ExitCode: res.ExitCode, Duration: res.Duration, Output: log}
 	switch {
 	case err != nil:
-		run.Verdict, run.ExitCode, run.Reason = search.Skip, -1, "host test: "+err.Error()
+		run.Verdict, run.ExitCode, run.Reason = outcome.Skip, -1, "host test: "+err.Error()
 	case res.TimedOut:
-		run.Verdict, run.ExitCode, run.Reason = search.Bad, -1, fmt.Sprintf("hang: the host test did not finish within %s", timeout)
+		run.Verdict, run.ExitCode, run.Reason = outcome.Bad, -1, fmt.Sprintf("hang: the host test did not finish within %s", timeout)
 	default:
 		run.Verdict, run.Reason = exitClass(res.ExitCode)
 	}
@@ -195,16 +196,16 @@ func runHost(ctx context.Context, file string, env []string, log string, timeout
 // combineHalves joins a run's guest and host halves: bad if either is bad,
 // skip if either skips and none is bad, good if both are good.
 func combineHalves(g, h Run) Run {
-	r := Run{Verdict: search.Good, ExitCode: h.ExitCode, Duration: max(g.Duration, h.Duration), Crash: g.Crash, Output: h.Output,
+	r := Run{Verdict: outcome.Good, ExitCode: h.ExitCode, Duration: max(g.Duration, h.Duration), Crash: g.Crash, Output: h.Output,
 		Reason: "guest: " + g.Reason + "; host: " + h.Reason}
 	switch {
-	case g.Verdict == search.Bad || h.Verdict == search.Bad:
-		r.Verdict = search.Bad
-		if g.Verdict == search.Bad && h.Verdict != search.Bad {
+	case g.Verdict == outcome.Bad || h.Verdict == outcome.Bad:
+		r.Verdict = outcome.Bad
+		if g.Verdict == outcome.Bad && h.Verdict != outcome.Bad {
 			r.ExitCode = g.ExitCode
 		}
-	case g.Verdict == search.Skip || h.Verdict == search.Skip:
-		r.Verdict = search.Skip
+	case g.Verdict == outcome.Skip || h.Verdict == outcome.Skip:
+		r.Verdict = outcome.Skip
 	}
 	return r
 }

@@ -2,10 +2,10 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/outcome"
 )
 
 // KernelBuild is the build stage of a kernel step: check the commit out in
@@ -18,23 +18,18 @@ type KernelBuild struct {
 }
 
 // Build builds commit, keeping its log under evidenceDir. Input problems
-// come back as *kbuild.InputError, the machine's as *InfraError; a commit
+// and the machine's come back as outcome errors of their kind; a commit
 // that cannot be built is a Result with Verdict "skip".
 func (k *KernelBuild) Build(ctx context.Context, commit, evidenceDir string) (*kbuild.Result, error) {
 	if err := k.Worktree.Checkout(ctx, commit); err != nil {
 		if ctx.Err() != nil {
 			return nil, ctx.Err()
 		}
-		return nil, &InfraError{Stage: "checkout", Err: err}
+		return nil, outcome.InfraErr("checkout", err)
 	}
 	info, err := k.Worktree.Info(ctx, commit, false)
 	if err != nil {
-		return nil, &InfraError{Stage: "checkout", Err: err}
+		return nil, outcome.InfraErr("checkout", err)
 	}
-	res, err := k.Builder.Build(ctx, kbuild.Request{Src: k.Worktree.Dir, Commit: commit, Tree: info.Tree, Opts: k.Opts, LogDir: evidenceDir})
-	var ie *kbuild.InfraError
-	if errors.As(err, &ie) {
-		return nil, &InfraError{Stage: "build", Err: err}
-	}
-	return res, err
+	return k.Builder.Build(ctx, kbuild.Request{Src: k.Worktree.Dir, Commit: commit, Tree: info.Tree, Opts: k.Opts, LogDir: evidenceDir})
 }

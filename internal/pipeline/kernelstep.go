@@ -2,10 +2,9 @@ package pipeline
 
 import (
 	"context"
-	"errors"
 	"time"
 
-	"github.com/firstbad/firstbad/internal/search"
+	"github.com/firstbad/firstbad/internal/outcome"
 )
 
 // KernelStep evaluates a commit of a kernel tree: build (or take from the
@@ -25,22 +24,18 @@ func (k *KernelStep) Evaluate(ctx context.Context, req Request) (Outcome, error)
 	req.stage("build")
 	res, err := k.Build.Build(ctx, req.Commit, req.EvidenceDir)
 	if err != nil {
-		var ie *InfraError
-		if errors.As(err, &ie) || ctx.Err() != nil {
-			return out, err
-		}
-		return out, &InfraError{Stage: "build", Err: err}
+		return out, outcome.InfraErr("build", err)
 	}
 	d := time.Duration(res.BuildS * float64(time.Second))
 	out.Build, out.BuildLog = &d, res.Log
 	if res.Verdict != "ok" {
-		out.Runs = []Run{{Verdict: search.Skip, ExitCode: -1, Reason: res.Reason}}
+		out.Runs = []Run{{Verdict: outcome.Skip, ExitCode: -1, Reason: res.Reason}}
 		return out, nil
 	}
 	out.Kernel = res.Kernel
 	req.stage("boot+test")
 	g, err := k.Test.Run(ctx, res.Kernel, req.Commit, req.Step, req.Repeat, req.EvidenceDir)
-	if err != nil && ctx.Err() == nil && IsInfra(err) {
+	if err != nil && ctx.Err() == nil && outcome.CanRetry(err) {
 		// QEMU's own failure: once more, then it is the machine's problem.
 		g, err = k.Test.Run(ctx, res.Kernel, req.Commit, req.Step, req.Repeat, req.EvidenceDir)
 	}

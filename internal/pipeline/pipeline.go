@@ -5,11 +5,9 @@ package pipeline
 
 import (
 	"context"
-	"errors"
-	"fmt"
 	"time"
 
-	"github.com/firstbad/firstbad/internal/search"
+	"github.com/firstbad/firstbad/internal/outcome"
 )
 
 // Request asks for one commit to be evaluated.
@@ -30,7 +28,7 @@ func (r Request) stage(s string) {
 
 // Run is one run of the reproducer.
 type Run struct {
-	Verdict  search.Verdict
+	Verdict  outcome.Verdict
 	ExitCode int
 	Duration time.Duration
 	Reason   string
@@ -58,58 +56,42 @@ type Pipeline interface {
 	Evaluate(ctx context.Context, req Request) (Outcome, error)
 }
 
-// InfraError is a failure of the infrastructure (not of the commit): it is
-// never recorded as a verdict.
-type InfraError struct {
-	Stage string
-	Err   error
-}
-
-func (e *InfraError) Error() string { return fmt.Sprintf("%s: %v", e.Stage, e.Err) }
-func (e *InfraError) Unwrap() error { return e.Err }
-
-// IsInfra reports whether err is an infrastructure failure.
-func IsInfra(err error) bool {
-	var ie *InfraError
-	return errors.As(err, &ie)
-}
-
 // ExitVerdict maps a reproducer's exit code as `git bisect run` does: 0 good
 // (old), 125 skip, 1-127 bad (new), 128 and above abort. With invert (finding
 // a fix with natural exit codes), 0 means new and 1-127 old.
-func ExitVerdict(code int, invert bool) (v search.Verdict, abort bool) {
+func ExitVerdict(code int, invert bool) (v outcome.Verdict, abort bool) {
 	switch {
 	case code < 0 || code >= 128:
-		return search.Skip, true
+		return outcome.Skip, true
 	case code == 125:
-		return search.Skip, false
+		return outcome.Skip, false
 	case (code == 0) != invert:
-		return search.Good, false
+		return outcome.Good, false
 	default:
-		return search.Bad, false
+		return outcome.Bad, false
 	}
 }
 
 // Combine folds the runs of a step as the classic strategy does: any bad
 // run makes the step bad; else any good run makes it good; else skip. A
 // step with both good and bad runs is flaky.
-func Combine(runs []Run) (v search.Verdict, flaky bool) {
+func Combine(runs []Run) (v outcome.Verdict, flaky bool) {
 	var good, bad bool
 	for _, r := range runs {
 		switch r.Verdict {
-		case search.Good:
+		case outcome.Good:
 			good = true
-		case search.Bad:
+		case outcome.Bad:
 			bad = true
 		}
 	}
 	switch {
 	case bad:
-		return search.Bad, good
+		return outcome.Bad, good
 	case good:
-		return search.Good, false
+		return outcome.Good, false
 	}
-	return search.Skip, false
+	return outcome.Skip, false
 }
 
 // Seconds turns an optional stage time into optional seconds (JSON null

@@ -3,28 +3,28 @@ package pipeline
 import (
 	"testing"
 
-	"github.com/firstbad/firstbad/internal/search"
+	"github.com/firstbad/firstbad/internal/outcome"
 )
 
 func TestExitVerdict(t *testing.T) {
 	cases := []struct {
 		code   int
 		invert bool
-		want   search.Verdict
+		want   outcome.Verdict
 		abort  bool
 	}{
-		{0, false, search.Good, false},
-		{1, false, search.Bad, false},
-		{124, false, search.Bad, false},
-		{125, false, search.Skip, false},
-		{126, false, search.Bad, false},
-		{127, false, search.Bad, false},
-		{128, false, search.Skip, true},
-		{255, false, search.Skip, true},
-		{-1, false, search.Skip, true},
-		{0, true, search.Bad, false},
-		{1, true, search.Good, false},
-		{125, true, search.Skip, false},
+		{0, false, outcome.Good, false},
+		{1, false, outcome.Bad, false},
+		{124, false, outcome.Bad, false},
+		{125, false, outcome.Skip, false},
+		{126, false, outcome.Bad, false},
+		{127, false, outcome.Bad, false},
+		{128, false, outcome.Skip, true},
+		{255, false, outcome.Skip, true},
+		{-1, false, outcome.Skip, true},
+		{0, true, outcome.Bad, false},
+		{1, true, outcome.Good, false},
+		{125, true, outcome.Skip, false},
 	}
 	for _, c := range cases {
 		v, abort := ExitVerdict(c.code, c.invert)
@@ -35,18 +35,18 @@ func TestExitVerdict(t *testing.T) {
 }
 
 func TestCombine(t *testing.T) {
-	G, B, S := search.Good, search.Bad, search.Skip
+	G, B, S := outcome.Good, outcome.Bad, outcome.Skip
 	cases := []struct {
-		runs  []search.Verdict
-		want  search.Verdict
+		runs  []outcome.Verdict
+		want  outcome.Verdict
 		flaky bool
 	}{
-		{[]search.Verdict{G}, G, false},
-		{[]search.Verdict{B}, B, false},
-		{[]search.Verdict{S, S}, S, false},
-		{[]search.Verdict{G, S}, G, false},
-		{[]search.Verdict{G, B, G}, B, true},
-		{[]search.Verdict{S, B}, B, false},
+		{[]outcome.Verdict{G}, G, false},
+		{[]outcome.Verdict{B}, B, false},
+		{[]outcome.Verdict{S, S}, S, false},
+		{[]outcome.Verdict{G, S}, G, false},
+		{[]outcome.Verdict{G, B, G}, B, true},
+		{[]outcome.Verdict{S, B}, B, false},
 		{nil, S, false},
 	}
 	for _, c := range cases {

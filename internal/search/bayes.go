@@ -3,6 +3,8 @@ package search
 import (
 	"fmt"
 	"math"
+
+	"github.com/firstbad/firstbad/internal/outcome"
 )
 
 // Bayes is the strategy for flaky tests. It keeps a posterior over which
@@ -379,11 +381,11 @@ func (b *Bayes) Decide(obs []Observation) (Decision, error) {
 	total := 0
 	for _, o := range obs {
 		good, bad := o.runs()
-		if o.Verdict == Skip && good+bad == 0 {
+		if o.Verdict == outcome.Skip && good+bad == 0 {
 			skipped[o.Commit] = true
 			continue
 		}
-		if o.Verdict != Good && o.Verdict != Bad && o.Verdict != Skip {
+		if o.Verdict != outcome.Good && o.Verdict != outcome.Bad && o.Verdict != outcome.Skip {
 			return Decision{}, fmt.Errorf("observation of %s: %v", o.Commit, o.Verdict)
 		}
 		c := runs[o.Commit]

@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/firstbad/firstbad/internal/outcome"
+
 	"github.com/google/go-cmp/cmp"
 	"github.com/google/go-cmp/cmp/cmpopts"
 )
@@ -32,18 +34,18 @@ func TestBayesPosteriorHandComputed(t *testing.T) {
 		{"prior is uniform over c0..c3", 0, nil,
 			[]Candidate{{"c0", .25}, {"c1", .25}, {"c2", .25}, {"c3", .25}}},
 		// A fail at c2 rules out c3 (f=0); each other: B(2,1)/B(1,1) = 1/2.
-		{"one fail", 0, []Observation{{Commit: "c2", Verdict: Bad}},
+		{"one fail", 0, []Observation{{Commit: "c2", Verdict: outcome.Bad}},
 			[]Candidate{{"c0", 1. / 3}, {"c1", 1. / 3}, {"c2", 1. / 3}}},
 		// H3: c2 good, one fail on c3: 1/2. H0..H2: one fail, one pass
 		// on bad commits: B(2,2)/B(1,1) = 1/6.
-		{"pass then fail", 0, []Observation{{Commit: "c2", Verdict: Good}, {Commit: "c3", Verdict: Bad}},
+		{"pass then fail", 0, []Observation{{Commit: "c2", Verdict: outcome.Good}, {Commit: "c3", Verdict: outcome.Bad}},
 			[]Candidate{{"c3", .5}, {"c0", 1. / 6}, {"c1", 1. / 6}, {"c2", 1. / 6}}},
 		// As above, the pass on c2 weighs 0.9 under H3 with f = 0.1.
-		{"pass then fail, false alarms", 0.1, []Observation{{Commit: "c2", Verdict: Good}, {Commit: "c3", Verdict: Bad}},
+		{"pass then fail, false alarms", 0.1, []Observation{{Commit: "c2", Verdict: outcome.Good}, {Commit: "c3", Verdict: outcome.Bad}},
 			[]Candidate{{"c3", .45 / .95}, {"c0", 1. / 6 / .95}, {"c1", 1. / 6 / .95}, {"c2", 1. / 6 / .95}}},
 		// Run counts: 2 fails and 1 pass on c3, 3 passes on c1. H2, H3:
 		// (1-f)^3·B(3,2) = 1/12; H0, H1: B(3,5) = 1/105.
-		{"run counts", 0, []Observation{{Commit: "c1", Verdict: Good, GoodRuns: 3}, {Commit: "c3", Verdict: Bad, GoodRuns: 1, BadRuns: 2}},
+		{"run counts", 0, []Observation{{Commit: "c1", Verdict: outcome.Good, GoodRuns: 3}, {Commit: "c3", Verdict: outcome.Bad, GoodRuns: 1, BadRuns: 2}},
 			[]Candidate{{"c2", (1. / 12) / (2./12 + 2./105)}, {"c3", (1. / 12) / (2./12 + 2./105)},
 				{"c0", (1. / 105) / (2./12 + 2./105)}, {"c1", (1. / 105) / (2./12 + 2./105)}}},
 	}
@@ -93,7 +95,7 @@ func TestBayesChoosesMostInformativeTest(t *testing.T) {
 	// builds, coming back to c1 must beat an equally informative new one
 	// at least some of the time; here it is the only way to tell H1 from
 	// H2..H3 without a build.
-	obs := []Observation{{Commit: "c2", Verdict: Good}}
+	obs := []Observation{{Commit: "c2", Verdict: outcome.Good}}
 	d, _ = uniform(NewBayes(g, false, BayesOptions{Costs: Costs{Build: 1000, Step: 1, Run: 1}})).Decide(obs)
 	if d.Next != "c2" {
 		t.Errorf("with very costly builds, next %q, want the built c2", d.Next)
@@ -104,7 +106,7 @@ func TestBayesEndpointIsAnObservation(t *testing.T) {
 	g, _ := NewGraph(linear(5), "c5", false)
 	// The good endpoint fails: with no false alarms only "older than the
 	// range" explains it.
-	d, err := NewBayes(g, false, BayesOptions{}).Decide([]Observation{{Commit: "c0", Verdict: Bad}})
+	d, err := NewBayes(g, false, BayesOptions{}).Decide([]Observation{{Commit: "c0", Verdict: outcome.Bad}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +114,7 @@ func TestBayesEndpointIsAnObservation(t *testing.T) {
 		t.Errorf("got %+v, want done, older than c0", d)
 	}
 	// With false alarms possible it is evidence, not proof.
-	d, _ = NewBayes(g, false, BayesOptions{FalseAlarm: 0.05}).Decide([]Observation{{Commit: "c0", Verdict: Bad}})
+	d, _ = NewBayes(g, false, BayesOptions{FalseAlarm: 0.05}).Decide([]Observation{{Commit: "c0", Verdict: outcome.Bad}})
 	if d.Done {
 		t.Errorf("one fail at the good endpoint with f=0.05 ended the search: %+v", d)
 	}
@@ -120,9 +122,9 @@ func TestBayesEndpointIsAnObservation(t *testing.T) {
 
 func TestBayesSkippedCommitsAreAmbiguous(t *testing.T) {
 	g, _ := NewGraph(linear(6), "c6", false)
-	obs := []Observation{{Commit: "c3", Verdict: Skip}, {Commit: "c4", Verdict: Skip}}
+	obs := []Observation{{Commit: "c3", Verdict: outcome.Skip}, {Commit: "c4", Verdict: outcome.Skip}}
 	for range 40 {
-		obs = append(obs, Observation{Commit: "c2", Verdict: Good}, Observation{Commit: "c5", Verdict: Bad})
+		obs = append(obs, Observation{Commit: "c2", Verdict: outcome.Good}, Observation{Commit: "c5", Verdict: outcome.Bad})
 	}
 	d, err := NewBayes(g, false, BayesOptions{}).Decide(obs)
 	if err != nil {
@@ -177,9 +179,9 @@ func simulate(t *testing.T, s Strategy, bad map[string]bool, p, f float64, rng *
 			}
 			runs++
 		}
-		o.Verdict = Good
+		o.Verdict = outcome.Good
 		if o.BadRuns > 0 {
-			o.Verdict = Bad
+			o.Verdict = outcome.Bad
 		}
 		obs = append(obs, o)
 	}
@@ -200,7 +202,7 @@ func TestBayesPosteriorSumsToOne(t *testing.T) {
 		var obs []Observation
 		for range rng.IntN(30) {
 			c := commits[rng.IntN(n)].ID
-			obs = append(obs, Observation{Commit: c, Verdict: Verdict(rng.IntN(3))})
+			obs = append(obs, Observation{Commit: c, Verdict: outcome.Verdict(rng.IntN(3))})
 		}
 		lv := b.levelFor(-1)
 		runs := map[string]counts{}

@@ -4,6 +4,8 @@ import (
 	"fmt"
 	"math"
 	"sort"
+
+	"github.com/firstbad/firstbad/internal/outcome"
 )
 
 // Observation is one verdict about one commit, in the order it was made.
@@ -11,7 +13,7 @@ import (
 // both zero means one run that said Verdict.
 type Observation struct {
 	Commit   string
-	Verdict  Verdict
+	Verdict  outcome.Verdict
 	GoodRuns int
 	BadRuns  int
 }
@@ -22,9 +24,9 @@ func (o Observation) runs() (good, bad int) {
 		return o.GoodRuns, o.BadRuns
 	}
 	switch o.Verdict {
-	case Good:
+	case outcome.Good:
 		return 1, 0
-	case Bad:
+	case outcome.Bad:
 		return 0, 1
 	}
 	return 0, 0
@@ -96,11 +98,11 @@ func (c *Classic) state(obs []Observation) (bad int, goods []int, skipped map[in
 			continue
 		}
 		switch o.Verdict {
-		case Good:
+		case outcome.Good:
 			goods = append(goods, n)
-		case Bad:
+		case outcome.Bad:
 			bad = n
-		case Skip:
+		case outcome.Skip:
 			skipped[n] = true
 		default:
 			return 0, nil, nil, fmt.Errorf("observation of %s: %v", o.Commit, o.Verdict)

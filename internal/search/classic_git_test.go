@@ -8,6 +8,8 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/firstbad/firstbad/internal/outcome"
+
 	"github.com/google/go-cmp/cmp"
 
 	"github.com/firstbad/firstbad/internal/git"
@@ -16,7 +18,7 @@ import (
 )
 
 // drive runs the strategy against an oracle the way a session does.
-func drive(t *testing.T, s search.Strategy, oracle func(string) search.Verdict) ([]string, search.Decision) {
+func drive(t *testing.T, s search.Strategy, oracle func(string) outcome.Verdict) ([]string, search.Decision) {
 	t.Helper()
 	var obs []search.Observation
 	var tested []string
@@ -98,14 +100,14 @@ func compare(t *testing.T, c gitCase) {
 				script = fmt.Sprintf("case $(git rev-parse HEAD) in %s) exit 125;; esac; %s", strings.Join(c.skips, "|"), script)
 			}
 			want := gittest.BisectRun(t, c.repo.Dir, start, script)
-			tested, d := drive(t, search.NewClassic(g, c.firstParent), func(id string) search.Verdict {
+			tested, d := drive(t, search.NewClassic(g, c.firstParent), func(id string) outcome.Verdict {
 				if skip[id] {
-					return search.Skip
+					return outcome.Skip
 				}
 				if isBad(id) {
-					return search.Bad
+					return outcome.Bad
 				}
-				return search.Good
+				return outcome.Good
 			})
 			if diff := cmp.Diff(want.Tested, tested); diff != "" {
 				t.Fatalf("tested sequence differs from git bisect (-git +firstbad):\n%s\ngit said:\n%s", diff, want.Output)

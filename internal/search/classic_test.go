@@ -5,6 +5,8 @@ import (
 	"math"
 	"math/rand/v2"
 	"testing"
+
+	"github.com/firstbad/firstbad/internal/outcome"
 )
 
 // randomDAG makes n commits, newest first in the slice as git lists them,
@@ -67,9 +69,9 @@ func TestClassicFindsCulpritOnRandomGraphs(t *testing.T) {
 			steps++
 			var i int
 			fmt.Sscanf(d.Next, "%x", &i)
-			v := Good
+			v := outcome.Good
 			if bad[i-1] {
-				v = Bad
+				v = outcome.Bad
 			}
 			obs = append(obs, Observation{Commit: d.Next, Verdict: v})
 		}

@@ -8,42 +8,6 @@ import (
 	"fmt"
 )
 
-// Verdict is what a test said about a commit, in old/new terms:
-// Good is the old behaviour, Bad the new one.
-type Verdict int
-
-// Verdicts a step can produce.
-const (
-	Good Verdict = iota
-	Bad
-	Skip
-)
-
-func (v Verdict) String() string {
-	switch v {
-	case Good:
-		return "good"
-	case Bad:
-		return "bad"
-	case Skip:
-		return "skip"
-	}
-	return fmt.Sprintf("verdict(%d)", int(v))
-}
-
-// ParseVerdict reads "good", "bad" or "skip".
-func ParseVerdict(s string) (Verdict, error) {
-	switch s {
-	case "good":
-		return Good, nil
-	case "bad":
-		return Bad, nil
-	case "skip":
-		return Skip, nil
-	}
-	return 0, fmt.Errorf("unknown verdict %q", s)
-}
-
 // Commit is a node handed to NewGraph.
 type Commit struct {
 	ID      string

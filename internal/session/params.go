@@ -8,31 +8,17 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"os"
 	"strings"
 	"time"
+
+	"github.com/firstbad/firstbad/internal/outcome"
 
 	"github.com/firstbad/firstbad/internal/bisectlog"
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/pipeline"
 	"github.com/firstbad/firstbad/internal/search"
 )
-
-// InputError is a problem with what the user asked for (exit code 2).
-type InputError struct{ Msg string }
-
-func (e *InputError) Error() string { return e.Msg }
-
-func inputErr(format string, args ...any) error {
-	return &InputError{Msg: fmt.Sprintf(format, args...)}
-}
-
-// IsInput reports whether err is an input error.
-func IsInput(err error) bool {
-	var ie *InputError
-	return errors.As(err, &ie)
-}
 
 // Duration is a time.Duration that reads and writes as "1m30s" in JSON.
 type Duration time.Duration
@@ -127,18 +113,18 @@ type Input struct {
 }
 
 // Resolve checks the input and resolves every ref in the user's repository
-// (read only). Every problem is an *InputError naming it.
+// (read only). Every problem is an input error naming it.
 func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 	p := Params{Exec: in.Exec, Paths: in.Paths, FirstParent: in.FirstParent, Timeout: Duration(in.Timeout),
 		Repeat: max(in.Repeat, 1), Strategy: "classic", TermOld: "good", TermNew: "bad"}
 	p.Kernel = in.Kernel
 	switch {
 	case in.Kernel != nil && strings.TrimSpace(in.Exec) != "":
-		return p, nil, inputErr("give either --exec or --guest-test, not both")
+		return p, nil, outcome.InputErr("give either --exec or --guest-test, not both")
 	case in.Kernel != nil && in.Kernel.GuestTest == "" && in.Kernel.Host == nil:
-		return p, nil, inputErr("give the test with --guest-test FILE (in the guest) or --host-test FILE (on the host)")
+		return p, nil, outcome.InputErr("give the test with --guest-test FILE (in the guest) or --host-test FILE (on the host)")
 	case in.Kernel == nil && strings.TrimSpace(in.Exec) == "":
-		return p, nil, inputErr("nothing to run: give the reproducer with --exec 'CMD' (exit 0 good, 1-127 bad, 125 skip) or a kernel guest test with --guest-test FILE")
+		return p, nil, outcome.InputErr("nothing to run: give the reproducer with --exec 'CMD' (exit 0 good, 1-127 bad, 125 skip) or a kernel guest test with --guest-test FILE")
 	}
 	switch in.EndpointCheck {
 	case "":
@@ -146,40 +132,40 @@ func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 	case "lazy", "upfront", "off":
 		p.EndpointCheck = in.EndpointCheck
 	default:
-		return p, nil, inputErr("--endpoint-check must be lazy, upfront or off")
+		return p, nil, outcome.InputErr("--endpoint-check must be lazy, upfront or off")
 	}
 	p.Confirm = in.Kernel != nil
 	if in.Confirm != nil {
 		p.Confirm = *in.Confirm
 	}
 	if in.Repeat < 0 {
-		return p, nil, inputErr("--repeat must be at least 1")
+		return p, nil, outcome.InputErr("--repeat must be at least 1")
 	}
 	if err := p.setStrategy(in); err != nil {
 		return p, nil, err
 	}
 	switch {
 	case in.Fix && (in.TermOld != "" || in.TermNew != ""):
-		return p, nil, inputErr("--fix sets the terms itself: use either --fix or --term-old/--term-new")
+		return p, nil, outcome.InputErr("--fix sets the terms itself: use either --fix or --term-old/--term-new")
 	case in.Fix:
 		p.TermOld, p.TermNew, p.Invert = "broken", "fixed", true
 	case in.TermOld != "" || in.TermNew != "":
 		if in.TermOld == "" || in.TermNew == "" || in.TermOld == in.TermNew {
-			return p, nil, inputErr("give both --term-old and --term-new, and make them differ")
+			return p, nil, outcome.InputErr("give both --term-old and --term-new, and make them differ")
 		}
 		for _, t := range []string{in.TermOld, in.TermNew} {
 			if t == "skip" || strings.ContainsAny(t, " \t\n'\"\\") || strings.HasPrefix(t, "-") {
-				return p, nil, inputErr("%q cannot be a term: use a plain word other than skip", t)
+				return p, nil, outcome.InputErr("%q cannot be a term: use a plain word other than skip", t)
 			}
 		}
 		p.TermOld, p.TermNew = in.TermOld, in.TermNew
 	}
 	if in.Repo == "" {
-		return p, nil, inputErr("give the repository with --repo DIR")
+		return p, nil, outcome.InputErr("give the repository with --repo DIR")
 	}
 	repo, err := git.Open(ctx, in.Repo)
 	if err != nil {
-		return p, nil, inputErr("%v", err)
+		return p, nil, outcome.InputErr("%v", err)
 	}
 	p.Repo = repo.Dir
 
@@ -187,12 +173,12 @@ func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 	if in.FromLog != "" {
 		f, err := os.Open(in.FromLog)
 		if err != nil {
-			return p, nil, inputErr("--from-log: %v", err)
+			return p, nil, outcome.InputErr("--from-log: %v", err)
 		}
 		log, err = bisectlog.Parse(f)
 		f.Close()
 		if err != nil {
-			return p, nil, inputErr("--from-log %s: %v", in.FromLog, err)
+			return p, nil, outcome.InputErr("--from-log %s: %v", in.FromLog, err)
 		}
 		if in.Bad == "" {
 			in.Bad = log.Bad
@@ -206,23 +192,23 @@ func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 		p.FirstParent = p.FirstParent || log.FirstParent
 	}
 	if in.Bad == "" {
-		return p, nil, inputErr("give the %s commit with --bad REF", p.TermNew)
+		return p, nil, outcome.InputErr("give the %s commit with --bad REF", p.TermNew)
 	}
 	if len(in.Good) == 0 {
-		return p, nil, inputErr("give at least one %s commit with --good REF", p.TermOld)
+		return p, nil, outcome.InputErr("give at least one %s commit with --good REF", p.TermOld)
 	}
 	if in.Fix {
 		// The fixed (--good) commit is the new end; the broken (--bad)
 		// one the old end.
 		if len(in.Good) != 1 {
-			return p, nil, inputErr("with --fix give exactly one --good (fixed) commit")
+			return p, nil, outcome.InputErr("with --fix give exactly one --good (fixed) commit")
 		}
 		in.Bad, in.Good = in.Good[0], []string{in.Bad}
 	}
 	resolve := func(ref string) (string, error) {
 		sha, err := repo.ResolveCommit(ctx, ref)
 		if errors.Is(err, git.ErrUnknownRef) {
-			return "", inputErr("unknown ref %q: no such commit in %s", ref, repo.Dir)
+			return "", outcome.InputErr("unknown ref %q: no such commit in %s", ref, repo.Dir)
 		}
 		return sha, err
 	}
@@ -236,7 +222,7 @@ func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 			return p, nil, err
 		}
 		if sha == p.Bad {
-			return p, nil, inputErr("the %s and %s commits are the same (%s): nothing to bisect", p.TermOld, p.TermNew, short(sha))
+			return p, nil, outcome.InputErr("the %s and %s commits are the same (%s): nothing to bisect", p.TermOld, p.TermNew, short(sha))
 		}
 		ok, err := repo.IsAncestor(ctx, sha, p.Bad)
 		if err != nil {
@@ -250,7 +236,7 @@ func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 			if newer, _ := repo.IsAncestor(ctx, p.Bad, sha); !newer {
 				hint = "they are on unrelated branches; pick a " + p.TermOld + " commit that is an ancestor of the " + p.TermNew + " one"
 			}
-			return p, nil, inputErr("%s commit %s (%s) is not an ancestor of %s commit %s (%s): %s",
+			return p, nil, outcome.InputErr("%s commit %s (%s) is not an ancestor of %s commit %s (%s): %s",
 				p.TermOld, g, short(sha), p.TermNew, in.Bad, short(p.Bad), hint)
 		}
 		p.Good = append(p.Good, sha)
@@ -295,17 +281,17 @@ func skipSet(ctx context.Context, repo *git.Repo, spec string) ([]string, error)
 	if !isRange {
 		sha, err := repo.ResolveCommit(ctx, spec)
 		if err != nil {
-			return nil, inputErr("--skip %q: unknown ref", spec)
+			return nil, outcome.InputErr("--skip %q: unknown ref", spec)
 		}
 		return []string{sha}, nil
 	}
 	from, err := repo.ResolveCommit(ctx, a)
 	if err != nil {
-		return nil, inputErr("--skip %q: unknown ref %q", spec, a)
+		return nil, outcome.InputErr("--skip %q: unknown ref %q", spec, a)
 	}
 	to, err := repo.ResolveCommit(ctx, b)
 	if err != nil {
-		return nil, inputErr("--skip %q: unknown ref %q", spec, b)
+		return nil, outcome.InputErr("--skip %q: unknown ref %q", spec, b)
 	}
 	commits, err := repo.RevList(ctx, git.Range{Bad: to, Good: []string{from}})
 	if err != nil {
@@ -329,7 +315,7 @@ func short(sha string) string {
 func (p Params) observations() []search.Observation {
 	var obs []search.Observation
 	for _, o := range p.Observations {
-		if v, err := search.ParseVerdict(o.Verdict); err == nil {
+		if v, err := outcome.ParseVerdict(o.Verdict); err == nil {
 			obs = append(obs, search.Observation{Commit: o.Commit, Verdict: v})
 		}
 	}
@@ -342,7 +328,7 @@ func (p Params) observations() []search.Observation {
 func checkKernelRange(ctx context.Context, repo *git.Repo, p Params) error {
 	mk, err := repo.Run(ctx, "show", "--end-of-options", p.Bad+":Makefile")
 	if err != nil || !strings.Contains(string(mk), "kernelversion") {
-		return inputErr("%s is not a Linux kernel tree at %s (no top-level Makefile with a kernelversion target)", repo.Dir, short(p.Bad))
+		return outcome.InputErr("%s is not a Linux kernel tree at %s (no top-level Makefile with a kernelversion target)", repo.Dir, short(p.Bad))
 	}
 	for _, f := range p.Kernel.Build.Fragments {
 		for _, o := range f.Options {
@@ -359,7 +345,7 @@ func checkKernelRange(ctx context.Context, repo *git.Repo, p Params) error {
 				}
 			}
 			if !found {
-				return inputErr("%s (%s) is not defined by any Kconfig file at %s or %s: no commit in the range can satisfy it (renamed? check the spelling)",
+				return outcome.InputErr("%s (%s) is not defined by any Kconfig file at %s or %s: no commit in the range can satisfy it (renamed? check the spelling)",
 					o.Name, o.Where, short(p.Bad), short(p.Good[0]))
 			}
 		}

@@ -17,6 +17,7 @@ import (
 	"github.com/firstbad/firstbad/internal/bisectlog"
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/report"
 	"github.com/firstbad/firstbad/internal/search"
 	"github.com/firstbad/firstbad/internal/target"
@@ -38,10 +39,10 @@ func (s *Session) FullReport(ctx context.Context, id string) (*report.Report, er
 func (s *Session) report(ctx context.Context, id string, full bool) (*report.Report, error) {
 	j, err := journal.Open(s.RunDir(id))
 	if errors.Is(err, journal.ErrNoJournal) {
-		return nil, inputErr("no run %q in %s", id, s.RunsDir())
+		return nil, outcome.InputErr("no run %q in %s", id, s.RunsDir())
 	}
 	if err != nil {
-		return nil, inputErr("run %s: %v", id, err)
+		return nil, outcome.InputErr("run %s: %v", id, err)
 	}
 	defer j.Close()
 	run, err := j.Run()

@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/outcome"
+
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/lock"
@@ -25,7 +27,7 @@ import (
 
 // ErrInterrupted is returned when the run was stopped (Ctrl-C, SIGTERM)
 // before it finished; the journal says what is left to do.
-var ErrInterrupted = errors.New("interrupted")
+var ErrInterrupted = outcome.ErrInterrupted
 
 // Progress is what a live display shows.
 type Progress struct {
@@ -92,7 +94,7 @@ func (s *Session) Start(ctx context.Context, p Params, fresh bool) (*Result, err
 			}
 			var old Params
 			if json.Unmarshal(r.Params, &old) == nil && old.Fingerprint() == p.Fingerprint() {
-				return nil, inputErr("run %s with the same arguments is unfinished (%s): continue it with `firstbad resume %s`, or pass --new to start over", r.ID, r.Outcome, r.ID)
+				return nil, outcome.InputErr("run %s with the same arguments is unfinished (%s): continue it with `firstbad resume %s`, or pass --new to start over", r.ID, r.Outcome, r.ID)
 			}
 		}
 	}
@@ -134,7 +136,7 @@ func (s *Session) Resume(ctx context.Context, id string) (*Result, error) {
 	if err != nil {
 		var held *lock.HeldError
 		if errors.As(err, &held) {
-			return nil, inputErr("run %s is running now (pid %d)", id, held.PID)
+			return nil, outcome.InputErr("run %s is running now (pid %d)", id, held.PID)
 		}
 		return nil, err
 	}
@@ -186,7 +188,7 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 		if e != nil {
 			return nil, e
 		}
-		return res, &pipeline.InfraError{Stage: "run " + id, Err: err}
+		return res, outcome.InfraErr("run "+id, err)
 	}
 
 	interrupted := func() (*Result, error) {
@@ -213,7 +215,7 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 		return infra(err)
 	}
 	if len(commits) == 0 {
-		return nil, inputErr("no commits between %s and %s", short(p.Good[0]), short(p.Bad))
+		return nil, outcome.InputErr("no commits between %s and %s", short(p.Good[0]), short(p.Bad))
 	}
 	nodes := make([]search.Commit, len(commits))
 	for i, c := range commits {
@@ -339,8 +341,8 @@ func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Resu
 				// on it: all tested commits on one side.
 				anyGood, anyBad := false, false
 				for _, o := range obs {
-					anyGood = anyGood || o.Verdict == search.Good
-					anyBad = anyBad || o.Verdict == search.Bad
+					anyGood = anyGood || o.Verdict == outcome.Good
+					anyBad = anyBad || o.Verdict == outcome.Bad
 				}
 				var checks [][2]string
 				if !anyGood {
@@ -557,7 +559,7 @@ func (s *Session) Latest(unfinishedOnly bool) (string, error) {
 		}
 	}
 	if unfinishedOnly || len(runs) == 0 {
-		return "", inputErr("no unfinished run in %s", s.RunsDir())
+		return "", outcome.InputErr("no unfinished run in %s", s.RunsDir())
 	}
 	return runs[len(runs)-1].ID, nil
 }

@@ -7,11 +7,12 @@ import (
 	"log/slog"
 	"testing"
 
+	"github.com/firstbad/firstbad/internal/outcome"
+
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/gittest"
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/pipeline"
-	"github.com/firstbad/firstbad/internal/search"
 )
 
 // fakePipe judges commits by ancestry of the culprit and fails with an
@@ -27,16 +28,16 @@ type fakePipe struct {
 func (f *fakePipe) Evaluate(ctx context.Context, req pipeline.Request) (pipeline.Outcome, error) {
 	f.calls++
 	if f.failOn[f.calls] {
-		return pipeline.Outcome{}, &pipeline.InfraError{Stage: "build", Err: errors.New("disk full (injected)")}
+		return pipeline.Outcome{}, outcome.InfraErr("build", errors.New("disk full (injected)"))
 	}
 	f.tested[req.Commit]++
 	bad, err := f.repo.IsAncestor(ctx, f.culprit, req.Commit)
 	if err != nil {
 		return pipeline.Outcome{}, err
 	}
-	v := search.Good
+	v := outcome.Good
 	if bad {
-		v = search.Bad
+		v = outcome.Bad
 	}
 	return pipeline.Outcome{Runs: []pipeline.Run{{Verdict: v, Reason: "fake"}}}, nil
 }
@@ -54,7 +55,7 @@ func TestInfraErrorIsNeverAVerdict(t *testing.T) {
 	s := &Session{StateDir: t.TempDir(), CacheDir: t.TempDir(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
 		NewPipeline: func(Params, *git.Worktree) pipeline.Pipeline { return fake }}
 	res, err := s.Start(ctx, p, false)
-	if !pipeline.IsInfra(err) || res == nil || res.Outcome != journal.OutcomeInterrupted {
+	if !outcome.IsInfra(err) || res == nil || res.Outcome != journal.OutcomeInterrupted {
 		t.Fatalf("want an infrastructure error leaving the run resumable, got %v, %+v", err, res)
 	}
 	j, _ := journal.Open(s.RunDir(res.RunID))

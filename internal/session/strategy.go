@@ -6,6 +6,8 @@ import (
 	"math"
 	"strings"
 
+	"github.com/firstbad/firstbad/internal/outcome"
+
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/search"
 )
@@ -16,23 +18,23 @@ func (p *Params) setStrategy(in Input) error {
 	case "", "classic":
 		p.Strategy = "classic"
 		if in.FalseAlarm != 0 || in.Confidence != 0 || in.MaxRuns != 0 {
-			return inputErr("--false-alarm-rate, --confidence and --max-runs belong to the Bayesian strategy: add --strategy bayes (or --flaky)")
+			return outcome.InputErr("--false-alarm-rate, --confidence and --max-runs belong to the Bayesian strategy: add --strategy bayes (or --flaky)")
 		}
 		return nil
 	case "bayes":
 	default:
-		return inputErr("unknown --strategy %q: use classic (git bisect's choices) or bayes (for flaky tests)", in.Strategy)
+		return outcome.InputErr("unknown --strategy %q: use classic (git bisect's choices) or bayes (for flaky tests)", in.Strategy)
 	}
 	p.Strategy = "bayes"
 	switch {
 	case in.Repeat > 1:
-		return inputErr("--repeat is for the classic strategy: the Bayesian strategy decides how many runs each step gets (bound the total with --max-runs)")
+		return outcome.InputErr("--repeat is for the classic strategy: the Bayesian strategy decides how many runs each step gets (bound the total with --max-runs)")
 	case in.FalseAlarm < 0 || in.FalseAlarm >= 0.5:
-		return inputErr("--false-alarm-rate must be at least 0 and below 0.5 (the share of runs that fail on a good commit)")
+		return outcome.InputErr("--false-alarm-rate must be at least 0 and below 0.5 (the share of runs that fail on a good commit)")
 	case in.Confidence != 0 && (in.Confidence < 0.5 || in.Confidence >= 1):
-		return inputErr("--confidence must be at least 0.5 and below 1 (e.g. 0.99)")
+		return outcome.InputErr("--confidence must be at least 0.5 and below 1 (e.g. 0.99)")
 	case in.MaxRuns < 0:
-		return inputErr("--max-runs must be 0 (automatic) or more")
+		return outcome.InputErr("--max-runs must be 0 (automatic) or more")
 	}
 	p.FalseAlarm, p.Confidence, p.MaxRuns = in.FalseAlarm, in.Confidence, in.MaxRuns
 	if p.Confidence == 0 {
@@ -75,7 +77,7 @@ func (p Params) feeds(st journal.Step) bool {
 // observation turns a finished step into search input, with its runs'
 // counts (what the Bayesian strategy weighs).
 func observation(st journal.Step) (search.Observation, bool) {
-	v, err := search.ParseVerdict(st.Verdict)
+	v, err := outcome.ParseVerdict(st.Verdict)
 	if err != nil {
 		return search.Observation{}, false
 	}

@@ -7,6 +7,8 @@ package testkernel
 
 import (
 	"context"
+	"errors"
+	"fmt"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -50,87 +52,127 @@ func projectRoot() string {
 }
 
 // Get returns the test kernel, building what is missing. It skips the test
-// when the machine cannot run real kernels, saying why.
+// when the machine cannot run real kernels, saying why. test.sh prepares the
+// kernel before `go test` starts (Prepare), so that go test's timeout bounds
+// the tests only; Get then finds it in the artifact cache.
 func Get(t testing.TB) *Kernel {
 	t.Helper()
 	if os.Getenv("FIRSTBAD_SKIP_KERNEL_TESTS") != "" {
 		t.Skip("FIRSTBAD_SKIP_KERNEL_TESTS is set")
 	}
+	if testing.Short() {
+		t.Skip("real-kernel test: not in -short mode")
+	}
+	k, err := Prepare(context.Background(), func(format string, args ...any) { t.Logf(format, args...) })
+	var skip *SkipError
+	if errors.As(err, &skip) {
+		t.Skip(skip.Error())
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// SkipError says why this machine cannot have the test kernel.
+type SkipError struct{ Reason string }
+
+func (e *SkipError) Error() string { return e.Reason }
+
+// Prepare makes the kernel history and builds the test kernel if they are
+// missing, logging progress with logf.
+func Prepare(ctx context.Context, logf func(format string, args ...any)) (*Kernel, error) {
 	for _, tool := range []string{"qemu-system-x86_64", "make", "gcc", "flex", "bison"} {
 		if _, err := exec.LookPath(tool); err != nil {
-			t.Skipf("real-kernel test needs %s (run ./setup.sh)", tool)
+			return nil, &SkipError{fmt.Sprintf("real-kernel test needs %s (run ./setup.sh)", tool)}
 		}
 	}
 	root := Root()
 	if err := os.MkdirAll(root, 0o755); err != nil {
-		t.Skipf("cannot create %s: %v", root, err)
+		return nil, &SkipError{fmt.Sprintf("cannot create %s: %v", root, err)}
 	}
-	ctx := context.Background()
 	l, err := lock.Acquire(ctx, filepath.Join(root, "lock"), func(h *lock.HeldError) {
-		t.Logf("waiting for another test building the test kernel (pid %d)", h.PID)
+		logf("waiting for another process building the test kernel (pid %d)", h.PID)
 	})
 	if err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
 	defer l.Release()
 	k := &Kernel{Repo: filepath.Join(root, "linux"), CacheDir: filepath.Join(root, "cache"), Fragment: filepath.Join(root, "test.config")}
 	if err := os.WriteFile(k.Fragment, []byte(Fragment), 0o644); err != nil {
-		t.Fatal(err)
+		return nil, err
 	}
-	repo := &git.Repo{Dir: k.Repo}
-	if _, err := repo.ResolveCommit(ctx, "tip"); err != nil {
-		t.Logf("making the kernel history in %s (a few minutes, once per machine)", k.Repo)
-		start := time.Now()
-		cmd := exec.Command(filepath.Join(projectRoot(), "examples", "make-kernel-history.sh"), k.Repo)
-		out, err := cmd.CombinedOutput()
-		if err != nil {
-			t.Skipf("cannot make the kernel history (Debian's kernel source package unreachable?): %v\n%s", err, tail(out))
-		}
-		t.Logf("kernel history ready in %s", time.Since(start).Round(time.Second))
+	if err := ensureHistory(ctx, k.Repo, logf); err != nil {
+		return nil, err
 	}
+	image, err := build(ctx, k, logf)
+	if err != nil {
+		return nil, err
+	}
+	k.Image = image
+	return k, nil
+}
+
+func ensureHistory(ctx context.Context, repo string, logf func(string, ...any)) error {
+	if _, err := (&git.Repo{Dir: repo}).ResolveCommit(ctx, "tip"); err == nil {
+		return nil
+	}
+	logf("making the kernel history in %s (a few minutes, once per machine)", repo)
+	start := time.Now()
+	cmd := exec.CommandContext(ctx, filepath.Join(projectRoot(), "examples", "make-kernel-history.sh"), repo)
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		return &SkipError{fmt.Sprintf("cannot make the kernel history (Debian's kernel source package unreachable?): %v\n%s", err, tail(out))}
+	}
+	logf("kernel history ready in %s", time.Since(start).Round(time.Second))
+	return nil
+}
+
+// build builds tip of the history (or finds it in the artifact cache) and
+// returns its image.
+func build(ctx context.Context, k *Kernel, logf func(string, ...any)) (string, error) {
 	src, err := git.Open(ctx, k.Repo)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	clone, err := git.EnsureClone(ctx, src, k.CacheDir)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	tip, err := src.ResolveCommit(ctx, "tip")
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	wt, err := clone.Worktree(ctx, tip)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	defer wt.Release()
 	if err := wt.Checkout(ctx, tip); err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	info, err := wt.Info(ctx, tip, false)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	frag, err := kbuild.ReadFragment(k.Fragment)
 	if err != nil {
-		t.Fatal(err)
+		return "", err
 	}
 	b := &kbuild.Builder{CacheDir: k.CacheDir, Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))}
 	start := time.Now()
 	res, err := b.Build(ctx, kbuild.Request{Src: wt.Dir, Commit: tip, Tree: info.Tree, Opts: kbuild.Options{Fragments: []kbuild.Fragment{frag}},
-		LogDir: filepath.Join(root, "logs")})
+		LogDir: filepath.Join(Root(), "logs")})
 	if err != nil {
-		t.Fatalf("building the test kernel: %v", err)
+		return "", fmt.Errorf("building the test kernel: %w", err)
 	}
 	if res.Verdict != "ok" {
-		t.Fatalf("the test kernel did not build: %s (log %s)", res.Reason, res.Log)
+		return "", fmt.Errorf("the test kernel did not build: %s (log %s)", res.Reason, res.Log)
 	}
 	if !res.Cached {
-		t.Logf("test kernel built in %s (%d objects, %d from ccache)", time.Since(start).Round(time.Second), res.Compiled, res.CcacheHits)
+		logf("test kernel built in %s (%d objects, %d from ccache)", time.Since(start).Round(time.Second), res.Compiled, res.CcacheHits)
 	}
-	k.Image = res.Kernel
-	return k
+	return res.Kernel, nil
 }
 
 func tail(b []byte) string {
