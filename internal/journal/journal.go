@@ -9,25 +9,27 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"path/filepath"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/outcome"
 	_ "modernc.org/sqlite" // database/sql driver "sqlite"
 )
 
 // FileName is the journal's file inside a run directory.
 const FileName = "journal.db"
 
-// Outcomes of a run.
+// Outcomes of a run (outcome's names, repeated for the journal's readers).
 const (
-	OutcomeRunning          = "running"
-	OutcomeFound            = "found"
-	OutcomeAmbiguous        = "ambiguous"
-	OutcomeEndpointMismatch = "endpoint-mismatch"
-	OutcomeBudgetExhausted  = "budget-exhausted"
-	OutcomeAborted          = "aborted"
-	OutcomeInterrupted      = "interrupted"
+	OutcomeRunning          = outcome.Running
+	OutcomeFound            = outcome.Found
+	OutcomeAmbiguous        = outcome.Ambiguous
+	OutcomeEndpointMismatch = outcome.EndpointMismatch
+	OutcomeBudgetExhausted  = outcome.BudgetExhausted
+	OutcomeAborted          = outcome.RunAborted
+	OutcomeInterrupted      = outcome.RunInterrupted
 )
 
 // Step kinds: search steps feed the search; the others are recorded apart.
@@ -35,6 +37,9 @@ const (
 	KindSearch   = "search"
 	KindEndpoint = "endpoint"
 	KindConfirm  = "confirm"
+	// KindCheck is git bisect run's check of a first step that exits 126
+	// or 127: the same code on the good commit means the command is broken.
+	KindCheck = "check"
 )
 
 // Step states.
@@ -55,6 +60,8 @@ type Run struct {
 	Candidates []string
 	Message    string
 	Finished   time.Time
+	// Total is the number of testable candidates when the run started.
+	Total int
 }
 
 // Evidence points at the files behind a verdict.
@@ -94,6 +101,9 @@ type Step struct {
 	Crash    string
 	Evidence Evidence
 	Attempts []Attempt
+	// Remaining is the number of candidates left when the search chose
+	// this step (0 for other kinds).
+	Remaining int
 }
 
 // Journal is an open run journal.
@@ -134,19 +144,79 @@ CREATE TABLE IF NOT EXISTS step (
 );
 `
 
+// columns added since the first schema: journals of older runs get them
+// on open.
+var migrations = []struct{ table, column, decl string }{
+	{"run", "total", "INTEGER NOT NULL DEFAULT 0"},
+	{"step", "remaining", "INTEGER NOT NULL DEFAULT 0"},
+}
+
+// dsn names the database as a file: URI with the path escaped, so that
+// '?', '#', '%' or a newline in a state dir cannot end the path early (and
+// put the journal elsewhere). SQLite decodes the escapes.
+func dsn(path string, readOnly bool) string {
+	u := url.URL{Scheme: "file", Path: path, OmitHost: true}
+	q := "_pragma=busy_timeout(10000)"
+	if readOnly {
+		q += "&mode=ro"
+	} else {
+		q += "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
+	}
+	return u.String() + "?" + q
+}
+
 func open(dir string) (*Journal, error) {
 	path := filepath.Join(dir, FileName)
-	dsn := "file:" + path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)&_pragma=busy_timeout(10000)"
-	db, err := sql.Open("sqlite", dsn)
+	j, err := openAt(dir, path, false)
+	if err != nil && (errors.Is(err, ErrReadOnly) || errors.Is(err, ErrFull)) {
+		// A state dir that cannot be written still has a readable
+		// journal: status and report work; writes fail with the cause.
+		if ro, rerr := openAt(dir, path, true); rerr == nil {
+			return ro, nil
+		}
+	}
+	return j, err
+}
+
+func openAt(dir, path string, readOnly bool) (*Journal, error) {
+	db, err := sql.Open("sqlite", dsn(path, readOnly))
 	if err != nil {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1)
+	j := &Journal{Dir: dir, db: db}
+	if readOnly {
+		if err := db.Ping(); err != nil {
+			db.Close()
+			return nil, j.wrap(err)
+		}
+		return j, nil
+	}
 	if _, err := db.Exec(schema); err != nil {
 		db.Close()
-		return nil, fmt.Errorf("journal %s is unreadable (%v): remove the run directory or restore it", path, err)
+		return nil, j.wrap(err)
 	}
-	return &Journal{Dir: dir, db: db}, nil
+	if err := j.migrate(); err != nil {
+		db.Close()
+		return nil, j.wrap(err)
+	}
+	return j, nil
+}
+
+// migrate adds the columns an older journal lacks.
+func (j *Journal) migrate() error {
+	for _, m := range migrations {
+		var n int
+		if err := j.db.QueryRow(`SELECT COUNT(*) FROM pragma_table_info(?) WHERE name=?`, m.table, m.column).Scan(&n); err != nil {
+			return err
+		}
+		if n == 0 {
+			if _, err := j.db.Exec(fmt.Sprintf("ALTER TABLE %s ADD COLUMN %s %s", m.table, m.column, m.decl)); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }
 
 // Create makes a new run directory with its journal.
@@ -161,11 +231,11 @@ func Create(dir string, r Run) (*Journal, error) {
 	if r.Outcome == "" {
 		r.Outcome = OutcomeRunning
 	}
-	_, err = j.db.Exec(`INSERT INTO run(id, created, params, outcome) VALUES(?,?,?,?)`,
-		r.ID, r.Created.UTC().Format(time.RFC3339Nano), string(r.Params), r.Outcome)
+	_, err = j.db.Exec(`INSERT INTO run(id, created, params, outcome, total) VALUES(?,?,?,?,?)`,
+		r.ID, r.Created.UTC().Format(time.RFC3339Nano), string(r.Params), r.Outcome, r.Total)
 	if err != nil {
 		j.Close()
-		return nil, fmt.Errorf("journal %s: %w", dir, err)
+		return nil, j.wrap(err)
 	}
 	return j, nil
 }
@@ -196,10 +266,10 @@ func (j *Journal) Close() error { return j.db.Close() }
 func (j *Journal) Run() (Run, error) {
 	var r Run
 	var created, params, cands, finished string
-	err := j.db.QueryRow(`SELECT id, created, params, outcome, culprit, candidates, message, finished FROM run`).
-		Scan(&r.ID, &created, &params, &r.Outcome, &r.Culprit, &cands, &r.Message, &finished)
+	err := j.db.QueryRow(`SELECT id, created, params, outcome, culprit, candidates, message, finished, total FROM run`).
+		Scan(&r.ID, &created, &params, &r.Outcome, &r.Culprit, &cands, &r.Message, &finished, &r.Total)
 	if err != nil {
-		return Run{}, fmt.Errorf("journal %s is unreadable (%v): remove the run directory or restore it", j.Dir, err)
+		return Run{}, j.wrap(err)
 	}
 	r.Created, _ = time.Parse(time.RFC3339Nano, created)
 	r.Finished, _ = time.Parse(time.RFC3339Nano, finished)
@@ -222,15 +292,15 @@ func (j *Journal) SetOutcome(outcome, culprit string, candidates []string, messa
 	}
 	_, err := j.db.Exec(`UPDATE run SET outcome=?, culprit=?, candidates=?, message=?, finished=?`,
 		outcome, culprit, string(c), message, finished)
-	return err
+	return j.wrap(err)
 }
 
 // BeginStep records that a step started and returns its sequence number.
 func (j *Journal) BeginStep(s Step) (int, error) {
-	res, err := j.db.Exec(`INSERT INTO step(kind, commit_id, subject, state, started) VALUES(?,?,?,?,?)`,
-		s.Kind, s.Commit, s.Subject, StateRunning, time.Now().UTC().Format(time.RFC3339Nano))
+	res, err := j.db.Exec(`INSERT INTO step(kind, commit_id, subject, state, started, remaining) VALUES(?,?,?,?,?,?)`,
+		s.Kind, s.Commit, s.Subject, StateRunning, time.Now().UTC().Format(time.RFC3339Nano), s.Remaining)
 	if err != nil {
-		return 0, err
+		return 0, j.wrap(err)
 	}
 	id, err := res.LastInsertId()
 	return int(id), err
@@ -251,7 +321,7 @@ func (j *Journal) FinishStep(s Step) error {
 		s.State, s.Verdict, s.Reason, s.Flaky, s.Finished.UTC().Format(time.RFC3339Nano), s.Duration,
 		s.Build, s.Boot, s.Test, s.Crash, string(ev), string(at), s.Seq)
 	if err != nil {
-		return err
+		return j.wrap(err)
 	}
 	if n, _ := res.RowsAffected(); n != 1 {
 		return fmt.Errorf("journal: no step %d", s.Seq)
@@ -265,7 +335,7 @@ func (j *Journal) InterruptRunning(reason string) (int, error) {
 	res, err := j.db.Exec(`UPDATE step SET state=?, verdict='error', reason=?, finished=? WHERE state=?`,
 		StateInterrupted, reason, time.Now().UTC().Format(time.RFC3339Nano), StateRunning)
 	if err != nil {
-		return 0, err
+		return 0, j.wrap(err)
 	}
 	n, _ := res.RowsAffected()
 	return int(n), nil
@@ -274,9 +344,9 @@ func (j *Journal) InterruptRunning(reason string) (int, error) {
 // Steps returns every step in order.
 func (j *Journal) Steps() ([]Step, error) {
 	rows, err := j.db.Query(`SELECT seq, kind, commit_id, subject, state, verdict, reason, flaky, started, finished,
-		duration_s, build_s, boot_s, test_s, crash, evidence, attempts FROM step ORDER BY seq`)
+		duration_s, build_s, boot_s, test_s, crash, evidence, attempts, remaining FROM step ORDER BY seq`)
 	if err != nil {
-		return nil, err
+		return nil, j.wrap(err)
 	}
 	defer rows.Close()
 	var steps []Step
@@ -284,8 +354,8 @@ func (j *Journal) Steps() ([]Step, error) {
 		var s Step
 		var started, finished, ev, at string
 		if err := rows.Scan(&s.Seq, &s.Kind, &s.Commit, &s.Subject, &s.State, &s.Verdict, &s.Reason, &s.Flaky,
-			&started, &finished, &s.Duration, &s.Build, &s.Boot, &s.Test, &s.Crash, &ev, &at); err != nil {
-			return nil, err
+			&started, &finished, &s.Duration, &s.Build, &s.Boot, &s.Test, &s.Crash, &ev, &at, &s.Remaining); err != nil {
+			return nil, j.wrap(err)
 		}
 		s.Started, _ = time.Parse(time.RFC3339Nano, started)
 		s.Finished, _ = time.Parse(time.RFC3339Nano, finished)
