@@ -3,7 +3,6 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"log/slog"
 	"path/filepath"
@@ -16,41 +15,6 @@ import (
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/pipeline"
 )
-
-// kbuildFlags are the kernel build options shared by build, test and run.
-type kbuildFlags struct {
-	opts      kbuild.Options
-	kconfig   []string
-	cacheSize int64
-}
-
-func (k *kbuildFlags) register(c *cobra.Command) {
-	f := c.Flags()
-	f.StringVar(&k.opts.Base, "base-config", "tinyconfig", "base config: tinyconfig, defconfig, or a .config file")
-	f.StringArrayVar(&k.kconfig, "kconfig", nil, "config fragment whose options are all required; repeatable")
-	f.StringVar(&k.opts.Arch, "arch", "x86_64", "ARCH to build for")
-	f.StringVar(&k.opts.CC, "cc", "", "compiler (default: ccache gcc when ccache exists)")
-	f.BoolVar(&k.opts.LLVM, "llvm", false, "build with LLVM=1")
-	f.StringVar(&k.opts.CrossCompile, "cross-compile", "", "CROSS_COMPILE prefix")
-	f.IntVarP(&k.opts.Jobs, "jobs", "j", 0, "parallel jobs (default: number of CPUs)")
-	f.DurationVar(&k.opts.Timeout, "build-timeout", 0, "deadline for one build (default none)")
-	f.BoolVar(&k.opts.NoCcache, "no-ccache", false, "do not use ccache")
-	f.Int64Var(&k.cacheSize, "cache-size", kbuild.DefaultCacheSize, "artifact cache bound in bytes (least recently used kernels go first)")
-}
-
-// options parses the fragments; a missing or malformed one is a usage error.
-func (k *kbuildFlags) options() (kbuild.Options, error) {
-	o := k.opts
-	o.Fragments = nil
-	for _, p := range k.kconfig {
-		f, err := kbuild.ReadFragment(p)
-		if err != nil {
-			return o, usage("--kconfig: %v", err)
-		}
-		o.Fragments = append(o.Fragments, f)
-	}
-	return o, nil
-}
 
 func buildCmd(g *globals) *cobra.Command {
 	var repo string
@@ -66,7 +30,7 @@ build dir with ccache, or takes it from the artifact cache.
 Exit codes: 0 built, 1 the commit cannot be built (a skip: compile error or a
 required option unavailable), 2 usage or input error, 3 infrastructure error.`,
 		Args: cobra.ExactArgs(1),
-		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
 			opts, err := kf.options()
 			if err != nil {
 				return err
@@ -97,7 +61,7 @@ required option unavailable), 2 usage or input error, 3 infrastructure error.`,
 				printBuild(g, sha, res)
 			}
 			if res.Verdict != "ok" {
-				return &exitError{code: ExitNoCulprit}
+				return status(outcome.ExitNoCulprit)
 			}
 			return nil
 		}),
@@ -126,21 +90,21 @@ func printBuild(g *globals, sha string, r *kbuild.Result) {
 func (g *globals) checkout(ctx context.Context, repo, ref string) (string, *git.Worktree, error) {
 	src, err := git.Open(ctx, repo)
 	if err != nil {
-		return "", nil, usage("%v", err)
+		return "", nil, outcome.InputErr("%v", err)
 	}
 	sha, err := src.ResolveCommit(ctx, ref)
 	if err != nil {
-		return "", nil, usage("unknown ref %q in %s", ref, repo)
+		return "", nil, outcome.InputErr("unknown ref %q in %s", ref, repo)
 	}
 	clone, err := git.EnsureClone(ctx, src, g.cacheDir)
 	if err != nil {
-		return "", nil, err
+		return "", nil, outcome.InfraErr("clone", err)
 	}
 	if err := clone.Sync(ctx, sha); err != nil {
-		return "", nil, err
+		return "", nil, outcome.InfraErr("clone", err)
 	}
 	wt, err := clone.Worktree(ctx, sha)
-	return sha, wt, err
+	return sha, wt, outcome.InfraErr("checkout", err)
 }
 
 // kernelBuild is the build stage for a checkout, with these flags.
@@ -149,14 +113,11 @@ func (k *kbuildFlags) kernelBuild(g *globals, wt *git.Worktree, opts kbuild.Opti
 		Builder: &kbuild.Builder{CacheDir: g.cacheDir, CacheSize: k.cacheSize, Log: log}}
 }
 
-// stepErr gives a failed build or test its exit code: input problems are
-// usage errors, the rest the machine's.
+// stepErr is a failed build or test: interrupted if the context was
+// cancelled, else the error with its kind.
 func stepErr(ctx context.Context, err error) error {
-	switch {
-	case outcome.IsInput(err):
-		return usage("%v", err)
-	case ctx.Err() != nil:
-		return &exitError{code: ExitInterrupted, err: errors.New("interrupted")}
+	if ctx.Err() != nil {
+		return outcome.ErrInterrupted
 	}
-	return &exitError{code: ExitInfra, err: err}
+	return err
 }

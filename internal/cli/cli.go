@@ -1,9 +1,11 @@
-// Package cli is firstbad's command line: flags and output around the
-// session. cmd/firstbad only calls Main.
+// Package cli is firstbad's command line: flags in, parameters to the
+// session and the pipeline, results out. Exit codes come from one table
+// (internal/outcome); cmd/firstbad only calls Main.
 package cli
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,44 +14,56 @@ import (
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
 
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
-	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/proc"
 	"github.com/firstbad/firstbad/internal/session"
-)
-
-// Exit codes of run, resume, status, log, report and list.
-const (
-	ExitOK          = 0
-	ExitNoCulprit   = 1
-	ExitUsage       = 2
-	ExitInfra       = 3
-	ExitInterrupted = 130
 )
 
 const exitCodesHelp = `Exit codes: 0 success (culprit found, or command done); 1 no single culprit
 (ambiguous, endpoint mismatch, budget exhausted, aborted by the reproducer);
 2 usage or input error; 3 infrastructure error; 130 interrupted.`
 
-// exitError carries an exit code up to Main.
-type exitError struct {
+// stepCommand marks test and boot, whose exit codes are git bisect run's.
+const stepCommand = "firstbad/step-exit-codes"
+
+// exitStatus ends a command with a non-zero status that is not an error: a
+// run without a single culprit, a test that said bad. Its message, if any,
+// is printed like an error's.
+type exitStatus struct {
 	code int
-	err  error
+	msg  string
 }
 
-func (e *exitError) Error() string { return e.err.Error() }
+func (e *exitStatus) Error() string { return e.msg }
+
+func status(code int) error { return &exitStatus{code: code} }
 
 type globals struct {
 	stateDir string
 	cacheDir string
 	json     bool
 	verbose  bool
-	stdout   io.Writer
+	stdout   *countWriter
 	stderr   io.Writer
+	ran      bool // a command's RunE started: errors after it are classified
+}
+
+// countWriter remembers whether anything was written: --json promises
+// exactly one object on stdout, and an error before the result still owes
+// one.
+type countWriter struct {
+	w io.Writer
+	n int
+}
+
+func (c *countWriter) Write(p []byte) (int, error) {
+	c.n += len(p)
+	return c.w.Write(p)
 }
 
 func defaultDir(env, fallback string) string {
@@ -65,7 +79,32 @@ func defaultDir(env, fallback string) string {
 
 // Main runs the command line and returns the process exit code.
 func Main(args []string, stdout, stderr io.Writer) int {
-	g := &globals{stdout: stdout, stderr: stderr}
+	g := &globals{stdout: &countWriter{w: stdout}, stderr: stderr}
+	root := rootCmd(g)
+	root.SetArgs(args)
+	cmd, err := root.ExecuteC()
+	if err == nil {
+		return outcome.ExitOK
+	}
+	family := outcome.RunCommands
+	if cmd != nil && cmd.Annotations[stepCommand] != "" {
+		family = outcome.StepCommands
+	}
+	if !g.ran {
+		// Cobra's own: an unknown command or flag, wrong arguments.
+		err = outcome.InputErr("%v (see %s --help)", err, cmd.CommandPath())
+	}
+	code := exitCode(family, err)
+	if msg := err.Error(); msg != "" {
+		fmt.Fprintf(stderr, "firstbad: %s\n", msg)
+	}
+	if g.json && g.stdout.n == 0 {
+		writeErrorJSON(g.stdout, err, code)
+	}
+	return code
+}
+
+func rootCmd(g *globals) *cobra.Command {
 	root := &cobra.Command{
 		Use:   "firstbad",
 		Short: "find the commit that broke (or fixed) something, unattended",
@@ -78,69 +117,79 @@ and drives the search to the culprit.
 		SilenceUsage:  true,
 		SilenceErrors: true,
 	}
-	root.SetArgs(args)
-	root.SetOut(stdout)
-	root.SetErr(stderr)
+	root.SetOut(g.stdout)
+	root.SetErr(g.stderr)
 	pf := root.PersistentFlags()
 	pf.StringVar(&g.stateDir, "state-dir", defaultDir("XDG_STATE_HOME", ".local/state"), "journals of runs")
 	pf.StringVar(&g.cacheDir, "cache-dir", defaultDir("XDG_CACHE_HOME", ".cache"), "clones, build dirs and artifacts shared by all runs")
 	pf.BoolVar(&g.json, "json", false, "print exactly one JSON object on stdout (logs go to stderr)")
 	pf.BoolVarP(&g.verbose, "verbose", "v", false, "more log output")
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
-		return &exitError{code: ExitUsage, err: fmt.Errorf("%v (see %s --help)", err, c.CommandPath())}
+		return fmt.Errorf("%v (see %s --help)", err, c.CommandPath())
 	})
 	root.AddCommand(runCmd(g), resumeCmd(g), statusCmd(g), listCmd(g), logCmd(g), reportCmd(g), buildCmd(g), bootCmd(g), testCmd(g), doctorCmd(g), gcCmd(g))
+	return root
+}
 
-	err := root.Execute()
-	if err == nil {
-		return ExitOK
+// exitCode is the process exit code for how a command ended.
+func exitCode(family outcome.Command, err error) int {
+	var st *exitStatus
+	if errors.As(err, &st) {
+		return st.code
 	}
-	var ee *exitError
-	if errors.As(err, &ee) {
-		if ee.err != nil && ee.err.Error() != "" {
-			fmt.Fprintf(stderr, "firstbad: %v\n", ee.err)
+	return outcome.ErrorExit(family, err)
+}
+
+// writeErrorJSON is the one JSON object of a command that failed before it
+// had a result.
+func writeErrorJSON(w io.Writer, err error, code int) {
+	var st *exitStatus
+	kind := outcome.KindOf(err).String()
+	if errors.As(err, &st) {
+		kind = "status"
+	}
+	_ = json.NewEncoder(w).Encode(map[string]any{"outcome": outcome.RunError, "error": err.Error(), "kind": kind, "exit_code": code})
+}
+
+// wrap marks that a command's own code ran: from then on its errors carry
+// their kind (an unclassified one is the infrastructure's).
+func (g *globals) wrap(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
+	return func(cmd *cobra.Command, args []string) error {
+		g.ran = true
+		if err := g.checkDirs(); err != nil {
+			return err
 		}
-		return ee.code
+		return fn(cmd, args)
 	}
-	fmt.Fprintf(stderr, "firstbad: %v\n", err)
-	switch {
-	case outcome.IsInput(err):
-		return ExitUsage
-	case errors.Is(err, session.ErrInterrupted):
-		return ExitInterrupted
-	case outcome.IsInfra(err):
-		return ExitInfra
-	}
-	// Cobra's own usage errors (unknown command, bad args).
-	if isUsage(err) {
-		return ExitUsage
-	}
-	return ExitInfra
 }
 
-type usageError struct{ error }
-
-func isUsage(err error) bool {
-	var u usageError
-	return errors.As(err, &u)
-}
-
-func usage(format string, args ...any) error {
-	return &exitError{code: ExitUsage, err: fmt.Errorf(format, args...)}
+// checkDirs refuses empty dirs (an unset variable would otherwise put
+// runs and clones in the current directory, often the user's repository)
+// and makes them absolute.
+func (g *globals) checkDirs() error {
+	for _, d := range []struct {
+		flag string
+		dir  *string
+	}{{"--state-dir", &g.stateDir}, {"--cache-dir", &g.cacheDir}} {
+		if *d.dir == "" {
+			return outcome.InputErr("%s is empty: give a directory (an unset variable?)", d.flag)
+		}
+		abs, err := filepath.Abs(*d.dir)
+		if err != nil {
+			return outcome.InputErr("%s %s: %v", d.flag, *d.dir, err)
+		}
+		*d.dir = abs
+	}
+	return nil
 }
 
 // session builds the session for a command: logger, progress display, and
 // checks that the state and cache dirs are usable.
 func (g *globals) session(needWrite bool) (*session.Session, error) {
-	for _, d := range []*string{&g.stateDir, &g.cacheDir} {
-		if abs, err := filepath.Abs(*d); err == nil {
-			*d = abs
-		}
-	}
 	if needWrite {
 		for _, d := range []struct{ flag, dir string }{{"--state-dir", g.stateDir}, {"--cache-dir", g.cacheDir}} {
 			if err := writable(d.dir); err != nil {
-				return nil, usage("%s %s is not writable: %v", d.flag, d.dir, err)
+				return nil, outcome.InputErr("%s %s is not writable: %v", d.flag, d.dir, err)
 			}
 		}
 	}
@@ -153,22 +202,24 @@ func (g *globals) session(needWrite bool) (*session.Session, error) {
 		fmt.Fprintf(g.stderr, "firstbad: stopped %d process group(s) left running by a firstbad that was killed\n", n)
 	}
 	proc.SetRegistry(children)
-	tty := isTerminal(g.stderr)
-	level := slog.LevelInfo
-	if tty {
-		level = slog.LevelWarn
-	}
-	if g.verbose {
-		level = slog.LevelDebug
-	}
-	s := &session.Session{StateDir: g.stateDir, CacheDir: g.cacheDir,
-		Log: slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))}
-	if tty && !g.verbose {
+	s := &session.Session{StateDir: g.stateDir, CacheDir: g.cacheDir, Log: g.logger()}
+	if isTerminal(g.stderr) && !g.verbose {
 		s.Progress = newLiveLine(g.stderr).update
 	} else {
 		s.Progress = logProgress(s.Log)
 	}
 	return s, nil
+}
+
+func (g *globals) logger() *slog.Logger {
+	level := slog.LevelInfo
+	if isTerminal(g.stderr) {
+		level = slog.LevelWarn
+	}
+	if g.verbose {
+		level = slog.LevelDebug
+	}
+	return slog.New(slog.NewTextHandler(g.stderr, &slog.HandlerOptions{Level: level}))
 }
 
 func writable(dir string) error {
@@ -188,21 +239,41 @@ func isTerminal(w io.Writer) bool {
 	return ok && term.IsTerminal(int(f.Fd()))
 }
 
-// signalContext is cancelled by the first SIGINT/SIGTERM (the run records
-// what was running as interrupted and exits); a second one exits at once.
+// signalGrace is how long a second signal leaves deferred clean-ups (a
+// libvirt domain's definition put back, a VM host's boot stopped) before
+// the process exits.
+const signalGrace = 5 * time.Second
+
+// signalContext is cancelled by the first SIGINT, SIGTERM, SIGHUP or
+// SIGQUIT (the run records what was running as interrupted and exits). A
+// second one kills the children at once and leaves the unwinding
+// signalGrace to finish, then exits.
 func signalContext(stderr io.Writer) (context.Context, func()) {
 	ctx, cancel := context.WithCancel(context.Background())
 	ch := make(chan os.Signal, 2)
-	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP)
+	signal.Notify(ch, os.Interrupt, syscall.SIGTERM, syscall.SIGHUP, syscall.SIGQUIT)
+	done := make(chan struct{})
 	go func() {
-		<-ch
+		select {
+		case <-ch:
+		case <-done:
+			return
+		}
 		fmt.Fprintln(stderr, "\nfirstbad: stopping after recording the current step as interrupted (again to quit now)")
 		cancel()
-		<-ch
+		select {
+		case <-ch:
+		case <-done:
+			return
+		}
 		proc.KillAll()
-		os.Exit(ExitInterrupted)
+		select {
+		case <-time.After(signalGrace):
+			os.Exit(outcome.ExitInterrupted)
+		case <-done:
+		}
 	}()
-	return ctx, func() { signal.Stop(ch); cancel() }
+	return ctx, func() { signal.Stop(ch); cancel(); close(done) }
 }
 
 // finish prints a run's result and maps its outcome to the exit code.
@@ -215,28 +286,22 @@ func (g *globals) finish(ctx context.Context, s *session.Session, res *session.R
 		return err
 	}
 	if g.json {
-		if err := rep.JSON(g.stdout); err != nil {
-			return err
-		}
-	} else if err := rep.Markdown(g.stdout); err != nil {
-		return err
+		err = rep.JSON(g.stdout)
+	} else {
+		err = rep.Markdown(g.stdout)
 	}
-	if errors.Is(runErr, session.ErrInterrupted) || res.Outcome == journal.OutcomeInterrupted {
+	if err != nil {
+		return outcome.InfraErr("output", err)
+	}
+	if errors.Is(runErr, session.ErrInterrupted) || res.Outcome == outcome.RunInterrupted {
 		fmt.Fprintf(g.stderr, "firstbad: run %s interrupted; continue it with: firstbad resume %s\n", res.RunID, res.RunID)
-		if runErr != nil && !errors.Is(runErr, session.ErrInterrupted) {
-			return &exitError{code: ExitInfra, err: runErr}
+		if runErr != nil {
+			return runErr
 		}
-		return &exitError{code: ExitInterrupted}
+		return status(outcome.ExitInterrupted)
 	}
-	return outcomeExit(res.Outcome)
-}
-
-func outcomeExit(outcome string) error {
-	switch outcome {
-	case journal.OutcomeFound, journal.OutcomeRunning:
-		return nil
-	case journal.OutcomeInterrupted:
-		return &exitError{code: ExitInterrupted}
+	if code := outcome.RunExit(res.Outcome); code != 0 {
+		return status(code)
 	}
-	return &exitError{code: ExitNoCulprit}
+	return nil
 }

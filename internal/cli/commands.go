@@ -3,8 +3,8 @@ package cli
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
 	"strings"
@@ -18,32 +18,19 @@ import (
 	"github.com/firstbad/firstbad/internal/session"
 )
 
-// wrap gives every error a command returns its exit code, so that an
-// untyped error reaching Main can only be cobra's own usage error.
-func wrap(fn func(cmd *cobra.Command, args []string) error) func(*cobra.Command, []string) error {
-	return func(cmd *cobra.Command, args []string) error {
-		err := fn(cmd, args)
-		var ee *exitError
-		switch {
-		case err == nil || errors.As(err, &ee):
-			return err
-		case outcome.IsInput(err):
-			return &exitError{code: ExitUsage, err: err}
-		case errors.Is(err, session.ErrInterrupted):
-			return &exitError{code: ExitInterrupted, err: err}
-		case outcome.IsInfra(err):
-			return &exitError{code: ExitInfra, err: err}
-		}
-		return &exitError{code: ExitInfra, err: err}
-	}
+// runFlags are run's own flags beyond the session's input.
+type runFlags struct {
+	in         session.Input
+	fresh      bool
+	confirm    bool
+	flaky      bool
+	configFile string
+	gf         guestFlags
+	kf         kbuildFlags
 }
 
 func runCmd(g *globals) *cobra.Command {
-	var in session.Input
-	var fresh, confirm, flaky bool
-	var configFile string
-	var gf guestFlags
-	var kf kbuildFlags
+	var rf runFlags
 	c := &cobra.Command{
 		Use:   "run --repo DIR --good REF [--good REF ...] --bad REF (--exec 'CMD' | --guest-test FILE) [-- PATH...]",
 		Short: "bisect: find the first bad commit",
@@ -75,61 +62,14 @@ per build when builds are dear), and stops when the answer reaches --confidence
 observations then, not a stop.
 
 ` + exitCodesHelp,
-		RunE: wrap(func(cmd *cobra.Command, args []string) error {
-			if configFile != "" {
-				if err := applyConfigFile(cmd, configFile); err != nil {
-					return err
-				}
-			}
-			if dash := cmd.ArgsLenAtDash(); dash >= 0 {
-				if dash > 0 {
-					return usage("unexpected arguments %q (paths go after --)", args[:dash])
-				}
-				in.Paths = args[dash:]
-			} else if len(args) > 0 {
-				return usage("unexpected arguments %q (paths go after --)", args)
-			}
-			if gf.hasTest() {
-				gf.timeout, gf.repeat = in.Timeout, max(in.Repeat, 1)
-				if gf.timeout == 0 {
-					gf.timeout = pipeline.DefaultTestTimeout
-				}
-				kc, err := gf.config()
-				if err != nil {
-					return err
-				}
-				if kc.Build, err = kf.options(); err != nil {
-					return err
-				}
-				kc.CacheSize = kf.cacheSize
-				if kc.GuestTest != "" {
-					if kc.GuestTest, err = filepath.Abs(kc.GuestTest); err != nil {
-						return err
-					}
-				}
-				in.Kernel = &kc
-			}
-			if cmd.Flags().Changed("confirm") {
-				in.Confirm = &confirm
-			}
-			if flaky {
-				if in.Strategy != "" && in.Strategy != "bayes" {
-					return usage("--flaky means --strategy bayes, not %s", in.Strategy)
-				}
-				in.Strategy = "bayes"
+		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
+			in, err := rf.input(cmd, args)
+			if err != nil {
+				return err
 			}
 			s, err := g.session(true)
 			if err != nil {
 				return err
-			}
-			if in.Kernel != nil {
-				// Missing QEMU or busybox, or a dynamic firstbad, is the
-				// user's to fix before a run starts.
-				gt, err := gf.guestTest(g, false, s.Log)
-				if err != nil {
-					return err
-				}
-				gt.Close()
 			}
 			ctx, stop := signalContext(g.stderr)
 			defer stop()
@@ -137,11 +77,21 @@ observations then, not a stop.
 			if err != nil {
 				return err
 			}
-			res, err := s.Start(ctx, p, fresh)
+			if p.Kernel != nil {
+				// Missing QEMU or busybox, a dynamic firstbad or an
+				// unreachable VM host is the user's to fix before a
+				// run exists.
+				if s.Tester, err = g.tester(ctx, *p.Kernel, false, s.Log); err != nil {
+					return err
+				}
+				defer s.Tester.Close()
+			}
+			res, err := s.Start(ctx, p, rf.fresh)
 			return g.finish(ctx, s, res, err)
 		}),
 	}
 	f := c.Flags()
+	in := &rf.in
 	f.StringVar(&in.Repo, "repo", ".", "the repository to bisect (never written to)")
 	f.StringArrayVar(&in.Good, "good", nil, "a good (old) commit; repeatable")
 	f.StringVar(&in.Bad, "bad", "", "the bad (new) commit")
@@ -154,18 +104,82 @@ observations then, not a stop.
 	f.BoolVar(&in.FirstParent, "first-parent", false, "follow only the first parent of merges")
 	f.StringArrayVar(&in.Skips, "skip", nil, "a commit (REV) or range (A..B) known to be untestable; repeatable")
 	f.StringVar(&in.FromLog, "from-log", "", "start from an existing (partial) git bisect log")
-	f.BoolVar(&fresh, "new", false, "start a new run even if an unfinished one has the same arguments")
+	f.BoolVar(&rf.fresh, "new", false, "start a new run even if an unfinished one has the same arguments")
 	f.StringVar(&in.EndpointCheck, "endpoint-check", "lazy", "verify the endpoints: lazy (only when the answer hinges on one), upfront, or off")
-	f.StringVar(&configFile, "config", "", "read options from a TOML file (keys are flag names); flags override it")
-	f.BoolVar(&confirm, "confirm", false, "retest the culprit and its parent after the search (default: on for kernel runs)")
+	f.StringVar(&rf.configFile, "config", "", "read options from a TOML file (keys are flag names); flags override it")
+	f.BoolVar(&rf.confirm, "confirm", false, "retest the culprit and its parent after the search (default: on for kernel runs)")
 	f.StringVar(&in.Strategy, "strategy", "", "search strategy: classic (git bisect's choices, the default) or bayes (for flaky tests: a posterior over the culprit, repeats where they pay)")
-	f.BoolVar(&flaky, "flaky", false, "short for --strategy bayes")
+	f.BoolVar(&rf.flaky, "flaky", false, "short for --strategy bayes")
 	f.Float64Var(&in.FalseAlarm, "false-alarm-rate", 0, "bayes: probability that a run fails on a good commit")
 	f.Float64Var(&in.Confidence, "confidence", 0, "bayes: stop when the most likely culprit has this posterior probability (default 0.99)")
 	f.IntVar(&in.MaxRuns, "max-runs", 0, "bayes: stop after this many test runs, outcome budget-exhausted (default 40 per halving of the range)")
-	gf.register(c, false)
-	kf.register(c)
+	before := flagNames(c)
+	rf.gf.register(c, false)
+	rf.kf.register(c)
+	markKernelFlags(c, before)
 	return c
+}
+
+// input turns run's flags (and its --config file) into the session's
+// input, checked once.
+func (rf *runFlags) input(cmd *cobra.Command, args []string) (session.Input, error) {
+	in := rf.in
+	if rf.configFile != "" {
+		if err := applyConfigFile(cmd, rf.configFile); err != nil {
+			return in, err
+		}
+		in = rf.in
+	}
+	if dash := cmd.ArgsLenAtDash(); dash >= 0 {
+		if dash > 0 {
+			return in, outcome.InputErr("unexpected arguments %q (paths go after --)", args[:dash])
+		}
+		in.Paths = args[dash:]
+	} else if len(args) > 0 {
+		return in, outcome.InputErr("unexpected arguments %q (paths go after --)", args)
+	}
+	switch {
+	case in.Repeat < 1 || in.Repeat > maxRepeat:
+		return in, outcome.InputErr("--repeat must be between 1 and %d", maxRepeat)
+	case in.Timeout < 0:
+		return in, outcome.InputErr("--timeout must be positive (it bounds one run of the reproducer)")
+	}
+	if rf.gf.hasTest() {
+		kc, err := rf.kernelConfig(in)
+		if err != nil {
+			return in, err
+		}
+		in.Kernel = &kc
+	} else if err := kernelOnly(cmd); err != nil {
+		return in, err
+	}
+	if cmd.Flags().Changed("confirm") {
+		in.Confirm = &rf.confirm
+	}
+	if rf.flaky {
+		if in.Strategy != "" && in.Strategy != "bayes" {
+			return in, outcome.InputErr("--flaky means --strategy bayes, not %s", in.Strategy)
+		}
+		in.Strategy = "bayes"
+	}
+	return in, nil
+}
+
+// kernelConfig is a kernel run's step config from the guest and build flags.
+func (rf *runFlags) kernelConfig(in session.Input) (pipeline.KernelConfig, error) {
+	rf.gf.timeout, rf.gf.repeat = in.Timeout, in.Repeat
+	if rf.gf.timeout == 0 {
+		rf.gf.timeout = pipeline.DefaultTestTimeout
+	}
+	kc, err := rf.gf.config()
+	if err != nil {
+		return kc, err
+	}
+	if kc.Build, err = rf.kf.options(); err != nil {
+		return kc, err
+	}
+	kc.CacheSize = rf.kf.cacheSize
+	return kc, nil
 }
 
 func resumeCmd(g *globals) *cobra.Command {
@@ -174,13 +188,23 @@ func resumeCmd(g *globals) *cobra.Command {
 		Short: "continue an interrupted run (default: the most recent unfinished one)",
 		Long:  "resume continues a run from its journal: no finished step runs again.\n\n" + exitCodesHelp,
 		Args:  cobra.MaximumNArgs(1),
-		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
 			s, id, err := g.runSession(args, true, true)
+			if err != nil {
+				return err
+			}
+			p, err := s.Params(id)
 			if err != nil {
 				return err
 			}
 			ctx, stop := signalContext(g.stderr)
 			defer stop()
+			if p.Kernel != nil {
+				if s.Tester, err = g.tester(ctx, *p.Kernel, false, s.Log); err != nil {
+					return err
+				}
+				defer s.Tester.Close()
+			}
 			res, err := s.Resume(ctx, id)
 			return g.finish(ctx, s, res, err)
 		}),
@@ -202,7 +226,7 @@ func (g *globals) runSession(args []string, write, unfinished bool) (*session.Se
 func runArg(s *session.Session, args []string, unfinished bool) (string, error) {
 	if len(args) == 1 {
 		if _, err := os.Stat(s.RunDir(args[0])); err != nil || args[0] == "" {
-			return "", usage("no run %q in %s (see firstbad list)", args[0], s.RunsDir())
+			return "", outcome.InputErr("no run %q in %s (see firstbad list)", args[0], s.RunsDir())
 		}
 		return args[0], nil
 	}
@@ -214,7 +238,7 @@ func statusCmd(g *globals) *cobra.Command {
 		Use:   "status [RUN]",
 		Short: "show where a run stands (default: the most recent unfinished run, else the most recent)",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
 			s, id, err := g.runSession(args, false, false)
 			if err != nil {
 				return err
@@ -243,7 +267,7 @@ func listCmd(g *globals) *cobra.Command {
 		Use:   "list",
 		Short: "list the runs in the state dir",
 		Args:  cobra.NoArgs,
-		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
 			s, err := g.session(false)
 			if err != nil {
 				return err
@@ -297,13 +321,13 @@ func logCmd(g *globals) *cobra.Command {
 		Use:   "log [RUN]",
 		Short: "print a log that `git bisect replay` accepts in your repository",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
 			if !g.json {
 				return g.printReport(cmd.Context(), args, "gitlog", "")
 			}
 			var b strings.Builder
 			out := g.stdout
-			g.stdout = &b
+			g.stdout = &countWriter{w: &b}
 			err := g.printReport(cmd.Context(), args, "gitlog", "")
 			g.stdout = out
 			if err != nil {
@@ -320,7 +344,7 @@ func reportCmd(g *globals) *cobra.Command {
 		Use:   "report [RUN]",
 		Short: "render a run's report from its journal (md, html, json, gitlog)",
 		Args:  cobra.MaximumNArgs(1),
-		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
 			if g.json {
 				format = "json"
 			}
@@ -332,13 +356,23 @@ func reportCmd(g *globals) *cobra.Command {
 	return c
 }
 
+// reportFormats are report's output formats.
+var reportFormats = map[string]func(*report.Report, io.Writer) error{
+	"md": (*report.Report).Markdown, "markdown": (*report.Report).Markdown, "html": (*report.Report).HTML,
+	"json": (*report.Report).JSON, "gitlog": (*report.Report).GitLog,
+}
+
+// printReport renders a run's report in format, to stdout or to the file
+// out: written whole to a temporary file and renamed, so that a failure
+// (an unknown format, a damaged journal) never truncates what was there.
 func (g *globals) printReport(ctx context.Context, args []string, format, out string) error {
+	render, ok := reportFormats[format]
+	if !ok {
+		return outcome.InputErr("unknown --format %q: use md, html, json or gitlog", format)
+	}
 	s, id, err := g.runSession(args, false, false)
 	if err != nil {
 		return err
-	}
-	if ctx == nil {
-		ctx = context.Background()
 	}
 	get := s.Report
 	if format == "md" || format == "markdown" || format == "html" {
@@ -348,32 +382,32 @@ func (g *globals) printReport(ctx context.Context, args []string, format, out st
 	if err != nil {
 		return err
 	}
-	w := g.stdout
-	var f *os.File
-	if out != "" {
-		if f, err = os.Create(out); err != nil {
-			return usage("-o %s: %v", out, err)
-		}
-		defer f.Close()
-		w = f
+	if out == "" {
+		return render(rep, g.stdout)
 	}
-	switch format {
-	case "md", "markdown":
-		err = rep.Markdown(w)
-	case "html":
-		err = rep.HTML(w)
-	case "json":
-		err = rep.JSON(w)
-	case "gitlog":
-		err = rep.GitLog(w)
-	default:
-		return usage("unknown --format %q: use md, html, json or gitlog", format)
-	}
+	return writeFile(out, func(w io.Writer) error { return render(rep, w) })
+}
+
+// writeFile writes path through a temporary file in its directory and a
+// rename: readers see the old content or the new, never a part.
+func writeFile(path string, write func(io.Writer) error) error {
+	f, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
 	if err != nil {
-		return err
+		return outcome.InputErr("-o %s: %v", path, err)
 	}
-	if f != nil {
-		return f.Close()
+	defer os.Remove(f.Name())
+	if err := write(f); err != nil {
+		f.Close()
+		return outcome.InfraErr("report", err)
+	}
+	if err := f.Close(); err != nil {
+		return outcome.InfraErr("report", err)
+	}
+	if err := os.Chmod(f.Name(), 0o644); err != nil {
+		return outcome.InfraErr("report", err)
+	}
+	if err := os.Rename(f.Name(), path); err != nil {
+		return outcome.InputErr("-o %s: %v", path, err)
 	}
 	return nil
 }

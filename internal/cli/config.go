@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/BurntSushi/toml"
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/spf13/cobra"
 )
 
@@ -18,11 +19,11 @@ import (
 func applyConfigFile(c *cobra.Command, path string) error {
 	data, err := os.ReadFile(path)
 	if err != nil {
-		return usage("--config: %v", err)
+		return outcome.InputErr("--config: %v", err)
 	}
 	var kv map[string]any
 	if _, err := toml.Decode(string(data), &kv); err != nil {
-		return usage("--config %s: %v", path, err)
+		return outcome.InputErr("--config %s: %v", path, err)
 	}
 	keys := make([]string, 0, len(kv))
 	for k := range kv {
@@ -32,7 +33,7 @@ func applyConfigFile(c *cobra.Command, path string) error {
 	for _, k := range keys {
 		f := c.Flags().Lookup(k)
 		if f == nil || k == "config" {
-			return usage("--config %s:%d: unknown key %q (keys are %s's flag names, e.g. guest-test, kconfig, good)", path, lineOf(data, k), k, c.Name())
+			return outcome.InputErr("--config %s:%d: unknown key %q (keys are %s's flag names, e.g. guest-test, kconfig, good)", path, lineOf(data, k), k, c.Name())
 		}
 		if f.Changed {
 			continue
@@ -46,7 +47,7 @@ func applyConfigFile(c *cobra.Command, path string) error {
 		}
 		for _, v := range vals {
 			if err := c.Flags().Set(k, fmt.Sprint(v)); err != nil {
-				return usage("--config %s:%d: %s: %v", path, lineOf(data, k), k, err)
+				return outcome.InputErr("--config %s:%d: %s: %v", path, lineOf(data, k), k, err)
 			}
 		}
 	}

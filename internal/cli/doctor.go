@@ -14,6 +14,7 @@ import (
 
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/remote"
 	"github.com/firstbad/firstbad/internal/target"
 )
@@ -25,7 +26,7 @@ func doctorCmd(g *globals) *cobra.Command {
 		Short: "check that this machine has everything a kernel bisect needs",
 		Long:  "doctor checks git, kernel build dependencies, ccache, QEMU, busybox-static, KVM and free disk,\nand prints what is missing with the command that installs it. Exit 0 only when everything is there.",
 		Args:  cobra.NoArgs,
-		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
 			type check struct {
 				name string
 				err  error
@@ -47,7 +48,7 @@ func doctorCmd(g *globals) *cobra.Command {
 			add("QEMU", (&target.QEMU{}).Check(), "qemu-system-x86_64")
 			r, err := target.ParseTarget(targetURL, target.Options{SSH: remote.Config{File: sshConfig}})
 			if err != nil {
-				return usage("%v", err)
+				return outcome.InputErr("%v", err)
 			}
 			if r != nil {
 				info, err := r.Check(cmd.Context())
@@ -105,7 +106,7 @@ func doctorCmd(g *globals) *cobra.Command {
 			}
 			if failed > 0 {
 				fmt.Fprintln(g.stdout, "\nrun ./setup.sh (apt-get installs everything above) and try again")
-				return &exitError{code: ExitInfra}
+				return status(outcome.ExitInfra)
 			}
 			return nil
 		}),
@@ -126,7 +127,7 @@ kernels not used within --older-than, and firstbad's clones of repositories that
 no longer exist. Unfinished runs are kept; a build dir or checkout in use is never
 removed. It reports the space freed.`,
 		Args: cobra.NoArgs,
-		RunE: wrap(func(cmd *cobra.Command, args []string) error {
+		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
 			s, err := g.session(true)
 			if err != nil {
 				return err

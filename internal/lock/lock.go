@@ -100,3 +100,18 @@ func (l *Lock) Release() {
 	l.f.Close()
 	l.f = nil
 }
+
+// Held reports whether a live process holds the lock at path, and its pid.
+// It opens the file read-only, so it works in a state dir it cannot write.
+func Held(path string) (bool, int) {
+	f, err := os.Open(path)
+	if err != nil {
+		return false, 0
+	}
+	defer f.Close()
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		return errors.Is(err, syscall.EWOULDBLOCK), Holder(path)
+	}
+	_ = syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	return false, 0
+}

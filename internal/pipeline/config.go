@@ -44,7 +44,7 @@ type KernelConfig struct {
 
 // NewTarget makes the target c names; problems the user can fix are
 // input errors (outcome.Input).
-func NewTarget(c KernelConfig, cacheDir string, log *slog.Logger) (target.Target, error) {
+func NewTarget(ctx context.Context, c KernelConfig, cacheDir string, log *slog.Logger) (target.Target, error) {
 	probes := filepath.Join(cacheDir, "probe")
 	r, err := target.ParseTarget(c.Target, target.Options{SSH: remote.Config{File: c.SSHConfig}, Accel: c.Accel,
 		CacheDir: probes, Log: log, Probe: ProbeKVM, TakeOver: c.TakeOver})
@@ -62,7 +62,7 @@ func NewTarget(c KernelConfig, cacheDir string, log *slog.Logger) (target.Target
 		return nil, outcome.InputErr("--host-test needs a port forwarded into the guest, which a libvirt domain's own NICs do not give: use --target qemu or ssh://HOST for host-side tests")
 	}
 	// Before the first step: reachable, authenticated, QEMU and room there.
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	if _, err := r.Check(ctx); err != nil {
 		r.Close()
@@ -73,7 +73,7 @@ func NewTarget(c KernelConfig, cacheDir string, log *slog.Logger) (target.Target
 
 // NewGuestTest checks the host (busybox, QEMU, a static firstbad) and builds
 // the boot-and-test stage. Problems the user can fix are input errors.
-func NewGuestTest(c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest, error) {
+func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest, error) {
 	var re *regexp.Regexp
 	if c.CrashMatch != "" {
 		var err error
@@ -92,7 +92,7 @@ func NewGuestTest(c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest
 	if err := guest.CheckStatic(self); err != nil {
 		return nil, outcome.InputErr("%v", err)
 	}
-	q, err := NewTarget(c, cacheDir, log)
+	q, err := NewTarget(ctx, c, cacheDir, log)
 	if err != nil {
 		return nil, err
 	}
@@ -105,14 +105,11 @@ func NewGuestTest(c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest
 		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, Log: log}, nil
 }
 
-// NewKernelStep assembles build + boot + test for a run.
-func NewKernelStep(c KernelConfig, wt *git.Worktree, cacheDir string, log *slog.Logger) (*KernelStep, error) {
-	gt, err := NewGuestTest(c, cacheDir, log)
-	if err != nil {
-		return nil, err
-	}
+// NewKernelStep assembles build + boot + test for a run, with the
+// boot-and-test stage made once (NewGuestTest) for the run.
+func NewKernelStep(c KernelConfig, wt *git.Worktree, gt *GuestTest, cacheDir string, log *slog.Logger) *KernelStep {
 	return &KernelStep{Test: gt, Build: &KernelBuild{Worktree: wt, Opts: c.Build,
-		Builder: &kbuild.Builder{CacheDir: cacheDir, CacheSize: c.CacheSize, Log: log}}}, nil
+		Builder: &kbuild.Builder{CacheDir: cacheDir, CacheSize: c.CacheSize, Log: log}}}
 }
 
 // ProbeKVM boots b under KVM and waits briefly for the guest agent's start

@@ -14,10 +14,6 @@ type KernelStep struct {
 	Test  *GuestTest
 }
 
-// Close lets go of the target (a VM host's connection, a libvirt domain's
-// definition).
-func (k *KernelStep) Close() { k.Test.Close() }
-
 // Evaluate implements Pipeline.
 func (k *KernelStep) Evaluate(ctx context.Context, req Request) (Outcome, error) {
 	var out Outcome

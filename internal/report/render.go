@@ -111,7 +111,7 @@ func (r *Report) Markdown(w io.Writer) error {
 			}
 			fmt.Fprintf(&b, "- Files: %s%s\n", cell(strings.Join(files, ", ")), more)
 		}
-		fmt.Fprintf(&b, "- Fixes line: `Fixes: %s (\"%s\")`\n", Short(c.ID), cell(c.Subject))
+		fmt.Fprintf(&b, "- Fixes line: %s\n", CodeSpan(FixesLine(c.ID, c.Subject)))
 		if len(r.Maintainers) > 0 {
 			fmt.Fprintf(&b, "- To CC: %s\n", cell(strings.Join(r.Maintainers, ", ")))
 		}
@@ -133,7 +133,7 @@ func (r *Report) Markdown(w io.Writer) error {
 		fmt.Fprintf(&b, "%s\n\n", cell(t))
 	}
 	if r.Exec != "" {
-		fmt.Fprintf(&b, "Reproducer: `%s`\n\n", cell(r.Exec))
+		fmt.Fprintf(&b, "Reproducer: %s\n\n", CodeSpan(r.Exec))
 	}
 	if c := r.confirmation(); c != nil {
 		fmt.Fprintf(&b, "Confirmation: culprit retested %s", r.Term(c.Culprit.Verdict))
@@ -163,7 +163,7 @@ func (r *Report) Markdown(w io.Writer) error {
 		for _, s := range r.Steps {
 			if !seen[s.Commit] {
 				seen[s.Commit] = true
-				fmt.Fprintf(&b, "- `%s`: `%s`\n", Short(s.Commit), cell(r.Rerun(s.Commit)))
+				fmt.Fprintf(&b, "- `%s`: %s\n", Short(s.Commit), CodeSpan(r.Rerun(s.Commit)))
 			}
 		}
 	}
@@ -173,6 +173,7 @@ func (r *Report) Markdown(w io.Writer) error {
 
 var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 	"short": Short,
+	"fixes": FixesLine,
 	"term":  func(r *Report, v string) string { return r.Term(v) },
 	"num":   num,
 	"color": verdictColor,
@@ -187,7 +188,7 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 {{with .R.CulpritInfo}}{{if eq $.R.Outcome "found"}}<ul>
 <li>Commit: <code>{{.ID}}</code></li><li>Subject: {{.Subject}}</li><li>Author: {{.Author}}</li>
 <li>Date: {{.Date}}</li><li>Files: {{range $i, $f := .Files}}{{if $i}}, {{end}}{{$f}}{{end}}</li>
-<li>Fixes line: <code>Fixes: {{short .ID}} ("{{.Subject}}")</code></li>
+<li>Fixes line: <code>{{fixes .ID .Subject}}</code></li>
 {{if $.R.Maintainers}}<li>To CC: {{range $i, $m := $.R.Maintainers}}{{if $i}}, {{end}}{{$m}}{{end}}</li>{{end}}</ul>{{end}}{{end}}
 {{with .R.PosteriorText ""}}<p style="white-space:pre-line">{{.}}</p>{{end}}
 {{with .R.TargetText}}<p>{{.}}</p>{{end}}
@@ -252,10 +253,50 @@ func verdictColor(v string) string {
 	return "#ef6c00"
 }
 
-// HTML writes a self-contained page (no external assets).
+// HTML writes a self-contained page (no external assets). Untrusted text
+// is cleaned first (control and bidi characters made visible, invalid
+// UTF-8 replaced: the page declares utf-8), then escaped by the template.
 func (r *Report) HTML(w io.Writer) error {
+	c := r.cleaned()
 	return htmlTmpl.Execute(w, struct {
 		R    *Report
 		Rows []svgRow
-	}{r, r.rows()})
+	}{c, c.rows()})
+}
+
+// FixesLine is the kernel's Fixes: tag for a commit.
+func FixesLine(id, subject string) string {
+	return fmt.Sprintf("Fixes: %s (\"%s\")", Short(id), subject)
+}
+
+// cleaned is a copy of the report whose untrusted text (from commits, the
+// reproducer, the console) is Clean.
+func (r *Report) cleaned() *Report {
+	c := *r
+	c.Message, c.Target, c.Exec = Clean(r.Message), Clean(r.Target), Clean(r.Exec)
+	c.TargetHosts = cleanAll(r.TargetHosts)
+	c.Maintainers = cleanAll(r.Maintainers)
+	if r.CulpritInfo != nil {
+		ci := *r.CulpritInfo
+		ci.Subject, ci.Author, ci.Files = Clean(ci.Subject), Clean(ci.Author), cleanAll(ci.Files)
+		c.CulpritInfo = &ci
+	}
+	c.Steps = make([]journal.Step, len(r.Steps))
+	for i, s := range r.Steps {
+		s.Subject, s.Reason, s.Crash = Clean(s.Subject), Clean(s.Reason), Clean(s.Crash)
+		s.Evidence.BuildLog, s.Evidence.ConsoleLog, s.Evidence.TestOutput = Clean(s.Evidence.BuildLog), Clean(s.Evidence.ConsoleLog), Clean(s.Evidence.TestOutput)
+		c.Steps[i] = s
+	}
+	return &c
+}
+
+func cleanAll(ss []string) []string {
+	if ss == nil {
+		return nil
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		out[i] = Clean(s)
+	}
+	return out
 }

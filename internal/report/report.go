@@ -250,9 +250,11 @@ func (r *Report) GitLog(w io.Writer) error {
 	return bisectlog.Format(w, l, vs, conclusion)
 }
 
-// Clean makes untrusted text safe for a terminal: invalid UTF-8 is
-// replaced, and control characters (escape sequences included) become
-// visible escapes, except tab.
+// Clean makes untrusted text safe for a terminal, a Markdown file and an
+// HTML page: invalid UTF-8 is replaced, and control characters (escape
+// sequences included, tab excepted) and the bidirectional-text controls
+// that can make text read differently than it is (U+202E, "Trojan
+// Source") become visible escapes.
 func Clean(s string) string {
 	if !utf8.ValidString(s) {
 		s = strings.ToValidUTF8(s, "\uFFFD")
@@ -264,11 +266,39 @@ func Clean(s string) string {
 			b.WriteRune(r)
 		case r < 0x20 || r == 0x7f || (r >= 0x80 && r < 0xa0):
 			fmt.Fprintf(&b, "\\x%02x", r)
+		case isBidi(r):
+			fmt.Fprintf(&b, "\\u%04x", r)
 		default:
 			b.WriteRune(r)
 		}
 	}
 	return b.String()
+}
+
+// isBidi reports the invisible characters that reorder or isolate text.
+func isBidi(r rune) bool {
+	return r == 0x061c || r == 0x200e || r == 0x200f || (r >= 0x202a && r <= 0x202e) || (r >= 0x2066 && r <= 0x2069)
+}
+
+// CodeSpan is untrusted text as a Markdown code span: cleaned, and fenced
+// with more backticks than it contains in a row (a code span takes no
+// other escapes, so its text can be copied exactly).
+func CodeSpan(s string) string {
+	s = Clean(s)
+	longest, run := 0, 0
+	for _, r := range s {
+		if r == '`' {
+			run++
+			longest = max(longest, run)
+		} else {
+			run = 0
+		}
+	}
+	fence := strings.Repeat("`", longest+1)
+	if strings.HasPrefix(s, "`") || strings.HasSuffix(s, "`") || longest > 0 && strings.HasPrefix(s, " ") {
+		s = " " + s + " "
+	}
+	return fence + s + fence
 }
 
 // Short is a 12-character hash.

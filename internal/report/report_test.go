@@ -4,9 +4,11 @@ import (
 	"encoding/json"
 	"strings"
 	"testing"
+	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
 )
 
@@ -91,5 +93,61 @@ func TestJSONRerun(t *testing.T) {
 				t.Errorf("rerun lines (-want +got):\n%s", diff)
 			}
 		})
+	}
+}
+
+// Code spans take no escapes: a Fixes: line or a reproducer copied from
+// the Markdown must be the exact text (backticks fenced by longer runs).
+func TestMarkdownCodeSpans(t *testing.T) {
+	for _, c := range []struct{ in, want string }{
+		{`skb->len < 0`, "`skb->len < 0`"},
+		{"a `b` c", "``a `b` c``"},
+		{"`x`", "`` `x` ``"},
+		{`a|b\c`, "`a|b\\c`"},
+	} {
+		if got := CodeSpan(c.in); got != c.want {
+			t.Errorf("CodeSpan(%q) = %q, want %q", c.in, got, c.want)
+		}
+	}
+	r := &Report{RunID: "r", Outcome: journal.OutcomeFound, Culprit: "0123456789abcdef", Terms: Terms{"good", "bad"},
+		Exec:        `test $(cat f) -lt 5 && [ "a" \< "b" ]`,
+		CulpritInfo: &git.Info{ID: "0123456789abcdef", Subject: "net: fix skb->len < 0 in <foo>_bar"}}
+	var md strings.Builder
+	if err := r.Markdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"`Fixes: 0123456789ab (\"net: fix skb->len < 0 in <foo>_bar\")`", "`" + r.Exec + "`"} {
+		if !strings.Contains(md.String(), want) {
+			t.Errorf("Markdown lacks %s:\n%s", want, md.String())
+		}
+	}
+}
+
+// Raw control bytes, invalid UTF-8 and bidi overrides from commit text never
+// reach a human output as themselves.
+func TestHostileTextInOutputs(t *testing.T) {
+	evil := "esc\x1b[2J bel\x07 cr\r bad\xff rlo\u202eevil\u202c"
+	r := &Report{RunID: "r", Outcome: journal.OutcomeFound, Culprit: "c", Terms: Terms{"good", "bad"},
+		CulpritInfo: &git.Info{ID: "c", Subject: evil, Author: evil, Files: []string{evil}},
+		Steps:       []journal.Step{{Kind: journal.KindSearch, Commit: "c", Subject: evil, Verdict: "bad", Reason: evil, Crash: evil, State: journal.StateDone}}}
+	var html, md strings.Builder
+	if err := r.HTML(&html); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.Markdown(&md); err != nil {
+		t.Fatal(err)
+	}
+	for name, out := range map[string]string{"html": html.String(), "markdown": md.String(), "headline": r.Headline()} {
+		if !utf8.ValidString(out) {
+			t.Errorf("%s: invalid UTF-8", name)
+		}
+		for _, bad := range []string{"\x1b", "\x07", "\r", "\u202e", "\u202c"} {
+			if strings.Contains(out, bad) {
+				t.Errorf("%s contains %q", name, bad)
+			}
+		}
+	}
+	if !strings.Contains(html.String(), `rlo\u202eevil`) {
+		t.Error("the bidi override is not shown as an escape in the HTML")
 	}
 }

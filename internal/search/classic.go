@@ -1,6 +1,7 @@
 package search
 
 import (
+	"errors"
 	"fmt"
 	"math"
 	"sort"
@@ -58,6 +59,10 @@ type Decision struct {
 	Posterior []Candidate
 	// FailProb estimates how often a run fails on a bad commit.
 	FailProb float64
+	// NoTestable is set when Done and no candidate left touches the paths
+	// the bisect is limited to (git: "No testable commit found"):
+	// Ambiguous then lists the commits that could be the first bad one.
+	NoTestable bool
 	// Older is set (to the commit before the range) when the answer is
 	// that the change is older than the range.
 	Older string
@@ -65,6 +70,10 @@ type Decision struct {
 	// for (out of run budget, or nothing left to test); "" when it did not.
 	Exhausted string
 }
+
+// ErrInconsistent is a commit observed both good and bad by a strategy that
+// cannot hold both (a flaky test, or two changes in the range).
+var ErrInconsistent = errors.New("a commit was both good and bad")
 
 // Strategy chooses the next commit from the observations so far.
 type Strategy interface {
@@ -119,7 +128,7 @@ func (c *Classic) Decide(obs []Observation) (Decision, error) {
 	}
 	list := c.g.candidates(bad, goods)
 	if len(list) == 0 {
-		return Decision{}, fmt.Errorf("commit %s was both good and bad", c.g.ids[bad])
+		return Decision{}, fmt.Errorf("%w: %s", ErrInconsistent, c.g.ids[bad])
 	}
 	testable := 0
 	for _, n := range list {
@@ -129,9 +138,13 @@ func (c *Classic) Decide(obs []Observation) (Decision, error) {
 	}
 	d := Decision{Remaining: testable, StepsLeft: stepsLeft(testable)}
 	if testable == 0 {
-		// Every commit touching the paths tested good: the change is
-		// the bad commit itself (git stops with "no testable commit").
-		d.Done, d.Culprit = true, c.g.ids[bad]
+		// No commit left touches the paths (none did, or every one that
+		// does tested good): git stops with "No testable commit found".
+		// The first bad commit is one of the others, which do not.
+		d.Done, d.NoTestable = true, true
+		for _, n := range list {
+			d.Ambiguous = append(d.Ambiguous, c.g.ids[n])
+		}
 		return d, nil
 	}
 	if len(skipped) == 0 {

@@ -42,13 +42,14 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 		return nil, outcome.InputErr("no run %q in %s", id, s.RunsDir())
 	}
 	if err != nil {
-		return nil, outcome.InputErr("run %s: %v", id, err)
+		return nil, outcome.InfraErr("journal", err)
 	}
 	defer j.Close()
 	run, err := j.Run()
 	if err != nil {
-		return nil, err
+		return nil, outcome.InfraErr("journal", err)
 	}
+	run = s.liveness(run)
 	var p Params
 	if err := json.Unmarshal(run.Params, &p); err != nil {
 		return nil, fmt.Errorf("run %s: parameters unreadable: %w", id, err)
@@ -77,13 +78,15 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 			r.Maintainers = maintainers(ctx, repo, run.Culprit)
 		}
 	}
-	if cs, err := repo.RevList(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths}); err == nil {
-		for _, c := range cs {
-			if !c.TreeSame {
-				r.NumCands++
-			}
-		}
-		r.Remaining = remaining(cs, p, steps, r)
+	r.NumCands = run.Total
+	r.Remaining = make([]int, len(steps))
+	for i, st := range steps {
+		r.Remaining[i] = st.Remaining
+	}
+	if run.Total == 0 || p.bayes() {
+		// A journal from before the counts were kept, or a Bayesian
+		// run's posterior: replay the search over the graph.
+		replay(ctx, repo, p, steps, r)
 	}
 	return r, nil
 }
@@ -165,40 +168,41 @@ func rerun(p Params) func(string) string {
 	}
 }
 
-// remaining replays the search over the journal's steps to tell how many
-// candidates were left when each search step was chosen; for a Bayesian
-// run it also fills in the report's posterior as the journal leaves it.
-func remaining(cs []git.Commit, p Params, steps []journal.Step, r *report.Report) []int {
-	nodes := make([]search.Commit, len(cs))
-	for i, c := range cs {
-		nodes[i] = search.Commit{ID: c.ID, Parents: c.Parents, Time: c.Time, TreeSame: c.TreeSame}
+// replay reads the range again and replays the search over the journal's
+// steps: how many candidates were left at each search step and, for a
+// Bayesian run, the posterior as the journal leaves it.
+func replay(ctx context.Context, repo *git.Repo, p Params, steps []journal.Step, r *report.Report) {
+	cs, err := repo.RevList(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths})
+	if err != nil {
+		return
 	}
+	nodes, total := graphOf(cs, p)
+	r.NumCands = total
 	g, err := search.NewGraph(nodes, p.Bad, p.FirstParent)
 	if err != nil {
-		return nil
+		return
 	}
 	strategy := p.strategy(g, steps)
 	obs := p.observations()
-	out := make([]int, len(steps))
 	for i, st := range steps {
 		if st.Kind == journal.KindSearch {
 			if d, err := strategy.Decide(obs); err == nil {
-				out[i] = d.Remaining
+				r.Remaining[i] = d.Remaining
 			}
 		}
 		if o, ok := observation(st); ok && p.feeds(st) {
 			obs = append(obs, o)
 		}
 	}
-	if p.bayes() {
-		if d, err := strategy.Decide(obs); err == nil {
-			r.Confidence, r.FailProb = &d.Confidence, &d.FailProb
-			for _, c := range d.Posterior {
-				r.Posterior = append(r.Posterior, report.Likely{Commit: c.Commit, P: c.P})
-			}
+	if !p.bayes() {
+		return
+	}
+	if d, err := strategy.Decide(obs); err == nil {
+		r.Confidence, r.FailProb = &d.Confidence, &d.FailProb
+		for _, c := range d.Posterior {
+			r.Posterior = append(r.Posterior, report.Likely{Commit: c.Commit, P: c.P})
 		}
 	}
-	return out
 }
 
 // maintainers runs the tree's scripts/get_maintainer.pl on the culprit's

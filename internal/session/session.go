@@ -11,17 +11,14 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
-	"strconv"
 	"strings"
 	"time"
-
-	"github.com/firstbad/firstbad/internal/outcome"
 
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/lock"
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/pipeline"
-	"github.com/firstbad/firstbad/internal/report"
 	"github.com/firstbad/firstbad/internal/search"
 )
 
@@ -40,12 +37,12 @@ type Progress struct {
 	Started  time.Time
 	Verdict  string // set when Stage is "done"
 	Reason   string
-	Kind     string // search, endpoint or confirm
+	Kind     string // search, endpoint, check or confirm
 }
 
 // Label is "step k/≈n" for search steps, else the kind.
 func (p Progress) Label() string {
-	if p.Kind != "" && p.Kind != "search" {
+	if p.Kind != "" && p.Kind != journal.KindSearch {
 		return p.Kind
 	}
 	return fmt.Sprintf("step %d/≈%d", p.Step, p.EstSteps)
@@ -57,9 +54,30 @@ type Session struct {
 	CacheDir string
 	Log      *slog.Logger
 	Progress func(Progress)
+	// Tester boots and tests kernels for a kernel run: the caller makes
+	// it once from the run's parameters (and closes it).
+	Tester *pipeline.GuestTest
 	// NewPipeline, if set, replaces the pipeline a run would build (tests
 	// use it to inject faults).
 	NewPipeline func(p Params, wt *git.Worktree) pipeline.Pipeline
+}
+
+// Params reads a run's parameters from its journal.
+func (s *Session) Params(id string) (Params, error) {
+	var p Params
+	j, err := journal.Open(s.RunDir(id))
+	if err != nil {
+		return p, outcome.InfraErr("journal", err)
+	}
+	defer j.Close()
+	r, err := j.Run()
+	if err != nil {
+		return p, outcome.InfraErr("journal", err)
+	}
+	if err := json.Unmarshal(r.Params, &p); err != nil {
+		return p, outcome.InfraErr("journal", fmt.Errorf("run %s: parameters unreadable: %w", id, err))
+	}
+	return p, nil
 }
 
 // Result is how a run ended.
@@ -85,47 +103,79 @@ func newRunID() string {
 
 // Start begins a new run with resolved params. If an unfinished run with the
 // same parameters exists, it refuses and names it, unless fresh is set.
+// Nothing is recorded for a run whose range cannot be bisected.
 func (s *Session) Start(ctx context.Context, p Params, fresh bool) (*Result, error) {
+	// Held from the duplicate check until the new run holds its own lock:
+	// two identical runs started at once cannot both pass the check.
+	starting, err := lock.Acquire(ctx, filepath.Join(s.RunsDir(), ".start.lock"), nil)
+	if err != nil {
+		return nil, outcome.InfraErr("state dir", err)
+	}
+	defer starting.Release()
 	if !fresh {
-		runs, _ := s.List()
-		for _, r := range runs {
-			if r.Outcome != journal.OutcomeRunning && r.Outcome != journal.OutcomeInterrupted {
-				continue
-			}
-			var old Params
-			if json.Unmarshal(r.Params, &old) == nil && old.Fingerprint() == p.Fingerprint() {
-				return nil, outcome.InputErr("run %s with the same arguments is unfinished (%s): continue it with `firstbad resume %s`, or pass --new to start over", r.ID, r.Outcome, r.ID)
-			}
+		if err := s.refuseDuplicate(p); err != nil {
+			return nil, err
 		}
 	}
-	params, err := json.Marshal(p)
+	prep, err := s.prepare(ctx, p)
 	if err != nil {
 		return nil, err
+	}
+	j, l, err := s.create(p, prep.total)
+	if err != nil {
+		return nil, err
+	}
+	starting.Release()
+	defer l.Release()
+	defer j.Close()
+	return s.runLoop(ctx, j, p, prep)
+}
+
+// refuseDuplicate is an input error naming an unfinished run with the same
+// parameters.
+func (s *Session) refuseDuplicate(p Params) error {
+	runs, _ := s.List()
+	for _, r := range runs {
+		if r.Outcome != journal.OutcomeRunning && r.Outcome != journal.OutcomeInterrupted {
+			continue
+		}
+		var old Params
+		if json.Unmarshal(r.Params, &old) == nil && old.Fingerprint() == p.Fingerprint() {
+			return outcome.InputErr("run %s with the same arguments is unfinished (%s): continue it with `firstbad resume %s`, or pass --new to start over", r.ID, r.Outcome, r.ID)
+		}
+	}
+	return nil
+}
+
+// create makes the run's journal whole in a hidden directory and renames it
+// into place (a controller killed meanwhile leaves no half-made run), then
+// takes the run's lock.
+func (s *Session) create(p Params, total int) (*journal.Journal, *lock.Lock, error) {
+	params, err := json.Marshal(p)
+	if err != nil {
+		return nil, nil, err
 	}
 	id := newRunID()
 	dir := s.RunDir(id)
-	// The journal is made whole in a hidden directory and renamed into
-	// place: a controller killed meanwhile leaves no half-made run.
 	tmp := filepath.Join(s.RunsDir(), ".new-"+id)
-	j, err := journal.Create(tmp, journal.Run{ID: id, Created: time.Now(), Params: params})
+	j, err := journal.Create(tmp, journal.Run{ID: id, Created: time.Now(), Params: params, Total: total})
 	if err != nil {
 		os.RemoveAll(tmp)
-		return nil, err
+		return nil, nil, outcome.InfraErr("journal", err)
 	}
 	j.Close()
 	if err := os.Rename(tmp, dir); err != nil {
-		return nil, err
+		return nil, nil, outcome.InfraErr("journal", err)
 	}
 	l, err := lock.TryAcquire(filepath.Join(dir, "lock"))
 	if err != nil {
-		return nil, fmt.Errorf("state dir %s: %w", s.StateDir, err)
+		return nil, nil, outcome.InfraErr("state dir "+s.StateDir, err)
 	}
-	defer l.Release()
 	if j, err = journal.Open(dir); err != nil {
-		return nil, err
+		l.Release()
+		return nil, nil, outcome.InfraErr("journal", err)
 	}
-	defer j.Close()
-	return s.loop(ctx, j, p)
+	return j, l, nil
 }
 
 // Resume continues an unfinished run. A finished run's result is returned
@@ -138,377 +188,90 @@ func (s *Session) Resume(ctx context.Context, id string) (*Result, error) {
 		if errors.As(err, &held) {
 			return nil, outcome.InputErr("run %s is running now (pid %d)", id, held.PID)
 		}
-		return nil, err
+		return nil, outcome.InfraErr("state dir", err)
 	}
 	defer l.Release()
 	j, err := journal.Open(dir)
 	if err != nil {
-		return nil, err
+		return nil, outcome.InfraErr("journal", err)
 	}
 	defer j.Close()
 	r, err := j.Run()
 	if err != nil {
-		return nil, err
+		return nil, outcome.InfraErr("journal", err)
 	}
 	if r.Outcome != journal.OutcomeRunning && r.Outcome != journal.OutcomeInterrupted {
 		return &Result{RunID: r.ID, Outcome: r.Outcome, Culprit: r.Culprit, Candidates: r.Candidates, Message: r.Message}, nil
 	}
 	var p Params
 	if err := json.Unmarshal(r.Params, &p); err != nil {
-		return nil, fmt.Errorf("run %s: parameters unreadable: %w", id, err)
+		return nil, outcome.InfraErr("journal", fmt.Errorf("run %s: parameters unreadable: %w", id, err))
 	}
 	if n, err := j.InterruptRunning("the controller stopped during this step"); err != nil {
-		return nil, err
+		return nil, outcome.InfraErr("journal", err)
 	} else if n > 0 {
 		s.Log.Info("a step was cut short when the run stopped; it runs again", "run", id)
 	}
-	return s.loop(ctx, j, p)
+	prep, err := s.prepare(ctx, p)
+	if err != nil {
+		return nil, err
+	}
+	return s.runLoop(ctx, j, p, prep)
 }
 
-// loop is the bisect: decide, evaluate, record, until the search is done.
-func (s *Session) loop(ctx context.Context, j *journal.Journal, p Params) (*Result, error) {
-	run, err := j.Run()
-	if err != nil {
-		return nil, err
-	}
-	id := run.ID
-	if err := j.SetOutcome(journal.OutcomeRunning, "", nil, ""); err != nil {
-		return nil, err
-	}
-	stop := func(outcome, culprit string, cands []string, msg string) (*Result, error) {
-		if err := j.SetOutcome(outcome, culprit, cands, msg); err != nil {
-			return nil, err
-		}
-		return &Result{RunID: id, Outcome: outcome, Culprit: culprit, Candidates: cands, Message: msg}, nil
-	}
-	infra := func(err error) (*Result, error) {
-		// Not a verdict: the run stays resumable once the cause is fixed.
-		msg := fmt.Sprintf("infrastructure error: %v", err)
-		res, e := stop(journal.OutcomeInterrupted, "", nil, msg)
-		if e != nil {
-			return nil, e
-		}
-		return res, outcome.InfraErr("run "+id, err)
-	}
+// prepared is what a run needs from the repository.
+type prepared struct {
+	clone *git.Clone
+	graph *search.Graph
+	total int // candidates that can be tested (touching the paths, if any)
+}
 
-	interrupted := func() (*Result, error) {
-		if _, e := stop(journal.OutcomeInterrupted, "", nil, "interrupted"); e != nil {
-			return nil, e
-		}
-		return &Result{RunID: id, Outcome: journal.OutcomeInterrupted}, ErrInterrupted
-	}
-
+// prepare brings firstbad's clone up to date and reads the candidate graph
+// (one rev-list pass, or two for a path-limited range).
+func (s *Session) prepare(ctx context.Context, p Params) (*prepared, error) {
 	src, err := git.Open(ctx, p.Repo)
 	if err != nil {
-		return infra(err)
+		return nil, outcome.InputErr("the repository of this run: %v", err)
 	}
 	clone, err := git.EnsureClone(ctx, src, s.CacheDir)
 	if err != nil {
-		return infra(err)
+		return nil, outcome.InfraErr("clone", err)
 	}
 	if err := clone.Sync(ctx, append([]string{p.Bad}, p.Good...)...); err != nil {
-		return infra(err)
+		return nil, outcome.InfraErr("clone", err)
 	}
-	rg := git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths}
-	commits, err := clone.RevList(ctx, rg)
+	commits, err := clone.RevList(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths})
 	if err != nil {
-		return infra(err)
+		return nil, outcome.InfraErr("rev-list", err)
 	}
-	if len(commits) == 0 {
-		return nil, outcome.InputErr("no commits between %s and %s", short(p.Good[0]), short(p.Bad))
+	g, total := graphOf(commits, p)
+	if total == 0 {
+		return nil, outcome.InputErr("no commit between %s and %s touches %s: nothing to test (git bisect: \"No testable commit found\"); check the paths after --",
+			short(p.Good[0]), short(p.Bad), strings.Join(p.Paths, " "))
 	}
+	graph, err := search.NewGraph(g, p.Bad, p.FirstParent)
+	if err != nil {
+		return nil, outcome.InfraErr("graph", err)
+	}
+	return &prepared{clone: clone, graph: graph, total: total}, nil
+}
+
+// graphOf turns a rev-list into search nodes and counts the testable ones.
+func graphOf(commits []git.Commit, p Params) ([]search.Commit, int) {
 	nodes := make([]search.Commit, len(commits))
+	total := 0
 	for i, c := range commits {
 		nodes[i] = search.Commit{ID: c.ID, Parents: c.Parents, Time: c.Time, TreeSame: c.TreeSame}
-	}
-	g, err := search.NewGraph(nodes, p.Bad, p.FirstParent)
-	if err != nil {
-		return infra(err)
-	}
-
-	wt, err := clone.Worktree(ctx, p.Bad)
-	if err != nil {
-		return infra(err)
-	}
-	defer wt.Release()
-	var pipe pipeline.Pipeline = &pipeline.Exec{Worktree: wt, Command: p.Exec, Timeout: time.Duration(p.Timeout), Invert: p.Invert, RunID: id}
-	if p.Kernel != nil {
-		ks, err := pipeline.NewKernelStep(*p.Kernel, wt, s.CacheDir, s.Log)
-		if err != nil {
-			return infra(err)
-		}
-		defer ks.Close()
-		pipe = ks
-	}
-	if s.NewPipeline != nil {
-		pipe = s.NewPipeline(p, wt)
-	}
-	rn := &runner{s: s, j: j, p: p, id: id, repo: &clone.Repo, pipe: pipe}
-
-	steps, err := j.Steps()
-	if err != nil {
-		return infra(err)
-	}
-	strategy := p.strategy(g, steps)
-	obs := p.observations()
-	done := 0
-	verified := false // the 126/127 check of git bisect run is done
-	for _, st := range steps {
-		if o, ok := observation(st); ok && p.feeds(st) {
-			obs = append(obs, o)
-			if st.Kind == journal.KindSearch {
-				done++
-				verified = true
-			}
+		if !c.TreeSame {
+			total++
 		}
 	}
-	// record keeps a finished step for the search and the cost model.
-	record := func(st journal.Step) {
-		steps = append(steps, st)
-		if o, ok := observation(st); ok && p.feeds(st) {
-			obs = append(obs, o)
-		}
-		if b, ok := strategy.(*search.Bayes); ok {
-			b.SetCosts(p.costs(steps))
-		}
-	}
-	s.Log.Info("bisecting", "run", id, "candidates", g.Len(), "done", done)
-	endpoints := map[string]string{} // commit -> verdict, from earlier in this run
-	for _, st := range steps {
-		if st.Kind == journal.KindEndpoint && st.State == journal.StateDone {
-			endpoints[st.Commit] = st.Verdict
-		}
-	}
-	// checkEndpoint tests an endpoint (once per run) and says whether it
-	// disagrees with what the user said about it.
-	checkEndpoint := func(commit, want string) (string, error) {
-		v, ok := endpoints[commit]
-		if !ok {
-			st, out, err := rn.evaluate(ctx, journal.KindEndpoint, commit, 0, 0, 0)
-			if err != nil {
-				return "", err
-			}
-			if out.Abort != "" {
-				return "", fmt.Errorf("%s", out.Abort)
-			}
-			v = st.Verdict
-			endpoints[commit] = v
-			record(st)
-		}
-		if p.bayes() || v == want || v == "skip" {
-			// Under the Bayesian strategy an endpoint's result is one
-			// more observation, never a stop.
-			return "", nil
-		}
-		name := map[string]string{"good": p.TermOld, "bad": p.TermNew}
-		if want == "good" {
-			return fmt.Sprintf("%s commit %s tested %s: the change is older than your %s ref, or the test is wrong", name[want], short(commit), name[v], name[want]), nil
-		}
-		return fmt.Sprintf("%s commit %s tested %s: the change is newer than your %s ref, or the test does not reproduce it", name[want], short(commit), name[v], name[want]), nil
-	}
-	mismatch := func(msg string, err error) (*Result, error) {
-		if err != nil {
-			if ctx.Err() != nil {
-				return interrupted()
-			}
-			return infra(err)
-		}
-		return stop(journal.OutcomeEndpointMismatch, "", nil, msg)
-	}
-	if p.EndpointCheck == "upfront" {
-		for _, e := range append([][2]string{{p.Bad, "bad"}}, goodPairs(p.Good)...) {
-			if msg, err := checkEndpoint(e[0], e[1]); msg != "" || err != nil {
-				return mismatch(msg, err)
-			}
-		}
-	}
-
-	for {
-		d, err := strategy.Decide(obs)
-		if err != nil {
-			msg := err.Error()
-			if strings.Contains(msg, "both good and bad") {
-				msg += ": the test looks flaky; the Bayesian strategy (--strategy bayes) is made for that"
-			}
-			return stop(journal.OutcomeAborted, "", nil, msg)
-		}
-		if d.Done && p.bayes() {
-			return rn.bayesDone(ctx, d, stop, interrupted, infra)
-		}
-		if d.Done {
-			if d.Culprit != "" && p.EndpointCheck == "lazy" {
-				// Spend a test on an endpoint only when the answer hinges
-				// on it: all tested commits on one side.
-				anyGood, anyBad := false, false
-				for _, o := range obs {
-					anyGood = anyGood || o.Verdict == outcome.Good
-					anyBad = anyBad || o.Verdict == outcome.Bad
-				}
-				var checks [][2]string
-				if !anyGood {
-					checks = append(checks, goodPairs(p.Good)...)
-				}
-				if !anyBad {
-					checks = append(checks, [2]string{p.Bad, "bad"})
-				}
-				for _, e := range checks {
-					if msg, err := checkEndpoint(e[0], e[1]); msg != "" || err != nil {
-						return mismatch(msg, err)
-					}
-				}
-			}
-			if d.Culprit != "" {
-				return rn.found(ctx, d.Culprit, stop, interrupted, infra)
-			}
-			return stop(journal.OutcomeAmbiguous, "", d.Ambiguous,
-				fmt.Sprintf("only skipped commits are left: the first %s commit is one of %d", p.TermNew, len(d.Ambiguous)))
-		}
-		stepNo := done + 1
-		st, out, err := rn.evaluate(ctx, journal.KindSearch, d.Next, stepNo, done+1+d.StepsLeft, d.Runs)
-		if err != nil {
-			if ctx.Err() != nil {
-				return interrupted()
-			}
-			return infra(err)
-		}
-		if out.Abort != "" {
-			return stop(journal.OutcomeAborted, "", nil, out.Abort)
-		}
-		if !verified {
-			verified = true
-			if code := out.Runs[0].ExitCode; code == 126 || code == 127 {
-				// As git bisect run: the same code on a good commit means
-				// the command itself is broken, not the commit.
-				_, vout, err := rn.evaluate(ctx, journal.KindEndpoint, p.Good[0], 0, 0, 0)
-				if err != nil {
-					return infra(err)
-				}
-				if len(vout.Runs) > 0 && vout.Runs[0].ExitCode == code {
-					return stop(journal.OutcomeAborted, "", nil, fmt.Sprintf(
-						"the reproducer exits %d on the %s commit too: the command is not found or not executable (see %s)", code, p.TermOld, vout.Runs[0].Output))
-				}
-			}
-		}
-		if st.Flaky && !p.bayes() {
-			s.Log.Warn("this test looks flaky: the same commit gave both results; the Bayesian strategy (--strategy bayes) is made for that",
-				"commit", short(st.Commit))
-		}
-		record(st)
-		done++
-	}
-}
-
-// runner is one run in progress.
-type runner struct {
-	s    *Session
-	j    *journal.Journal
-	p    Params
-	id   string
-	repo *git.Repo // firstbad's clone
-	pipe pipeline.Pipeline
-}
-
-// evaluate runs one step through the pipeline and journals it: begun before
-// the test starts, finished (with verdict and evidence) in one transaction.
-// runs is how many runs the step makes (0: the run's --repeat).
-func (rn *runner) evaluate(ctx context.Context, kind, commit string, stepNo, est, runs int) (journal.Step, pipeline.Outcome, error) {
-	s, j, p, id := rn.s, rn.j, rn.p, rn.id
-	subject := ""
-	if info, err := rn.repo.Info(ctx, commit, false); err == nil {
-		subject = info.Subject
-	}
-	st := journal.Step{Kind: kind, Commit: commit, Subject: subject}
-	seq, err := j.BeginStep(st)
-	if err != nil {
-		return st, pipeline.Outcome{}, err
-	}
-	st.Seq = seq
-	started := time.Now()
-	s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: "start", Started: started, Kind: kind})
-	if runs <= 0 {
-		runs = p.Repeat
-	}
-	out, err := rn.pipe.Evaluate(ctx, pipeline.Request{Commit: commit, Step: stepNo, Repeat: runs,
-		EvidenceDir: filepath.Join(j.Dir, "steps", strconv.Itoa(seq)),
-		Stage: func(stage string) {
-			s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: stage, Started: started, Kind: kind})
-		}})
-	st.Duration = time.Since(started).Seconds()
-	if err != nil {
-		st.State, st.Verdict = journal.StateError, "error"
-		st.Reason = err.Error()
-		if ctx.Err() != nil {
-			st.State, st.Reason = journal.StateInterrupted, "interrupted"
-		}
-		// The step must be on record even if the context is gone.
-		if e := j.FinishStep(st); e != nil {
-			s.Log.Error("journal", "err", e)
-		}
-		return st, out, err
-	}
-	v, flaky := pipeline.Combine(out.Runs)
-	st.State, st.Verdict, st.Flaky = journal.StateDone, v.String(), flaky
-	var test float64
-	for i, r := range out.Runs {
-		test += r.Duration.Seconds()
-		st.Attempts = append(st.Attempts, journal.Attempt{Verdict: r.Verdict.String(), ExitCode: r.ExitCode,
-			Duration: r.Duration.Seconds(), Crash: r.Crash, Reason: r.Reason, Output: r.Output})
-		if i == 0 || r.Verdict == v {
-			st.Reason, st.Crash = r.Reason, r.Crash
-		}
-		if st.Evidence.TestOutput == "" || r.Verdict == v {
-			st.Evidence.TestOutput = r.Output
-		}
-	}
-	if len(out.Runs) > 1 {
-		st.Reason = summarize(out.Runs, st.Reason)
-	}
-	if flaky {
-		st.Reason += " (flaky: good and bad runs)"
-	}
-	st.Test = &test
-	st.Build, st.Boot = pipeline.Seconds(out.Build), pipeline.Seconds(out.Boot)
-	st.Evidence.BuildLog, st.Evidence.ConsoleLog, st.Evidence.Kernel = out.BuildLog, out.ConsoleLog, out.Kernel
-	if out.Abort != "" {
-		st.State, st.Verdict, st.Reason = journal.StateError, "error", out.Abort
-	}
-	if err := j.FinishStep(st); err != nil {
-		return st, out, err
-	}
-	s.progress(Progress{RunID: id, Step: stepNo, EstSteps: est, Commit: commit, Subject: subject, Stage: "done",
-		Started: started, Verdict: st.Verdict, Reason: st.Reason, Kind: kind})
-	return st, out, nil
-}
-
-// summarize counts the verdicts of repeated runs: "3 runs: 2 bad, 1 good; exit 1".
-func summarize(runs []pipeline.Run, reason string) string {
-	n := map[string]int{}
-	for _, r := range runs {
-		n[r.Verdict.String()]++
-	}
-	keys := make([]string, 0, len(n))
-	for k := range n {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	msg := fmt.Sprintf("%d runs:", len(runs))
-	for i, k := range keys {
-		if i > 0 {
-			msg += ","
-		}
-		msg += fmt.Sprintf(" %d %s", n[k], k)
-	}
-	return msg + "; " + reason
-}
-
-func (s *Session) progress(p Progress) {
-	if s.Progress != nil {
-		s.Progress(p)
-	}
+	return nodes, total
 }
 
 // List returns the runs in the state dir, oldest first. Runs whose journal
-// cannot be read are returned with Outcome "unreadable".
+// cannot be read are returned with Outcome "unreadable"; a run the journal
+// calls running whose controller is gone (killed) is reported interrupted.
 func (s *Session) List() ([]journal.Run, error) {
 	entries, err := os.ReadDir(s.RunsDir())
 	if errors.Is(err, os.ErrNotExist) {
@@ -526,24 +289,39 @@ func (s *Session) List() ([]journal.Run, error) {
 			}
 			continue
 		}
-		if !e.IsDir() {
-			continue
+		if e.IsDir() {
+			runs = append(runs, s.readRun(e.Name()))
 		}
-		j, err := journal.Open(s.RunDir(e.Name()))
-		if err != nil {
-			runs = append(runs, journal.Run{ID: e.Name(), Outcome: "unreadable", Message: err.Error()})
-			continue
-		}
-		r, err := j.Run()
-		j.Close()
-		if err != nil {
-			runs = append(runs, journal.Run{ID: e.Name(), Outcome: "unreadable", Message: err.Error()})
-			continue
-		}
-		runs = append(runs, r)
 	}
 	sort.Slice(runs, func(a, b int) bool { return runs[a].ID < runs[b].ID })
 	return runs, nil
+}
+
+// readRun reads one run's header for a listing.
+func (s *Session) readRun(id string) journal.Run {
+	j, err := journal.Open(s.RunDir(id))
+	if err != nil {
+		return journal.Run{ID: id, Outcome: "unreadable", Message: err.Error()}
+	}
+	r, err := j.Run()
+	j.Close()
+	if err != nil {
+		return journal.Run{ID: id, Outcome: "unreadable", Message: err.Error()}
+	}
+	return s.liveness(r)
+}
+
+// liveness corrects a run recorded as running whose controller is gone
+// (killed before it could say so): the run's lock is free.
+func (s *Session) liveness(r journal.Run) journal.Run {
+	if r.Outcome != journal.OutcomeRunning {
+		return r
+	}
+	if held, _ := lock.Held(filepath.Join(s.RunDir(r.ID), "lock")); !held {
+		r.Outcome = journal.OutcomeInterrupted
+		r.Message = fmt.Sprintf("its controller is gone (killed?): continue it with firstbad resume %s", r.ID)
+	}
+	return r
 }
 
 // Latest picks the run a command without RUN means: the most recent
@@ -564,42 +342,8 @@ func (s *Session) Latest(unfinishedOnly bool) (string, error) {
 	return runs[len(runs)-1].ID, nil
 }
 
-func goodPairs(goods []string) [][2]string {
-	var out [][2]string
-	for _, g := range goods {
-		out = append(out, [2]string{g, "good"})
+func (s *Session) progress(p Progress) {
+	if s.Progress != nil {
+		s.Progress(p)
 	}
-	return out
-}
-
-// confirm retests the culprit (expected bad) and its first parent (expected
-// good), from the artifact cache for kernels, and says what it found.
-func (rn *runner) confirm(ctx context.Context, culprit string) (string, error) {
-	parents, err := rn.repo.Run(ctx, "show", "-s", "--format=%P", "--end-of-options", culprit)
-	if err != nil {
-		return "", err
-	}
-	parent, _, _ := strings.Cut(strings.TrimSpace(string(parents)), " ")
-	c, cout, err := rn.evaluate(ctx, journal.KindConfirm, culprit, 0, 0, 0)
-	if err != nil {
-		return "", err
-	}
-	var notes []string
-	if c.Verdict != "bad" {
-		notes = append(notes, fmt.Sprintf("the culprit tested %s on the confirmation run (flaky test? the Bayesian strategy, --strategy bayes, is made for that)", c.Verdict))
-	}
-	if parent == "" {
-		return strings.Join(notes, "; "), nil
-	}
-	pst, pout, err := rn.evaluate(ctx, journal.KindConfirm, parent, 0, 0, 0)
-	if err != nil {
-		return "", err
-	}
-	if pst.Verdict != "good" {
-		notes = append(notes, fmt.Sprintf("the culprit's parent tested %s on the confirmation run", pst.Verdict))
-	}
-	if report.SameContent(cout.Kernel, pout.Kernel) {
-		notes = append(notes, "the culprit's kernel image is byte-identical to its parent's: this change cannot matter to this config (documentation, another architecture, or a flaky test)")
-	}
-	return strings.Join(notes, "; "), nil
 }

@@ -1,10 +1,7 @@
 package session
 
 import (
-	"context"
-	"fmt"
 	"math"
-	"strings"
 
 	"github.com/firstbad/firstbad/internal/outcome"
 
@@ -131,52 +128,4 @@ func (p Params) costs(steps []journal.Step) search.Costs {
 		c.Run = max(run/float64(nr), 0.01)
 	}
 	return c
-}
-
-// bayesDone ends a Bayesian run with what the posterior says.
-func (rn *runner) bayesDone(ctx context.Context, d search.Decision,
-	stop func(outcome, culprit string, cands []string, msg string) (*Result, error),
-	interrupted func() (*Result, error), infra func(error) (*Result, error)) (*Result, error) {
-	p := rn.p
-	likely := make([]string, 0, len(d.Posterior))
-	var cands []string
-	for _, c := range d.Posterior {
-		likely = append(likely, fmt.Sprintf("%s (%.3f)", short(c.Commit), c.P))
-		cands = append(cands, c.Commit)
-	}
-	switch {
-	case d.Older != "":
-		return stop(journal.OutcomeEndpointMismatch, "", nil, fmt.Sprintf(
-			"%s commit %s tests %s (posterior %.3f): the change is older than your %s ref, or the test is wrong",
-			p.TermOld, short(d.Older), p.TermNew, d.Confidence, p.TermOld))
-	case d.Exhausted != "":
-		why := d.Exhausted
-		if strings.Contains(why, "budget") {
-			why += " (raise it with --max-runs)"
-		}
-		return stop(journal.OutcomeBudgetExhausted, "", cands, fmt.Sprintf(
-			"stopped short of confidence %.2f: %s; most likely first %s commits: %s",
-			p.Confidence, why, p.TermNew, strings.Join(likely, ", ")))
-	case d.Culprit != "":
-		return rn.found(ctx, d.Culprit, stop, interrupted, infra)
-	}
-	return stop(journal.OutcomeAmbiguous, "", d.Ambiguous, fmt.Sprintf(
-		"only skipped commits are left: the first %s commit is one of %d (together %.3f likely)", p.TermNew, len(d.Ambiguous), d.Confidence))
-}
-
-// found ends a run with its culprit, confirmed first when asked.
-func (rn *runner) found(ctx context.Context, culprit string,
-	stop func(outcome, culprit string, cands []string, msg string) (*Result, error),
-	interrupted func() (*Result, error), infra func(error) (*Result, error)) (*Result, error) {
-	msg := ""
-	if rn.p.Confirm {
-		var err error
-		if msg, err = rn.confirm(ctx, culprit); err != nil {
-			if ctx.Err() != nil {
-				return interrupted()
-			}
-			return infra(err)
-		}
-	}
-	return stop(journal.OutcomeFound, culprit, []string{culprit}, msg)
 }

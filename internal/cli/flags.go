@@ -1,0 +1,266 @@
+package cli
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"regexp"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/spf13/cobra"
+	"github.com/spf13/pflag"
+
+	"github.com/firstbad/firstbad/internal/guest"
+	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/outcome"
+	"github.com/firstbad/firstbad/internal/pipeline"
+	"github.com/firstbad/firstbad/internal/target"
+)
+
+// maxRepeat bounds --repeat: more runs than this per step is a typo, and
+// each run keeps its evidence.
+const maxRepeat = 1000
+
+// guestFlags are the boot-and-test options shared by boot, test and run.
+type guestFlags struct {
+	test        string
+	files       []string
+	timeout     time.Duration
+	bootTimeout time.Duration
+	repeat      int
+	rebootEach  bool
+	bootFailure string
+	crashMatch  string
+	accel       string
+	memory      int
+	cpus        int
+	appendLine  string
+	hostTest    string
+	forwards    []int
+	unreachable string
+	target      string
+	sshConfig   string
+	takeOver    bool
+}
+
+// hasTest says whether a guest or a host test was given.
+func (gf *guestFlags) hasTest() bool { return gf.test != "" || gf.hostTest != "" }
+
+// register adds the flags; withRunFlags adds --timeout and --repeat too
+// (run has its own, shared with --exec).
+func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
+	f := c.Flags()
+	f.StringVar(&gf.test, "guest-test", "", "script run with /bin/sh inside the guest (exit 0 good, 1-127 bad, 125 skip)")
+	f.StringArrayVar(&gf.files, "guest-file", nil, "extra file for the guest, SRC[:DEST]; repeatable")
+	if withRunFlags {
+		f.DurationVar(&gf.timeout, "timeout", pipeline.DefaultTestTimeout, "deadline for one run of the guest test; overrunning is bad (hang)")
+		f.IntVar(&gf.repeat, "repeat", 1, "runs of the guest test per step, in one boot (see --reboot-each)")
+	}
+	f.DurationVar(&gf.bootTimeout, "boot-timeout", pipeline.DefaultBootTimeout, "deadline from QEMU start to the guest agent's start marker")
+	f.BoolVar(&gf.rebootEach, "reboot-each", false, "boot afresh for every run of --repeat")
+	f.StringVar(&gf.bootFailure, "boot-failure", "skip", "what a kernel that does not boot means: skip or bad")
+	f.StringVar(&gf.crashMatch, "crash-match", "", "regexp: a crash whose title does not match is a skip, not bad")
+	f.StringVar(&gf.accel, "accel", "auto", "QEMU accelerator: kvm, tcg, or auto (probe KVM once, fall back to TCG)")
+	f.IntVar(&gf.memory, "memory", 512, "guest memory in MiB")
+	f.IntVar(&gf.cpus, "cpus", 1, "guest CPUs")
+	f.StringVar(&gf.appendLine, "append", "", "extra kernel command line")
+	f.StringVar(&gf.hostTest, "host-test", "", "executable run on the host once the guest is up, reaching it with $FIRSTBAD_SSH (alone or with --guest-test, concurrently)")
+	f.IntSliceVar(&gf.forwards, "forward", nil, "guest TCP port the host test reaches at 127.0.0.1:$FIRSTBAD_GUEST_PORT_<port>; repeatable")
+	f.StringVar(&gf.unreachable, "unreachable", "skip", "what a guest SSH never reaches means for --host-test: skip or bad")
+	f.StringVar(&gf.target, "target", "qemu", "where kernels boot: qemu (local), ssh://[user@]host[:port][?dir=DIR&qemu=BINARY] (QEMU on a VM host), or libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN[?uri=URI&dir=DIR] (an existing libvirt domain)")
+	f.StringVar(&gf.sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
+	f.BoolVar(&gf.takeOver, "take-over-domain", false, "let a libvirt target stop its domain even if it runs something else (its definition is restored at the end)")
+}
+
+// config checks the flags, once, and turns them into a kernel step's
+// config. Problems are input errors naming the flag.
+func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
+	var none pipeline.KernelConfig
+	if err := gf.checkValues(); err != nil {
+		return none, err
+	}
+	host, err := gf.hostTestConfig()
+	if err != nil {
+		return none, err
+	}
+	if _, err := target.ParseTarget(gf.target, target.Options{}); err != nil {
+		return none, outcome.InputErr("%v", err)
+	}
+	if gf.sshConfig != "" {
+		abs, err := filepath.Abs(gf.sshConfig)
+		if err != nil {
+			return none, outcome.InputErr("--ssh-config: %v", err)
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return none, outcome.InputErr("--ssh-config: %v", err)
+		}
+		gf.sshConfig = abs
+	}
+	var files []guest.File
+	for _, a := range gf.files {
+		f, err := guest.ParseFile(a)
+		if err != nil {
+			return none, outcome.InputErr("%v", err)
+		}
+		files = append(files, f)
+	}
+	test := gf.test
+	if test != "" {
+		if test, err = filepath.Abs(test); err != nil {
+			return none, outcome.InputErr("--guest-test: %v", err)
+		}
+	}
+	return pipeline.KernelConfig{GuestTest: test, Files: files, Timeout: gf.timeout, BootTimeout: gf.bootTimeout,
+		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, Accel: gf.accel,
+		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
+		TakeOver: gf.takeOver}, nil
+}
+
+// checkValues rejects values that would silently mean something else.
+func (gf *guestFlags) checkValues() error {
+	if gf.test != "" {
+		if fi, err := os.Stat(gf.test); err != nil || fi.IsDir() {
+			return outcome.InputErr("--guest-test %s: not a readable file", gf.test)
+		}
+	}
+	switch {
+	case gf.bootFailure != "skip" && gf.bootFailure != "bad":
+		return outcome.InputErr("--boot-failure must be skip or bad")
+	case !slices.Contains([]string{"kvm", "tcg", "auto"}, gf.accel):
+		return outcome.InputErr("--accel must be kvm, tcg or auto")
+	case gf.repeat < 1 || gf.repeat > maxRepeat:
+		return outcome.InputErr("--repeat must be between 1 and %d", maxRepeat)
+	case gf.timeout < 0:
+		return outcome.InputErr("--timeout must be positive (it bounds one run of the test)")
+	case gf.bootTimeout <= 0:
+		return outcome.InputErr("--boot-timeout must be positive")
+	case gf.memory < 64:
+		return outcome.InputErr("--memory %d: give at least 64 (MiB)", gf.memory)
+	case gf.cpus < 1 || gf.cpus > 64:
+		return outcome.InputErr("--cpus %d: give 1 to 64", gf.cpus)
+	}
+	if gf.crashMatch != "" {
+		if _, err := regexp.Compile(gf.crashMatch); err != nil {
+			return outcome.InputErr("--crash-match: %v", err)
+		}
+	}
+	return nil
+}
+
+func (gf *guestFlags) hostTestConfig() (*pipeline.HostTest, error) {
+	if gf.hostTest == "" {
+		if len(gf.forwards) > 0 {
+			return nil, outcome.InputErr("--forward is for --host-test")
+		}
+		return nil, nil
+	}
+	abs, err := filepath.Abs(gf.hostTest)
+	if err != nil {
+		return nil, outcome.InputErr("--host-test: %v", err)
+	}
+	if err := pipeline.CheckHostTest(abs); err != nil {
+		return nil, outcome.InputErr("%v", err)
+	}
+	if gf.unreachable != "skip" && gf.unreachable != "bad" {
+		return nil, outcome.InputErr("--unreachable must be skip or bad")
+	}
+	for _, p := range gf.forwards {
+		if p < 1 || p > 65535 || p == guest.SSHPort {
+			return nil, outcome.InputErr("--forward %d: give a guest TCP port other than 22 (SSH is always forwarded)", p)
+		}
+	}
+	return &pipeline.HostTest{File: abs, Forwards: gf.forwards, UnreachableBad: gf.unreachable == "bad"}, nil
+}
+
+// tester checks the host (QEMU, busybox, a static firstbad, the VM host)
+// and makes the boot-and-test stage: once per command.
+func (g *globals) tester(ctx context.Context, kc pipeline.KernelConfig, shell bool, log *slog.Logger) (*pipeline.GuestTest, error) {
+	gt, err := pipeline.NewGuestTest(ctx, kc, g.cacheDir, log)
+	if err != nil {
+		return nil, err
+	}
+	gt.Shell = shell
+	return gt, nil
+}
+
+// kbuildFlags are the kernel build options shared by build, test and run.
+type kbuildFlags struct {
+	opts      kbuild.Options
+	kconfig   []string
+	cacheSize int64
+}
+
+func (k *kbuildFlags) register(c *cobra.Command) {
+	f := c.Flags()
+	f.StringVar(&k.opts.Base, "base-config", "tinyconfig", "base config: tinyconfig, defconfig, or a .config file")
+	f.StringArrayVar(&k.kconfig, "kconfig", nil, "config fragment whose options are all required; repeatable")
+	f.StringVar(&k.opts.Arch, "arch", "x86_64", "ARCH to build for")
+	f.StringVar(&k.opts.CC, "cc", "", "compiler (default: ccache gcc when ccache exists)")
+	f.BoolVar(&k.opts.LLVM, "llvm", false, "build with LLVM=1")
+	f.StringVar(&k.opts.CrossCompile, "cross-compile", "", "CROSS_COMPILE prefix")
+	f.IntVarP(&k.opts.Jobs, "jobs", "j", 0, "parallel jobs (default: number of CPUs)")
+	f.DurationVar(&k.opts.Timeout, "build-timeout", 0, "deadline for one build (default none)")
+	f.BoolVar(&k.opts.NoCcache, "no-ccache", false, "do not use ccache")
+	f.Int64Var(&k.cacheSize, "cache-size", kbuild.DefaultCacheSize, "artifact cache bound in bytes (least recently used kernels go first)")
+}
+
+// options parses the fragments; a missing or malformed one is an input
+// error.
+func (k *kbuildFlags) options() (kbuild.Options, error) {
+	o := k.opts
+	o.Fragments = nil
+	switch {
+	case o.Jobs < 0:
+		return o, outcome.InputErr("--jobs must be 0 (all CPUs) or more")
+	case o.Timeout < 0:
+		return o, outcome.InputErr("--build-timeout must be positive")
+	case k.cacheSize <= 0:
+		return o, outcome.InputErr("--cache-size must be positive (bytes)")
+	}
+	for _, p := range k.kconfig {
+		f, err := kbuild.ReadFragment(p)
+		if err != nil {
+			return o, outcome.InputErr("--kconfig: %v", err)
+		}
+		o.Fragments = append(o.Fragments, f)
+	}
+	return o, nil
+}
+
+// kernelOnly names the flags of c that only a kernel run uses: given with
+// --exec they would do nothing, which is an error naming them.
+func kernelOnly(c *cobra.Command) error {
+	shared := []string{"timeout", "repeat", "config"}
+	var given []string
+	c.Flags().Visit(func(f *pflag.Flag) {
+		if f.Annotations[kernelFlag] != nil && !slices.Contains(shared, f.Name) {
+			given = append(given, "--"+f.Name)
+		}
+	})
+	if len(given) == 0 {
+		return nil
+	}
+	return outcome.InputErr("%s only apply to kernel runs (--guest-test or --host-test); with --exec they would do nothing", strings.Join(given, ", "))
+}
+
+// kernelFlag annotates the flags that kernel runs use.
+const kernelFlag = "firstbad/kernel"
+
+// markKernelFlags annotates every flag of c not in before as kernel-only.
+func markKernelFlags(c *cobra.Command, before map[string]bool) {
+	c.Flags().VisitAll(func(f *pflag.Flag) {
+		if !before[f.Name] {
+			_ = c.Flags().SetAnnotation(f.Name, kernelFlag, []string{"1"})
+		}
+	})
+}
+
+// flagNames is the set of c's flags so far.
+func flagNames(c *cobra.Command) map[string]bool {
+	names := map[string]bool{}
+	c.Flags().VisitAll(func(f *pflag.Flag) { names[f.Name] = true })
+	return names
+}
