@@ -5,6 +5,8 @@
 # the reproducer ran, per step).
 #
 # Usage: bench/exec-vs-git-bisect.sh [COMMITS] [TRIALS]   (default 1000 5)
+#        bench/exec-vs-git-bisect.sh 100000 3             (the scale case:
+#        target firstbad <= git's wall time, status under 0.3 s)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 n=${1:-1000}
@@ -75,3 +77,10 @@ printf 'git bisect run: %.2fs for %d steps\n' "$git_total" "$git_steps"
 printf 'firstbad run:   %.2fs for %d steps (first run includes making its clone)\n' "$fb_total" "$fb_steps"
 printf 'ratio firstbad/git: %.2f\n' "$(echo "$fb_total / $git_total" | bc -l)"
 printf 'firstbad overhead per step (wall - reproducer time): %.1f ms\n' "$(echo "($fb_total - $fb_test) * 1000 / $fb_steps" | bc -l)"
+for cmd in status "report --format json" "report --format md" log list; do
+  t0=$(now)
+  # shellcheck disable=SC2086
+  "$work/firstbad" --state-dir "$work/state" --cache-dir "$work/cache" $cmd > /dev/null 2>&1
+  t1=$(now)
+  printf 'firstbad %-20s %.3fs\n' "$cmd:" "$(echo "$t1 - $t0" | bc)"
+done

@@ -110,6 +110,7 @@ observations then, not a stop.
 	f.BoolVar(&rf.confirm, "confirm", false, "retest the culprit and its parent after the search (default: on for kernel runs)")
 	f.StringVar(&in.Strategy, "strategy", "", "search strategy: classic (git bisect's choices, the default) or bayes (for flaky tests: a posterior over the culprit, repeats where they pay)")
 	f.BoolVar(&rf.flaky, "flaky", false, "short for --strategy bayes")
+	f.BoolVar(&in.NoSubmodules, "no-submodules", false, "leave submodules empty in firstbad's checkout (default: checked out from your repository's own submodule clones)")
 	f.Float64Var(&in.FalseAlarm, "false-alarm-rate", 0, "bayes: probability that a run fails on a good commit")
 	f.Float64Var(&in.Confidence, "confidence", 0, "bayes: stop when the most likely culprit has this posterior probability (default 0.99)")
 	f.IntVar(&in.MaxRuns, "max-runs", 0, "bayes: stop after this many test runs, outcome budget-exhausted (default 40 per halving of the range)")

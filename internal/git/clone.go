@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strconv"
+	"strings"
 
 	"github.com/firstbad/firstbad/internal/lock"
 )
@@ -22,8 +23,9 @@ const maxSlots = 8
 // own refs, index and work trees. All checkouts happen here.
 type Clone struct {
 	Repo
-	Source string // the user's repository
-	root   string
+	Source    string // the user's repository
+	sourceGit string // its git dir
+	root      string
 }
 
 // CloneDir is where the clone of the repository with git dir gitDir lives.
@@ -45,9 +47,19 @@ func EnsureClone(ctx context.Context, src *Repo, cacheDir string) (*Clone, error
 		return nil, err
 	}
 	defer l.Release()
-	c := &Clone{Repo: Repo{Dir: filepath.Join(root, "git")}, Source: src.Dir, root: root}
+	c := &Clone{Repo: Repo{Dir: filepath.Join(root, "git")}, Source: src.Dir, sourceGit: gitDir, root: root}
 	if _, err := os.Stat(filepath.Join(c.Dir, ".git")); err == nil {
-		return c, nil
+		return c, c.mirrorConfig(ctx, src)
+	}
+	if strings.ContainsAny(gitDir, "\n\r") {
+		// git's alternates file holds one path per line: a clone of such
+		// a path borrows nothing and breaks. Borrow through a link.
+		link := filepath.Join(root+".src")
+		_ = os.Remove(link)
+		if err := os.Symlink(gitDir, link); err != nil {
+			return nil, err
+		}
+		gitDir = link
 	}
 	// A half-made clone of a killed run is replaced.
 	if err := os.RemoveAll(root); err != nil {
@@ -75,11 +87,44 @@ func EnsureClone(ctx context.Context, src *Repo, cacheDir string) (*Clone, error
 	if err := os.Rename(tmp, c.Dir); err != nil {
 		return nil, err
 	}
-	return c, nil
+	return c, c.mirrorConfig(ctx, src)
 }
 
-// Sync makes sure the clone has the given commits, fetching from the user's
-// repository when its refs moved past what the clone knows.
+// mirroredConfig is the repository configuration a checkout depends on:
+// content filters (smudge/clean, e.g. git-lfs) and line-ending rules.
+const mirroredConfig = `^(filter\..*|core\.(autocrlf|eol|safecrlf|symlinks))$`
+
+// mirrorConfig copies the user's repository configuration that changes
+// what a checkout contains into the clone, and the repository's own
+// attributes file, so that each checkout has the bytes the user's would.
+func (c *Clone) mirrorConfig(ctx context.Context, src *Repo) error {
+	out, _ := src.Run(ctx, "config", "--local", "--null", "--get-regexp", mirroredConfig)
+	for _, kv := range strings.Split(string(out), "\x00") {
+		key, val, ok := strings.Cut(kv, "\n")
+		if !ok || key == "" {
+			continue
+		}
+		if _, err := c.Run(ctx, "config", key, val); err != nil {
+			return err
+		}
+	}
+	attrs, err := os.ReadFile(filepath.Join(c.sourceGit, "info", "attributes"))
+	if err != nil {
+		return nil
+	}
+	gitDir, err := c.GitDir(ctx)
+	if err != nil {
+		return err
+	}
+	if err := os.MkdirAll(filepath.Join(gitDir, "info"), 0o755); err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(gitDir, "info", "attributes"), attrs, 0o644)
+}
+
+// Sync makes sure the clone has the given commits and the user's tags as
+// they are now (a reproducer's `git describe` sees what the user's would),
+// fetching from the user's repository.
 func (c *Clone) Sync(ctx context.Context, shas ...string) error {
 	missing := false
 	for _, s := range shas {
@@ -88,10 +133,12 @@ func (c *Clone) Sync(ctx context.Context, shas ...string) error {
 			break
 		}
 	}
-	if !missing {
-		return nil
+	refspecs := []string{"+refs/tags/*:refs/tags/*"}
+	if missing {
+		refspecs = append(refspecs, "+refs/*:refs/firstbad/origin/*")
 	}
-	if _, err := c.Run(ctx, "fetch", "--quiet", "--no-tags", "origin", "+refs/*:refs/firstbad/origin/*"); err != nil {
+	args := append([]string{"fetch", "--quiet", "--prune", "--no-tags", "origin"}, refspecs...)
+	if _, err := c.Run(ctx, args...); err != nil {
 		return fmt.Errorf("refreshing firstbad's clone from %s: %w", c.Source, err)
 	}
 	for _, s := range shas {
@@ -105,7 +152,10 @@ func (c *Clone) Sync(ctx context.Context, shas ...string) error {
 // Worktree is a checkout of the clone held by one run at a time.
 type Worktree struct {
 	Repo
-	lock *lock.Lock
+	// NoSubmodules leaves submodules empty (as the clone makes them).
+	NoSubmodules bool
+	sourceGit    string // the user's git dir: its submodule clones
+	lock         *lock.Lock
 }
 
 // Worktree takes a free checkout slot of the clone (creating it on first
@@ -121,7 +171,7 @@ func (c *Clone) Worktree(ctx context.Context, at string) (*Worktree, error) {
 		if err != nil {
 			return nil, err
 		}
-		w := &Worktree{Repo: Repo{Dir: dir}, lock: l}
+		w := &Worktree{Repo: Repo{Dir: dir}, sourceGit: c.sourceGit, lock: l}
 		if _, err := os.Stat(filepath.Join(dir, ".git")); err != nil {
 			os.RemoveAll(dir)
 			_, _ = c.Run(ctx, "worktree", "prune")
@@ -136,10 +186,56 @@ func (c *Clone) Worktree(ctx context.Context, at string) (*Worktree, error) {
 }
 
 // Checkout puts the work tree at sha, discarding changes a previous test made
-// to tracked files (untracked files stay, as with git bisect).
+// to tracked files (untracked files stay, as with git bisect), with its
+// submodules at the commits sha records.
 func (w *Worktree) Checkout(ctx context.Context, sha string) error {
-	_, err := w.Run(ctx, "checkout", "--quiet", "--force", "--detach", sha, "--")
-	return err
+	if _, err := w.Run(ctx, "checkout", "--quiet", "--force", "--detach", sha, "--"); err != nil {
+		return err
+	}
+	return w.updateSubmodules(ctx)
+}
+
+// updateSubmodules checks out the submodules that the user's repository has
+// cloned (.git/modules/NAME), from those clones: the user's checkout has
+// them filled, firstbad's must too, and nothing goes to the network. A
+// submodule the user never cloned stays empty, as it is for the user.
+func (w *Worktree) updateSubmodules(ctx context.Context) error {
+	if w.NoSubmodules {
+		return nil
+	}
+	if _, err := os.Stat(filepath.Join(w.Dir, ".gitmodules")); err != nil {
+		return nil
+	}
+	out, err := w.Run(ctx, "config", "--file", ".gitmodules", "--null", "--get-regexp", `^submodule\..*\.path$`)
+	if err != nil {
+		return nil // no submodule entries
+	}
+	var paths []string
+	for _, kv := range strings.Split(string(out), "\x00") {
+		key, path, ok := strings.Cut(kv, "\n")
+		name := strings.TrimSuffix(strings.TrimPrefix(key, "submodule."), ".path")
+		local := filepath.Join(w.sourceGit, "modules", name)
+		if !ok || !isDir(local) {
+			continue
+		}
+		if _, err := w.Run(ctx, "config", "submodule."+name+".url", local); err != nil {
+			return err
+		}
+		paths = append(paths, path)
+	}
+	if len(paths) == 0 {
+		return nil
+	}
+	args := append([]string{"-c", "protocol.file.allow=always", "submodule", "update", "--init", "--force", "--quiet", "--"}, paths...)
+	if _, err := w.Run(ctx, args...); err != nil {
+		return fmt.Errorf("checking out submodules from %s/modules (--no-submodules leaves them empty): %w", w.sourceGit, err)
+	}
+	return nil
+}
+
+func isDir(p string) bool {
+	fi, err := os.Stat(p)
+	return err == nil && fi.IsDir()
 }
 
 // Release gives the slot back.

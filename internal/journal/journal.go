@@ -154,39 +154,55 @@ var migrations = []struct{ table, column, decl string }{
 // dsn names the database as a file: URI with the path escaped, so that
 // '?', '#', '%' or a newline in a state dir cannot end the path early (and
 // put the journal elsewhere). SQLite decodes the escapes.
-func dsn(path string, readOnly bool) string {
+func dsn(path string, mode openMode) string {
 	u := url.URL{Scheme: "file", Path: path, OmitHost: true}
 	q := "_pragma=busy_timeout(10000)"
-	if readOnly {
+	switch mode {
+	case readOnly:
 		q += "&mode=ro"
-	} else {
+	case immutable:
+		// A read-only file system: SQLite cannot make the WAL's shared
+		// memory file, and nothing can change the database anyway.
+		q += "&mode=ro&immutable=1"
+	default:
 		q += "&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)"
 	}
 	return u.String() + "?" + q
 }
 
+// openMode is how a journal is opened.
+type openMode int
+
+const (
+	readWrite openMode = iota
+	readOnly
+	immutable
+)
+
 func open(dir string) (*Journal, error) {
 	path := filepath.Join(dir, FileName)
-	j, err := openAt(dir, path, false)
+	j, err := openAt(dir, path, readWrite)
 	if err != nil && (errors.Is(err, ErrReadOnly) || errors.Is(err, ErrFull)) {
 		// A state dir that cannot be written still has a readable
 		// journal: status and report work; writes fail with the cause.
-		if ro, rerr := openAt(dir, path, true); rerr == nil {
-			return ro, nil
+		for _, m := range []openMode{readOnly, immutable} {
+			if ro, rerr := openAt(dir, path, m); rerr == nil {
+				return ro, nil
+			}
 		}
 	}
 	return j, err
 }
 
-func openAt(dir, path string, readOnly bool) (*Journal, error) {
-	db, err := sql.Open("sqlite", dsn(path, readOnly))
+func openAt(dir, path string, mode openMode) (*Journal, error) {
+	db, err := sql.Open("sqlite", dsn(path, mode))
 	if err != nil {
 		return nil, err
 	}
 	db.SetMaxOpenConns(1)
 	j := &Journal{Dir: dir, db: db}
-	if readOnly {
-		if err := db.Ping(); err != nil {
+	if mode != readWrite {
+		if _, err := j.Run(); err != nil {
 			db.Close()
 			return nil, j.wrap(err)
 		}

@@ -206,72 +206,89 @@ func (c *Classic) bisect(list []int, all bool) []int {
 	for i, n := range list {
 		rev[len(list)-1-i] = n
 	}
-	in := make(map[int]bool, len(rev))
-	nr := 0
+	ws := c.newWeights(rev)
+	if n, ok := ws.count(rev, all); ok {
+		return []int{n}
+	}
+	if !all {
+		return []int{ws.best(rev)}
+	}
+	return ws.sorted(rev)
+}
+
+// weights is do_find_bisection's state over one candidate list: each
+// candidate's count of reachable candidates, in slices indexed by node
+// (maps made this the whole cost of a step on large histories).
+type weights struct {
+	g     *Graph
+	in    []bool // on the list
+	w     []int  // weight; -1 one interesting parent, -2 more, unknown
+	nr    int    // candidates that count (not tree-same)
+	seen  []uint32
+	stamp uint32
+	stack []int
+}
+
+func (c *Classic) newWeights(rev []int) *weights {
+	ws := &weights{g: c.g, in: make([]bool, c.g.Len()), w: make([]int, c.g.Len())}
 	for _, n := range rev {
-		in[n] = true
+		ws.in[n] = true
 		if !c.g.same[n] {
-			nr++
+			ws.nr++
 		}
 	}
-	weight := make(map[int]int, len(rev))
+	return ws
+}
+
+// interesting is n's parents on the list, in order.
+func (ws *weights) interesting(n int) []int {
+	var ps []int
+	for _, p := range ws.g.parents[n] {
+		if ws.in[p] {
+			ps = append(ps, p)
+		}
+	}
+	return ps
+}
+
+// count fills the weights as git does, and returns early with a commit
+// that happens to be halfway when all is not set.
+func (ws *weights) count(rev []int, all bool) (int, bool) {
 	counted := 0
-	interesting := func(n int) []int {
-		var ps []int
-		for _, p := range c.g.parents[n] {
-			if in[p] {
-				ps = append(ps, p)
-			}
-		}
-		return ps
-	}
 	for _, n := range rev {
-		switch len(interesting(n)) {
+		switch len(ws.interesting(n)) {
 		case 0:
 			// A tree-same root reaches nothing that counts: weight 0.
-			if !c.g.same[n] {
-				weight[n] = 1
+			if !ws.g.same[n] {
+				ws.w[n] = 1
 				counted++
 			}
 		case 1:
-			weight[n] = -1
+			ws.w[n] = -1
 		default:
-			weight[n] = -2
+			ws.w[n] = -2
 		}
-	}
-	halfway := func(n int) bool {
-		if c.g.same[n] {
-			return false
-		}
-		diff := 2*weight[n] - nr
-		if diff >= -1 && diff <= 1 {
-			return true
-		}
-		if diff < 0 {
-			diff = -diff
-		}
-		return diff < nr/1024
 	}
 	// Merges: count reachable candidates the expensive way.
 	for _, n := range rev {
-		if weight[n] != -2 {
+		if ws.w[n] != -2 {
 			continue
 		}
-		weight[n] = c.countDistance(n, in)
-		if !all && halfway(n) {
-			return []int{n}
+		ws.w[n] = ws.distance(n)
+		if !all && ws.halfway(n) {
+			return n, true
 		}
 		counted++
 	}
 	// Single strands: one more than the parent (tree-same: the same).
-	for counted < nr {
+	for counted < ws.nr {
 		for _, n := range rev {
-			if weight[n] >= 0 {
+			if ws.w[n] >= 0 {
 				continue
 			}
 			q := -1
-			for _, p := range interesting(n) {
-				if weight[p] >= 0 {
+			for _, p := range ws.interesting(n) {
+				if ws.w[p] >= 0 {
 					q = p
 					break
 				}
@@ -279,60 +296,91 @@ func (c *Classic) bisect(list []int, all bool) []int {
 			if q < 0 {
 				continue
 			}
-			if c.g.same[n] {
-				weight[n] = weight[q]
+			if ws.g.same[n] {
+				ws.w[n] = ws.w[q]
 			} else {
-				weight[n] = weight[q] + 1
+				ws.w[n] = ws.w[q] + 1
 				counted++
 			}
-			if !all && halfway(n) {
-				return []int{n}
+			if !all && ws.halfway(n) {
+				return n, true
 			}
 		}
 	}
-	dist := func(n int) int { return min(weight[n], nr-weight[n]) }
-	var counts []int
-	for _, n := range rev {
-		if !c.g.same[n] {
-			counts = append(counts, n)
-		}
+	return 0, false
+}
+
+// halfway is git's approx_halfway.
+func (ws *weights) halfway(n int) bool {
+	if ws.g.same[n] {
+		return false
 	}
-	if !all {
-		best, bestDist := rev[0], -1
-		for _, n := range counts {
-			if d := dist(n); d > bestDist {
+	diff := 2*ws.w[n] - ws.nr
+	if diff >= -1 && diff <= 1 {
+		return true
+	}
+	if diff < 0 {
+		diff = -diff
+	}
+	return diff < ws.nr/1024
+}
+
+func (ws *weights) dist(n int) int { return min(ws.w[n], ws.nr-ws.w[n]) }
+
+// best is git's best_bisection: the first candidate with the greatest
+// distance (the list's first commit if none is greater than -1).
+func (ws *weights) best(rev []int) int {
+	best, bestDist := rev[0], -1
+	for _, n := range rev {
+		if !ws.g.same[n] {
+			if d := ws.dist(n); d > bestDist {
 				best, bestDist = n, d
 			}
 		}
-		return []int{best}
+	}
+	return best
+}
+
+// sorted is git's best_bisection_sorted: every candidate by distance,
+// ties by hash.
+func (ws *weights) sorted(rev []int) []int {
+	var counts []int
+	for _, n := range rev {
+		if !ws.g.same[n] {
+			counts = append(counts, n)
+		}
 	}
 	sort.SliceStable(counts, func(i, j int) bool {
 		a, b := counts[i], counts[j]
-		if da, db := dist(a), dist(b); da != db {
+		if da, db := ws.dist(a), ws.dist(b); da != db {
 			return da > db
 		}
-		return c.g.ids[a] < c.g.ids[b]
+		return ws.g.ids[a] < ws.g.ids[b]
 	})
 	return counts
 }
 
-// countDistance counts the candidates reachable from n, n included.
-func (c *Classic) countDistance(n int, in map[int]bool) int {
-	seen := map[int]bool{}
-	stack := []int{n}
+// distance counts the candidates reachable from n, n included.
+func (ws *weights) distance(n int) int {
+	if ws.seen == nil {
+		ws.seen = make([]uint32, ws.g.Len())
+	}
+	ws.stamp++
+	stack := append(ws.stack[:0], n)
 	count := 0
 	for len(stack) > 0 {
 		x := stack[len(stack)-1]
 		stack = stack[:len(stack)-1]
-		if !in[x] || seen[x] {
+		if !ws.in[x] || ws.seen[x] == ws.stamp {
 			continue
 		}
-		seen[x] = true
-		if !c.g.same[x] {
+		ws.seen[x] = ws.stamp
+		if !ws.g.same[x] {
 			count++
 		}
-		stack = append(stack, c.g.parents[x]...)
+		stack = append(stack, ws.g.parents[x]...)
 	}
+	ws.stack = stack
 	return count
 }
 

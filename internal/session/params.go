@@ -72,6 +72,8 @@ type Params struct {
 	EndpointCheck string `json:"endpoint_check"`
 	// Confirm retests the culprit and its parent after the search.
 	Confirm bool `json:"confirm"`
+	// NoSubmodules leaves submodules empty in firstbad's checkout.
+	NoSubmodules bool `json:"no_submodules,omitempty"`
 }
 
 // Fingerprint identifies "the same arguments" across runs.
@@ -107,6 +109,8 @@ type Input struct {
 	FalseAlarm float64
 	Confidence float64
 	MaxRuns    int
+	// NoSubmodules leaves submodules empty in firstbad's checkout.
+	NoSubmodules bool
 }
 
 func short(sha string) string {

@@ -19,7 +19,7 @@ const MaxRepeat = 1000
 // (read only). Every problem is an input error naming it.
 func Resolve(ctx context.Context, in Input) (Params, *git.Repo, error) {
 	p := Params{Exec: in.Exec, Paths: in.Paths, FirstParent: in.FirstParent, Timeout: Duration(in.Timeout),
-		Repeat: max(in.Repeat, 1), Strategy: "classic", TermOld: "good", TermNew: "bad", Kernel: in.Kernel}
+		Repeat: max(in.Repeat, 1), Strategy: "classic", TermOld: "good", TermNew: "bad", Kernel: in.Kernel, NoSubmodules: in.NoSubmodules}
 	if err := p.setMode(in); err != nil {
 		return p, nil, err
 	}

@@ -31,6 +31,9 @@ type run struct {
 	endpoints map[string]journal.Step // endpoint checks done, by commit
 	done      int                     // search steps done
 	checked   bool                    // git bisect run's 126/127 check is settled
+	// full is set once a journal write needed the reserve: the disk is
+	// full, and the run stops after recording where it is.
+	full error
 }
 
 // runLoop sets a run up from its journal and bisects until it ends.
@@ -44,6 +47,7 @@ func (s *Session) runLoop(ctx context.Context, j *journal.Journal, p Params, pre
 		return nil, outcome.InfraErr("checkout", err)
 	}
 	defer wt.Release()
+	wt.NoSubmodules = p.NoSubmodules
 	r := &run{s: s, j: j, p: p, id: hdr.ID, repo: &prep.clone.Repo, total: prep.total, endpoints: map[string]journal.Step{}}
 	if r.pipe, err = s.pipeline(p, wt, hdr.ID); err != nil {
 		return nil, err
@@ -108,6 +112,9 @@ func (r *run) loop(ctx context.Context) (*Result, error) {
 		}
 	}
 	for {
+		if r.full != nil {
+			return r.fail(ctx, r.full)
+		}
 		if end, err := r.commandCheck(ctx); end != nil || err != nil {
 			return end, err
 		}
@@ -343,10 +350,11 @@ func reserveRoom(dir string) string {
 }
 
 // write runs a journal write; when the disk is full it gives back the
-// reserve and tries once more.
+// reserve, tries once more, and marks the run to stop.
 func (r *run) write(fn func() error) error {
 	err := fn()
 	if err != nil && journal.IsFull(err) {
+		r.full = err
 		if os.Remove(filepath.Join(r.j.Dir, "reserve")) == nil {
 			err = fn()
 		}
