@@ -54,7 +54,7 @@ func EnsureClone(ctx context.Context, src *Repo, cacheDir string) (*Clone, error
 	if strings.ContainsAny(gitDir, "\n\r") {
 		// git's alternates file holds one path per line: a clone of such
 		// a path borrows nothing and breaks. Borrow through a link.
-		link := filepath.Join(root+".src")
+		link := filepath.Join(root + ".src")
 		_ = os.Remove(link)
 		if err := os.Symlink(gitDir, link); err != nil {
 			return nil, err
