@@ -19,6 +19,7 @@ import (
 	"github.com/spf13/cobra"
 	"golang.org/x/term"
 
+	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/proc"
 	"github.com/firstbad/firstbad/internal/session"
@@ -197,7 +198,7 @@ func (g *globals) session(needWrite bool) (*session.Session, error) {
 	// stopped by the next one. They are recorded in the cache dir, where the
 	// build dirs live: a make left running in one must be stopped before
 	// another build takes the dir over, whatever state dir that run uses.
-	children := filepath.Join(g.cacheDir, "children")
+	children := cachedir.Dir(g.cacheDir).Children()
 	if n := proc.Reap(children); n > 0 {
 		fmt.Fprintf(g.stderr, "firstbad: stopped %d process group(s) left running by a firstbad that was killed\n", n)
 	}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
@@ -73,7 +74,7 @@ func doctorCmd(g *globals) *cobra.Command {
 			kvm := "device absent: TCG (software emulation) will be used"
 			if _, err := os.Stat("/dev/kvm"); err == nil {
 				kvm = "device present; whether guests really run under it is probed at the first boot"
-				if data, err := filepath.Glob(filepath.Join(g.cacheDir, "probe", "accel-*")); err == nil && len(data) > 0 {
+				if data, err := filepath.Glob(filepath.Join(cachedir.Dir(g.cacheDir).Probes(), "accel-*")); err == nil && len(data) > 0 {
 					if b, err := os.ReadFile(data[len(data)-1]); err == nil {
 						kvm = "probed: " + strings.TrimSpace(string(b))
 					}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 
+	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/lock"
 )
 
@@ -31,7 +32,7 @@ type Clone struct {
 // CloneDir is where the clone of the repository with git dir gitDir lives.
 func CloneDir(cacheDir, gitDir string) string {
 	sum := sha256.Sum256([]byte(gitDir))
-	return filepath.Join(cacheDir, "repos", hex.EncodeToString(sum[:8]))
+	return cachedir.Dir(cacheDir).Repo(hex.EncodeToString(sum[:8]))
 }
 
 // EnsureClone returns firstbad's clone of src under cacheDir, creating it on
@@ -47,14 +48,14 @@ func EnsureClone(ctx context.Context, src *Repo, cacheDir string) (*Clone, error
 		return nil, err
 	}
 	defer l.Release()
-	c := &Clone{Repo: Repo{Dir: filepath.Join(root, "git")}, Source: src.Dir, sourceGit: gitDir, root: root}
+	c := &Clone{Repo: Repo{Dir: cachedir.CloneGit(root)}, Source: src.Dir, sourceGit: gitDir, root: root}
 	if _, err := os.Stat(filepath.Join(c.Dir, ".git")); err == nil {
 		return c, c.mirrorConfig(ctx, src)
 	}
 	if strings.ContainsAny(gitDir, "\n\r") {
 		// git's alternates file holds one path per line: a clone of such
 		// a path borrows nothing and breaks. Borrow through a link.
-		link := filepath.Join(root + ".src")
+		link := root + ".src"
 		_ = os.Remove(link)
 		if err := os.Symlink(gitDir, link); err != nil {
 			return nil, err
@@ -81,7 +82,7 @@ func EnsureClone(ctx context.Context, src *Repo, cacheDir string) (*Clone, error
 			return nil, err
 		}
 	}
-	if err := os.WriteFile(filepath.Join(root, "source"), []byte(src.Dir+"\n"), 0o644); err != nil {
+	if err := os.WriteFile(cachedir.CloneSource(root), []byte(src.Dir+"\n"), 0o644); err != nil {
 		return nil, err
 	}
 	if err := os.Rename(tmp, c.Dir); err != nil {
@@ -163,7 +164,7 @@ type Worktree struct {
 func (c *Clone) Worktree(ctx context.Context, at string) (*Worktree, error) {
 	var held *lock.HeldError
 	for i := 0; i < maxSlots; i++ {
-		dir := filepath.Join(c.root, "wt", strconv.Itoa(i))
+		dir := filepath.Join(cachedir.CloneSlots(c.root), strconv.Itoa(i))
 		l, err := lock.TryAcquire(dir + ".lock")
 		if errors.As(err, &held) {
 			continue

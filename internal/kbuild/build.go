@@ -20,6 +20,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/lock"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/proc"
@@ -170,11 +171,11 @@ func inputsKey(src string, o Options) string {
 // new cache dir or another machine's paths.
 func (b *Builder) buildDir(src string, o Options) (dir, ccacheBase string) {
 	key := inputsKey("", o)
-	if filepath.Base(filepath.Dir(src)) == "wt" {
+	if filepath.Dir(src) == cachedir.CloneSlots(filepath.Dir(filepath.Dir(src))) {
 		clone := filepath.Dir(filepath.Dir(src))
-		return filepath.Join(clone, "builds", filepath.Base(src)+"-"+key), clone
+		return filepath.Join(cachedir.CloneBuilds(clone), filepath.Base(src)+"-"+key), clone
 	}
-	return filepath.Join(b.CacheDir, "builds", inputsKey(src, o)), src
+	return filepath.Join(cachedir.Dir(b.CacheDir).Builds(), inputsKey(src, o)), src
 }
 
 func (b *Builder) makeArgs(o Options, src, buildDir string) []string {
@@ -346,7 +347,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	cfgSum := sha256.Sum256(final)
 	key := sha256.Sum256([]byte(req.Tree + "\x00" + hex.EncodeToString(cfgSum[:]) + "\x00" + cc + "\x00" + o.Arch))
 	res.Key = hex.EncodeToString(key[:16])
-	cache := &Cache{Dir: filepath.Join(b.CacheDir, "artifacts"), Limit: b.CacheSize}
+	cache := &Cache{Dir: cachedir.Dir(b.CacheDir).Artifacts(), Limit: b.CacheSize}
 	if a, ok := cache.Get(res.Key); ok {
 		res.Kernel, res.Version, res.Release, res.ConfigPath = a.Kernel, a.Version, a.Release, a.Config
 		res.Cached, res.Verdict = true, "ok"

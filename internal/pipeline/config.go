@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
@@ -45,7 +46,7 @@ type KernelConfig struct {
 // NewTarget makes the target c names; problems the user can fix are
 // input errors (outcome.Input).
 func NewTarget(ctx context.Context, c KernelConfig, cacheDir string, log *slog.Logger) (target.Target, error) {
-	probes := filepath.Join(cacheDir, "probe")
+	probes := cachedir.Dir(cacheDir).Probes()
 	r, err := target.ParseTarget(c.Target, target.Options{SSH: remote.Config{File: c.SSHConfig}, Accel: c.Accel,
 		CacheDir: probes, Log: log, Probe: ProbeKVM, TakeOver: c.TakeOver})
 	if err != nil {
@@ -96,7 +97,7 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	if err != nil {
 		return nil, err
 	}
-	base, err := guest.Cached(filepath.Join(cacheDir, "initramfs"), self, busybox)
+	base, err := guest.Cached(cachedir.Dir(cacheDir).Initramfs(), self, busybox)
 	if err != nil {
 		return nil, outcome.InfraErr("initramfs", err)
 	}

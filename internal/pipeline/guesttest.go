@@ -13,11 +13,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/firstbad/firstbad/internal/outcome"
 
-	"github.com/firstbad/firstbad/internal/console"
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/target"
 )
@@ -45,13 +45,15 @@ type GuestTest struct {
 	// same moment as the guest test (which may be absent).
 	Host *HostTest
 	Log  *slog.Logger
+	// nonce makes each boot's nonce (tests replaying a recorded console
+	// give the recorded one).
+	nonce func() string
 }
 
 // Defaults for the deadlines.
 const (
 	DefaultBootTimeout = 60 * time.Second
 	DefaultTestTimeout = 10 * time.Minute
-	hostGrace          = 20 * time.Second
 )
 
 // GuestOutcome is a boot-and-test's result, with its evidence.
@@ -70,7 +72,7 @@ func (g *GuestTest) Close() {
 	}
 }
 
-func nonce() string {
+func newNonce() string {
 	var b [8]byte
 	_, _ = rand.Read(b[:])
 	return hex.EncodeToString(b[:])
@@ -114,317 +116,192 @@ func (g *GuestTest) Run(ctx context.Context, kernel, commit string, step, repeat
 	return out, nil
 }
 
+// bootPlan is one boot's own part: its nonce, its guest SSH (for a host
+// test), the initramfs overlay made for it, and where its evidence goes.
+type bootPlan struct {
+	nonce  string
+	gs     *guestSSH
+	commit string
+	step   int
+	runs   int
+	first  int
+	dir    string
+}
+
+func (g *GuestTest) timeout() time.Duration {
+	if g.Timeout <= 0 {
+		return DefaultTestTimeout
+	}
+	return g.Timeout
+}
+
+func (g *GuestTest) bootTimeout() time.Duration {
+	if g.BootTimeout <= 0 {
+		return DefaultBootTimeout
+	}
+	return g.BootTimeout
+}
+
+// boot is one boot: runs runs of the test (numbered after first), judged
+// by the classifier.
 func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs, first int, dir string) (GuestOutcome, error) {
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return GuestOutcome{}, outcome.InfraErr("boot", err)
+	mk := newNonce
+	if g.nonce != nil {
+		mk = g.nonce
 	}
-	n := nonce()
-	timeout := g.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTestTimeout
+	p := &bootPlan{nonce: mk(), commit: commit, step: step, runs: runs, first: first, dir: dir}
+	b, err := g.prepare(p, kernel)
+	if p.gs != nil {
+		defer p.gs.close()
 	}
-	s := guest.Settings{Nonce: n, Commit: commit, Step: step, Runs: runs, FirstRun: first, TimeoutS: timeout.Seconds(), Shell: g.Shell}
+	if err != nil {
+		return GuestOutcome{}, err
+	}
+	m, err := g.Target.Boot(ctx, b)
+	if err != nil {
+		return GuestOutcome{}, outcome.Retryable("boot", err)
+	}
+	defer func() { m.Stop(); m.Wait() }()
+	if g.Shell {
+		ex := m.Wait()
+		return GuestOutcome{Boot: ex.Duration, ConsoleLog: m.ConsoleLog()}, nil
+	}
+	out, err := g.drive(ctx, m, NewClassifier(g.classifyConfig(p)), p)
+	out.ConsoleLog = m.ConsoleLog()
+	return out, err
+}
+
+// prepare makes the boot's guest SSH keys (host tests), its initramfs and
+// command line.
+func (g *GuestTest) prepare(p *bootPlan, kernel string) (target.Boot, error) {
+	if err := os.MkdirAll(p.dir, 0o755); err != nil {
+		return target.Boot{}, outcome.InfraErr("boot", err)
+	}
+	s := guest.Settings{Nonce: p.nonce, Commit: p.commit, Step: p.step, Runs: p.runs, FirstRun: p.first, TimeoutS: g.timeout().Seconds(), Shell: g.Shell}
 	if g.Test == "" && g.Host == nil && !g.Shell {
 		s.Runs = 0
 	}
-	var gs *guestSSH
-	forwards := []int(nil)
+	var forwards []int
 	if g.Host != nil && !g.Shell {
 		var err error
-		if gs, err = newGuestSSH(); err != nil {
-			return GuestOutcome{}, outcome.InfraErr("ssh keys", err)
+		if p.gs, err = newGuestSSH(); err != nil {
+			return target.Boot{}, outcome.InfraErr("ssh keys", err)
 		}
-		defer gs.close()
-		s.SSHKey, s.WaitGo, s.NoGuestTest = gs.pub, true, g.Test == ""
+		s.SSHKey, s.WaitGo, s.NoGuestTest = p.gs.pub, true, g.Test == ""
 		forwards = append([]int{guest.SSHPort}, g.Host.Forwards...)
 	}
-	initrd := filepath.Join(dir, "initramfs.cpio")
+	initrd := filepath.Join(p.dir, "initramfs.cpio")
 	if err := writeInitrd(initrd, g.BaseInitrd, s, g.Test, g.Files); err != nil {
-		return GuestOutcome{}, outcome.InfraErr("initramfs", err)
+		return target.Boot{}, outcome.InfraErr("initramfs", err)
 	}
 	cmdline := "console=ttyS0,115200 panic=-1 oops=panic panic_on_warn=0 rdinit=/init"
 	if g.Cmdline != "" {
 		cmdline += " " + g.Cmdline
 	}
-	bootTimeout := g.BootTimeout
-	if bootTimeout <= 0 {
-		bootTimeout = DefaultBootTimeout
+	return target.Boot{Kernel: kernel, Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: p.dir, MemMiB: g.MemMiB,
+		CPUs: g.CPUs, Net: g.Net || p.gs != nil, Forwards: forwards, Interactive: g.Shell}, nil
+}
+
+func (g *GuestTest) classifyConfig(p *bootPlan) ClassifyConfig {
+	runs := p.runs
+	if g.Test == "" && g.Host == nil {
+		runs = 0
+	}
+	return ClassifyConfig{Nonce: p.nonce, Runs: runs, First: p.first, GuestTest: g.Test != "", HostTest: p.gs != nil,
+		UnreachableBad: g.Host != nil && g.Host.UnreachableBad, BootFailureBad: g.BootFailureBad, CrashMatch: g.CrashMatch,
+		Timeout: g.timeout(), BootTimeout: g.bootTimeout()}
+}
+
+// drive is one boot's event loop: it feeds the classifier what the machine,
+// the guest's SSH and the host test do, and does what the classifier asks,
+// until it has its answer. Every goroutine it starts is joined before it
+// returns, and ends with ctx.
+func (g *GuestTest) drive(parent context.Context, m target.Machine, c *Classifier, p *bootPlan) (GuestOutcome, error) {
+	ctx, cancel := context.WithCancel(parent)
+	var wg sync.WaitGroup
+	defer func() { cancel(); wg.Wait() }()
+	events := make(chan Event)
+	send := func(ev Event) {
+		select {
+		case events <- ev:
+		case <-ctx.Done():
+		}
+	}
+	spawn := func(fn func()) {
+		wg.Add(1)
+		go func() { defer wg.Done(); fn() }()
 	}
 	start := time.Now()
-	m, err := g.Target.Boot(ctx, target.Boot{Kernel: kernel, Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: dir, MemMiB: g.MemMiB,
-		CPUs: g.CPUs, Net: g.Net || gs != nil, Forwards: forwards, Interactive: g.Shell})
-	if err != nil {
-		return GuestOutcome{}, outcome.Retryable("boot", err)
-	}
-	defer func() { m.Stop(); m.Wait() }()
-	out := GuestOutcome{ConsoleLog: m.ConsoleLog()}
-	if g.Shell {
-		ex := m.Wait()
-		out.Boot = ex.Duration
-		return out, nil
-	}
-	var text strings.Builder
-	started := false
-	deadline := time.NewTimer(bootTimeout)
-	defer deadline.Stop()
-	var runStart time.Time
-	// With a host test, each run has a guest half and a host half.
-	hctx, hcancel := context.WithCancel(ctx)
-	defer hcancel()
-	hostCh := make(chan Run, 1)
-	var guestHalf, hostHalf *Run
-	startRun := func() error {
-		n := first + len(out.Runs) + 1
-		runStart = time.Now()
-		deadline.Reset(timeout + hostGrace)
-		if gs == nil {
-			return nil
-		}
-		guestHalf, hostHalf = nil, nil
-		env := gs.env(g.Host, m.HostPort, commit, step, n)
-		go func() {
-			hostCh <- runHost(hctx, g.Host.File, env, filepath.Join(dir, fmt.Sprintf("host-run-%d.log", n)), timeout)
-		}()
-		return gs.start(n, 20*time.Second)
-	}
-	// record adds a finished run and says whether the boot is done.
-	record := func(r Run) bool {
-		out.Runs = append(out.Runs, r)
-		return len(out.Runs) == runs
-	}
-	// finish ends a boot whose runs are all in: the agent is told to
-	// power off (with a host test it waits for that) and what it still
-	// prints is kept as evidence; then the deferred Stop.
-	finish := func() (GuestOutcome, error) {
-		if gs != nil {
-			_ = gs.start(first+runs+1, 3*time.Second)
-		}
-		settle(m, &text, 3*time.Second)
-		return out, nil
-	}
-	// next starts the next run; a guest that cannot be told to is a
-	// skip, and the boot is over.
-	next := func() bool {
-		if err := startRun(); err != nil {
-			out.Runs = append(out.Runs, Run{Verdict: outcome.Skip, ExitCode: -1, Reason: "guest SSH: starting the run: " + err.Error()})
-			return false
-		}
-		return true
-	}
-	// halves records a run once both halves are in (or the host half
-	// alone is bad: a hung guest may never report).
-	halves := func() (done, complete bool) {
-		switch {
-		case hostHalf != nil && guestHalf != nil:
-			r := *hostHalf
-			if g.Test != "" {
-				r = combineHalves(*guestHalf, *hostHalf)
-			}
-			return true, record(r)
-		case hostHalf != nil && hostHalf.Verdict == outcome.Bad:
-			return true, record(*hostHalf)
-		}
-		return false, false
-	}
+	armed := c.Timer()
+	timer := time.NewTimer(armed)
+	defer timer.Stop()
+	lines := m.Lines()
 	for {
+		var ev Event
 		select {
-		case <-ctx.Done():
-			return out, ctx.Err()
-		case line, ok := <-m.Lines():
+		case <-parent.Done():
+			out, _ := c.Outcome()
+			return out, parent.Err()
+		case line, ok := <-lines:
+			ev = lineEvent(line, m, p.nonce)
 			if !ok {
-				// The machine is gone.
-				ex := m.Wait()
-				return g.ended(out, text.String(), started, ex, runs)
+				lines, ev = nil, Event{Kind: EvExit, Exit: m.Wait()}
 			}
-			text.WriteString(line + "\n")
-			if !started && strings.Contains(line, guest.StartMarker+" nonce="+n) {
-				started = true
-				out.Boot = time.Since(start)
-				runStart = time.Now()
-				deadline.Reset(timeout + hostGrace)
-				if s.Runs == 0 {
-					return out, nil
-				}
-				if gs != nil {
-					if err := gs.connect(ctx, m.HostPort(guest.SSHPort), time.Now().Add(bootTimeout)); err != nil {
-						if ctx.Err() != nil {
-							return out, ctx.Err()
-						}
-						v := outcome.Skip
-						if g.Host.UnreachableBad {
-							v = outcome.Bad
-						}
-						out.Runs = append(out.Runs, Run{Verdict: v, ExitCode: -1, Reason: err.Error()})
-						return out, nil
-					}
-					if !next() {
-						return out, nil
-					}
-				}
-				continue
-			}
-			if r, ok := guest.ParseMarker(line, n); ok && started {
-				if pr, ok := portResult(m.ResultLog(), n, r.Run); ok {
-					r = pr // the result channel is authoritative
-				}
-				res := g.fromResult(r)
-				var complete bool
-				if gs == nil {
-					complete = record(res)
-				} else {
-					guestHalf = &res
-					var done bool
-					if done, complete = halves(); !done {
-						continue
-					}
-				}
-				if complete {
-					return finish()
-				}
-				if !next() {
-					return out, nil
-				}
-				continue
-			}
-			if c := console.Parse(line); c != nil {
-				// Let the report finish (a few hundred ms of output),
-				// then classify with the whole of it.
-				settle(m, &text, 2*time.Second)
-				c = console.Parse(text.String())
-				out.Crash = c.Title
-				return g.crashed(out, c, started, time.Since(runStart)), nil
-			}
-		case h := <-hostCh:
-			hostHalf = &h
-			done, complete := halves()
-			if !done {
-				continue
-			}
-			switch {
-			case complete:
-				return finish()
-			case h.Verdict == outcome.Bad && guestHalf == nil:
-				// The guest is stuck in this run: the step has its answer.
-				return out, nil
-			}
-			if !next() {
-				return out, nil
-			}
-		case <-deadline.C:
-			if !started {
-				return g.noStart(out, text.String(), bootTimeout), nil
-			}
-			out.Runs = append(out.Runs, Run{Verdict: outcome.Bad, ExitCode: -1, Duration: time.Since(runStart),
-				Reason: fmt.Sprintf("hang: no result within %s (the kernel stopped responding)", timeout+hostGrace)})
-			return out, nil
+		case ev = <-events:
+		case <-timer.C:
+			ev = Event{Kind: EvTimer}
+		}
+		ev.At = time.Since(start)
+		act := c.Feed(ev)
+		if t := c.Timer(); t != armed {
+			armed = t
+			timer.Reset(max(t-time.Since(start), 0))
+		}
+		switch act {
+		case Done:
+			return c.Outcome()
+		case Connect:
+			spawn(func() { send(connected(ctx, p.gs, m, g.bootTimeout())) })
+		case StartRun:
+			g.startRun(ctx, m, p, c.Run(), spawn, send)
+		case PowerOff:
+			n := c.Run()
+			spawn(func() { _ = p.gs.start(n, finishSettle) })
 		}
 	}
 }
 
-// settle reads what the console still prints for up to d.
-func settle(m target.Machine, text *strings.Builder, d time.Duration) {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	for {
-		select {
-		case line, ok := <-m.Lines():
-			if !ok {
-				return
-			}
-			text.WriteString(line + "\n")
-		case <-t.C:
-			return
+// lineEvent is a console line; a run's result marker carries the result,
+// from the result channel when it has it (authoritative) or the marker.
+func lineEvent(line string, m target.Machine, nonce string) Event {
+	ev := Event{Kind: EvLine, Line: line}
+	if r, ok := guest.ParseMarker(line, nonce); ok {
+		if pr, ok := portResult(m.ResultLog(), nonce, r.Run); ok {
+			r = pr
 		}
+		ev.Result = &r
 	}
+	return ev
 }
 
-// fromResult classifies one reported run with git bisect run's exit codes;
-// a run the agent killed at its deadline is a hang (bad).
-func (g *GuestTest) fromResult(r guest.RunResult) Run {
-	run := Run{ExitCode: r.ExitCode, Duration: time.Duration(r.Duration * float64(time.Second))}
-	if r.Timeout {
-		run.Verdict, run.Reason = outcome.Bad, "hang: the test did not finish within its timeout"
-		return run
+// connected waits for the guest's SSH server.
+func connected(ctx context.Context, gs *guestSSH, m target.Machine, within time.Duration) Event {
+	if err := gs.connect(ctx, m.HostPort(guest.SSHPort), time.Now().Add(within)); err != nil {
+		return Event{Kind: EvSSHFailed, Err: err}
 	}
-	run.Verdict, run.Reason = exitClass(r.ExitCode)
-	return run
+	return Event{Kind: EvSSHReady}
 }
 
-// exitClass classifies a test's exit code as git bisect run does, for a
-// test that cannot abort the bisect: 128 and over is a skip ("abort").
-func exitClass(code int) (outcome.Verdict, string) {
-	v, abort := ExitVerdict(code, false)
-	switch {
-	case abort:
-		return outcome.Skip, fmt.Sprintf("exit %d: abort", code)
-	case code == 125:
-		return v, "exit 125: skip"
-	}
-	return v, fmt.Sprintf("exit %d", code)
-}
-
-// crashed classifies a kernel crash seen on the console.
-func (g *GuestTest) crashed(out GuestOutcome, c *console.Crash, started bool, d time.Duration) GuestOutcome {
-	if !started || c.Boot {
-		return g.bootFailure(out, "boot failure: "+c.Title)
-	}
-	run := Run{Verdict: outcome.Bad, ExitCode: -1, Duration: d, Crash: c.Title, Reason: "crash: " + c.Title}
-	if g.CrashMatch != nil && !g.CrashMatch.MatchString(c.Title) {
-		run.Verdict, run.Reason = outcome.Skip, fmt.Sprintf("a different crash (%s) than --crash-match %q", c.Title, g.CrashMatch)
-	}
-	out.Runs = append(out.Runs, run)
-	return out
-}
-
-func (g *GuestTest) bootFailure(out GuestOutcome, reason string) GuestOutcome {
-	v := outcome.Skip
-	if g.BootFailureBad {
-		v = outcome.Bad
-	}
-	out.Runs = append(out.Runs, Run{Verdict: v, ExitCode: -1, Reason: reason})
-	return out
-}
-
-func (g *GuestTest) noStart(out GuestOutcome, text string, d time.Duration) GuestOutcome {
-	if strings.TrimSpace(stripQEMU(text)) == "" {
-		return g.bootFailure(out, fmt.Sprintf("boot failure: no console output within %s: the kernel likely lacks a serial console "+
-			"(CONFIG_SERIAL_8250_CONSOLE, CONFIG_PRINTK) or did not start", d))
-	}
-	return g.bootFailure(out, fmt.Sprintf("boot failure: no start marker from the guest agent within %s "+
-		"(check CONFIG_BLK_DEV_INITRD, CONFIG_BINFMT_ELF, CONFIG_DEVTMPFS in the console log)", d))
-}
-
-// ended classifies a machine that went away by itself.
-func (g *GuestTest) ended(out GuestOutcome, text string, started bool, ex target.Exit, runs int) (GuestOutcome, error) {
-	if c := console.Parse(text); c != nil {
-		out.Crash = c.Title
-		return g.crashed(out, c, started, 0), nil
-	}
-	if len(out.Runs) == runs && started {
-		return out, nil
-	}
-	if ex.Err != nil {
-		return out, outcome.Retryable("qemu", ex.Err)
-	}
-	if !started && strings.TrimSpace(stripQEMU(text)) != "" && ex.Code == 0 {
-		// The kernel ran and stopped the VM before the agent spoke: a
-		// boot failure of the kernel (e.g. it rebooted on a panic we did
-		// not recognize).
-		return g.bootFailure(out, "boot failure: the kernel stopped before the guest agent started"), nil
-	}
-	return out, outcome.Retryable("qemu", fmt.Errorf("QEMU exited (status %d) without a result and without a kernel-side reason", ex.Code))
-}
-
-// stripQEMU drops QEMU's own lines (our command echo, its warnings).
-func stripQEMU(text string) string {
-	var b strings.Builder
-	for _, l := range strings.Split(text, "\n") {
-		if strings.HasPrefix(l, "qemu-system") || strings.HasPrefix(l, "firstbad: ") {
-			continue
+// startRun starts run n's host half and tells the guest to start its half.
+func (g *GuestTest) startRun(ctx context.Context, m target.Machine, p *bootPlan, n int, spawn func(func()), send func(Event)) {
+	env := p.gs.env(g.Host, m.HostPort, p.commit, p.step, n)
+	log := filepath.Join(p.dir, fmt.Sprintf("host-run-%d.log", n))
+	spawn(func() { send(Event{Kind: EvHost, Host: runHost(ctx, g.Host.File, env, log, g.timeout())}) })
+	spawn(func() {
+		if err := p.gs.start(n, 20*time.Second); err != nil {
+			send(Event{Kind: EvStartFailed, Err: err})
 		}
-		b.WriteString(l + "\n")
-	}
-	return b.String()
+	})
 }
 
 // writeInitrd concatenates the cached base archive and this boot's overlay.

@@ -45,7 +45,24 @@ type gitCase struct {
 	firstParent bool
 	paths       []string
 	skips       []string
-	every       int // test every n-th possible culprit (1 or 0: all)
+	every       int // test every n-th possible culprit (1 or 0: all), at most -git-culprits of them
+}
+
+// The comparisons with real git bisect run spawn a git per step and are
+// slow here: the test suite tries a few culprits per graph (all of them in
+// -short mode for the smallest graphs only); bench/bisect-vs-git.sh sweeps
+// hundreds of graphs and every culprit.
+var (
+	gitGraphs   = flag.Int("git-graphs", 3, "random merge graphs compared with git bisect per path-limited test")
+	gitCulprits = flag.Int("git-culprits", 6, "possible culprits tried per graph (0: every one)")
+)
+
+// gitCompare skips a comparison with git in -short mode unless it is cheap.
+func gitCompare(t *testing.T, cheap bool) {
+	t.Helper()
+	if testing.Short() && !cheap {
+		t.Skip("compares with real git bisect run: not in -short mode")
+	}
 }
 
 // compare checks, for every possible culprit, that the classic strategy
@@ -83,10 +100,7 @@ func compare(t *testing.T, c gitCase) {
 	for _, cm := range commits {
 		same[cm.ID] = cm.TreeSame
 	}
-	for i, culprit := range g.IDs() {
-		if skip[culprit] || same[culprit] || c.every > 1 && i%c.every != 0 {
-			continue
-		}
+	for _, culprit := range sample(g.IDs(), func(id string) bool { return !skip[id] && !same[id] }, c.every, *gitCulprits) {
 		t.Run(fmt.Sprintf("%s/%s", c.name, culprit[:8]), func(t *testing.T) {
 			isBad := func(id string) bool {
 				ok, err := r.IsAncestor(ctx, culprit, id)
@@ -123,7 +137,27 @@ func compare(t *testing.T, c gitCase) {
 	}
 }
 
+// sample picks the possible culprits to try: those ok accepts, every n-th,
+// at most max of them spread evenly (0: no bound).
+func sample(ids []string, ok func(string) bool, every, max int) []string {
+	var all []string
+	for i, id := range ids {
+		if ok(id) && (every <= 1 || i%every == 0) {
+			all = append(all, id)
+		}
+	}
+	if max <= 0 || len(all) <= max {
+		return all
+	}
+	out := make([]string, 0, max)
+	for i := range max {
+		out = append(out, all[i*(len(all)-1)/(max-1)])
+	}
+	return out
+}
+
 func TestClassicMatchesGitLinear(t *testing.T) {
+	gitCompare(t, false)
 	var b gittest.Builder
 	tip := b.Linear(-1, 100)
 	r := b.Write(t)
@@ -131,6 +165,7 @@ func TestClassicMatchesGitLinear(t *testing.T) {
 }
 
 func TestClassicMatchesGitMerges(t *testing.T) {
+	gitCompare(t, false)
 	// Every possible culprit of the first graph; a sample of the others.
 	for i, seed := range []uint64{1, 2, 3} {
 		var b gittest.Builder
@@ -145,6 +180,7 @@ func TestClassicMatchesGitMerges(t *testing.T) {
 }
 
 func TestClassicMatchesGitTwoGoods(t *testing.T) {
+	gitCompare(t, false)
 	// A good on a side branch: two goods, both ancestors of bad.
 	var b gittest.Builder
 	base := b.Linear(-1, 5)
@@ -157,6 +193,7 @@ func TestClassicMatchesGitTwoGoods(t *testing.T) {
 }
 
 func TestClassicMatchesGitSkips(t *testing.T) {
+	gitCompare(t, false)
 	var b gittest.Builder
 	tip := b.Linear(-1, 60)
 	r := b.Write(t)
@@ -178,6 +215,7 @@ func TestClassicMatchesGitSkips(t *testing.T) {
 }
 
 func TestClassicMatchesGitPaths(t *testing.T) {
+	gitCompare(t, false)
 	var b gittest.Builder
 	prev := b.CommitFiles("root", map[string]string{"a/x": "0", "b/y": "0"})
 	for i := 1; i < 80; i++ {
@@ -193,11 +231,9 @@ func TestClassicMatchesGitPaths(t *testing.T) {
 	compare(t, gitCase{name: "paths", repo: r, bad: r.SHAs[prev], goods: []string{r.SHAs[0]}, paths: []string{"a"}, every: 2})
 }
 
-// gitGraphs is how many random graphs the path-limited comparison with git
-// bisect tries: a few in the test suite, hundreds from bench/bisect-vs-git.sh.
-var gitGraphs = flag.Int("git-graphs", 4, "random merge graphs compared with git bisect per path-limited test")
 
 func TestClassicMatchesGitPathsMerges(t *testing.T) {
+	gitCompare(t, false)
 	for seed := uint64(1); seed <= uint64(*gitGraphs); seed++ {
 		b := gittest.Builder{Files: []string{"a/x", "b/y", "c/z"}, FileSeed: seed}
 		root := b.Linear(-1, 2)
@@ -212,6 +248,7 @@ func TestClassicMatchesGitPathsMerges(t *testing.T) {
 }
 
 func TestClassicMatchesGitPathsSideBranch(t *testing.T) {
+	gitCompare(t, true)
 	// A side branch adds a file under the limited path; the merge is
 	// TREESAME to the side branch, so git walks the side branch only and
 	// never sees the main line's commits (which touch other paths).

@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/lock"
 )
@@ -53,17 +54,18 @@ func (s *Session) GC(olderThan time.Duration, dry bool) (Freed, error) {
 			l.Release()
 		}
 	}
-	clones, _ := filepath.Glob(filepath.Join(s.CacheDir, "repos", "*", "source"))
+	cache := cachedir.Dir(s.CacheDir)
+	clones, _ := filepath.Glob(cachedir.CloneSource(cache.Repo("*")))
 	for _, src := range clones {
 		root := filepath.Dir(src)
 		data, _ := os.ReadFile(src)
 		if _, err := os.Stat(string(trimNL(data))); errors.Is(err, os.ErrNotExist) {
-			if held := locked(filepath.Join(root, "wt", "*.lock"), filepath.Join(root, "builds", "*.lock")); !held {
+			if held := locked(filepath.Join(cachedir.CloneSlots(root), "*.lock"), filepath.Join(cachedir.CloneBuilds(root), "*.lock")); !held {
 				remove(root, &f.Clones)
 				continue
 			}
 		}
-		builds, _ := filepath.Glob(filepath.Join(root, "builds", "*"))
+		builds, _ := filepath.Glob(filepath.Join(cachedir.CloneBuilds(root), "*"))
 		for _, b := range builds {
 			if filepath.Ext(b) == ".lock" {
 				continue
@@ -80,7 +82,7 @@ func (s *Session) GC(olderThan time.Duration, dry bool) (Freed, error) {
 			l.Release()
 		}
 	}
-	arts, _ := filepath.Glob(filepath.Join(s.CacheDir, "artifacts", "*"))
+	arts, _ := filepath.Glob(filepath.Join(cache.Artifacts(), "*"))
 	for _, a := range arts {
 		if fi, err := os.Stat(a); err == nil && fi.IsDir() && fi.ModTime().Before(cutoff) {
 			remove(a, &f.Artifacts)

@@ -15,6 +15,7 @@ import (
 	"time"
 
 	"github.com/firstbad/firstbad/internal/bisectlog"
+	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/outcome"
@@ -102,7 +103,7 @@ func (s *Session) readRepo(ctx context.Context, userRepo string) *git.Repo {
 	if err != nil {
 		return src
 	}
-	clone := &git.Repo{Dir: git.CloneDir(s.CacheDir, gitDir) + "/git"}
+	clone := &git.Repo{Dir: cachedir.CloneGit(git.CloneDir(s.CacheDir, gitDir))}
 	if _, err := clone.Run(ctx, "rev-parse", "--git-dir"); err == nil {
 		return clone
 	}
@@ -208,7 +209,7 @@ func replay(ctx context.Context, repo *git.Repo, p Params, steps []journal.Step,
 // maintainers runs the tree's scripts/get_maintainer.pl on the culprit's
 // patch, in a checkout of firstbad's clone. None if the script is absent.
 func maintainers(ctx context.Context, repo *git.Repo, culprit string) []string {
-	slots, _ := filepath.Glob(filepath.Join(filepath.Dir(repo.Dir), "wt", "*", "scripts", "get_maintainer.pl"))
+	slots, _ := filepath.Glob(filepath.Join(cachedir.CloneSlots(filepath.Dir(repo.Dir)), "*", "scripts", "get_maintainer.pl"))
 	if len(slots) == 0 {
 		return nil
 	}

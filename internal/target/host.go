@@ -93,6 +93,22 @@ ls -1t | grep -v '\.part$' | { t=0; while read -r f; do
 done; }
 `
 
+// hostDirs, in a check script with $d the dir on the host and a fail
+// function, makes the kernel cache and boot dirs there, drops boot dirs a
+// killed run left over a day ago, and prints the free KiB and the dir's
+// absolute path (the script's last two lines).
+const hostDirs = `mkdir -p "$d/kernels" "$d/boots" 2>/dev/null || fail "cannot create $d: name a writable dir with ?dir=DIR"
+find "$d/boots" -mindepth 1 -maxdepth 1 -mmin +1440 -exec rm -rf {} + 2>/dev/null
+`
+
+// hostSpace ends a check script: free KiB and the dir's absolute path.
+const hostSpace = `df -Pk "$d" | awk 'NR==2 {print $4}'
+cd "$d" && pwd`
+
+// scriptFail is a check script's way to fail with a message.
+const scriptFail = `fail() { echo "firstbad-error $*"; exit 98; }
+`
+
 // cacheBound is bytes, or the default for 0.
 func cacheBound(bytes int64) string {
 	if bytes <= 0 {
@@ -254,8 +270,9 @@ type shell interface {
 	// is an error carrying its stderr.
 	run(ctx context.Context, script string, args []string, stdin io.Reader) ([]byte, error)
 	// start starts script with a pipe on its stdin that the caller
-	// closes: scripts treat that EOF as the controller being gone.
-	start(script string, args []string, stderr io.Writer) (*job, error)
+	// closes: scripts treat that EOF as the controller being gone. ctx
+	// bounds the start (a connection to make), not the script.
+	start(ctx context.Context, script string, args []string, stderr io.Writer) (*job, error)
 	// where names the machine, for messages.
 	where() string
 }
@@ -289,7 +306,7 @@ func (localShell) run(ctx context.Context, script string, args []string, stdin i
 	return out, nil
 }
 
-func (localShell) start(script string, args []string, stderr io.Writer) (*job, error) {
+func (localShell) start(_ context.Context, script string, args []string, stderr io.Writer) (*job, error) {
 	cmd := exec.Command("sh", append([]string{"-c", script, "firstbad"}, args...)...)
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	cmd.Stderr = stderr
@@ -330,8 +347,8 @@ func (h *sshHost) run(ctx context.Context, script string, args []string, stdin i
 	return c.Run(ctx, shCommand(script, args), stdin)
 }
 
-func (h *sshHost) start(script string, args []string, stderr io.Writer) (*job, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+func (h *sshHost) start(ctx context.Context, script string, args []string, stderr io.Writer) (*job, error) {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	c, err := h.conn(ctx)
 	if err != nil {
@@ -339,14 +356,14 @@ func (h *sshHost) start(script string, args []string, stderr io.Writer) (*job, e
 	}
 	s, err := c.NewSession()
 	if err != nil {
-		return nil, fmt.Errorf("%w: %s: %v", ErrConnLost, h.Dest.Host, err)
+		return nil, connLost(h.Dest.Host, err)
 	}
 	stdin, _ := s.StdinPipe()
 	stdout, _ := s.StdoutPipe()
 	s.Stderr = stderr
 	if err := s.Start(shCommand(script, args)); err != nil {
 		s.Close()
-		return nil, fmt.Errorf("%w: %s: %v", ErrConnLost, h.Dest.Host, err)
+		return nil, connLost(h.Dest.Host, err)
 	}
 	return &job{stdin: stdin, stdout: stdout,
 		wait: func() (int, error) {
@@ -358,7 +375,7 @@ func (h *sshHost) start(script string, args []string, stderr io.Writer) (*job, e
 			case errors.As(err, &ee):
 				return ee.ExitStatus(), nil
 			}
-			return -1, fmt.Errorf("%w: %s: %v", ErrConnLost, h.Dest.Host, err)
+			return -1, connLost(h.Dest.Host, err)
 		},
 		kill: func() { s.Close() }}, nil
 }

@@ -1,13 +1,11 @@
 package target
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/url"
 	"os"
@@ -117,24 +115,20 @@ func (l *Libvirt) where() string {
 // on the URI, and a way to fail with a message.
 const libvirtLib = `d=$1; uri=$2; dom=$3; shift 3
 v() { virsh -q -c "$uri" "$@"; }
-fail() { echo "firstbad-error $*"; exit 98; }
-ours() { v dumpxml "$@" "$dom" 2>/dev/null | grep -q '` + markerNS + `'; }
+` + scriptFail + `ours() { v dumpxml "$@" "$dom" 2>/dev/null | grep -q '` + markerNS + `'; }
 saved="$d/saved-$dom.xml"
 `
 
 // checkScript looks without touching: the host, libvirt, the domain.
 const checkScript = libvirtLib + `command -v virsh >/dev/null 2>&1 || fail "no virsh: install libvirt-clients (and libvirt-daemon-system for the hypervisor)"
 umask 022
-mkdir -p "$d/kernels" "$d/boots" 2>/dev/null || fail "cannot create $d: name a writable dir with ?dir=DIR"
-find "$d/boots" -mindepth 1 -maxdepth 1 -mmin +1440 -exec rm -rf {} + 2>/dev/null
-ver=$(v version 2>&1) || fail "cannot connect to libvirt at $uri: $ver"
+` + hostDirs + `ver=$(v version 2>&1) || fail "cannot connect to libvirt at $uri: $ver"
 st=$(v domstate "$dom" 2>&1) || fail "no domain $dom at $uri ($st): virsh -c $uri list --all lists them"
 uname -n; uname -r
 echo "$ver" | sed -n 's/^Running hypervisor: //p' | head -n 1
 echo "$st"
 if ours; then echo ours; else echo theirs; fi
-df -Pk "$d" | awk 'NR==2 {print $4}'
-cd "$d" && pwd`
+` + hostSpace
 
 // Check implements Hosted: libvirt reachable, the domain defined, room for
 // kernels, and the domain not busy with something else. It changes
@@ -379,7 +373,6 @@ func (l *Libvirt) Boot(ctx context.Context, b Boot) (Machine, error) {
 	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	sh := l.sh()
 	st, err := l.stage(b, info.Dir)
 	if err != nil {
 		return nil, err
@@ -390,110 +383,11 @@ func (l *Libvirt) Boot(ctx context.Context, b Boot) (Machine, error) {
 		return nil, fmt.Errorf("%s: %w", l.where(), err)
 	}
 	args := []string{l.Dir, l.URI, l.Domain, st.kernel, st.base, strconv.FormatInt(st.tail, 10), cacheBound(l.CacheBytes), st.dir, xml}
-	m := &libvirtMachine{vm: newVM(b.Dir, map[int]int{})}
-	logf, resf, err := m.create()
-	if err != nil {
+	m := &hostedMachine{vm: newVM(b.Dir, map[int]int{})}
+	hb := hostedBoot{sh: l.sh(), script: libvirtBootScript, args: args, st: st, where: l.where(), stop: 10 * time.Second,
+		header: fmt.Sprintf("%s%s\nfirstbad: %s: kernel %s, initrd %s, cmdline %q\n", HostLinePrefix, info, l.Name(), st.kernel, st.initrd, b.Cmdline)}
+	if err := hb.run(ctx, m); err != nil {
 		return nil, err
 	}
-	fail := func(err error) (Machine, error) {
-		logf.Close()
-		resf.Close()
-		return nil, err
-	}
-	fmt.Fprintf(logf, "%s%s\nfirstbad: %s: kernel %s, initrd %s, cmdline %q\n", HostLinePrefix, info, l.Name(), st.kernel, st.initrd, b.Cmdline)
-	var stdout io.Reader
-	for attempt := 1; ; attempt++ {
-		j, first, err := startJob(ctx, sh, libvirtBootScript, args, resf, st.in, st.tail)
-		if err != nil {
-			return fail(fmt.Errorf("%s: %w", l.where(), err))
-		}
-		word := strings.TrimSpace(first.word)
-		if word == "firstbad-starting" {
-			m.job, stdout = j, first.rest
-			break
-		}
-		code, werr := j.wait()
-		if missing, ok := strings.CutPrefix(word, "firstbad-missing "); ok {
-			local, known := st.local[missing]
-			if !known || attempt > len(st.local) {
-				return fail(fmt.Errorf("%s: %s is still missing after an upload", l.where(), missing))
-			}
-			if err := upload(ctx, sh, local, missing); err != nil {
-				return fail(fmt.Errorf("copying %s to %s on %s: %w", local, missing, sh.where(), err))
-			}
-			continue
-		}
-		msg, _ := strings.CutPrefix(word, "firstbad-error ")
-		if ctx.Err() != nil {
-			return fail(ctx.Err())
-		}
-		if werr != nil {
-			return fail(werr)
-		}
-		return fail(fmt.Errorf("%s: %s (exit %d)", l.where(), msg, code))
-	}
-	m.stopOn(ctx, m.Stop)
-	go func() {
-		m.pump(stdout, logf)
-		code, err := m.job.wait()
-		logf.Close()
-		resf.Close()
-		e := Exit{Code: code}
-		if err != nil && !m.wasKilled() {
-			e.Err = err
-		}
-		m.finish(e)
-	}()
 	return m, nil
-}
-
-// firstWord is a started job's first line of output, and a reader of the
-// rest.
-type firstWord struct {
-	word string
-	rest io.Reader
-}
-
-// startJob starts script, feeds it the last tail bytes of initrd (its
-// stdin stays open: its EOF is the watchdog's signal), and reads its first
-// line.
-func startJob(ctx context.Context, sh shell, script string, args []string, stderr io.Writer, initrd *os.File, tail int64) (*job, firstWord, error) {
-	j, err := sh.start(script, args, stderr)
-	if err != nil {
-		return nil, firstWord{}, err
-	}
-	if initrd != nil {
-		fi, err := initrd.Stat()
-		if err != nil {
-			j.kill()
-			return nil, firstWord{}, err
-		}
-		go io.Copy(j.stdin, io.NewSectionReader(initrd, fi.Size()-tail, tail))
-	}
-	stop := context.AfterFunc(ctx, j.kill)
-	defer stop()
-	br := bufio.NewReader(j.stdout)
-	word, _ := br.ReadString('\n')
-	return j, firstWord{word: word, rest: br}, nil
-}
-
-type libvirtMachine struct {
-	vm
-	job *job
-}
-
-// Stop closes the script's stdin: its watchdog destroys the domain. If the
-// script does not end soon after, it is killed.
-func (m *libvirtMachine) Stop() {
-	if !m.markKilled() {
-		return
-	}
-	m.job.stdin.Close()
-	go func() {
-		select {
-		case <-m.done:
-		case <-time.After(10 * time.Second):
-			m.job.kill()
-		}
-	}()
 }

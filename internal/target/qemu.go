@@ -103,25 +103,38 @@ func (q *QEMU) accel(ctx context.Context, b Boot) string {
 	case "kvm", "tcg":
 		return q.Accel
 	}
-	key := cacheKey(q.binary())
-	path := filepath.Join(q.CacheDir, "accel-"+key)
+	_, err := os.Stat("/dev/kvm")
+	return probed(ctx, q.CacheDir, "accel-"+cacheKey(q.binary()), err == nil, func() bool {
+		return q.Probe != nil && q.Probe(ctx, q.Start, b)
+	}, func(why string) {
+		if q.Log != nil {
+			q.Log.Warn("KVM does not work here (" + why + "): using TCG software emulation")
+		}
+	})
+}
+
+// probed is the accelerator for a host: the answer cached under name in
+// dir, else KVM if the host has it and probe sees a guest live under it
+// (then cached; warn is told why it is TCG).
+func probed(ctx context.Context, dir, name string, hasKVM bool, probe func() bool, warn func(why string)) string {
+	path := filepath.Join(dir, name)
 	if data, err := os.ReadFile(path); err == nil {
 		return strings.TrimSpace(string(data))
 	}
 	answer, why := "tcg", "no /dev/kvm"
-	if _, err := os.Stat("/dev/kvm"); err == nil {
+	if hasKVM {
 		why = "no sign of life from a KVM guest"
-		if q.Probe != nil && q.Probe(ctx, q.Start, b) {
+		if probe() {
 			answer = "kvm"
 		}
 	}
 	if ctx.Err() != nil {
 		return answer
 	}
-	if answer == "tcg" && q.Log != nil {
-		q.Log.Warn("KVM does not work here (" + why + "): using TCG software emulation")
+	if answer == "tcg" {
+		warn(why)
 	}
-	_ = os.MkdirAll(q.CacheDir, 0o755)
+	_ = os.MkdirAll(dir, 0o755)
 	_ = os.WriteFile(path, []byte(answer+"\n"), 0o644)
 	return answer
 }

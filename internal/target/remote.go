@@ -1,32 +1,33 @@
 package target
 
 import (
-	"bufio"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"math/rand/v2"
 	"net"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
 	"time"
 
-	"golang.org/x/crypto/ssh"
-
+	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/remote"
 )
 
 // ErrConnLost marks a boot cut short by a lost connection to a remote
 // host: an infrastructure failure, worth one more try on a new connection.
 var ErrConnLost = errors.New("connection to the VM host lost")
+
+// connLost is a lost connection to host: retryable, never a verdict.
+func connLost(host string, err error) error {
+	return outcome.Retryable("connection", fmt.Errorf("%w: %s: %v", ErrConnLost, host, err))
+}
 
 // RemoteQEMU boots kernels in QEMU on another host, over SSH: the kernel is
 // built here and shipped there (content-addressed, so each image crosses
@@ -128,14 +129,15 @@ func (r *RemoteQEMU) Check(ctx context.Context) (*HostInfo, error) {
 	if err != nil {
 		return nil, err
 	}
-	script := `d=` + r.dir() + `; q=` + remote.Quote(r.binary()) + `
+	script := `d=` + r.dir() + `; q=` + remote.Quote(r.binary()) + "\n" + scriptFail + hostDirs + `
 uname -n; uname -r; cat /proc/sys/kernel/random/boot_id
 if command -v "$q" >/dev/null 2>&1; then "$q" --version | head -n 1; else echo; fi
 if [ -r /dev/kvm ] && [ -w /dev/kvm ]; then echo kvm; else echo nokvm; fi
-mkdir -p "$d/kernels" "$d/boots" || exit 1
-find "$d/boots" -mindepth 1 -maxdepth 1 -mmin +1440 -exec rm -rf {} + 2>/dev/null
-df -Pk "$d" | awk 'NR==2 {print $4}' && cd "$d" && pwd`
+` + hostSpace
 	out, err := c.Run(ctx, "sh -c "+remote.Quote(script), nil)
+	if msg, ok := scriptError(out); ok {
+		return nil, fmt.Errorf("VM host %s: %s", r.Dest.Host, msg)
+	}
 	lines := strings.Split(strings.TrimRight(string(out), "\n"), "\n")
 	if err != nil || len(lines) < 7 {
 		return nil, fmt.Errorf("checking VM host %s: %v (output %q)", r.Dest.Host, err, out)
@@ -172,26 +174,14 @@ func (r *RemoteQEMU) accel(ctx context.Context, info *HostInfo, b Boot) string {
 	case "kvm", "tcg":
 		return r.Accel
 	}
-	if !info.KVM {
-		return "tcg"
-	}
 	sum := sha256.Sum256([]byte(r.Dest.String() + "\x00" + info.BootID + "\x00" + info.QEMU))
-	p := filepath.Join(r.CacheDir, "accel-remote-"+hex.EncodeToString(sum[:8]))
-	if data, err := os.ReadFile(p); err == nil {
-		return strings.TrimSpace(string(data))
-	}
-	answer := "tcg"
-	if r.Probe != nil && r.Probe(ctx, r.Start, b) {
-		answer = "kvm"
-	}
-	if ctx.Err() == nil {
-		if answer == "tcg" && r.Log != nil {
-			r.Log.Warn("KVM does not work on the VM host: using TCG", "host", r.Dest.Host)
+	return probed(ctx, r.CacheDir, "accel-remote-"+hex.EncodeToString(sum[:8]), info.KVM, func() bool {
+		return r.Probe != nil && r.Probe(ctx, r.Start, b)
+	}, func(why string) {
+		if r.Log != nil {
+			r.Log.Warn("KVM does not work on the VM host ("+why+"): using TCG", "host", r.Dest.Host)
 		}
-		_ = os.MkdirAll(r.CacheDir, 0o755)
-		_ = os.WriteFile(p, []byte(answer+"\n"), 0o644)
-	}
-	return answer
+	})
 }
 
 // startScript prepares a boot on the host and runs QEMU in it, in one SSH
@@ -237,7 +227,6 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
 		return nil, err
 	}
-	t0 := time.Now()
 	st, err := r.stage(b, info.Dir)
 	if err != nil {
 		return nil, err
@@ -245,130 +234,48 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 	defer st.close()
 	rb := b
 	rb.Kernel, rb.Initrd, rb.Dir = st.kernel, st.initrd, st.dir
-	m := &remoteMachine{vm: newVM(b.Dir, map[int]int{})}
-	if b.Net {
-		rb.Ports = map[int]int{}
-		for _, g := range b.Forwards {
-			rp := remotePort(c)
-			rb.Ports[g] = rp
-			l, err := net.Listen("tcp", "127.0.0.1:0")
-			if err != nil {
-				m.closeListeners()
-				return nil, fmt.Errorf("listening for the guest's port %d: %w", g, err)
-			}
-			m.listeners = append(m.listeners, l)
-			m.ports[g] = l.Addr().(*net.TCPAddr).Port
-			go forward(l, c, rp)
-		}
+	m := &hostedMachine{vm: newVM(b.Dir, map[int]int{})}
+	if err := r.forwards(c, m, &rb); err != nil {
+		return nil, err
 	}
 	args := (&QEMU{Binary: r.binary()}).Args(rb, accel)
-	cmdline := "sh -c " + remote.Quote(startScript) + " firstbad " +
-		remote.Command(append([]string{rb.Kernel, st.base, strconv.FormatInt(st.tail, 10), cacheBound(r.CacheBytes), rb.Dir, r.binary()}, args...)...)
-	logf, resf, err := m.create()
-	if err != nil {
-		m.closeListeners()
+	hb := hostedBoot{sh: &r.sshHost, script: startScript, st: st, where: "VM host " + r.Dest.Host, stop: 5 * time.Second,
+		args:   append([]string{rb.Kernel, st.base, strconv.FormatInt(st.tail, 10), cacheBound(r.CacheBytes), rb.Dir, r.binary()}, args...),
+		header: fmt.Sprintf("%s%s\nfirstbad: %s %s\n", HostLinePrefix, info, r.binary(), strings.Join(args, " "))}
+	if err := hb.run(ctx, m); err != nil {
 		return nil, err
 	}
-	fail := func(err error) (Machine, error) {
-		logf.Close()
-		resf.Close()
-		m.closeListeners()
-		return nil, err
-	}
-	fmt.Fprintf(logf, "%s%s\nfirstbad: %s %s\n", HostLinePrefix, info, r.binary(), strings.Join(args, " "))
-	var stdout io.Reader
-	for attempt := 1; ; attempt++ {
-		missing, err := r.start(ctx, c, m, cmdline, resf, st.in, st.tail, &stdout)
-		if err != nil {
-			return fail(err)
-		}
-		if missing == "" {
-			break
-		}
-		local, known := st.local[missing]
-		if !known || attempt > len(st.local) {
-			return fail(fmt.Errorf("VM host %s: %s is still missing from its cache after an upload", r.Dest.Host, missing))
-		}
-		r.debug("uploading to the host's cache", "file", local)
-		if err := upload(ctx, &r.sshHost, local, missing); err != nil {
-			return fail(fmt.Errorf("uploading %s to %s: %w", local, r.Dest.Host, err))
-		}
-	}
-	r.debug("QEMU started", "since", time.Since(t0))
-	m.stopOn(ctx, m.Stop)
-	go func() {
-		m.pump(stdout, logf)
-		err := m.session.Wait()
-		m.closeListeners()
-		logf.Close()
-		resf.Close()
-		var e Exit
-		var ee *ssh.ExitError
-		switch {
-		case err == nil:
-		case errors.As(err, &ee):
-			e.Code = ee.ExitStatus()
-		case !m.wasKilled():
-			e.Err = fmt.Errorf("%w: %s: %v", ErrConnLost, r.Dest.Host, err)
-			e.Code = -1
-		}
-		m.finish(e)
-	}()
 	return m, nil
+}
+
+// forwards binds a local loopback port for each guest port b forwards and
+// carries it over the connection to a port on the host's loopback, where
+// QEMU forwards it into the guest.
+func (r *RemoteQEMU) forwards(c *remote.Client, m *hostedMachine, b *Boot) error {
+	if !b.Net {
+		return nil
+	}
+	b.Ports = map[int]int{}
+	for _, g := range b.Forwards {
+		rp := remotePort(c)
+		b.Ports[g] = rp
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			m.closeListeners()
+			return fmt.Errorf("listening for the guest's port %d: %w", g, err)
+		}
+		m.listeners = append(m.listeners, l)
+		m.ports[g] = l.Addr().(*net.TCPAddr).Port
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(rp))
+		m.forward(l, func() (net.Conn, error) { return c.Dial("tcp", addr) })
+	}
+	return nil
 }
 
 func (r *RemoteQEMU) debug(msg string, args ...any) {
 	if r.Log != nil {
 		r.Log.Debug(msg, append([]any{"host", r.Dest.Host}, args...)...)
 	}
-}
-
-// start runs the start script in a new session, feeding it this boot's
-// part of the initramfs, and waits for its word: starting (the session is
-// then m's, stdout the console from there on), or a file missing from the
-// host's cache (returned; the session is over).
-func (r *RemoteQEMU) start(ctx context.Context, c *remote.Client, m *remoteMachine, cmdline string, stderr io.Writer,
-	initrd *os.File, tail int64, stdout *io.Reader) (missing string, err error) {
-	s, err := c.NewSession()
-	if err != nil {
-		return "", fmt.Errorf("%w: %s: %v", ErrConnLost, r.Dest.Host, err)
-	}
-	stdin, _ := s.StdinPipe()
-	out, _ := s.StdoutPipe()
-	s.Stderr = stderr
-	if err := s.Start(cmdline); err != nil {
-		s.Close()
-		return "", fmt.Errorf("starting QEMU on %s: %w", r.Dest.Host, err)
-	}
-	if initrd != nil {
-		// Not closed after: the script's watchdog waits for EOF.
-		fi, err := initrd.Stat()
-		if err != nil {
-			s.Close()
-			return "", err
-		}
-		go io.Copy(stdin, io.NewSectionReader(initrd, fi.Size()-tail, tail))
-	}
-	stop := context.AfterFunc(ctx, func() { s.Close() })
-	defer stop()
-	br := bufio.NewReader(out)
-	word, rerr := br.ReadString('\n')
-	word = strings.TrimSpace(word)
-	switch {
-	case word == "firstbad-starting":
-		m.session, m.stdin = s, stdin
-		*stdout = br
-		return "", nil
-	case strings.HasPrefix(word, "firstbad-missing "):
-		s.Close()
-		return strings.TrimPrefix(word, "firstbad-missing "), nil
-	}
-	werr := s.Wait()
-	s.Close()
-	if ctx.Err() != nil {
-		return "", ctx.Err()
-	}
-	return "", fmt.Errorf("preparing the boot on VM host %s failed (%v %v): %s", r.Dest.Host, werr, rerr, word)
 }
 
 // remotePort is a port free on the host's loopback just now (asked of the
@@ -380,56 +287,4 @@ func remotePort(c *remote.Client) int {
 		return p
 	}
 	return 20000 + rand.IntN(40000)
-}
-
-// forward carries connections to a local port to the host's loopback port
-// p, where QEMU forwards them into the guest.
-func forward(l net.Listener, c *remote.Client, p int) {
-	for {
-		conn, err := l.Accept()
-		if err != nil {
-			return
-		}
-		go func() {
-			defer conn.Close()
-			rc, err := c.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(p)))
-			if err != nil {
-				return
-			}
-			defer rc.Close()
-			done := make(chan struct{}, 2)
-			go func() { io.Copy(rc, conn); done <- struct{}{} }()
-			go func() { io.Copy(conn, rc); done <- struct{}{} }()
-			<-done
-		}()
-	}
-}
-
-type remoteMachine struct {
-	vm
-	session   *ssh.Session
-	stdin     io.WriteCloser
-	listeners []net.Listener
-}
-
-func (m *remoteMachine) closeListeners() {
-	for _, l := range m.listeners {
-		l.Close()
-	}
-}
-
-// Stop closes our end of QEMU's stdin: the host's watchdog kills QEMU. If
-// the session does not end soon after, it is closed.
-func (m *remoteMachine) Stop() {
-	if !m.markKilled() {
-		return
-	}
-	m.stdin.Close()
-	go func() {
-		select {
-		case <-m.done:
-		case <-time.After(5 * time.Second):
-			m.session.Close()
-		}
-	}()
 }

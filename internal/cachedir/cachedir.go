@@ -1,0 +1,54 @@
+// Package cachedir is the layout of firstbad's cache dir, in one place:
+// what lives where, for the code that makes it (git, kbuild, pipeline,
+// target) and the code that inspects or cleans it (gc, doctor).
+//
+//	repos/<key>/git          firstbad's clone of a user's repository
+//	repos/<key>/source       the user's repository it borrows from
+//	repos/<key>/wt/<slot>    checkout slots (<slot>.lock held by a run)
+//	repos/<key>/builds/<slot>-<key>  persistent build dirs (.lock in use)
+//	builds/<key>             build dirs of checkouts outside a clone
+//	artifacts/<key>          built kernels, content-addressed
+//	initramfs/               the initramfs base (busybox + agent)
+//	probe/accel-*            KVM probe answers, per host boot and QEMU
+//	children/                process groups of running firstbads
+package cachedir
+
+import "path/filepath"
+
+// Dir is a cache dir.
+type Dir string
+
+// Repos holds one directory per cloned repository.
+func (d Dir) Repos() string { return filepath.Join(string(d), "repos") }
+
+// Repo is the directory of one clone, by key.
+func (d Dir) Repo(key string) string { return filepath.Join(d.Repos(), key) }
+
+// Builds holds build dirs of checkouts outside firstbad's clones.
+func (d Dir) Builds() string { return filepath.Join(string(d), "builds") }
+
+// Artifacts is the artifact cache (built kernels).
+func (d Dir) Artifacts() string { return filepath.Join(string(d), "artifacts") }
+
+// Initramfs holds the cached initramfs base.
+func (d Dir) Initramfs() string { return filepath.Join(string(d), "initramfs") }
+
+// Probes holds the KVM probe answers.
+func (d Dir) Probes() string { return filepath.Join(string(d), "probe") }
+
+// Children is the registry of process groups a firstbad started.
+func (d Dir) Children() string { return filepath.Join(string(d), "children") }
+
+// Clone layout, inside a Repo dir.
+
+// CloneGit is the clone's own work tree root inside repo dir r.
+func CloneGit(r string) string { return filepath.Join(r, "git") }
+
+// CloneSource is the file naming the user's repository.
+func CloneSource(r string) string { return filepath.Join(r, "source") }
+
+// CloneSlots holds the checkout slots of a clone.
+func CloneSlots(r string) string { return filepath.Join(r, "wt") }
+
+// CloneBuilds holds the build dirs of a clone's checkouts.
+func CloneBuilds(r string) string { return filepath.Join(r, "builds") }

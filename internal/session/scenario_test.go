@@ -1,0 +1,248 @@
+package session
+
+import (
+	"context"
+	"errors"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/firstbad/firstbad/internal/git"
+	"github.com/firstbad/firstbad/internal/gittest"
+	"github.com/firstbad/firstbad/internal/journal"
+	"github.com/firstbad/firstbad/internal/outcome"
+	"github.com/firstbad/firstbad/internal/pipeline"
+)
+
+// world is a fake environment for whole runs, in the manner of syzkaller's
+// pkg/bisect tests: a linear history of n commits whose behaviour a table
+// describes by commit number, evaluated without git checkouts, builds or
+// QEMU.
+type world struct {
+	t     *testing.T
+	repo  *gittest.Repo
+	index map[string]int
+	// judge says what commit i does on its call-th evaluation (1-based).
+	judge func(i, call int) pipeline.Run
+	// image names the kernel commit i builds (same name: same bytes).
+	image func(i int) string
+	// fail, if set, makes evaluation number n an infrastructure error.
+	fail  map[int]bool
+	calls map[int]int
+	n     int
+	dir   string
+	// invert is the exit-code meaning of fix mode: a passing run is the
+	// new state.
+	invert bool
+}
+
+func newWorld(t *testing.T, n int) *world {
+	var b gittest.Builder
+	b.Linear(-1, n)
+	w := &world{t: t, repo: b.Write(t), index: map[string]int{}, calls: map[int]int{}, dir: t.TempDir()}
+	for i, s := range w.repo.SHAs {
+		w.index[s] = i
+	}
+	return w
+}
+
+func (w *world) Evaluate(ctx context.Context, req pipeline.Request) (pipeline.Outcome, error) {
+	w.n++
+	if w.fail[w.n] {
+		return pipeline.Outcome{}, outcome.InfraErr("build", errors.New("injected"))
+	}
+	i := w.index[req.Commit]
+	var out pipeline.Outcome
+	for range max(req.Repeat, 1) {
+		w.calls[i]++
+		r := w.judge(i, w.calls[i])
+		if w.invert && r.Verdict != outcome.Skip {
+			r.Verdict = outcome.Bad - r.Verdict
+		}
+		out.Runs = append(out.Runs, r)
+		if r.ExitCode >= 128 {
+			out.Abort = "the reproducer exited with code 200"
+			break
+		}
+	}
+	if w.image != nil {
+		out.Kernel = filepath.Join(w.dir, w.image(i))
+		os.WriteFile(out.Kernel, []byte(w.image(i)), 0o644)
+	}
+	return out, nil
+}
+
+// bad and good are runs of a deterministic test.
+var (
+	good = pipeline.Run{Verdict: outcome.Good, Reason: "exit 0"}
+	bad  = pipeline.Run{Verdict: outcome.Bad, ExitCode: 1, Reason: "exit 1"}
+	skip = pipeline.Run{Verdict: outcome.Skip, ExitCode: 125, Reason: "build failed"}
+)
+
+// from is a deterministic test whose change is at commit c.
+func from(c int) func(i, call int) pipeline.Run {
+	return func(i, _ int) pipeline.Run {
+		if i >= c {
+			return bad
+		}
+		return good
+	}
+}
+
+func (w *world) session() *Session {
+	return &Session{StateDir: w.t.TempDir(), CacheDir: w.t.TempDir(), Log: slog.New(slog.NewTextHandler(io.Discard, nil)),
+		NewPipeline: func(Params, *git.Worktree) pipeline.Pipeline { return w }}
+}
+
+func (w *world) run(in Input) (*Result, error) {
+	w.t.Helper()
+	in.Repo = w.repo.Dir
+	if in.Exec == "" {
+		in.Exec = "unused"
+	}
+	if in.Bad == "" {
+		in.Bad, in.Good = w.repo.SHAs[len(w.repo.SHAs)-1], []string{w.repo.SHAs[0]}
+		if in.Fix {
+			// --bad is the old, broken end; --good the new, fixed one.
+			in.Bad, in.Good = w.repo.SHAs[0], []string{w.repo.SHAs[len(w.repo.SHAs)-1]}
+		}
+	}
+	w.invert = in.Fix
+	p, _, err := Resolve(context.Background(), in)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return w.session().Start(context.Background(), p, false)
+}
+
+func (w *world) numbers(shas []string) []int {
+	var out []int
+	for _, s := range shas {
+		out = append(out, w.index[s])
+	}
+	slices.Sort(out)
+	return out
+}
+
+func TestSessionScenarios(t *testing.T) {
+	yes := true
+	cases := []struct {
+		name    string
+		n       int
+		judge   func(i, call int) pipeline.Run
+		image   func(i int) string
+		in      Input
+		outcome string
+		culprit int   // -1: none
+		cands   []int // ambiguous candidates
+		message string
+	}{
+		{"plain", 64, from(40), nil, Input{}, outcome.Found, 40, nil, ""},
+		{"broken builds around the culprit", 64, func(i, c int) pipeline.Run {
+			if i >= 38 && i <= 43 {
+				return skip
+			}
+			return from(41)(i, c)
+		}, nil, Input{}, outcome.Ambiguous, -1, []int{38, 39, 40, 41, 42, 43, 44}, "only skipped"},
+		{"broken builds away from the culprit", 64, func(i, c int) pipeline.Run {
+			if i >= 10 && i <= 20 {
+				return skip
+			}
+			return from(41)(i, c)
+		}, nil, Input{}, outcome.Found, 41, nil, ""},
+		{"fix mode", 64, func(i, c int) pipeline.Run {
+			// A fix at 30: before it the test fails (exit 1), after it passes.
+			if i >= 30 {
+				return good
+			}
+			return bad
+		}, nil, Input{Fix: true}, outcome.Found, 30, nil, ""},
+		{"the culprit's image is its parent's", 64, from(40), func(i int) string {
+			if i == 39 || i == 40 {
+				return "same"
+			}
+			return "img" + string(rune('a'+i%26))
+		}, Input{Confirm: &yes}, outcome.Found, 40, nil, "byte-identical"},
+		{"flaky test, classic: the confirmation disagrees", 64, func(i, c int) pipeline.Run {
+			if i == 40 && c > 1 {
+				return good
+			}
+			return from(40)(i, c)
+		}, nil, Input{Confirm: &yes}, outcome.Found, 40, nil, "tested good on the confirmation"},
+		{"flaky test, Bayesian strategy", 16, func(i, c int) pipeline.Run {
+			if i >= 9 && c%3 != 1 {
+				return bad // fails two runs in three on bad commits
+			}
+			return good
+		}, nil, Input{Strategy: "bayes"}, outcome.Found, 9, nil, ""},
+		{"reproducer aborts on an endpoint", 64, func(i, c int) pipeline.Run {
+			return pipeline.Run{Verdict: outcome.Skip, ExitCode: 200, Reason: "exit 200: abort"}
+		}, nil, Input{EndpointCheck: "upfront"}, outcome.RunAborted, -1, nil, "code 200"},
+		{"reproducer aborts on a step", 64, func(i, c int) pipeline.Run {
+			if i > 0 && i < 63 {
+				return pipeline.Run{Verdict: outcome.Skip, ExitCode: 200}
+			}
+			return from(40)(i, c)
+		}, nil, Input{}, outcome.RunAborted, -1, nil, "code 200"},
+		{"endpoint mismatch", 64, from(0), nil, Input{EndpointCheck: "upfront"}, outcome.EndpointMismatch, -1, nil, "older than your good ref"},
+		{"the change is in the first step's commit: lazy check of the good end", 8, from(1), nil, Input{}, outcome.Found, 1, nil, ""},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, c.n)
+			w.judge, w.image = c.judge, c.image
+			res, err := w.run(c.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Outcome != c.outcome || !strings.Contains(res.Message, c.message) {
+				t.Fatalf("outcome %s (%s), want %s with %q", res.Outcome, res.Message, c.outcome, c.message)
+			}
+			if c.culprit >= 0 && res.Culprit != w.repo.SHAs[c.culprit] {
+				t.Errorf("culprit c%d, want c%d", w.index[res.Culprit], c.culprit)
+			}
+			if c.cands != nil {
+				if diff := cmp.Diff(c.cands, w.numbers(res.Candidates)); diff != "" {
+					t.Errorf("candidates (-want +got):\n%s", diff)
+				}
+			}
+		})
+	}
+}
+
+// An infrastructure error mid-run is never a verdict: the run stops
+// resumable, and the resumed run judges each commit once.
+func TestSessionInfraErrorMidRun(t *testing.T) {
+	w := newWorld(t, 64)
+	w.judge, w.fail = from(40), map[int]bool{3: true}
+	s := w.session()
+	p, _, err := Resolve(context.Background(), Input{Repo: w.repo.Dir, Good: []string{w.repo.SHAs[0]}, Bad: w.repo.SHAs[63], Exec: "unused"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := s.Start(context.Background(), p, false)
+	if !outcome.IsInfra(err) || res == nil || res.Outcome != outcome.RunInterrupted {
+		t.Fatalf("want an infrastructure error leaving the run resumable, got %v, %+v", err, res)
+	}
+	j, _ := journal.Open(s.RunDir(res.RunID))
+	steps, _ := j.Steps()
+	j.Close()
+	if len(steps) != 3 || steps[2].State != journal.StateError {
+		t.Fatalf("steps after the fault: %+v", steps)
+	}
+	res, err = s.Resume(context.Background(), res.RunID)
+	if err != nil || res.Outcome != outcome.Found || res.Culprit != w.repo.SHAs[40] {
+		t.Fatalf("resume: %v %+v", err, res)
+	}
+	for i, n := range w.calls {
+		if n != 1 {
+			t.Errorf("commit c%d judged %d times", i, n)
+		}
+	}
+}
