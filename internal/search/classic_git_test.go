@@ -231,7 +231,6 @@ func TestClassicMatchesGitPaths(t *testing.T) {
 	compare(t, gitCase{name: "paths", repo: r, bad: r.SHAs[prev], goods: []string{r.SHAs[0]}, paths: []string{"a"}, every: 2})
 }
 
-
 func TestClassicMatchesGitPathsMerges(t *testing.T) {
 	gitCompare(t, false)
 	for seed := uint64(1); seed <= uint64(*gitGraphs); seed++ {
