@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -18,6 +19,26 @@ import (
 
 const testExitHelp = `Exit codes (as git bisect run expects): 0 good, 1 bad, 125 skip (cannot tell:
 build or boot failed), 128 usage or input error, 129 infrastructure error.`
+
+// stepEnv is what boot and test share: checked flags, the session's
+// checks, a signal context, and the boot-and-test stage; done ends them.
+func (g *globals) stepEnv(gf *guestFlags, shell bool) (context.Context, *pipeline.GuestTest, func(), error) {
+	kc, err := gf.config()
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	s, err := g.session(true)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	ctx, stop := signalContext(g.stderr)
+	gt, err := g.tester(ctx, kc, shell, s.Log)
+	if err != nil {
+		stop()
+		return nil, nil, nil, err
+	}
+	return ctx, gt, func() { gt.Close(); stop() }, nil
+}
 
 func bootCmd(g *globals) *cobra.Command {
 	var gf guestFlags
@@ -39,21 +60,11 @@ func bootCmd(g *globals) *cobra.Command {
 			if !gf.hasTest() && !shell {
 				return outcome.InputErr("give --guest-test FILE or --host-test FILE, or --shell for an interactive shell")
 			}
-			kc, err := gf.config()
+			ctx, gt, done, err := g.stepEnv(&gf, shell)
 			if err != nil {
 				return err
 			}
-			s, err := g.session(true)
-			if err != nil {
-				return err
-			}
-			ctx, stop := signalContext(g.stderr)
-			defer stop()
-			gt, err := g.tester(ctx, kc, shell, s.Log)
-			if err != nil {
-				return err
-			}
-			defer gt.Close()
+			defer done()
 			dir := filepath.Join(g.stateDir, "boots", time.Now().UTC().Format("20060102-150405.000"))
 			o, err := gt.Run(ctx, kernel, "", 0, gf.repeat, dir)
 			if err != nil {
@@ -88,31 +99,21 @@ artifact cache), boot under QEMU, run the guest test, classify.
 			if !gf.hasTest() {
 				return outcome.InputErr("give the test with --guest-test FILE (in the guest) or --host-test FILE (on the host)")
 			}
-			kc, err := gf.config()
-			if err != nil {
-				return err
-			}
 			opts, err := kf.options()
 			if err != nil {
 				return err
 			}
-			s, err := g.session(true)
+			ctx, gt, done, err := g.stepEnv(&gf, false)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext(g.stderr)
-			defer stop()
-			gt, err := g.tester(ctx, kc, false, s.Log)
-			if err != nil {
-				return err
-			}
-			defer gt.Close()
+			defer done()
 			sha, wt, err := g.checkout(ctx, repo, args[0])
 			if err != nil {
 				return err
 			}
 			defer wt.Release()
-			step := &pipeline.KernelStep{Test: gt, Build: kf.kernelBuild(g, wt, opts, s.Log)}
+			step := &pipeline.KernelStep{Test: gt, Build: kf.kernelBuild(g, wt, opts, gt.Log)}
 			dir := filepath.Join(g.stateDir, "tests", time.Now().UTC().Format("20060102-150405.000")+"-"+sha[:12])
 			out, err := step.Evaluate(ctx, pipeline.Request{Commit: sha, Repeat: gf.repeat, EvidenceDir: dir})
 			if err != nil {

@@ -29,12 +29,7 @@ type runFlags struct {
 	kf         kbuildFlags
 }
 
-func runCmd(g *globals) *cobra.Command {
-	var rf runFlags
-	c := &cobra.Command{
-		Use:   "run --repo DIR --good REF [--good REF ...] --bad REF (--exec 'CMD' | --guest-test FILE) [-- PATH...]",
-		Short: "bisect: find the first bad commit",
-		Long: `run bisects the commits reachable from --bad and from none of --good.
+const runHelp = `run bisects the commits reachable from --bad and from none of --good.
 
 With --exec, CMD runs with sh -c in firstbad's checkout of each candidate, with
 git bisect run's exit codes: 0 good, 125 skip, 1-127 (but 125) bad, 128 or more
@@ -61,7 +56,14 @@ per build when builds are dear), and stops when the answer reaches --confidence
 (0.99), reporting that probability and the runner-ups. Endpoint checks are
 observations then, not a stop.
 
-` + exitCodesHelp,
+` + exitCodesHelp
+
+func runCmd(g *globals) *cobra.Command {
+	var rf runFlags
+	c := &cobra.Command{
+		Use:   "run --repo DIR --good REF [--good REF ...] --bad REF (--exec 'CMD' | --guest-test FILE) [-- PATH...]",
+		Short: "bisect: find the first bad commit",
+		Long:  runHelp,
 		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
 			in, err := rf.input(cmd, args)
 			if err != nil {
@@ -90,6 +92,13 @@ observations then, not a stop.
 			return g.finish(ctx, s, res, err)
 		}),
 	}
+	rf.register(c)
+	return c
+}
+
+// register adds run's flags; those the kernel pipeline adds are marked
+// kernel-only.
+func (rf *runFlags) register(c *cobra.Command) {
 	f := c.Flags()
 	in := &rf.in
 	f.StringVar(&in.Repo, "repo", ".", "the repository to bisect (never written to)")
@@ -118,7 +127,6 @@ observations then, not a stop.
 	rf.gf.register(c, false)
 	rf.kf.register(c)
 	markKernelFlags(c, before)
-	return c
 }
 
 // input turns run's flags (and its --config file) into the session's

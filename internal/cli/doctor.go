@@ -1,6 +1,7 @@
 package cli
 
 import (
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -20,6 +21,13 @@ import (
 	"github.com/firstbad/firstbad/internal/target"
 )
 
+// check is one line of doctor's answer.
+type check struct {
+	name string
+	err  error
+	note string
+}
+
 func doctorCmd(g *globals) *cobra.Command {
 	var targetURL, sshConfig string
 	c := &cobra.Command{
@@ -28,84 +36,17 @@ func doctorCmd(g *globals) *cobra.Command {
 		Long:  "doctor checks git, kernel build dependencies, ccache, QEMU, busybox-static, KVM and free disk,\nand prints what is missing with the command that installs it. Exit 0 only when everything is there.",
 		Args:  cobra.NoArgs,
 		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
-			type check struct {
-				name string
-				err  error
-				note string
-			}
-			var checks []check
-			add := func(name string, err error, note string) { checks = append(checks, check{name, err, note}) }
-			if _, err := exec.LookPath("git"); err != nil {
-				add("git", fmt.Errorf("git not found: apt-get install git"), "")
-			} else {
-				add("git", nil, "")
-			}
-			add("kernel build dependencies", kbuild.CheckDeps(kbuild.Options{}), "make, gcc, flex, bison, bc, perl, libelf, libssl")
-			if _, err := exec.LookPath("ccache"); err != nil {
-				add("ccache", fmt.Errorf("ccache not found (builds work, but slower): apt-get install ccache"), "")
-			} else {
-				add("ccache", nil, "")
-			}
-			add("QEMU", (&target.QEMU{}).Check(), "qemu-system-x86_64")
 			r, err := target.ParseTarget(targetURL, target.Options{SSH: remote.Config{File: sshConfig}})
 			if err != nil {
 				return outcome.InputErr("%v", err)
 			}
+			checks := localChecks()
 			if r != nil {
-				info, err := r.Check(cmd.Context())
-				note := ""
-				if err == nil {
-					kvm := "no /dev/kvm there: TCG"
-					if info.KVM {
-						kvm = "/dev/kvm usable there (probed at the first boot)"
-					}
-					if _, ok := r.(*target.Libvirt); ok {
-						kvm = "the domain's own type decides the accelerator"
-					}
-					note = fmt.Sprintf("%s; %d MiB free; %s", info, info.FreeMB, kvm)
-				}
-				r.Close()
-				add("VM host", err, note)
+				checks = append(checks, hostCheck(cmd.Context(), r))
 			}
-			_, err = guest.FindBusybox()
-			add("busybox-static", err, "")
-			self, _ := os.Executable()
-			add("static firstbad binary (the guest agent)", guest.CheckStatic(self), self)
-			kvm := "device absent: TCG (software emulation) will be used"
-			if _, err := os.Stat("/dev/kvm"); err == nil {
-				kvm = "device present; whether guests really run under it is probed at the first boot"
-				if data, err := filepath.Glob(filepath.Join(cachedir.Dir(g.cacheDir).Probes(), "accel-*")); err == nil && len(data) > 0 {
-					if b, err := os.ReadFile(data[len(data)-1]); err == nil {
-						kvm = "probed: " + strings.TrimSpace(string(b))
-					}
-				}
-			}
-			add("KVM", nil, kvm)
-			_ = os.MkdirAll(g.cacheDir, 0o755)
-			var st syscall.Statfs_t
-			if err := syscall.Statfs(g.cacheDir, &st); err == nil {
-				free := st.Bavail * uint64(st.Bsize)
-				var ferr error
-				if free < 5<<30 {
-					ferr = fmt.Errorf("only %d MiB free in %s: a kernel bisect needs several GiB (build dirs, artifacts)", free>>20, g.cacheDir)
-				}
-				add("free disk in the cache dir", ferr, fmt.Sprintf("%.1f GiB in %s", float64(free)/(1<<30), g.cacheDir))
-			}
-			failed := 0
-			for _, c := range checks {
-				status := "ok  "
-				msg := c.note
-				if c.err != nil {
-					status, msg = "MISSING", c.err.Error()
-					failed++
-				}
-				fmt.Fprintf(g.stdout, "%-8s %s", status, c.name)
-				if msg != "" {
-					fmt.Fprintf(g.stdout, ": %s", msg)
-				}
-				fmt.Fprintln(g.stdout)
-			}
-			if failed > 0 {
+			checks = append(checks, guestChecks()...)
+			checks = append(checks, kvmCheck(g.cacheDir), diskCheck(g.cacheDir))
+			if printChecks(g, checks) > 0 {
 				fmt.Fprintln(g.stdout, "\nrun ./setup.sh (apt-get installs everything above) and try again")
 				return status(outcome.ExitInfra)
 			}
@@ -115,6 +56,92 @@ func doctorCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&targetURL, "target", "qemu", "also check a VM host: ssh://[user@]host[:port] (reachable, authenticated, QEMU, disk, KVM) or a libvirt domain: libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN")
 	c.Flags().StringVar(&sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
 	return c
+}
+
+// localChecks are the tools a kernel bisect runs here.
+func localChecks() []check {
+	var checks []check
+	if _, err := exec.LookPath("git"); err != nil {
+		checks = append(checks, check{"git", fmt.Errorf("git not found: apt-get install git"), ""})
+	} else {
+		checks = append(checks, check{"git", nil, ""})
+	}
+	checks = append(checks, check{"kernel build dependencies", kbuild.CheckDeps(kbuild.Options{}), "make, gcc, flex, bison, bc, perl, libelf, libssl"})
+	if _, err := exec.LookPath("ccache"); err != nil {
+		checks = append(checks, check{"ccache", fmt.Errorf("ccache not found (builds work, but slower): apt-get install ccache"), ""})
+	} else {
+		checks = append(checks, check{"ccache", nil, ""})
+	}
+	return append(checks, check{"QEMU", (&target.QEMU{}).Check(), "qemu-system-x86_64"})
+}
+
+// hostCheck checks a VM host or libvirt domain, and lets it go.
+func hostCheck(ctx context.Context, r target.Hosted) check {
+	defer r.Close()
+	info, err := r.Check(ctx)
+	if err != nil {
+		return check{"VM host", err, ""}
+	}
+	kvm := "no /dev/kvm there: TCG"
+	if info.KVM {
+		kvm = "/dev/kvm usable there (probed at the first boot)"
+	}
+	if _, ok := r.(*target.Libvirt); ok {
+		kvm = "the domain's own type decides the accelerator"
+	}
+	return check{"VM host", nil, fmt.Sprintf("%s; %d MiB free; %s", info, info.FreeMB, kvm)}
+}
+
+// guestChecks are what the initramfs is made of.
+func guestChecks() []check {
+	_, err := guest.FindBusybox()
+	self, _ := os.Executable()
+	return []check{{"busybox-static", err, ""}, {"static firstbad binary (the guest agent)", guest.CheckStatic(self), self}}
+}
+
+func kvmCheck(cacheDir string) check {
+	kvm := "device absent: TCG (software emulation) will be used"
+	if _, err := os.Stat("/dev/kvm"); err == nil {
+		kvm = "device present; whether guests really run under it is probed at the first boot"
+		if data, err := filepath.Glob(filepath.Join(cachedir.Dir(cacheDir).Probes(), "accel-*")); err == nil && len(data) > 0 {
+			if b, err := os.ReadFile(data[len(data)-1]); err == nil {
+				kvm = "probed: " + strings.TrimSpace(string(b))
+			}
+		}
+	}
+	return check{"KVM", nil, kvm}
+}
+
+func diskCheck(cacheDir string) check {
+	_ = os.MkdirAll(cacheDir, 0o755)
+	var st syscall.Statfs_t
+	if err := syscall.Statfs(cacheDir, &st); err != nil {
+		return check{"free disk in the cache dir", err, ""}
+	}
+	free := st.Bavail * uint64(st.Bsize)
+	var err error
+	if free < 5<<30 {
+		err = fmt.Errorf("only %d MiB free in %s: a kernel bisect needs several GiB (build dirs, artifacts)", free>>20, cacheDir)
+	}
+	return check{"free disk in the cache dir", err, fmt.Sprintf("%.1f GiB in %s", float64(free)/(1<<30), cacheDir)}
+}
+
+// printChecks prints one line per check and returns how many failed.
+func printChecks(g *globals, checks []check) int {
+	failed := 0
+	for _, c := range checks {
+		status, msg := "ok  ", c.note
+		if c.err != nil {
+			status, msg = "MISSING", c.err.Error()
+			failed++
+		}
+		fmt.Fprintf(g.stdout, "%-8s %s", status, c.name)
+		if msg != "" {
+			fmt.Fprintf(g.stdout, ": %s", msg)
+		}
+		fmt.Fprintln(g.stdout)
+	}
+	return failed
 }
 
 func gcCmd(g *globals) *cobra.Command {

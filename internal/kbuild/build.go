@@ -234,6 +234,40 @@ func resolveCC(o Options) Options {
 // commit that cannot be built is a Result with Verdict "skip".
 func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	o := resolveCC(req.Opts.withDefaults())
+	required, err := b.check(req, o)
+	if err != nil {
+		return nil, err
+	}
+	j := &buildJob{b: b, o: o, req: req, start: time.Now()}
+	j.dir, j.ccacheBase = b.buildDir(req.Src, o)
+	if err := os.MkdirAll(j.dir, 0o755); err != nil {
+		return nil, outcome.InfraErr("build", err)
+	}
+	l, err := lock.Acquire(ctx, j.dir+".lock", func(h *lock.HeldError) {
+		b.Log.Info("waiting for a build dir held by another firstbad", "dir", j.dir, "pid", h.PID)
+	})
+	if err != nil {
+		return nil, err
+	}
+	defer l.Release()
+	if err := j.openLog(); err != nil {
+		return nil, err
+	}
+	defer j.log.Close()
+	final, res, err := j.config(ctx, required)
+	if res != nil || err != nil {
+		return res, err
+	}
+	cache := &Cache{Dir: cachedir.Dir(b.CacheDir).Artifacts(), Limit: b.CacheSize}
+	if j.cached(cache, final) {
+		return j.res, nil
+	}
+	return j.compile(ctx, cache, final)
+}
+
+// check is what must hold before a build starts: a kernel tree, the build
+// tools, a readable base config, the required options, disk space.
+func (b *Builder) check(req Request, o Options) ([]Option, error) {
 	if err := CheckTree(req.Src); err != nil {
 		return nil, err
 	}
@@ -249,151 +283,173 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
-	if err := checkSpace(b.CacheDir, 3<<30); err != nil {
-		return nil, err
-	}
-	buildDir, ccacheBase := b.buildDir(req.Src, o)
-	if err := os.MkdirAll(buildDir, 0o755); err != nil {
-		return nil, outcome.InfraErr("build", err)
-	}
-	l, err := lock.Acquire(ctx, buildDir+".lock", func(h *lock.HeldError) {
-		b.Log.Info("waiting for a build dir held by another firstbad", "dir", buildDir, "pid", h.PID)
-	})
-	if err != nil {
-		return nil, err
-	}
-	defer l.Release()
-	if err := os.MkdirAll(req.LogDir, 0o755); err != nil {
-		return nil, outcome.InfraErr("build", err)
-	}
-	res := &Result{Log: filepath.Join(req.LogDir, "build.log"), Missing: []string{}}
-	logf, err := os.Create(res.Log)
-	if err != nil {
-		return nil, outcome.InfraErr("build", err)
-	}
-	defer logf.Close()
-	start := time.Now()
-	mk := func(timeout time.Duration, stdin io.Reader, targets ...string) (proc.Result, error) {
-		args := append(b.makeArgs(o, req.Src, buildDir), targets...)
-		cmd := exec.Command("make", args...)
-		cmd.Env = b.env(ccacheBase, filepath.Join(buildDir, "ccache-stats.log"), o)
-		cmd.Stdout, cmd.Stderr, cmd.Stdin = logf, logf, stdin
-		fmt.Fprintf(logf, "$ make %s\n", strings.Join(args, " "))
-		return proc.Run(ctx, cmd, timeout)
-	}
+	return required, checkSpace(b.CacheDir, 3<<30)
+}
 
-	// 1. Config, assembled in a side file so the build dir's .config (and
-	// so the build) is touched only when the result differs.
-	side := filepath.Join(buildDir, ".config.firstbad")
-	cfgEnv := func(targets ...string) (proc.Result, error) {
-		args := append(append(b.makeArgs(o, req.Src, buildDir), "KCONFIG_CONFIG="+side), targets...)
-		cmd := exec.Command("make", args...)
-		cmd.Env = b.env(ccacheBase, os.DevNull, o)
-		cmd.Stdout, cmd.Stderr = logf, logf
-		cmd.Stdin = strings.NewReader("")
-		fmt.Fprintf(logf, "$ make %s\n", strings.Join(args, " "))
-		return proc.Run(ctx, cmd, 5*time.Minute)
+// buildJob is one Build in progress.
+type buildJob struct {
+	b          *Builder
+	o          Options
+	req        Request
+	dir        string // the persistent build dir
+	ccacheBase string
+	log        *os.File
+	res        *Result
+	start      time.Time
+}
+
+func (j *buildJob) openLog() error {
+	if err := os.MkdirAll(j.req.LogDir, 0o755); err != nil {
+		return outcome.InfraErr("build", err)
 	}
-	if o.Base == "tinyconfig" || o.Base == "defconfig" {
-		if r, err := cfgEnv(o.Base); err != nil || r.ExitCode != 0 {
-			return b.failed(ctx, res, logf, r, err, "make "+o.Base)
+	j.res = &Result{Log: filepath.Join(j.req.LogDir, "build.log"), Missing: []string{}}
+	f, err := os.Create(j.res.Log)
+	if err != nil {
+		return outcome.InfraErr("build", err)
+	}
+	j.log = f
+	return nil
+}
+
+// make runs make in the build dir with extra arguments, logged.
+func (j *buildJob) make(ctx context.Context, timeout time.Duration, statsLog string, args ...string) (proc.Result, error) {
+	args = append(j.b.makeArgs(j.o, j.req.Src, j.dir), args...)
+	cmd := exec.Command("make", args...)
+	cmd.Env = j.b.env(j.ccacheBase, statsLog, j.o)
+	cmd.Stdout, cmd.Stderr, cmd.Stdin = j.log, j.log, strings.NewReader("")
+	fmt.Fprintf(j.log, "$ make %s\n", strings.Join(args, " "))
+	return proc.Run(ctx, cmd, timeout)
+}
+
+// config assembles the config in a side file (so that the build dir's
+// .config, and so the build, is touched only when the result differs) and
+// verifies every required option. A commit where one cannot hold is a
+// skip result naming it.
+func (j *buildJob) config(ctx context.Context, required []Option) ([]byte, *Result, error) {
+	side := filepath.Join(j.dir, ".config.firstbad")
+	kc := func(target string) (proc.Result, error) {
+		return j.make(ctx, 5*time.Minute, os.DevNull, "KCONFIG_CONFIG="+side, target)
+	}
+	if j.o.Base == "tinyconfig" || j.o.Base == "defconfig" {
+		if r, err := kc(j.o.Base); err != nil || r.ExitCode != 0 {
+			res, err := j.b.failed(ctx, j.res, j.log, r, err, "make "+j.o.Base)
+			return nil, res, err
 		}
-	} else {
-		data, err := os.ReadFile(o.Base)
-		if err != nil {
-			return nil, outcome.InputErr("--base-config: %v", err)
-		}
-		if err := os.WriteFile(side, data, 0o644); err != nil {
-			return nil, outcome.InfraErr("build", err)
-		}
+	} else if err := copyBase(j.o.Base, side); err != nil {
+		return nil, nil, err
 	}
 	base, err := os.ReadFile(side)
 	if err != nil {
-		return nil, outcome.InfraErr("build", err)
+		return nil, nil, outcome.InfraErr("build", err)
 	}
 	if err := os.WriteFile(side, []byte(Apply(string(base), required)), 0o644); err != nil {
-		return nil, outcome.InfraErr("build", err)
+		return nil, nil, outcome.InfraErr("build", err)
 	}
-	if r, err := cfgEnv("olddefconfig"); err != nil || r.ExitCode != 0 {
-		if err == nil && ctx.Err() == nil && oldKconfig(res.Log) {
-			// Before olddefconfig existed: oldconfig with empty answers.
-			if r, err = cfgEnv("oldconfig"); err != nil || r.ExitCode != 0 {
-				return b.failed(ctx, res, logf, r, err, "make oldconfig")
-			}
-		} else {
-			return b.failed(ctx, res, logf, r, err, "make olddefconfig")
+	if r, err := kc("olddefconfig"); err != nil || r.ExitCode != 0 {
+		if err != nil || ctx.Err() != nil || !oldKconfig(j.res.Log) {
+			res, err := j.b.failed(ctx, j.res, j.log, r, err, "make olddefconfig")
+			return nil, res, err
+		}
+		// Before olddefconfig existed: oldconfig with empty answers.
+		if r, err = kc("oldconfig"); err != nil || r.ExitCode != 0 {
+			res, err := j.b.failed(ctx, j.res, j.log, r, err, "make oldconfig")
+			return nil, res, err
 		}
 	}
 	final, err := os.ReadFile(side)
 	if err != nil {
-		return nil, outcome.InfraErr("build", err)
+		return nil, nil, outcome.InfraErr("build", err)
 	}
+	return final, j.verify(final, required), nil
+}
+
+// copyBase is a user's base config copied into the side file.
+func copyBase(from, to string) error {
+	data, err := os.ReadFile(from)
+	if err != nil {
+		return outcome.InputErr("--base-config: %v", err)
+	}
+	return outcome.InfraErr("build", os.WriteFile(to, data, 0o644))
+}
+
+// verify is a skip result naming the required options that do not hold in
+// the final config, or nil when all hold.
+func (j *buildJob) verify(final []byte, required []Option) *Result {
 	vals, _ := Values(bytes.NewReader(final))
-	if bad := Verify(vals, required); len(bad) > 0 {
-		var reasons []string
-		for _, m := range bad {
-			res.Missing = append(res.Missing, m.Option.Name)
-			reasons = append(reasons, m.String())
-		}
-		res.Verdict = "skip"
-		res.Reason = "required config options unavailable: " + strings.Join(reasons, "; ")
-		fmt.Fprintf(logf, "firstbad: %s\n", res.Reason)
-		res.BuildS = time.Since(start).Seconds()
-		return res, nil
+	bad := Verify(vals, required)
+	if len(bad) == 0 {
+		return nil
 	}
+	var reasons []string
+	for _, m := range bad {
+		j.res.Missing = append(j.res.Missing, m.Option.Name)
+		reasons = append(reasons, m.String())
+	}
+	j.res.Verdict = "skip"
+	j.res.Reason = "required config options unavailable: " + strings.Join(reasons, "; ")
+	fmt.Fprintf(j.log, "firstbad: %s\n", j.res.Reason)
+	j.res.BuildS = time.Since(j.start).Seconds()
+	return j.res
+}
 
-	// 2. The artifact cache, keyed by tree, final config and compiler.
-	cc := compilerVersion(o)
+// cached looks the kernel up in the artifact cache, keyed by tree, final
+// config and compiler.
+func (j *buildJob) cached(cache *Cache, final []byte) bool {
 	cfgSum := sha256.Sum256(final)
-	key := sha256.Sum256([]byte(req.Tree + "\x00" + hex.EncodeToString(cfgSum[:]) + "\x00" + cc + "\x00" + o.Arch))
-	res.Key = hex.EncodeToString(key[:16])
-	cache := &Cache{Dir: cachedir.Dir(b.CacheDir).Artifacts(), Limit: b.CacheSize}
-	if a, ok := cache.Get(res.Key); ok {
-		res.Kernel, res.Version, res.Release, res.ConfigPath = a.Kernel, a.Version, a.Release, a.Config
-		res.Cached, res.Verdict = true, "ok"
-		res.BuildS = time.Since(start).Seconds()
-		fmt.Fprintf(logf, "firstbad: kernel %s from the artifact cache\n", res.Key)
-		return res, nil
+	key := sha256.Sum256([]byte(j.req.Tree + "\x00" + hex.EncodeToString(cfgSum[:]) + "\x00" + compilerVersion(j.o) + "\x00" + j.o.Arch))
+	j.res.Key = hex.EncodeToString(key[:16])
+	a, ok := cache.Get(j.res.Key)
+	if !ok {
+		return false
 	}
+	j.res.Kernel, j.res.Version, j.res.Release, j.res.ConfigPath = a.Kernel, a.Version, a.Release, a.Config
+	j.res.Cached, j.res.Verdict = true, "ok"
+	j.res.BuildS = time.Since(j.start).Seconds()
+	fmt.Fprintf(j.log, "firstbad: kernel %s from the artifact cache\n", j.res.Key)
+	return true
+}
 
-	// 3. The build, incremental in the persistent build dir.
-	cur, _ := os.ReadFile(filepath.Join(buildDir, ".config"))
-	if !bytes.Equal(cur, final) {
-		if err := os.WriteFile(filepath.Join(buildDir, ".config"), final, 0o644); err != nil {
+// compile builds bzImage incrementally in the persistent build dir and
+// stores it in the artifact cache.
+func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Result, error) {
+	res, dir := j.res, j.dir
+	if cur, _ := os.ReadFile(filepath.Join(dir, ".config")); !bytes.Equal(cur, final) {
+		if err := os.WriteFile(filepath.Join(dir, ".config"), final, 0o644); err != nil {
 			return nil, outcome.InfraErr("build", err)
 		}
 	}
-	res.BuildSystem = buildSystemChanged(buildDir, req.Src)
-	os.Remove(filepath.Join(buildDir, "ccache-stats.log"))
-	marker := filepath.Join(buildDir, building)
-	if n, err := removeInterrupted(buildDir, marker); err != nil {
-		return nil, outcome.InfraErr("build", fmt.Errorf("cleaning up after an interrupted build in %s: %v", buildDir, err))
+	res.BuildSystem = buildSystemChanged(dir, j.req.Src)
+	stats := filepath.Join(dir, "ccache-stats.log")
+	os.Remove(stats)
+	marker := filepath.Join(dir, building)
+	if n, err := removeInterrupted(dir, marker); err != nil {
+		return nil, outcome.InfraErr("build", fmt.Errorf("cleaning up after an interrupted build in %s: %v", dir, err))
 	} else if n > 0 {
-		fmt.Fprintf(logf, "firstbad: the last build in this dir was interrupted: removed the %d files it wrote\n", n)
+		fmt.Fprintf(j.log, "firstbad: the last build in this dir was interrupted: removed the %d files it wrote\n", n)
 	}
 	if err := os.WriteFile(marker, nil, 0o644); err != nil {
 		return nil, outcome.InfraErr("build", err)
 	}
-	logStart, _ := logf.Seek(0, io.SeekCurrent)
-	r, err := mk(o.Timeout, nil, "-j"+strconv.Itoa(o.Jobs), "bzImage")
+	logStart, _ := j.log.Seek(0, io.SeekCurrent)
+	r, err := j.make(ctx, j.o.Timeout, stats, "-j"+strconv.Itoa(j.o.Jobs), "bzImage")
 	if err == nil && r.Signal == 0 {
 		os.Remove(marker) // make ended on its own: what it wrote is whole
 	}
-	res.Compiled, res.CcacheHits = compileStats(res.Log, logStart, filepath.Join(buildDir, "ccache-stats.log"))
+	res.Compiled, res.CcacheHits = compileStats(res.Log, logStart, stats)
 	if err != nil || r.ExitCode != 0 {
-		return b.failed(ctx, res, logf, r, err, "make bzImage")
+		return j.b.failed(ctx, res, j.log, r, err, "make bzImage")
 	}
-	vr, _ := exec.Command("make", "-s", "-C", req.Src, "kernelversion").Output()
+	vr, _ := exec.Command("make", "-s", "-C", j.req.Src, "kernelversion").Output()
 	res.Version = strings.TrimSpace(string(vr))
-	res.Release = utsRelease(buildDir)
-	image := filepath.Join(buildDir, "arch", archDir(o.Arch), "boot", "bzImage")
-	a, err := cache.Put(res.Key, Artifact{Version: res.Version, Release: res.Release, Commit: req.Commit}, image, filepath.Join(buildDir, ".config"))
+	res.Release = utsRelease(dir)
+	image := filepath.Join(dir, "arch", archDir(j.o.Arch), "boot", "bzImage")
+	a, err := cache.Put(res.Key, Artifact{Version: res.Version, Release: res.Release, Commit: j.req.Commit}, image, filepath.Join(dir, ".config"))
 	if err != nil {
 		return nil, outcome.InfraErr("build", fmt.Errorf("storing the built kernel: %v", err))
 	}
 	res.Kernel, res.ConfigPath = a.Kernel, a.Config
 	res.Verdict = "ok"
-	res.BuildS = time.Since(start).Seconds()
+	res.BuildS = time.Since(j.start).Seconds()
 	return res, nil
 }
 

@@ -375,25 +375,9 @@ func (b *Bayes) best(lv *level, testable []bool, post posterior, built map[strin
 
 // Decide implements Strategy.
 func (b *Bayes) Decide(obs []Observation) (Decision, error) {
-	runs := map[string]counts{}
-	skipped := map[string]bool{}
-	built := map[string]bool{}
-	total := 0
-	for _, o := range obs {
-		good, bad := o.runs()
-		if o.Verdict == outcome.Skip && good+bad == 0 {
-			skipped[o.Commit] = true
-			continue
-		}
-		if o.Verdict != outcome.Good && o.Verdict != outcome.Bad && o.Verdict != outcome.Skip {
-			return Decision{}, fmt.Errorf("observation of %s: %v", o.Commit, o.Verdict)
-		}
-		c := runs[o.Commit]
-		c.good += good
-		c.bad += bad
-		runs[o.Commit] = c
-		built[o.Commit] = true
-		total += good + bad
+	t, err := tally(obs)
+	if err != nil {
+		return Decision{}, err
 	}
 	// The posterior is exact for its prior on p, but a test whose p sits
 	// well below what that prior expects makes it run ahead of the truth
@@ -404,78 +388,131 @@ func (b *Bayes) Decide(obs []Observation) (Decision, error) {
 	lv := b.levelFor(-1)
 	carried := 1.0 // posterior of the levels above
 	for depth := 1; ; depth++ {
-		cnt, testable := lv.observe(runs, skipped)
+		cnt, testable := lv.observe(t.runs, t.skipped)
 		post := b.infer(lv, cnt)
 		cls := classes(lv, testable, post)
 		if len(cls) == 0 {
-			// Nothing on the chain touches the paths: as classic, the
-			// change is the bad commit itself.
-			return Decision{Done: true, Culprit: b.g.Bad(), Confidence: carried, Remaining: 1}, nil
+			// Nothing on the chain touches the paths: as classic, no
+			// testable commit.
+			return Decision{Done: true, NoTestable: true, Confidence: carried, Remaining: 1}, nil
 		}
-		ranked := topClasses(cls, 5)
-		top := ranked[0]
-		d := Decision{Confidence: carried * top.p}
-		for _, c := range ranked {
-			if c.p > 0 {
-				d.Posterior = append(d.Posterior, Candidate{Commit: lv.ids[c.members[len(c.members)-1]], P: carried * c.p})
-			}
-		}
-		k := top.members[len(top.members)-1]
-		d.FailProb = (b.a0 + post.sb[k]) / (b.a0 + b.b0 + post.sb[k] + post.sg[k])
-		h := 0.0
-		for _, c := range cls {
-			if c.p > 0 {
-				h -= c.p * math.Log2(c.p)
-			}
-		}
-		d.Remaining = max(1, int(math.Round(math.Exp2(h))))
-		single := len(top.members) == 1
+		d, top, h := b.summary(lv, cls, post, carried)
 		// A merge is not an answer while the commits it brought in may
 		// hold the culprit: descend into them once the merge is nearly
 		// certain, leaving room for the levels below within the
 		// confidence asked for.
-		var sub *level
-		if n := lv.node[k]; single && !b.firstParent && k > 0 && n != lv.merge && b.g.merge[n] {
-			sub = b.levelFor(n)
-		}
+		sub := b.subLevel(lv, top)
 		if sub != nil && top.p >= 1-(1-conf)/math.Exp2(float64(depth+1)) {
 			carried *= top.p
 			lv = sub
 			continue
 		}
 		if sub == nil && carried*top.p >= conf {
-			d.Done = true
-			switch {
-			case top.members[0] == 0 && lv.top:
-				d.Older = lv.ids[0]
-			case single:
-				d.Culprit = lv.ids[k]
-			default:
-				for _, m := range top.members {
-					d.Ambiguous = append(d.Ambiguous, lv.ids[m])
-				}
-			}
-			return d, nil
+			return answer(d, lv, top), nil
 		}
-		maxN := b.opt.MaxBatch
-		if b.opt.MaxRuns > 0 {
-			maxN = min(maxN, b.opt.MaxRuns-total)
-		}
-		// Out of budget, or nothing left that a test could tell apart:
-		// the answer stands at the confidence it reached.
-		if maxN < 1 {
-			d.Done, d.Exhausted = true, fmt.Sprintf("the run budget is spent (%d runs)", total)
-			return d, nil
-		}
-		ch, ok := b.best(lv, testable, post, built, maxN)
-		if !ok {
-			d.Done, d.Exhausted = true, "no test left can tell the remaining candidates apart"
-			return d, nil
-		}
-		d.Next, d.Runs = lv.ids[ch.j], ch.n
-		d.StepsLeft = min(999, int(math.Ceil(h/math.Max(ch.gain, 0.05))))
-		return d, nil
+		return b.next(d, lv, testable, post, t, h), nil
 	}
+}
+
+// tallied is the observations folded: runs per commit, the commits that
+// only skipped, those built, and the runs in all.
+type tallied struct {
+	runs    map[string]counts
+	skipped map[string]bool
+	built   map[string]bool
+	total   int
+}
+
+func tally(obs []Observation) (tallied, error) {
+	t := tallied{runs: map[string]counts{}, skipped: map[string]bool{}, built: map[string]bool{}}
+	for _, o := range obs {
+		good, bad := o.runs()
+		if o.Verdict == outcome.Skip && good+bad == 0 {
+			t.skipped[o.Commit] = true
+			continue
+		}
+		if o.Verdict != outcome.Good && o.Verdict != outcome.Bad && o.Verdict != outcome.Skip {
+			return t, fmt.Errorf("observation of %s: %v", o.Commit, o.Verdict)
+		}
+		c := t.runs[o.Commit]
+		c.good += good
+		c.bad += bad
+		t.runs[o.Commit] = c
+		t.built[o.Commit] = true
+		t.total += good + bad
+	}
+	return t, nil
+}
+
+// summary is what the posterior of a level says: the top candidates, the
+// estimated failure probability, the remaining uncertainty (h, bits).
+func (b *Bayes) summary(lv *level, cls []class, post posterior, carried float64) (Decision, class, float64) {
+	ranked := topClasses(cls, 5)
+	top := ranked[0]
+	d := Decision{Confidence: carried * top.p}
+	for _, c := range ranked {
+		if c.p > 0 {
+			d.Posterior = append(d.Posterior, Candidate{Commit: lv.ids[c.members[len(c.members)-1]], P: carried * c.p})
+		}
+	}
+	k := top.members[len(top.members)-1]
+	d.FailProb = (b.a0 + post.sb[k]) / (b.a0 + b.b0 + post.sb[k] + post.sg[k])
+	h := 0.0
+	for _, c := range cls {
+		if c.p > 0 {
+			h -= c.p * math.Log2(c.p)
+		}
+	}
+	d.Remaining = max(1, int(math.Round(math.Exp2(h))))
+	return d, top, h
+}
+
+// subLevel is the level of the commits a merge brought in, when the top
+// candidate is such a merge.
+func (b *Bayes) subLevel(lv *level, top class) *level {
+	k := top.members[len(top.members)-1]
+	if n := lv.node[k]; len(top.members) == 1 && !b.firstParent && k > 0 && n != lv.merge && b.g.merge[n] {
+		return b.levelFor(n)
+	}
+	return nil
+}
+
+// answer ends the search with the top candidate: the change is older than
+// the range, a culprit, or one of several indistinguishable commits.
+func answer(d Decision, lv *level, top class) Decision {
+	d.Done = true
+	switch {
+	case top.members[0] == 0 && lv.top:
+		d.Older = lv.ids[0]
+	case len(top.members) == 1:
+		d.Culprit = lv.ids[top.members[0]]
+	default:
+		for _, m := range top.members {
+			d.Ambiguous = append(d.Ambiguous, lv.ids[m])
+		}
+	}
+	return d
+}
+
+// next chooses the next test, or stops short of the confidence asked for
+// when the budget is spent or no test can tell the candidates apart.
+func (b *Bayes) next(d Decision, lv *level, testable []bool, post posterior, t tallied, h float64) Decision {
+	maxN := b.opt.MaxBatch
+	if b.opt.MaxRuns > 0 {
+		maxN = min(maxN, b.opt.MaxRuns-t.total)
+	}
+	if maxN < 1 {
+		d.Done, d.Exhausted = true, fmt.Sprintf("the run budget is spent (%d runs)", t.total)
+		return d
+	}
+	ch, ok := b.best(lv, testable, post, t.built, maxN)
+	if !ok {
+		d.Done, d.Exhausted = true, "no test left can tell the remaining candidates apart"
+		return d
+	}
+	d.Next, d.Runs = lv.ids[ch.j], ch.n
+	d.StepsLeft = min(999, int(math.Ceil(h/math.Max(ch.gain, 0.05))))
+	return d
 }
 
 // topClasses returns the n most likely classes, most likely first (the

@@ -272,12 +272,12 @@ func (r *run) inconsistent(err error) (*Result, error) {
 // conclude ends a search that is done.
 func (r *run) conclude(ctx context.Context, d search.Decision) (*Result, error) {
 	switch {
-	case r.p.bayes():
-		return r.bayesDone(ctx, d)
 	case d.NoTestable:
 		return r.end(outcome.Ambiguous, "", d.Ambiguous, fmt.Sprintf(
-			"no testable commit left: every commit that touches %v tested %s, and the first %s commit is one of %d that do not (git bisect: \"No testable commit found\")",
-			r.p.Paths, r.p.TermOld, r.p.TermNew, len(d.Ambiguous)))
+			"no testable commit left: every commit that touches %v tested %s, and the first %s commit is one that does not (git bisect: \"No testable commit found\")",
+			r.p.Paths, r.p.TermOld, r.p.TermNew))
+	case r.p.bayes():
+		return r.bayesDone(ctx, d)
 	case d.Culprit == "":
 		return r.end(outcome.Ambiguous, "", d.Ambiguous,
 			fmt.Sprintf("only skipped commits are left: the first %s commit is one of %d", r.p.TermNew, len(d.Ambiguous)))
