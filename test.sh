@@ -1,6 +1,11 @@
 #!/usr/bin/env bash
-# test.sh — the whole test suite: formatting, vet, staticcheck, go test.
-# Run ./setup.sh first (the README's test command does both).
+# test.sh — the whole test suite: formatting, vet, staticcheck, then the
+# shared test kernel (a real kernel history and one build, made before
+# `go test` so that go test's timeout bounds the tests only), then go test.
+#
+#   ./test.sh          everything: real kernels under QEMU, an sshd and
+#                      libvirt as VM hosts (run ./setup.sh first)
+#   ./test.sh -short   the unit suite only: fakes, real git, no kernels
 set -euo pipefail
 cd "$(dirname "$0")"
 export PATH=$PATH:/usr/local/go/bin:$(go env GOPATH 2>/dev/null || echo "$HOME/go")/bin
@@ -12,4 +17,12 @@ if ! command -v staticcheck >/dev/null; then
   go install honnef.co/go/tools/cmd/staticcheck@v0.8.2
 fi
 staticcheck ./...
+
+if [ "${1:-}" = "-short" ]; then
+  exec go test -short -count=1 ./...
+fi
+start=$(date +%s)
+go run ./internal/testkernel/prepare
+echo "test.sh: test kernel ready after $(( $(date +%s) - start )) s"
 go test -count=1 -timeout 75m ./...
+echo "test.sh: done after $(( $(date +%s) - start )) s"

@@ -8,6 +8,7 @@
 //	repos/<key>/builds/<slot>-<key>  persistent build dirs (.lock in use)
 //	builds/<key>             build dirs of checkouts outside a clone
 //	artifacts/<key>          built kernels, content-addressed
+//	configs/<key>            assembled configs, by their inputs' hash
 //	initramfs/               the initramfs base (busybox + agent)
 //	probe/accel-*            KVM probe answers, per host boot and QEMU
 //	children/                process groups of running firstbads
@@ -29,6 +30,9 @@ func (d Dir) Builds() string { return filepath.Join(string(d), "builds") }
 
 // Artifacts is the artifact cache (built kernels).
 func (d Dir) Artifacts() string { return filepath.Join(string(d), "artifacts") }
+
+// Configs holds assembled configs, by the hash of their inputs.
+func (d Dir) Configs() string { return filepath.Join(string(d), "configs") }
 
 // Initramfs holds the cached initramfs base.
 func (d Dir) Initramfs() string { return filepath.Join(string(d), "initramfs") }

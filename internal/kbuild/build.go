@@ -146,6 +146,21 @@ func Required(o Options) ([]Option, error) {
 	return Merge(append([]Fragment{tf}, o.Fragments...)...), nil
 }
 
+// Trim is what a tinyconfig base gets before the required options: the
+// target's trim fragment, defaults that keep the kernel small, overridden
+// by anything required and never verified. Other bases are used as given.
+func Trim(o Options) []Option {
+	o = o.withDefaults()
+	if o.Base != "tinyconfig" {
+		return nil
+	}
+	tf, err := TargetFragment("trim-" + o.Target)
+	if err != nil {
+		return nil
+	}
+	return tf.Options
+}
+
 // inputsKey identifies a build dir: the checkout it builds from and
 // everything that shapes the config and the compiler.
 func inputsKey(src string, o Options) string {
@@ -326,6 +341,26 @@ func (j *buildJob) make(ctx context.Context, timeout time.Duration, statsLog str
 // verifies every required option. A commit where one cannot hold is a
 // skip result naming it.
 func (j *buildJob) config(ctx context.Context, required []Option) ([]byte, *Result, error) {
+	// The trim first: any option also required is set as required.
+	apply := Merge(Fragment{Options: Trim(j.o)}, Fragment{Options: required})
+	key := j.configKey(apply)
+	final, ok := j.cachedConfig(key)
+	if ok {
+		fmt.Fprintf(j.log, "firstbad: config %s from the config cache (no Kconfig input changed)\n", key)
+	} else {
+		var res *Result
+		var err error
+		if final, res, err = j.assemble(ctx, apply); res != nil || err != nil {
+			return nil, res, err
+		}
+		j.storeConfig(key, final)
+	}
+	return final, j.verify(final, required), nil
+}
+
+// assemble makes the config in a side file: the base, the options applied,
+// olddefconfig.
+func (j *buildJob) assemble(ctx context.Context, apply []Option) ([]byte, *Result, error) {
 	side := filepath.Join(j.dir, ".config.firstbad")
 	kc := func(target string) (proc.Result, error) {
 		return j.make(ctx, 5*time.Minute, os.DevNull, "KCONFIG_CONFIG="+side, target)
@@ -342,7 +377,7 @@ func (j *buildJob) config(ctx context.Context, required []Option) ([]byte, *Resu
 	if err != nil {
 		return nil, nil, outcome.InfraErr("build", err)
 	}
-	if err := os.WriteFile(side, []byte(Apply(string(base), required)), 0o644); err != nil {
+	if err := os.WriteFile(side, []byte(Apply(string(base), apply)), 0o644); err != nil {
 		return nil, nil, outcome.InfraErr("build", err)
 	}
 	if r, err := kc("olddefconfig"); err != nil || r.ExitCode != 0 {
@@ -360,7 +395,7 @@ func (j *buildJob) config(ctx context.Context, required []Option) ([]byte, *Resu
 	if err != nil {
 		return nil, nil, outcome.InfraErr("build", err)
 	}
-	return final, j.verify(final, required), nil
+	return final, nil, nil
 }
 
 // copyBase is a user's base config copied into the side file.

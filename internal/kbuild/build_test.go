@@ -65,3 +65,20 @@ func TestRemoveInterrupted(t *testing.T) {
 		t.Errorf("second call: removed %d, err %v", n, err)
 	}
 }
+
+// The config cache's key follows the Kconfig language's inputs only.
+func TestConfigInputs(t *testing.T) {
+	for _, c := range []struct {
+		path string
+		want bool
+	}{
+		{"init/Kconfig", true}, {"arch/x86/Kconfig.cpu", true}, {"scripts/kconfig/conf.c", true}, {"scripts/Kconfig.include", true},
+		{"Makefile", true}, {"arch/x86/Makefile", true}, {"arch/x86/configs/x86_64_defconfig", true},
+		{"kernel/sched/core.c", false}, {"include/linux/sched.h", false}, {"drivers/net/Makefile", false}, {"Documentation/Kconfig", true},
+		{"net/ipv4/Kbuild", false},
+	} {
+		if got := configInput(c.path, "x86_64"); got != c.want {
+			t.Errorf("configInput(%q) = %v, want %v", c.path, got, c.want)
+		}
+	}
+}
