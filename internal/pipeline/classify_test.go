@@ -70,7 +70,7 @@ func (c capture) events(port bool) []Event {
 
 // feed runs events through a classifier, then the given ends (a timer, the
 // machine's exit) until it is done; it returns the outcome and the actions.
-func feed(cfg ClassifyConfig, evs []Event, ends ...Event) (GuestOutcome, error, []Action) {
+func feed(cfg ClassifyConfig, evs []Event, ends ...Event) (GuestOutcome, []Action, error) {
 	c := NewClassifier(cfg)
 	var acts []Action
 	for _, ev := range append(evs, ends...) {
@@ -83,10 +83,10 @@ func feed(cfg ClassifyConfig, evs []Event, ends ...Event) (GuestOutcome, error, 
 		}
 		if a == Done {
 			out, err := c.Outcome()
-			return out, err, acts
+			return out, acts, err
 		}
 	}
-	return GuestOutcome{}, errors.New("the classifier never finished"), acts
+	return GuestOutcome{}, acts, errors.New("the classifier never finished")
 }
 
 // brief is what a test checks of an outcome: each run's verdict and reason.
@@ -140,7 +140,7 @@ func TestClassifyRecordedConsoles(t *testing.T) {
 					extra[i].Result = &r
 				}
 			}
-			out, err, _ := feed(cfg, cp.events(c.port), extra...)
+			out, _, err := feed(cfg, cp.events(c.port), extra...)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -197,7 +197,7 @@ func TestClassifyFailuresAroundTheTest(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			cfg := ClassifyConfig{Nonce: cp.nonce, Runs: 1, GuestTest: true, Timeout: time.Minute, BootTimeout: time.Minute}
-			out, err, _ := feed(cfg, c.evs)
+			out, _, err := feed(cfg, c.evs)
 			if c.infra {
 				if !outcome.IsInfra(err) || !outcome.CanRetry(err) || len(out.Runs) != 0 {
 					t.Fatalf("want a retryable infrastructure error and no verdict, got %v, %v", err, brief(out))
@@ -256,7 +256,7 @@ func TestClassifyHostTest(t *testing.T) {
 			if c.cfg != nil {
 				c.cfg(&cfg)
 			}
-			out, err, acts := feed(cfg, start, c.evs...)
+			out, acts, err := feed(cfg, start, c.evs...)
 			if err != nil {
 				t.Fatal(err)
 			}

@@ -272,12 +272,6 @@ func (r *RemoteQEMU) forwards(c *remote.Client, m *hostedMachine, b *Boot) error
 	return nil
 }
 
-func (r *RemoteQEMU) debug(msg string, args ...any) {
-	if r.Log != nil {
-		r.Log.Debug(msg, append([]any{"host", r.Dest.Host}, args...)...)
-	}
-}
-
 // remotePort is a port free on the host's loopback just now (asked of the
 // host's sshd), or a random high one if it does not forward.
 func remotePort(c *remote.Client) int {
