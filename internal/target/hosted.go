@@ -5,6 +5,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -33,6 +34,7 @@ type hostedBoot struct {
 	header string // the console log's first lines
 	where  string // the host or domain, for messages
 	stop   time.Duration
+	log    *slog.Logger
 }
 
 // hostedMachine is a machine behind a boot script.
@@ -99,6 +101,9 @@ func (hb hostedBoot) start(ctx context.Context, m *hostedMachine, resf io.Writer
 			local, known := hb.st.local[missing]
 			if !known || attempt > len(hb.st.local) {
 				return nil, fmt.Errorf("%s: %s is still missing from its cache after an upload", hb.where, missing)
+			}
+			if hb.log != nil {
+				hb.log.Debug("uploading to the host's cache", "host", hb.where, "file", local)
 			}
 			if err := upload(ctx, hb.sh, local, missing); err != nil {
 				return nil, fmt.Errorf("copying %s to %s on %s: %w", local, missing, hb.sh.where(), err)

@@ -384,7 +384,7 @@ func (l *Libvirt) Boot(ctx context.Context, b Boot) (Machine, error) {
 	}
 	args := []string{l.Dir, l.URI, l.Domain, st.kernel, st.base, strconv.FormatInt(st.tail, 10), cacheBound(l.CacheBytes), st.dir, xml}
 	m := &hostedMachine{vm: newVM(b.Dir, map[int]int{})}
-	hb := hostedBoot{sh: l.sh(), script: libvirtBootScript, args: args, st: st, where: l.where(), stop: 10 * time.Second,
+	hb := hostedBoot{sh: l.sh(), script: libvirtBootScript, args: args, st: st, where: l.where(), stop: 10 * time.Second, log: l.Log,
 		header: fmt.Sprintf("%s%s\nfirstbad: %s: kernel %s, initrd %s, cmdline %q\n", HostLinePrefix, info, l.Name(), st.kernel, st.initrd, b.Cmdline)}
 	if err := hb.run(ctx, m); err != nil {
 		return nil, err

@@ -239,7 +239,7 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 		return nil, err
 	}
 	args := (&QEMU{Binary: r.binary()}).Args(rb, accel)
-	hb := hostedBoot{sh: &r.sshHost, script: startScript, st: st, where: "VM host " + r.Dest.Host, stop: 5 * time.Second,
+	hb := hostedBoot{sh: &r.sshHost, script: startScript, st: st, where: "VM host " + r.Dest.Host, stop: 5 * time.Second, log: r.Log,
 		args:   append([]string{rb.Kernel, st.base, strconv.FormatInt(st.tail, 10), cacheBound(r.CacheBytes), rb.Dir, r.binary()}, args...),
 		header: fmt.Sprintf("%s%s\nfirstbad: %s %s\n", HostLinePrefix, info, r.binary(), strings.Join(args, " "))}
 	if err := hb.run(ctx, m); err != nil {
