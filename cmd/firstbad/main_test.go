@@ -40,6 +40,15 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
+// long skips a test in -short mode: it takes over ten seconds here (the
+// full suite runs it).
+func long(t *testing.T) {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("slow: not in -short mode")
+	}
+}
+
 // env is one isolated firstbad installation: its own state and cache dirs.
 type env struct {
 	t     *testing.T
@@ -169,6 +178,7 @@ func culpritScript(culprit, logf string) string {
 }
 
 func TestRunMatchesGitBisectOn1000CommitsWithMerges(t *testing.T) {
+	long(t)
 	var b gittest.Builder
 	root := b.Linear(-1, 5)
 	tip := b.MergeHeavy(root, 1000, 42)
@@ -715,6 +725,7 @@ func TestConcurrentRunsShareRepoAndCache(t *testing.T) {
 // commit, during journal writes: the kill times are spread over the step),
 // resuming after each, and checks the result is the uninterrupted one.
 func TestKillAnywhereAndResume(t *testing.T) {
+	long(t)
 	var b gittest.Builder
 	tip := b.Linear(-1, 300)
 	repo := b.Write(t)
@@ -918,6 +929,7 @@ exit 0`, culprit, pct)
 }
 
 func TestFlakyBayes(t *testing.T) {
+	long(t)
 	var b gittest.Builder
 	tip := b.Linear(-1, 300)
 	repo := b.Write(t)
