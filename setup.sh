@@ -14,10 +14,12 @@ sudo=""
 # git and a shell run the bisect; the rest builds and boots kernels (make,
 # a compiler, kernel build dependencies, ccache, QEMU, a static busybox for
 # the initramfs, an ssh client for host-side tests; an sshd and libvirt
-# that the tests use as a remote VM host and a libvirt domain).
-packages=(git make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio xz-utils
+# that the tests use as a remote VM host and a libvirt domain; mmdebstrap
+# and bubblewrap for build roots of older toolchains; patch for the kernel
+# histories the tests make).
+packages=(git make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio xz-utils patch
   ccache qemu-system-x86 busybox-static openssh-client openssh-server ca-certificates python3
-  libvirt-daemon-system libvirt-clients)
+  libvirt-daemon-system libvirt-clients mmdebstrap bubblewrap)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

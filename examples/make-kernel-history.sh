@@ -16,8 +16,10 @@
 #   OUT_DIR          where the git repo is created (replaced if it exists)
 #   DEBIAN_VERSION   source package version (default 6.1.176-1; ~165 patches)
 #
-# Needs: apt source access (the script adds deb-src entries mirroring the
-# machine's existing deb entries), patch, git, xz. Takes ~2 minutes and ~2 GiB.
+# Needs: apt source access (the script adds deb-src entries for the release
+# that has DEBIAN_VERSION, each in its own list file, mirroring the machine's
+# deb entries; as root or through sudo), patch, git, xz. Takes ~2 minutes and
+# ~2 GiB. Older lines work too, e.g. 5.10.28-1 (bullseye) for an LTS history.
 # Example behaviour changes you can bisect for, in this default history:
 #   "sched: Do not enable autogrouping by default"
 #     -> /proc/sys/kernel/sched_autogroup_enabled reads 0 instead of 1
@@ -29,14 +31,50 @@ ver=${2:-6.1.176-1}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
-# 1. make sure deb-src entries exist (copy the URIs of the existing deb entries)
-versions=$(apt-cache showsrc linux 2>/dev/null | grep '^Version:' || true)
-if ! grep -qx "Version: $ver" <<<"$versions"; then
-  src=/etc/apt/sources.list.d/debian.sources
-  if [ -f "$src" ] && ! grep -rqs '^Types:.*deb-src\|^deb-src' /etc/apt/sources.list /etc/apt/sources.list.d/; then
-    sed 's/^Types: deb$/Types: deb-src/' "$src" > /etc/apt/sources.list.d/kernel-history-src.sources
-  fi
-  apt-get update -qq
+# 1. make sure the source package is known: deb-src entries for the release
+# that has it, each in its own list file (the machine's own lists are never
+# edited), mirroring the URIs of the machine's deb entries.
+sudo=""
+[ "$(id -u)" = 0 ] || sudo="sudo"
+# (grep without -q: an early exit would fail the pipe under pipefail)
+known() { apt-cache showsrc linux 2>/dev/null | grep -x "Version: $ver" >/dev/null; }
+# has_src: some list already has deb-src entries for the release (one-line
+# or deb822 stanzas; a second entry for the same suite makes apt warn)
+has_src() {
+  local f
+  for f in /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources; do
+    [ -f "$f" ] && { cat "$f"; echo; }
+  done |
+    awk -v r="$1" '
+      /^deb-src / { for (i = 3; i <= NF; i++) if ($i == r) found = 1 }
+      /^$/ { if (src && suite) found = 1; src = suite = 0; next }
+      /^Types:/ && / deb-src/ { src = 1 }
+      /^Suites:/ { for (i = 2; i <= NF; i++) if ($i == r) suite = 1 }
+      END { if (src && suite) found = 1; exit !found }'
+}
+add_src() { # RELEASE
+  local list=/etc/apt/sources.list.d/firstbad-$1-src.sources
+  [ -f "$list" ] && return 1
+  has_src "$1" && return 1
+  local uri signed
+  uri=$(grep -rhs '^URIs:' /etc/apt/sources.list.d/debian.sources | head -n 1 | awk '{print $2}')
+  signed=$(grep -rhs '^Signed-By:' /etc/apt/sources.list.d/debian.sources | head -n 1 | awk '{print $2}')
+  printf 'Types: deb-src\nURIs: %s\nSuites: %s\nComponents: main\nSigned-By: %s\n' \
+    "${uri:-http://deb.debian.org/debian}" "$1" "${signed:-/usr/share/keyrings/debian-archive-keyring.gpg}" | $sudo tee "$list" >/dev/null
+}
+if ! known; then
+  # The release whose kernel line this is, then the others.
+  case $ver in
+    5.10.*) releases="bullseye bookworm trixie" ;;
+    6.12.*) releases="trixie bookworm bullseye" ;;
+    *) releases="bookworm bullseye trixie" ;;
+  esac
+  for r in $releases; do
+    add_src "$r" || continue
+    $sudo apt-get update -qq
+    known && break
+  done
+  known || { echo "make-kernel-history: no source package linux=$ver in $releases" >&2; exit 1; }
 fi
 
 # 2. download the source package (orig tarball + debian tarball), unpack the debian dir

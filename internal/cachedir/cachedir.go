@@ -11,6 +11,7 @@
 //	configs/<key>            assembled configs, by their inputs' hash
 //	initramfs/               the initramfs base (busybox + agent)
 //	probe/accel-*            KVM probe answers, per host boot and QEMU
+//	roots/<release>-<key>    build roots of other Debian releases' toolchains
 //	children/                process groups of running firstbads
 package cachedir
 
@@ -39,6 +40,9 @@ func (d Dir) Initramfs() string { return filepath.Join(string(d), "initramfs") }
 
 // Probes holds the KVM probe answers.
 func (d Dir) Probes() string { return filepath.Join(string(d), "probe") }
+
+// Roots holds the build roots (toolchains of other Debian releases).
+func (d Dir) Roots() string { return filepath.Join(string(d), "roots") }
 
 // Children is the registry of process groups a firstbad started.
 func (d Dir) Children() string { return filepath.Join(string(d), "children") }

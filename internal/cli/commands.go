@@ -22,6 +22,7 @@ import (
 type runFlags struct {
 	in         session.Input
 	fresh      bool
+	maxFails   int
 	confirm    bool
 	flaky      bool
 	configFile string
@@ -124,6 +125,7 @@ func (rf *runFlags) register(c *cobra.Command) {
 	f.Float64Var(&in.Confidence, "confidence", 0, "bayes: stop when the most likely culprit has this posterior probability (default 0.99)")
 	f.IntVar(&in.MaxRuns, "max-runs", 0, "bayes: stop after this many test runs, outcome budget-exhausted (default 40 per halving of the range)")
 	before := flagNames(c)
+	f.IntVar(&rf.maxFails, "max-build-failures", 3, "stop after this many search steps in a row whose kernel did not build (0: never)")
 	rf.gf.register(c, false)
 	rf.kf.register(c)
 	markKernelFlags(c, before)
@@ -164,6 +166,9 @@ func (rf *runFlags) input(cmd *cobra.Command, args []string) (session.Input, err
 	}
 	if cmd.Flags().Changed("confirm") {
 		in.Confirm = &rf.confirm
+	}
+	if cmd.Flags().Changed("max-build-failures") {
+		in.MaxBuildFailures = &rf.maxFails
 	}
 	if rf.flaky {
 		if in.Strategy != "" && in.Strategy != "bayes" {

@@ -19,6 +19,7 @@ import (
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/remote"
 	"github.com/firstbad/firstbad/internal/target"
+	"github.com/firstbad/firstbad/internal/toolchain"
 )
 
 // check is one line of doctor's answer.
@@ -29,7 +30,7 @@ type check struct {
 }
 
 func doctorCmd(g *globals) *cobra.Command {
-	var targetURL, sshConfig string
+	var targetURL, sshConfig, tc string
 	c := &cobra.Command{
 		Use:   "doctor [--target ssh://HOST]",
 		Short: "check that this machine has everything a kernel bisect needs",
@@ -45,6 +46,13 @@ func doctorCmd(g *globals) *cobra.Command {
 				checks = append(checks, hostCheck(cmd.Context(), r))
 			}
 			checks = append(checks, guestChecks()...)
+			if tc != "" && tc != "host" {
+				c, err := toolchainCheck(tc, g.cacheDir)
+				if err != nil {
+					return err
+				}
+				checks = append(checks, c)
+			}
 			checks = append(checks, kvmCheck(g.cacheDir), diskCheck(g.cacheDir))
 			if printChecks(g, checks) > 0 {
 				fmt.Fprintln(g.stdout, "\nrun ./setup.sh (apt-get installs everything above) and try again")
@@ -55,7 +63,38 @@ func doctorCmd(g *globals) *cobra.Command {
 	}
 	c.Flags().StringVar(&targetURL, "target", "qemu", "also check a VM host: ssh://[user@]host[:port] (reachable, authenticated, QEMU, disk, KVM) or a libvirt domain: libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN")
 	c.Flags().StringVar(&sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
+	c.Flags().StringVar(&tc, "toolchain", "", "also show a build root: debian:RELEASE or a root's directory (its versions and size)")
 	return c
+}
+
+// toolchainCheck shows a build root: where it is, what it holds, its size;
+// or that the first build will make it.
+func toolchainCheck(spec, cacheDir string) (check, error) {
+	s, err := toolchain.Parse(spec)
+	if err != nil {
+		return check{}, err
+	}
+	name := "build root " + s.String()
+	if err := toolchain.Installed(); err != nil {
+		return check{name, err, ""}, nil
+	}
+	dir := s.Dir
+	if s.Kind == "debian" {
+		dir = toolchain.RootDir(cachedir.Dir(cacheDir).Roots(), s.Release)
+	}
+	if s.Kind == "auto" {
+		return check{name, nil, "chosen per commit by the kernel's version: " + toolchain.EraTable()}, nil
+	}
+	m := toolchain.ReadMade(dir)
+	if m == nil && s.Kind == "debian" {
+		return check{name, nil, "not made yet: the first build makes it with mmdebstrap (a few minutes, a few hundred MiB)"}, nil
+	}
+	r := &toolchain.Root{Spec: s, Dir: dir}
+	note := r.Describe()
+	if m != nil {
+		note += fmt.Sprintf("; %d MiB, made %s in %.0f s", m.Bytes>>20, m.Created.Format("2006-01-02"), m.Seconds)
+	}
+	return check{name, nil, note}, nil
 }
 
 // localChecks are the tools a kernel bisect runs here.
@@ -172,8 +211,8 @@ removed. It reports the space freed.`,
 				verb = "would free"
 			}
 			mib := func(n int64) float64 { return float64(n) / (1 << 20) }
-			fmt.Fprintf(g.stdout, "%s %.1f MiB in %d items: runs %.1f MiB, build dirs %.1f MiB, kernels %.1f MiB, clones %.1f MiB\n",
-				verb, mib(f.Runs+f.Builds+f.Artifacts+f.Clones), f.Items, mib(f.Runs), mib(f.Builds), mib(f.Artifacts), mib(f.Clones))
+			fmt.Fprintf(g.stdout, "%s %.1f MiB in %d items: runs %.1f MiB, build dirs %.1f MiB, kernels %.1f MiB, clones %.1f MiB, build roots %.1f MiB\n",
+				verb, mib(f.Runs+f.Builds+f.Artifacts+f.Clones+f.Roots), f.Items, mib(f.Runs), mib(f.Builds), mib(f.Artifacts), mib(f.Clones), mib(f.Roots))
 			return nil
 		}),
 	}

@@ -18,6 +18,7 @@ import (
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/pipeline"
 	"github.com/firstbad/firstbad/internal/target"
+	"github.com/firstbad/firstbad/internal/toolchain"
 )
 
 // maxRepeat bounds --repeat: more runs than this per step is a typo, and
@@ -205,6 +206,8 @@ func (k *kbuildFlags) register(c *cobra.Command) {
 	f.DurationVar(&k.opts.Timeout, "build-timeout", 0, "deadline for one build (default none)")
 	f.BoolVar(&k.opts.NoCcache, "no-ccache", false, "do not use ccache")
 	f.Int64Var(&k.cacheSize, "cache-size", kbuild.DefaultCacheSize, "artifact cache bound in bytes (least recently used kernels go first)")
+	f.StringVar(&k.opts.Toolchain, "toolchain", "host", "where builds run: host, auto (the kernel's era decides: a Debian release's toolchain in a build root), debian:RELEASE (bullseye gcc 10, bookworm gcc 12, trixie gcc 14), or a build root's directory")
+	f.BoolVar(&k.opts.NoBuildFixes, "no-build-fixes", false, "never apply the known upstream fixes that let older trees build with newer toolchains")
 }
 
 // options parses the fragments; a missing or malformed one is an input
@@ -219,6 +222,9 @@ func (k *kbuildFlags) options() (kbuild.Options, error) {
 		return o, outcome.InputErr("--build-timeout must be positive")
 	case k.cacheSize <= 0:
 		return o, outcome.InputErr("--cache-size must be positive (bytes)")
+	}
+	if _, err := toolchain.Parse(o.Toolchain); err != nil {
+		return o, err
 	}
 	for _, p := range k.kconfig {
 		f, err := kbuild.ReadFragment(p)

@@ -70,6 +70,10 @@ type Evidence struct {
 	ConsoleLog string `json:"console_log"`
 	TestOutput string `json:"test_output"`
 	Kernel     string `json:"kernel,omitempty"`
+	// Toolchain is what built the kernel (release or root, gcc, binutils)
+	// and BuildFixes the upstream fixes applied to the tree for it.
+	Toolchain  string   `json:"toolchain,omitempty"`
+	BuildFixes []string `json:"build_fixes,omitempty"`
 }
 
 // Attempt is one run of the reproducer within a step.

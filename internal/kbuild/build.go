@@ -7,6 +7,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"io/fs"
@@ -24,6 +25,7 @@ import (
 	"github.com/firstbad/firstbad/internal/lock"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/proc"
+	"github.com/firstbad/firstbad/internal/toolchain"
 )
 
 // Options choose how a kernel is configured and compiled.
@@ -38,6 +40,12 @@ type Options struct {
 	Jobs         int           // default: number of CPUs
 	Timeout      time.Duration // one build; 0 = none
 	NoCcache     bool
+	// Toolchain is where builds run: host (default), auto, debian:RELEASE
+	// or a build root's directory (see package toolchain).
+	Toolchain string
+	// NoBuildFixes turns off the known upstream fixes applied to trees
+	// that fail to build without them.
+	NoBuildFixes bool
 }
 
 func (o Options) withDefaults() Options {
@@ -73,6 +81,11 @@ type Result struct {
 	Compiled    int      `json:"compiled"`     // objects compiled by this build
 	CcacheHits  int      `json:"ccache_hits"`  // of those, served by ccache
 	BuildSystem bool     `json:"build_system"` // the build system changed since this build dir's last build
+	// Toolchain names what built it: release or root, gcc, binutils.
+	Toolchain string `json:"toolchain"`
+	// Fixes are the upstream build fixes applied to the tree for this
+	// build (they change the kernel: part of its key).
+	Fixes []string `json:"fixes,omitempty"`
 }
 
 // Builder builds kernels under a cache dir: build dirs, the artifact cache
@@ -166,6 +179,9 @@ func Trim(o Options) []Option {
 func inputsKey(src string, o Options) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%v\x00%s\x00", src, o.Base, o.Arch, o.CC, o.LLVM, o.CrossCompile)
+	if o.Toolchain != "" && !strings.HasPrefix(o.Toolchain, "host: ") {
+		fmt.Fprintf(h, "%s\x00", o.Toolchain)
+	}
 	if fi, err := os.Stat(o.Base); err == nil && !fi.IsDir() {
 		data, _ := os.ReadFile(o.Base)
 		h.Write(data)
@@ -184,7 +200,8 @@ func inputsKey(src string, o Options) string {
 // and cache dir, and with ccache's base dir at <clone> every compile line is
 // the same wherever the cache lives, so ccache hits survive a new clone, a
 // new cache dir or another machine's paths.
-func (b *Builder) buildDir(src string, o Options) (dir, ccacheBase string) {
+func (b *Builder) buildDir(src string, o Options, tc *toolchain.Root) (dir, ccacheBase string) {
+	o.Toolchain = tc.ID // objects of two compilers never share a dir
 	key := inputsKey("", o)
 	if filepath.Dir(src) == cachedir.CloneSlots(filepath.Dir(filepath.Dir(src))) {
 		clone := filepath.Dir(filepath.Dir(src))
@@ -249,12 +266,52 @@ func resolveCC(o Options) Options {
 // commit that cannot be built is a Result with Verdict "skip".
 func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 	o := resolveCC(req.Opts.withDefaults())
-	required, err := b.check(req, o)
+	spec, err := toolchain.Parse(o.Toolchain)
 	if err != nil {
 		return nil, err
 	}
-	j := &buildJob{b: b, o: o, req: req, start: time.Now()}
-	j.dir, j.ccacheBase = b.buildDir(req.Src, o)
+	if spec.Kind == "auto" {
+		spec = toolchain.Auto(req.Src)
+	}
+	for {
+		tc, err := toolchain.Ensure(ctx, spec, cachedir.Dir(b.CacheDir).Roots(), b.Log)
+		if err != nil {
+			return nil, err
+		}
+		res, err := b.buildWith(ctx, req, o, tc)
+		older, ok := b.fallBack(o, spec, res, err)
+		if !ok {
+			return res, err
+		}
+		b.Log.Warn("the toolchain is too new for this kernel: building in an older build root", "toolchain", tc.ID, "release", older)
+		spec = toolchain.Spec{Kind: "debian", Release: older}
+	}
+}
+
+// fallBack says, for a failed build under --toolchain auto, the older
+// release to try when the failure is a toolchain-era signature.
+func (b *Builder) fallBack(o Options, spec toolchain.Spec, res *Result, err error) (string, bool) {
+	if err == nil || !errors.Is(err, errTooNew) || o.Toolchain != "auto" {
+		return "", false
+	}
+	rel := spec.Release
+	if spec.Kind == "host" {
+		rel = toolchain.HostRelease()
+	}
+	older := toolchain.Older(rel)
+	return older, older != ""
+}
+
+// buildWith is one build with one toolchain: checks, the build dir, the
+// config, the artifact cache, the compile (with known fixes applied to a
+// tree that needs them).
+func (b *Builder) buildWith(ctx context.Context, req Request, o Options, tc *toolchain.Root) (*Result, error) {
+	required, err := b.check(req, o, tc)
+	if err != nil {
+		return nil, err
+	}
+	j := &buildJob{b: b, o: o, req: req, tc: tc, start: time.Now()}
+	j.dir, j.ccacheBase = b.buildDir(req.Src, o, tc)
 	if err := os.MkdirAll(j.dir, 0o755); err != nil {
 		return nil, outcome.InfraErr("build", err)
 	}
@@ -269,25 +326,41 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 		return nil, err
 	}
 	defer j.log.Close()
+	fmt.Fprintf(j.log, "firstbad: toolchain %s\n", tc.ID)
+	j.res.Toolchain = tc.ID
 	final, res, err := j.config(ctx, required)
 	if res != nil || err != nil {
 		return res, err
 	}
 	cache := &Cache{Dir: cachedir.Dir(b.CacheDir).Artifacts(), Limit: b.CacheSize}
-	if j.cached(cache, final) {
-		return j.res, nil
+	for {
+		if j.cached(cache, final) {
+			return j.res, nil
+		}
+		res, err := j.compile(ctx, cache, final)
+		if err == nil && res.Verdict != "ok" && j.fix(ctx) {
+			continue
+		}
+		if err == nil && res.Verdict != "ok" {
+			if e := j.tooNew(); e != nil {
+				return nil, e
+			}
+		}
+		return res, err
 	}
-	return j.compile(ctx, cache, final)
 }
 
 // check is what must hold before a build starts: a kernel tree, the build
 // tools, a readable base config, the required options, disk space.
-func (b *Builder) check(req Request, o Options) ([]Option, error) {
+func (b *Builder) check(req Request, o Options, tc *toolchain.Root) ([]Option, error) {
 	if err := CheckTree(req.Src); err != nil {
 		return nil, err
 	}
-	if err := CheckDeps(o); err != nil {
-		return nil, err
+	if tc.Dir == "" {
+		// A build root has the tools by construction.
+		if err := CheckDeps(o); err != nil {
+			return nil, err
+		}
 	}
 	if o.Base != "tinyconfig" && o.Base != "defconfig" {
 		if fi, err := os.Stat(o.Base); err != nil || fi.IsDir() {
@@ -306,7 +379,9 @@ type buildJob struct {
 	b          *Builder
 	o          Options
 	req        Request
-	dir        string // the persistent build dir
+	tc         *toolchain.Root
+	fixes      []toolchain.Fix // applied to the tree for this build
+	dir        string          // the persistent build dir
 	ccacheBase string
 	log        *os.File
 	res        *Result
@@ -328,8 +403,14 @@ func (j *buildJob) openLog() error {
 
 // make runs make in the build dir with extra arguments, logged.
 func (j *buildJob) make(ctx context.Context, timeout time.Duration, statsLog string, args ...string) (proc.Result, error) {
-	args = append(j.b.makeArgs(j.o, j.req.Src, j.dir), args...)
-	cmd := exec.Command("make", args...)
+	return j.makeIn(ctx, j.dir, timeout, statsLog, args...)
+}
+
+// makeIn is make with another build dir (inside the build dir: the build
+// root binds that).
+func (j *buildJob) makeIn(ctx context.Context, dir string, timeout time.Duration, statsLog string, args ...string) (proc.Result, error) {
+	args = append(j.b.makeArgs(j.o, j.req.Src, dir), args...)
+	cmd := j.tc.Command("make", args, j.binds()...)
 	cmd.Env = j.b.env(j.ccacheBase, statsLog, j.o)
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = j.log, j.log, strings.NewReader("")
 	fmt.Fprintf(j.log, "$ make %s\n", strings.Join(args, " "))
@@ -366,7 +447,11 @@ func (j *buildJob) assemble(ctx context.Context, apply []Option) ([]byte, *Resul
 		return j.make(ctx, 5*time.Minute, os.DevNull, "KCONFIG_CONFIG="+side, target)
 	}
 	if j.o.Base == "tinyconfig" || j.o.Base == "defconfig" {
-		if r, err := kc(j.o.Base); err != nil || r.ExitCode != 0 {
+		r, err := kc(j.o.Base)
+		if err == nil && r.ExitCode != 0 && ctx.Err() == nil && logHas(j.res.Log, "The base file '.config' does not exist") {
+			r, err = j.baseApart(ctx, side)
+		}
+		if err != nil || r.ExitCode != 0 {
 			res, err := j.b.failed(ctx, j.res, j.log, r, err, "make "+j.o.Base)
 			return nil, res, err
 		}
@@ -396,6 +481,36 @@ func (j *buildJob) assemble(ctx context.Context, apply []Option) ([]byte, *Resul
 		return nil, nil, outcome.InfraErr("build", err)
 	}
 	return final, nil, nil
+}
+
+// baseApart makes the base config in a scratch build dir of its own and
+// copies it to the side file: before 5.13 (about) the tinyconfig target
+// merges into a hard-coded .config, ignoring KCONFIG_CONFIG.
+func (j *buildJob) baseApart(ctx context.Context, side string) (proc.Result, error) {
+	scratch := filepath.Join(j.dir, ".firstbad-base")
+	defer os.RemoveAll(scratch)
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return proc.Result{}, outcome.InfraErr("build", err)
+	}
+	fmt.Fprintf(j.log, "firstbad: this tree's %s ignores KCONFIG_CONFIG: making it in a scratch dir\n", j.o.Base)
+	r, err := j.makeIn(ctx, scratch, 5*time.Minute, os.DevNull, j.o.Base)
+	if err != nil || r.ExitCode != 0 {
+		return r, err
+	}
+	data, err := os.ReadFile(filepath.Join(scratch, ".config"))
+	if err == nil {
+		err = os.WriteFile(side, data, 0o644)
+	}
+	if err != nil {
+		return r, outcome.InfraErr("build", err)
+	}
+	return r, nil
+}
+
+// logHas says whether the build log holds s.
+func logHas(log, s string) bool {
+	data, _ := os.ReadFile(log)
+	return bytes.Contains(data, []byte(s))
 }
 
 // copyBase is a user's base config copied into the side file.
@@ -431,7 +546,11 @@ func (j *buildJob) verify(final []byte, required []Option) *Result {
 // config and compiler.
 func (j *buildJob) cached(cache *Cache, final []byte) bool {
 	cfgSum := sha256.Sum256(final)
-	key := sha256.Sum256([]byte(j.req.Tree + "\x00" + hex.EncodeToString(cfgSum[:]) + "\x00" + compilerVersion(j.o) + "\x00" + j.o.Arch))
+	var fixes []string
+	for _, f := range j.fixes {
+		fixes = append(fixes, f.Commit)
+	}
+	key := sha256.Sum256([]byte(j.req.Tree + "\x00" + hex.EncodeToString(cfgSum[:]) + "\x00" + j.compiler() + "\x00" + j.o.Arch + "\x00" + strings.Join(fixes, ",")))
 	j.res.Key = hex.EncodeToString(key[:16])
 	a, ok := cache.Get(j.res.Key)
 	if !ok {
@@ -625,9 +744,7 @@ func firstMatch(text, re string) string {
 
 // oldKconfig reports a tree whose Kconfig has no olddefconfig target.
 func oldKconfig(log string) bool {
-	data, _ := os.ReadFile(log)
-	return bytes.Contains(data, []byte("No rule to make target 'olddefconfig'")) ||
-		bytes.Contains(data, []byte("No rule to make target `olddefconfig'"))
+	return logHas(log, "No rule to make target 'olddefconfig'") || logHas(log, "No rule to make target `olddefconfig'")
 }
 
 // compilerBinary is the compiler a build runs: the last word of --cc

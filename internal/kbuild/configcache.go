@@ -45,7 +45,7 @@ func (j *buildJob) configKey(applied []Option) string {
 			fmt.Fprintln(h, line)
 		}
 	}
-	fmt.Fprintf(h, "base %s\narch %s\ncc %s %s %v %s\n", j.o.Base, j.o.Arch, j.o.CC, compilerVersion(j.o), j.o.LLVM, j.o.CrossCompile)
+	fmt.Fprintf(h, "base %s\narch %s\ncc %s %s %v %s\n", j.o.Base, j.o.Arch, j.o.CC, j.compiler(), j.o.LLVM, j.o.CrossCompile)
 	if j.o.Base != "tinyconfig" && j.o.Base != "defconfig" {
 		data, _ := os.ReadFile(j.o.Base)
 		h.Write(data)

@@ -24,6 +24,7 @@ func (k *KernelStep) Evaluate(ctx context.Context, req Request) (Outcome, error)
 	}
 	d := time.Duration(res.BuildS * float64(time.Second))
 	out.Build, out.BuildLog = &d, res.Log
+	out.Toolchain, out.BuildFixes = res.Toolchain, res.Fixes
 	if res.Verdict != "ok" {
 		out.Runs = []Run{{Verdict: outcome.Skip, ExitCode: -1, Reason: res.Reason}}
 		return out, nil

@@ -48,7 +48,9 @@ type Outcome struct {
 	// Evidence beyond each run's output.
 	BuildLog   string
 	ConsoleLog string
-	Kernel     string // the built image (kernel steps)
+	Kernel     string   // the built image (kernel steps)
+	Toolchain  string   // what built it: release or root, gcc, binutils
+	BuildFixes []string // upstream fixes applied to the tree for the build
 }
 
 // Pipeline evaluates commits.

@@ -154,6 +154,12 @@ func (r *Report) Markdown(w io.Writer) error {
 				ev = append(ev, cell(p))
 			}
 		}
+		if s.Evidence.Toolchain != "" {
+			ev = append(ev, "toolchain: "+cell(s.Evidence.Toolchain))
+		}
+		for _, f := range s.Evidence.BuildFixes {
+			ev = append(ev, "build fix: "+cell(f))
+		}
 		fmt.Fprintf(&b, "| %d | %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |\n", i+1, s.Kind, Short(s.Commit), cell(s.Subject),
 			r.Term(s.Verdict), cell(s.Reason), num(s.Build), num(s.Boot), num(s.Test), cell(s.Crash), strings.Join(ev, "<br>"))
 	}
@@ -208,7 +214,7 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 <table><tr><th>#</th><th>kind</th><th>commit</th><th>subject</th><th>verdict</th><th>reason</th><th>build s</th><th>boot s</th><th>test s</th><th>crash</th><th>evidence</th></tr>
 {{range $i, $s := .R.Steps}}<tr><td>{{add $i 1}}</td><td>{{$s.Kind}}</td><td><code>{{short $s.Commit}}</code></td><td>{{$s.Subject}}</td>
 <td style="color:{{color $s.Verdict}}">{{term $.R $s.Verdict}}</td><td>{{$s.Reason}}</td><td>{{num $s.Build}}</td><td>{{num $s.Boot}}</td><td>{{num $s.Test}}</td><td>{{$s.Crash}}</td>
-<td>{{with $s.Evidence.BuildLog}}{{.}}<br>{{end}}{{with $s.Evidence.ConsoleLog}}{{.}}<br>{{end}}{{if ne $s.Evidence.TestOutput $s.Evidence.ConsoleLog}}{{$s.Evidence.TestOutput}}{{end}}</td></tr>
+<td>{{with $s.Evidence.BuildLog}}{{.}}<br>{{end}}{{with $s.Evidence.ConsoleLog}}{{.}}<br>{{end}}{{if ne $s.Evidence.TestOutput $s.Evidence.ConsoleLog}}{{$s.Evidence.TestOutput}}{{end}}{{with $s.Evidence.Toolchain}}<br>toolchain: {{.}}{{end}}{{range $s.Evidence.BuildFixes}}<br>build fix: {{.}}{{end}}</td></tr>
 {{end}}</table>
 </body></html>
 `))
@@ -285,6 +291,7 @@ func (r *Report) cleaned() *Report {
 	for i, s := range r.Steps {
 		s.Subject, s.Reason, s.Crash = Clean(s.Subject), Clean(s.Reason), Clean(s.Crash)
 		s.Evidence.BuildLog, s.Evidence.ConsoleLog, s.Evidence.TestOutput = Clean(s.Evidence.BuildLog), Clean(s.Evidence.ConsoleLog), Clean(s.Evidence.TestOutput)
+		s.Evidence.Toolchain, s.Evidence.BuildFixes = Clean(s.Evidence.Toolchain), cleanAll(s.Evidence.BuildFixes)
 		c.Steps[i] = s
 	}
 	return &c

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"slices"
 	"strings"
 	"time"
 	"unicode/utf8"
@@ -121,10 +122,10 @@ func (r *Report) Term(verdict string) string {
 	return verdict
 }
 
-func (r *Report) stepsOf(kind string) []journal.Step {
+func (r *Report) stepsOf(kinds ...string) []journal.Step {
 	var out []journal.Step
 	for _, s := range r.Steps {
-		if s.Kind == kind {
+		if slices.Contains(kinds, s.Kind) {
 			out = append(out, s)
 		}
 	}
@@ -139,9 +140,11 @@ type jsonAttempt struct {
 }
 
 type jsonEvidence struct {
-	BuildLog   *string `json:"build_log"`
-	ConsoleLog *string `json:"console_log"`
-	TestOutput *string `json:"test_output"`
+	BuildLog   *string  `json:"build_log"`
+	ConsoleLog *string  `json:"console_log"`
+	TestOutput *string  `json:"test_output"`
+	Toolchain  string   `json:"toolchain,omitempty"`
+	BuildFixes []string `json:"build_fixes,omitempty"`
 }
 
 type jsonStep struct {
@@ -194,7 +197,7 @@ func (r *Report) toJSONSteps(steps []journal.Step) []jsonStep {
 			Duration: s.Duration, Build: s.Build, Boot: s.Boot, Test: s.Test, Crash: nullable(s.Crash),
 			Runs: []jsonAttempt{},
 			Evidence: jsonEvidence{BuildLog: nullable(s.Evidence.BuildLog), ConsoleLog: nullable(s.Evidence.ConsoleLog),
-				TestOutput: nullable(s.Evidence.TestOutput)}}
+				TestOutput: nullable(s.Evidence.TestOutput), Toolchain: s.Evidence.Toolchain, BuildFixes: s.Evidence.BuildFixes}}
 		for _, a := range s.Attempts {
 			js.Runs = append(js.Runs, jsonAttempt{Verdict: a.Verdict, ExitCode: a.ExitCode, Duration: a.Duration, Crash: nullable(a.Crash)})
 		}
@@ -213,7 +216,7 @@ func (r *Report) JSON(w io.Writer) error {
 		cands = []string{}
 	}
 	jr := jsonReport{RunID: r.RunID, Outcome: r.Outcome, Culprit: nullable(r.Culprit), Candidates: cands,
-		Terms: r.Terms, Endpoints: r.toJSONSteps(r.stepsOf(journal.KindEndpoint)), Steps: r.toJSONSteps(r.stepsOf(journal.KindSearch)),
+		Terms: r.Terms, Endpoints: r.toJSONSteps(r.stepsOf(journal.KindEndpoint, journal.KindCheck)), Steps: r.toJSONSteps(r.stepsOf(journal.KindSearch)),
 		Message: r.Message, Strategy: r.Strategy, Confidence: r.Confidence, Posterior: r.Posterior, FailProb: r.FailProb,
 		Repo: r.Repo, Bad: r.Bad, Good: r.Good}
 	if c := r.confirmation(); c != nil {

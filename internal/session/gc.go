@@ -17,6 +17,7 @@ type Freed struct {
 	Builds    int64 `json:"builds"`
 	Artifacts int64 `json:"artifacts"`
 	Clones    int64 `json:"clones"`
+	Roots     int64 `json:"build_roots"`
 	Items     int   `json:"items"`
 }
 
@@ -79,6 +80,19 @@ func (s *Session) GC(olderThan time.Duration, dry bool) (Freed, error) {
 				continue // in use
 			}
 			remove(b, &f.Builds)
+			l.Release()
+		}
+	}
+	roots, _ := filepath.Glob(filepath.Join(cache.Roots(), "*"))
+	for _, r := range roots {
+		fi, err := os.Stat(r)
+		if err != nil || !fi.IsDir() || fi.ModTime().After(cutoff) {
+			continue
+		}
+		// A root in use is held (by its lock) only while it is made;
+		// builds refresh its time, so one unused this long is idle.
+		if l, err := lock.TryAcquire(r + ".lock"); err == nil {
+			remove(r, &f.Roots)
 			l.Release()
 		}
 	}

@@ -74,6 +74,9 @@ type Params struct {
 	Confirm bool `json:"confirm"`
 	// NoSubmodules leaves submodules empty in firstbad's checkout.
 	NoSubmodules bool `json:"no_submodules,omitempty"`
+	// MaxBuildFailures stops a kernel run after this many search steps
+	// in a row whose kernel did not build (0: never).
+	MaxBuildFailures int `json:"max_build_failures,omitempty"`
 }
 
 // Fingerprint identifies "the same arguments" across runs.
@@ -111,6 +114,8 @@ type Input struct {
 	MaxRuns    int
 	// NoSubmodules leaves submodules empty in firstbad's checkout.
 	NoSubmodules bool
+	// MaxBuildFailures: see Params (nil: 3 for kernel runs).
+	MaxBuildFailures *int
 }
 
 func short(sha string) string {

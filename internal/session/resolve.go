@@ -82,6 +82,15 @@ func (p *Params) setMode(in Input) error {
 	if in.Confirm != nil {
 		p.Confirm = *in.Confirm
 	}
+	if in.Kernel != nil {
+		p.MaxBuildFailures = 3
+	}
+	if in.MaxBuildFailures != nil {
+		if *in.MaxBuildFailures < 0 {
+			return outcome.InputErr("--max-build-failures must be 0 (never stop) or more")
+		}
+		p.MaxBuildFailures = *in.MaxBuildFailures
+	}
 	return nil
 }
 

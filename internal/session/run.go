@@ -146,7 +146,36 @@ func (r *run) searchStep(ctx context.Context, d search.Decision) (*Result, error
 			"commit", short(st.Commit))
 	}
 	r.replay(st)
-	return nil, nil
+	return r.buildsFailing()
+}
+
+// buildsFailing stops a kernel run whose last search steps all failed to
+// build: commits far apart in history that all fail say the toolchain or
+// the config is at fault, not the commits, and going on would skip them
+// all and end ambiguous.
+func (r *run) buildsFailing() (*Result, error) {
+	n := r.p.MaxBuildFailures
+	if n <= 0 {
+		return nil, nil
+	}
+	var last []journal.Step
+	for i := len(r.steps) - 1; i >= 0 && len(last) < n; i-- {
+		if st := r.steps[i]; st.Kind == journal.KindSearch && st.State == journal.StateDone {
+			last = append(last, st)
+		}
+	}
+	if len(last) < n {
+		return nil, nil
+	}
+	for _, st := range last {
+		if st.Verdict != "skip" || st.Build == nil || st.Evidence.Kernel != "" {
+			return nil, nil
+		}
+	}
+	return r.end(outcome.RunAborted, "", nil, fmt.Sprintf(
+		"the last %d kernels did not build (the latest: %s; log %s): commits that far apart failing alike point at the toolchain or the config, not the commits. "+
+			"For an older kernel try --toolchain auto (a toolchain of its era); see the build logs; --max-build-failures 0 goes on regardless",
+		n, last[0].Reason, last[0].Evidence.BuildLog))
 }
 
 // commandCheck is git bisect run's check of a first step that exits 126 or

@@ -10,6 +10,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
 
@@ -40,6 +41,8 @@ type world struct {
 	// invert is the exit-code meaning of fix mode: a passing run is the
 	// new state.
 	invert bool
+	// broken says commit i's kernel does not build.
+	broken func(i int) bool
 }
 
 func newWorld(t *testing.T, n int) *world {
@@ -59,6 +62,11 @@ func (w *world) Evaluate(ctx context.Context, req pipeline.Request) (pipeline.Ou
 	}
 	i := w.index[req.Commit]
 	var out pipeline.Outcome
+	if w.broken != nil && w.broken(i) {
+		d := time.Second
+		return pipeline.Outcome{Build: &d, BuildLog: "build.log", Runs: []pipeline.Run{{Verdict: outcome.Skip, ExitCode: -1,
+			Reason: "make bzImage failed: x.c:1: error: implicit declaration of function"}}}, nil
+	}
 	for range max(req.Repeat, 1) {
 		w.calls[i]++
 		r := w.judge(i, w.calls[i])
@@ -211,6 +219,35 @@ func TestSessionScenarios(t *testing.T) {
 				if diff := cmp.Diff(c.cands, w.numbers(res.Candidates)); diff != "" {
 					t.Errorf("candidates (-want +got):\n%s", diff)
 				}
+			}
+		})
+	}
+}
+
+// Kernels that do not build, step after step: the run stops and says the
+// toolchain or config is the likely cause, instead of skipping everything.
+func TestSessionStopsOnBuildFailuresInARow(t *testing.T) {
+	three := 3
+	for _, c := range []struct {
+		name    string
+		broken  func(i int) bool
+		outcome string
+	}{
+		{"every build fails", func(int) bool { return true }, outcome.RunAborted},
+		{"a broken stretch", func(i int) bool { return i >= 30 && i <= 33 }, outcome.Found},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 64)
+			w.judge, w.broken = from(40), c.broken
+			res, err := w.run(Input{MaxBuildFailures: &three})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Outcome != c.outcome {
+				t.Fatalf("outcome %s (%s), want %s", res.Outcome, res.Message, c.outcome)
+			}
+			if c.outcome == outcome.RunAborted && !strings.Contains(res.Message, "--toolchain auto") {
+				t.Errorf("message does not say what to do: %s", res.Message)
 			}
 		})
 	}

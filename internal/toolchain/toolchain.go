@@ -1,0 +1,176 @@
+// Package toolchain is where a kernel build runs: the host's own compiler,
+// or a build root holding another Debian release's toolchain (made once
+// with mmdebstrap from Debian's packages, entered with bubblewrap so that
+// nothing of the host but the source, the build dir and ccache is seen).
+// An old kernel builds with the compiler of its era; the root's identity
+// (release, gcc, binutils) is part of every artifact's key and evidence.
+package toolchain
+
+import (
+	"bufio"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+
+	"github.com/firstbad/firstbad/internal/outcome"
+)
+
+// Spec is what the user asked for with --toolchain.
+type Spec struct {
+	Kind    string // host, debian, dir or auto
+	Release string // debian: the release (bullseye, bookworm, trixie)
+	Dir     string // dir: a root the user made
+}
+
+// Releases are the Debian releases firstbad makes build roots of, oldest
+// first, with the gcc each brings.
+var Releases = []struct{ Name, GCC string }{
+	{"bullseye", "10"}, {"bookworm", "12"}, {"trixie", "14"},
+}
+
+// Parse reads --toolchain: "" or host, auto, debian:RELEASE, or a
+// directory.
+func Parse(s string) (Spec, error) {
+	switch {
+	case s == "" || s == "host":
+		return Spec{Kind: "host"}, nil
+	case s == "auto":
+		return Spec{Kind: "auto"}, nil
+	case strings.HasPrefix(s, "debian:"):
+		rel := strings.TrimPrefix(s, "debian:")
+		for _, r := range Releases {
+			if r.Name == rel {
+				return Spec{Kind: "debian", Release: rel}, nil
+			}
+		}
+		return Spec{}, outcome.InputErr("--toolchain %q: firstbad makes build roots of %s", s, releaseNames())
+	case strings.HasPrefix(s, "/") || strings.HasPrefix(s, "."):
+		abs, err := filepath.Abs(s)
+		if err != nil {
+			return Spec{}, outcome.InputErr("--toolchain %s: %v", s, err)
+		}
+		if _, err := os.Stat(filepath.Join(abs, "usr", "bin", "gcc")); err != nil {
+			return Spec{}, outcome.InputErr("--toolchain %s: not a build root (no usr/bin/gcc in it)", s)
+		}
+		return Spec{Kind: "dir", Dir: abs}, nil
+	}
+	return Spec{}, outcome.InputErr("--toolchain %q: want host, auto, debian:RELEASE (%s) or a root directory", s, releaseNames())
+}
+
+func releaseNames() string {
+	var n []string
+	for _, r := range Releases {
+		n = append(n, r.Name)
+	}
+	return strings.Join(n, ", ")
+}
+
+func (s Spec) String() string {
+	switch s.Kind {
+	case "debian":
+		return "debian:" + s.Release
+	case "dir":
+		return s.Dir
+	}
+	return s.Kind
+}
+
+// Root is a toolchain ready to run builds.
+type Root struct {
+	Spec Spec
+	Dir  string // the root file system; "" for the host
+	// ID names the toolchain: release (or root), gcc and binutils
+	// versions. Part of the artifact key and of each step's evidence.
+	ID string
+}
+
+// Host is the host's own toolchain.
+func Host() *Root {
+	r := &Root{Spec: Spec{Kind: "host"}}
+	r.ID = "host: " + r.versions()
+	return r
+}
+
+// Command is name with args, run in the root with binds (directories bound
+// read-write at the same paths; the rest of the host is not visible) and
+// the caller's environment. It starts in the command's Dir when that is
+// bound (bwrap keeps the working directory), else in /.
+func (r *Root) Command(name string, args []string, binds ...string) *exec.Cmd {
+	if r == nil || r.Dir == "" {
+		return exec.Command(name, args...)
+	}
+	bw := []string{"--bind", r.Dir, "/", "--dev", "/dev", "--proc", "/proc", "--tmpfs", "/tmp", "--die-with-parent"}
+	for _, b := range binds {
+		if b != "" {
+			bw = append(bw, "--bind", b, b)
+		}
+	}
+	return exec.Command("bwrap", append(append(bw, "--", name), args...)...)
+}
+
+// versions is "gcc X, binutils Y" as the root's tools say.
+func (r *Root) versions() string {
+	first := func(name string, args ...string) string {
+		out, err := r.Command(name, args).Output()
+		if err != nil {
+			return name + " missing"
+		}
+		line, _, _ := strings.Cut(string(out), "\n")
+		return strings.TrimSpace(line)
+	}
+	return first("gcc", "--version") + "; " + first("ld", "--version")
+}
+
+// identify sets the root's ID from its tools.
+func (r *Root) identify() {
+	r.ID = r.Spec.String() + ": " + r.versions()
+}
+
+// Packages go into every build root: a compiler and binutils, make, and
+// what a kernel build runs (bc, bison, flex, perl, python3, cpio, kmod),
+// the headers it builds against (libelf, libssl), and ccache.
+var Packages = []string{"gcc", "libc6-dev", "make", "bc", "bison", "flex", "perl", "python3", "cpio", "kmod",
+	"xz-utils", "libelf-dev", "libssl-dev", "ccache", "git"}
+
+// rootKey names a release's root by its package list: another list is
+// another root.
+func rootKey(release string) string {
+	sum := sha256.Sum256([]byte(release + "\x00" + strings.Join(Packages, ",")))
+	return release + "-" + hex.EncodeToString(sum[:6])
+}
+
+// mirror is the Debian mirror the host's apt uses (a build root is made
+// from the same place).
+func mirror() string {
+	for _, f := range []string{"/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"} {
+		data, err := os.ReadFile(f)
+		if err != nil {
+			continue
+		}
+		sc := bufio.NewScanner(strings.NewReader(string(data)))
+		for sc.Scan() {
+			fields := strings.Fields(sc.Text())
+			switch {
+			case len(fields) >= 2 && fields[0] == "URIs:":
+				return fields[1]
+			case len(fields) >= 3 && fields[0] == "deb" && strings.HasPrefix(fields[1], "http"):
+				return fields[1]
+			}
+		}
+	}
+	return "http://deb.debian.org/debian"
+}
+
+// Installed is a short note on what is missing to make build roots.
+func Installed() error {
+	for _, tool := range []string{"mmdebstrap", "bwrap"} {
+		if _, err := exec.LookPath(tool); err != nil {
+			return fmt.Errorf("%s not found: build roots need mmdebstrap and bubblewrap (apt-get install mmdebstrap bubblewrap, or ./setup.sh)", tool)
+		}
+	}
+	return nil
+}
