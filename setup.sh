@@ -18,7 +18,7 @@ sudo=""
 # and bubblewrap for build roots of older toolchains; patch for the kernel
 # histories the tests make).
 packages=(git make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio xz-utils patch
-  ccache qemu-system-x86 busybox-static openssh-client openssh-server ca-certificates python3
+  ccache qemu-system-x86 busybox-static openssh-client openssh-server ca-certificates curl python3
   libvirt-daemon-system libvirt-clients mmdebstrap bubblewrap)
 missing=()
 for p in "${packages[@]}"; do

@@ -12,22 +12,28 @@
 #              authored as the patch's From: line, subject from its Subject: line
 #   last       (tag: tip)
 #
-# Usage: make-kernel-history.sh OUT_DIR [DEBIAN_VERSION]
+# Usage: make-kernel-history.sh OUT_DIR [DEBIAN_VERSION [UPSTREAM_VERSION]]
 #   OUT_DIR          where the git repo is created (replaced if it exists)
 #   DEBIAN_VERSION   source package version (default 6.1.176-1; ~165 patches)
+#   UPSTREAM_VERSION an older upstream tree of the same line under that
+#                    version's patches (e.g. 5.10.223-1 5.10.28: Debian's
+#                    mirror keeps old orig tarballs but drops old .dsc files);
+#                    patches that do not apply to it are left out and listed
 #
 # Needs: apt source access (the script adds deb-src entries for the release
 # that has DEBIAN_VERSION, each in its own list file, mirroring the machine's
 # deb entries; as root or through sudo), patch, git, xz. Takes ~2 minutes and
-# ~2 GiB. Older lines work too, e.g. 5.10.28-1 (bullseye) for an LTS history.
+# ~2 GiB. Older lines work too, e.g. 5.10.223-1 (bullseye) for an LTS history,
+# or 5.10.223-1 5.10.28 for an early 5.10 tree (bench/toolchain-bench.sh).
 # Example behaviour changes you can bisect for, in this default history:
 #   "sched: Do not enable autogrouping by default"
 #     -> /proc/sys/kernel/sched_autogroup_enabled reads 0 instead of 1
 #        (needs CONFIG_SCHED_AUTOGROUP=y, CONFIG_PROC_SYSCTL=y)
 set -euo pipefail
 
-out=${1:?usage: make-kernel-history.sh OUT_DIR [DEBIAN_VERSION]}
+out=${1:?usage: make-kernel-history.sh OUT_DIR [DEBIAN_VERSION [UPSTREAM_VERSION]]}
 ver=${2:-6.1.176-1}
+upstream=${3:-}
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
 
@@ -80,6 +86,14 @@ fi
 # 2. download the source package (orig tarball + debian tarball), unpack the debian dir
 (cd "$work" && apt-get source -qq --download-only "linux=$ver" >/dev/null)
 tar xf "$work"/linux_*.debian.tar.xz -C "$work"
+if [ -n "$upstream" ]; then
+  # The older tree's orig tarball sits beside this version's in the pool.
+  # (asked from an empty dir: apt prints no URI for a file already here)
+  uri=$(cd "$(mktemp -d -p "$work")" && apt-get source -qq --print-uris "linux=$ver" | grep -o "'[^']*orig.tar.xz'" | tr -d "'")
+  rm -f "$work"/linux_*.orig.tar.xz
+  (cd "$work" && curl -fsSLO "${uri%/*}/linux_$upstream.orig.tar.xz") ||
+    { echo "make-kernel-history: no linux_$upstream.orig.tar.xz at ${uri%/*}" >&2; exit 1; }
+fi
 
 # 3. the upstream tree as the first commit
 rm -rf "$out"; mkdir -p "$out"
@@ -90,7 +104,7 @@ git config user.name "kernel-history"
 git config user.email "kernel-history@localhost"
 git add -A >/dev/null
 GIT_AUTHOR_DATE="2025-01-01T00:00:00Z" GIT_COMMITTER_DATE="2025-01-01T00:00:00Z" \
-  git commit -q -m "Linux upstream orig ($ver)"
+  git commit -q -m "Linux upstream orig (${upstream:-$ver})"
 git tag base
 
 # 4. one commit per patch
@@ -100,7 +114,13 @@ grep -v '^#' "$work/debian/patches/series" | sed 's/ .*//' | grep . | while read
   subj=$(grep -m1 -i '^Subject:' "$f" | sed 's/^Subject: *//; s/^\[PATCH[^]]*\] *//' || true)
   [ -n "$subj" ] || subj="$p"
   author=$(grep -m1 -i '^From:' "$f" | sed 's/^From: *//' || true)
-  patch -p1 -s -f --no-backup-if-mismatch < "$f" >/dev/null || { echo "patch failed: $p" >&2; exit 1; }
+  if ! patch -p1 -s -f --dry-run < "$f" >/dev/null 2>&1; then
+    # Only with an older upstream tree: its patches may not fit.
+    [ -n "$upstream" ] || { echo "patch failed: $p" >&2; exit 1; }
+    echo "left out (does not apply to $upstream): $p" >&2
+    continue
+  fi
+  patch -p1 -s -f --no-backup-if-mismatch < "$f" >/dev/null
   git add -A >/dev/null
   n=$((n+1))
   d=$(date -u -d "2025-01-01 + $n hours" +%Y-%m-%dT%H:%M:%SZ)

@@ -119,39 +119,6 @@ func TestReportOutputNotTruncated(t *testing.T) {
 	}
 }
 
-// SIGQUIT stops a run like SIGTERM: the reproducer dies, the step is
-// recorded as interrupted, and resume finishes (it used to dump a stack,
-// exit 2 and leave the reproducer running).
-func TestSIGQUITStopsCleanly(t *testing.T) {
-	var b gittest.Builder
-	tip := b.Linear(-1, 20)
-	repo := b.Write(t)
-	e := newEnv(t)
-	dir := t.TempDir()
-	script := fmt.Sprintf(`echo $$ > %[1]s/pid; [ -e %[1]s/fast ] || { sleep 30 & wait; }; [ $(cat f) -lt 7 ]`, dir)
-	cmd := exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "run", "--repo", repo.Dir, "--good", "c0",
-		"--bad", repo.SHAs[tip], "--exec", script)
-	var stderr strings.Builder
-	cmd.Stderr = &stderr
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	waitFile(t, filepath.Join(dir, "pid"))
-	cmd.Process.Signal(syscall.SIGQUIT)
-	err := cmd.Wait()
-	if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 130 || strings.Contains(stderr.String(), "goroutine") {
-		t.Fatalf("SIGQUIT: %v\n%s", err, stderr.String())
-	}
-	pid, _ := os.ReadFile(filepath.Join(dir, "pid"))
-	if alive(strings.TrimSpace(string(pid))) {
-		t.Error("the reproducer survived SIGQUIT")
-	}
-	os.WriteFile(filepath.Join(dir, "fast"), nil, 0o644)
-	if r, res := e.runJSON("resume"); res.code != 0 || r.Culprit == nil || *r.Culprit != repo.SHAs[7] {
-		t.Fatalf("resume: exit %d\n%s", res.code, res.stderr)
-	}
-}
-
 // Two identical runs started at the same instant: one runs, the other is
 // refused with the resume hint (both ran before the check took a lock).
 func TestIdenticalRunsRace(t *testing.T) {

@@ -843,7 +843,16 @@ func TestGC(t *testing.T) {
 	}
 }
 
-func TestCtrlCRecordsInterruptedAndResumes(t *testing.T) {
+// Ctrl-C, and SIGQUIT alike (it used to dump a stack, exit 2 and leave
+// the reproducer running): the reproducer dies, the step is recorded as
+// interrupted, the resume command is printed, and resume finishes.
+func TestSignalRecordsInterruptedAndResumes(t *testing.T) {
+	for _, sig := range []os.Signal{os.Interrupt, syscall.SIGQUIT} {
+		t.Run(sig.String(), func(t *testing.T) { signalAndResume(t, sig) })
+	}
+}
+
+func signalAndResume(t *testing.T, sig os.Signal) {
 	var b gittest.Builder
 	tip := b.Linear(-1, 40)
 	repo := b.Write(t)
@@ -857,30 +866,25 @@ func TestCtrlCRecordsInterruptedAndResumes(t *testing.T) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	for i := 0; i < 100; i++ { // until the reproducer runs
-		if _, err := os.Stat(filepath.Join(dir, "pid")); err == nil {
-			break
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-	cmd.Process.Signal(os.Interrupt)
+	waitFile(t, filepath.Join(dir, "pid"))
+	cmd.Process.Signal(sig)
 	err := cmd.Wait()
 	ee, ok := err.(*exec.ExitError)
-	if !ok || ee.ExitCode() != 130 || !strings.Contains(stderr.String(), "firstbad resume") {
-		t.Fatalf("Ctrl-C: %v\n%s", err, stderr.String())
+	if !ok || ee.ExitCode() != 130 || !strings.Contains(stderr.String(), "firstbad resume") || strings.Contains(stderr.String(), "goroutine") {
+		t.Fatalf("%v: %v\n%s", sig, err, stderr.String())
 	}
 	pid, _ := os.ReadFile(filepath.Join(dir, "pid"))
 	if alive(strings.TrimSpace(string(pid))) {
-		t.Error("the reproducer survived Ctrl-C")
+		t.Errorf("the reproducer survived %v", sig)
 	}
 	st, _ := e.runJSON("status")
 	if st.Outcome != "interrupted" || len(st.Steps) != 1 || st.Steps[0].Verdict != "error" {
-		t.Fatalf("after Ctrl-C: outcome %s steps %+v", st.Outcome, st.Steps)
+		t.Fatalf("after %v: outcome %s steps %+v", sig, st.Outcome, st.Steps)
 	}
 	os.WriteFile(filepath.Join(dir, "fast"), nil, 0o644)
 	r, res := e.runJSON("resume")
 	if res.code != 0 || r.Culprit == nil || *r.Culprit != repo.SHAs[17] {
-		t.Fatalf("resume after Ctrl-C: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+		t.Fatalf("resume after %v: exit %d culprit %v\n%s", sig, res.code, r.Culprit, res.stderr)
 	}
 }
 

@@ -383,6 +383,7 @@ type buildJob struct {
 	fixes      []toolchain.Fix // applied to the tree for this build
 	dir        string          // the persistent build dir
 	ccacheBase string
+	mark       int64 // where the last make began in the log
 	log        *os.File
 	res        *Result
 	start      time.Time
@@ -410,6 +411,7 @@ func (j *buildJob) make(ctx context.Context, timeout time.Duration, statsLog str
 // root binds that).
 func (j *buildJob) makeIn(ctx context.Context, dir string, timeout time.Duration, statsLog string, args ...string) (proc.Result, error) {
 	args = append(j.b.makeArgs(j.o, j.req.Src, dir), args...)
+	j.mark, _ = j.log.Seek(0, io.SeekCurrent)
 	cmd := j.tc.Command("make", args, j.binds()...)
 	cmd.Env = j.b.env(j.ccacheBase, statsLog, j.o)
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = j.log, j.log, strings.NewReader("")
@@ -452,7 +454,7 @@ func (j *buildJob) assemble(ctx context.Context, apply []Option) ([]byte, *Resul
 			r, err = j.baseApart(ctx, side)
 		}
 		if err != nil || r.ExitCode != 0 {
-			res, err := j.b.failed(ctx, j.res, j.log, r, err, "make "+j.o.Base)
+			res, err := j.b.failed(ctx, j.res, j.log, j.mark, r, err, "make "+j.o.Base)
 			return nil, res, err
 		}
 	} else if err := copyBase(j.o.Base, side); err != nil {
@@ -467,12 +469,12 @@ func (j *buildJob) assemble(ctx context.Context, apply []Option) ([]byte, *Resul
 	}
 	if r, err := kc("olddefconfig"); err != nil || r.ExitCode != 0 {
 		if err != nil || ctx.Err() != nil || !oldKconfig(j.res.Log) {
-			res, err := j.b.failed(ctx, j.res, j.log, r, err, "make olddefconfig")
+			res, err := j.b.failed(ctx, j.res, j.log, j.mark, r, err, "make olddefconfig")
 			return nil, res, err
 		}
 		// Before olddefconfig existed: oldconfig with empty answers.
 		if r, err = kc("oldconfig"); err != nil || r.ExitCode != 0 {
-			res, err := j.b.failed(ctx, j.res, j.log, r, err, "make oldconfig")
+			res, err := j.b.failed(ctx, j.res, j.log, j.mark, r, err, "make oldconfig")
 			return nil, res, err
 		}
 	}
@@ -505,6 +507,15 @@ func (j *buildJob) baseApart(ctx context.Context, side string) (proc.Result, err
 		return r, outcome.InfraErr("build", err)
 	}
 	return r, nil
+}
+
+// logFrom is the build log from offset from on.
+func logFrom(log string, from int64) []byte {
+	data, _ := os.ReadFile(log)
+	if from > 0 && from <= int64(len(data)) {
+		data = data[from:]
+	}
+	return data
 }
 
 // logHas says whether the build log holds s.
@@ -591,7 +602,7 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	}
 	res.Compiled, res.CcacheHits = compileStats(res.Log, logStart, stats)
 	if err != nil || r.ExitCode != 0 {
-		return j.b.failed(ctx, res, j.log, r, err, "make bzImage")
+		return j.b.failed(ctx, res, j.log, j.mark, r, err, "make bzImage")
 	}
 	vr, _ := exec.Command("make", "-s", "-C", j.req.Src, "kernelversion").Output()
 	res.Version = strings.TrimSpace(string(vr))
@@ -663,7 +674,10 @@ func archDir(arch string) string {
 
 // failed classifies a failed make: the infrastructure's fault is an error,
 // the kernel's fault a skip with the first error line as the reason.
-func (b *Builder) failed(ctx context.Context, res *Result, logf *os.File, r proc.Result, err error, what string) (*Result, error) {
+// Only the failed make's part of the log counts (from): an earlier make
+// of this build (a base config made again apart, a build before a fix)
+// may have failed differently.
+func (b *Builder) failed(ctx context.Context, res *Result, logf *os.File, from int64, r proc.Result, err error, what string) (*Result, error) {
 	if ctx.Err() != nil {
 		return nil, ctx.Err()
 	}
@@ -671,8 +685,7 @@ func (b *Builder) failed(ctx context.Context, res *Result, logf *os.File, r proc
 		return nil, outcome.InfraErr("build", fmt.Errorf("%s: %v", what, err))
 	}
 	logf.Sync()
-	data, _ := os.ReadFile(res.Log)
-	d := Diagnose(data, r)
+	d := Diagnose(logFrom(res.Log, from), r)
 	if d.Infra {
 		return nil, outcome.InfraErr("build", fmt.Errorf("%s: %s (log: %s)", what, d.Reason, res.Log))
 	}

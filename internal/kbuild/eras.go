@@ -54,7 +54,7 @@ func (j *buildJob) fix(ctx context.Context) bool {
 	if j.o.NoBuildFixes {
 		return false
 	}
-	data, _ := os.ReadFile(j.res.Log)
+	data := logFrom(j.res.Log, j.mark)
 	applied := false
 	for _, f := range toolchain.MatchFixes(string(data)) {
 		if j.hasFix(f) {
@@ -107,8 +107,7 @@ func applyFix(ctx context.Context, src string, f toolchain.Fix) error {
 // (by the table): every commit would fail the same way, so this is not a
 // verdict about the commit.
 func (j *buildJob) tooNew() error {
-	data, _ := os.ReadFile(j.res.Log)
-	m, line, ok := toolchain.MatchMismatch(string(data))
+	m, line, ok := toolchain.MatchMismatch(string(logFrom(j.res.Log, j.mark)))
 	if !ok {
 		return nil
 	}

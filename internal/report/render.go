@@ -145,6 +145,23 @@ func (r *Report) Markdown(w io.Writer) error {
 		}
 		b.WriteString(".\n\n")
 	}
+	r.mdSteps(&b)
+	if r.Rerun != nil {
+		b.WriteString("\n## Re-running a step\n\n")
+		seen := map[string]bool{}
+		for _, s := range r.Steps {
+			if !seen[s.Commit] {
+				seen[s.Commit] = true
+				fmt.Fprintf(&b, "- `%s`: %s\n", Short(s.Commit), CodeSpan(r.Rerun(s.Commit)))
+			}
+		}
+	}
+	_, err := io.WriteString(w, b.String())
+	return err
+}
+
+// mdSteps is the Markdown table of steps, each with its evidence.
+func (r *Report) mdSteps(b *strings.Builder) {
 	b.WriteString("## Steps\n\n| # | kind | commit | subject | verdict | reason | build s | boot s | test s | crash | evidence |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for i, s := range r.Steps {
@@ -160,21 +177,9 @@ func (r *Report) Markdown(w io.Writer) error {
 		for _, f := range s.Evidence.BuildFixes {
 			ev = append(ev, "build fix: "+cell(f))
 		}
-		fmt.Fprintf(&b, "| %d | %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |\n", i+1, s.Kind, Short(s.Commit), cell(s.Subject),
+		fmt.Fprintf(b, "| %d | %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |\n", i+1, s.Kind, Short(s.Commit), cell(s.Subject),
 			r.Term(s.Verdict), cell(s.Reason), num(s.Build), num(s.Boot), num(s.Test), cell(s.Crash), strings.Join(ev, "<br>"))
 	}
-	if r.Rerun != nil {
-		b.WriteString("\n## Re-running a step\n\n")
-		seen := map[string]bool{}
-		for _, s := range r.Steps {
-			if !seen[s.Commit] {
-				seen[s.Commit] = true
-				fmt.Fprintf(&b, "- `%s`: %s\n", Short(s.Commit), CodeSpan(r.Rerun(s.Commit)))
-			}
-		}
-	}
-	_, err := io.WriteString(w, b.String())
-	return err
 }
 
 var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
