@@ -46,6 +46,32 @@ type hostedMachine struct {
 	conns     sync.WaitGroup // port forwards in flight
 }
 
+// checkAndStage is the front of every hosted boot: the host checked, the
+// boot's local dir made, the kernel and initramfs staged for the host's
+// cache. The caller closes the staging.
+func checkAndStage(ctx context.Context, check func(context.Context) (*HostInfo, error), hs *hashes, b Boot) (*HostInfo, *staging, error) {
+	info, err := check(ctx)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
+		return nil, nil, err
+	}
+	st, err := hs.stage(b, info.Dir)
+	if err != nil {
+		return nil, nil, err
+	}
+	return info, st, nil
+}
+
+// boot is run, with the machine as a Machine.
+func (hb hostedBoot) boot(ctx context.Context, m *hostedMachine) (Machine, error) {
+	if err := hb.run(ctx, m); err != nil {
+		return nil, err
+	}
+	return m, nil
+}
+
 // run boots: it returns once the script said it started the guest, with
 // the console pumped to the log until the script ends.
 func (hb hostedBoot) run(ctx context.Context, m *hostedMachine) error {

@@ -77,15 +77,8 @@ func ParseLibvirtTarget(s string) (*Libvirt, error) {
 		d.User = u.User.Username()
 		l.Host = &sshHost{Dest: d}
 	}
-	for k, v := range u.Query() {
-		switch k {
-		case "uri":
-			l.URI = v[0]
-		case "dir":
-			l.Dir = v[0]
-		default:
-			return nil, fmt.Errorf("--target %q: unknown parameter %q (known: uri, dir)", s, k)
-		}
+	if err := targetParams(s, u, map[string]*string{"uri": &l.URI, "dir": &l.Dir}); err != nil {
+		return nil, err
 	}
 	return l, nil
 }
@@ -362,22 +355,15 @@ func (l *Libvirt) Boot(ctx context.Context, b Boot) (Machine, error) {
 	if len(b.Forwards) > 0 {
 		return nil, fmt.Errorf("%s: host-side tests need a port forwarded into the guest, which a libvirt domain's own NICs do not give: use the qemu or ssh:// target for them", l.where())
 	}
-	info, err := l.Check(ctx)
-	if err != nil {
-		return nil, err
-	}
-	original, err := l.prepare(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
-		return nil, err
-	}
-	st, err := l.stage(b, info.Dir)
+	info, st, err := checkAndStage(ctx, l.Check, &l.hashes, b)
 	if err != nil {
 		return nil, err
 	}
 	defer st.close()
+	original, err := l.prepare(ctx)
+	if err != nil {
+		return nil, err
+	}
 	xml, err := bootXML(original, st.kernel, st.initrd, b.Cmdline, path.Join(st.dir, "console.log"), path.Join(st.dir, "result.jsonl"))
 	if err != nil {
 		return nil, fmt.Errorf("%s: %w", l.where(), err)
@@ -386,8 +372,5 @@ func (l *Libvirt) Boot(ctx context.Context, b Boot) (Machine, error) {
 	m := &hostedMachine{vm: newVM(b.Dir, map[int]int{})}
 	hb := hostedBoot{sh: l.sh(), script: libvirtBootScript, args: args, st: st, where: l.where(), stop: 10 * time.Second, log: l.Log,
 		header: fmt.Sprintf("%s%s\nfirstbad: %s: kernel %s, initrd %s, cmdline %q\n", HostLinePrefix, info, l.Name(), st.kernel, st.initrd, b.Cmdline)}
-	if err := hb.run(ctx, m); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return hb.boot(ctx, m)
 }

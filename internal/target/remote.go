@@ -7,10 +7,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"math/rand/v2"
 	"net"
 	"net/url"
-	"os"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -82,17 +83,23 @@ func ParseSSHTarget(s string) (*RemoteQEMU, error) {
 	}
 	d.User = u.User.Username()
 	r := &RemoteQEMU{sshHost: sshHost{Dest: d}}
-	for k, v := range u.Query() {
-		switch k {
-		case "dir":
-			r.Dir = v[0]
-		case "qemu":
-			r.Binary = v[0]
-		default:
-			return nil, fmt.Errorf("--target %q: unknown parameter %q (known: dir, qemu)", s, k)
-		}
+	if err := targetParams(s, u, map[string]*string{"dir": &r.Dir, "qemu": &r.Binary}); err != nil {
+		return nil, err
 	}
 	return r, nil
+}
+
+// targetParams sets a --target URL's query parameters into known; any
+// other is an error naming the known ones.
+func targetParams(s string, u *url.URL, known map[string]*string) error {
+	for k, v := range u.Query() {
+		p, ok := known[k]
+		if !ok {
+			return fmt.Errorf("--target %q: unknown parameter %q (known: %s)", s, k, strings.Join(slices.Sorted(maps.Keys(known)), ", "))
+		}
+		*p = v[0]
+	}
+	return nil
 }
 
 // Name implements Target.
@@ -216,18 +223,7 @@ exit $rc`
 
 // Start boots with a given accelerator.
 func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, error) {
-	info, err := r.Check(ctx)
-	if err != nil {
-		return nil, err
-	}
-	c, err := r.conn(ctx)
-	if err != nil {
-		return nil, err
-	}
-	if err := os.MkdirAll(b.Dir, 0o755); err != nil {
-		return nil, err
-	}
-	st, err := r.stage(b, info.Dir)
+	info, st, err := checkAndStage(ctx, r.Check, &r.hashes, b)
 	if err != nil {
 		return nil, err
 	}
@@ -235,25 +231,26 @@ func (r *RemoteQEMU) Start(ctx context.Context, b Boot, accel string) (Machine, 
 	rb := b
 	rb.Kernel, rb.Initrd, rb.Dir = st.kernel, st.initrd, st.dir
 	m := &hostedMachine{vm: newVM(b.Dir, map[int]int{})}
-	if err := r.forwards(c, m, &rb); err != nil {
+	if err := r.forwards(ctx, m, &rb); err != nil {
 		return nil, err
 	}
 	args := (&QEMU{Binary: r.binary()}).Args(rb, accel)
 	hb := hostedBoot{sh: &r.sshHost, script: startScript, st: st, where: "VM host " + r.Dest.Host, stop: 5 * time.Second, log: r.Log,
 		args:   append([]string{rb.Kernel, st.base, strconv.FormatInt(st.tail, 10), cacheBound(r.CacheBytes), rb.Dir, r.binary()}, args...),
 		header: fmt.Sprintf("%s%s\nfirstbad: %s %s\n", HostLinePrefix, info, r.binary(), strings.Join(args, " "))}
-	if err := hb.run(ctx, m); err != nil {
-		return nil, err
-	}
-	return m, nil
+	return hb.boot(ctx, m)
 }
 
 // forwards binds a local loopback port for each guest port b forwards and
 // carries it over the connection to a port on the host's loopback, where
 // QEMU forwards it into the guest.
-func (r *RemoteQEMU) forwards(c *remote.Client, m *hostedMachine, b *Boot) error {
+func (r *RemoteQEMU) forwards(ctx context.Context, m *hostedMachine, b *Boot) error {
 	if !b.Net {
 		return nil
+	}
+	c, err := r.conn(ctx)
+	if err != nil {
+		return err
 	}
 	b.Ports = map[int]int{}
 	for _, g := range b.Forwards {
