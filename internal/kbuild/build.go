@@ -797,14 +797,24 @@ func compileStats(logPath string, logStart int64, statsLog string) (compiled, hi
 		}
 		f.Close()
 	}
+	// ccache's record of each compile: "# FILE" then its counters. It also
+	// counts when kbuild prints nothing (make 4.4 on trees before its
+	// silent-mode fix makes every old kbuild silent).
+	byCcache := 0
 	if data, err := os.ReadFile(statsLog); err == nil {
-		for _, rec := range strings.Split(string(data), "\n# ")[0:] {
-			if strings.Contains(rec, "direct_cache_hit") || strings.Contains(rec, "preprocessed_cache_hit") {
+		for _, rec := range strings.Split(string(data), "\n# ") {
+			file, _, _ := strings.Cut(strings.TrimPrefix(rec, "# "), "\n")
+			source := strings.HasSuffix(file, ".c") || strings.HasSuffix(file, ".S")
+			hit := strings.Contains(rec, "direct_cache_hit") || strings.Contains(rec, "preprocessed_cache_hit")
+			if hit {
 				hits++
+			}
+			if source && (hit || strings.Contains(rec, "cache_miss")) && !strings.Contains(rec, "error") {
+				byCcache++
 			}
 		}
 	}
-	return compiled, hits
+	return max(compiled, byCcache), hits
 }
 
 // buildSystemChanged says whether the build machinery (top Makefile,

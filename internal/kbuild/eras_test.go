@@ -157,3 +157,22 @@ func TestFallBack(t *testing.T) {
 		}
 	}
 }
+
+// TestCompileStatsSilentKbuild: make 4.4 silences the kbuild of older
+// trees (no "  CC" lines); ccache's record still counts the compiles.
+func TestCompileStatsSilentKbuild(t *testing.T) {
+	dir := t.TempDir()
+	log, stats := filepath.Join(dir, "build.log"), filepath.Join(dir, "stats.log")
+	os.WriteFile(log, []byte("$ make bzImage\nsome warning\n"), 0o644)
+	os.WriteFile(stats, []byte("# /dev/null\ndirect_cache_hit\n# /k/kernel/fork.c\ndirect_cache_hit\nlocal_storage_hit\n"+
+		"# /k/kernel/exit.c\ndirect_cache_miss\nlocal_storage_read_miss\n# /k/arch/x86/entry/entry_64.S\npreprocessed_cache_hit\n"+
+		"# /k/x.c\ndirect_cache_miss\npreprocessor_error\n"), 0o644)
+	compiled, hits := compileStats(log, 0, stats)
+	if compiled != 3 || hits != 3 {
+		t.Errorf("compiled %d, hits %d; want 3 and 3", compiled, hits)
+	}
+	os.WriteFile(log, []byte("  CC      a.o\n  CC      b.o\n  CC      c.o\n  CC      d.o\n"), 0o644)
+	if compiled, _ := compileStats(log, 0, filepath.Join(dir, "none")); compiled != 4 {
+		t.Errorf("from kbuild's lines: %d, want 4", compiled)
+	}
+}
