@@ -23,7 +23,7 @@ var Mismatches = []Mismatch{
 	{regexp.MustCompile(`Unsupported relocation type: R_X86_64_PLT32`), "binutils 2.31 or newer emits R_X86_64_PLT32, which kernels before 4.16 cannot relocate"},
 	{regexp.MustCompile(`#error New address family defined, please update secclass_map`), "the C library's headers know address families this kernel's SELinux class map does not"},
 	{regexp.MustCompile("multiple definition of `yylloc'"), "gcc 10 or newer defaults to -fno-common, which the dtc lexer of kernels before 5.7 breaks"},
-	{regexp.MustCompile(`\[-Werror=use-after-free\]`), "gcc 12 or newer flags libsubcmd's realloc(ptr, 0) in kernels before 5.18"},
+	{regexp.MustCompile(`\[-Werror=use-after-free\]`), "gcc 12 or newer flags libsubcmd's realloc(ptr, 0) in kernels before 5.17 (and 5.10.y before its backport)"},
 	{regexp.MustCompile(`\[-Werror=(implicit-function-declaration|implicit-int|incompatible-pointer-types|int-conversion)\]|error: implicit declaration of function`), "gcc 14 or newer makes old C (implicit declarations, loose pointer types) an error"},
 	{regexp.MustCompile(`\[-Werror=(array-bounds|stringop-overflow|dangling-pointer|maybe-uninitialized|address|format-truncation)=?\d?\]`), "a newer gcc's stricter warnings, which this tree builds with -Werror"},
 	{regexp.MustCompile(`objtool: .*(unsupported instruction|unreachable instruction|return with modified stack frame|call without frame pointer save)`), "a newer compiler emits code this kernel's objtool does not understand"},
