@@ -115,9 +115,13 @@ bisect() {
   python3 - "$out/bisect.json" <<'PY'
 import json, sys
 r = json.load(open(sys.argv[1]))
-print("outcome:", r.get("outcome"), "culprit:", (r.get("culprit") or {}).get("subject", r.get("culprit")), r.get("message", ""))
-for s in r.get("steps", []):
-    print(f"  {s.get('commit','')[:12]} {s.get('verdict',''):5} {s.get('build_s') or 0:6.0f} s build  {s.get('toolchain','')[:40]}  {s.get('subject','')[:50]}")
+steps = r.get("endpoints", []) + r.get("steps", [])
+subject = {s["commit"]: s["subject"] for s in steps}
+c = r.get("culprit") or ""
+print("outcome:", r.get("outcome"), "culprit:", c[:12], subject.get(c, ""), r.get("message", ""))
+for s in steps:
+    tc = (s.get("evidence") or {}).get("toolchain", "")
+    print(f"  {s['commit'][:12]} {s['verdict']:5} build {s.get('build_s') or 0:5.0f} s  boot {s.get('boot_s') or 0:4.1f} s  {tc[:32]:32}  {s['subject'][:48]}")
 PY
   echo "bisect: $(echo "$t1 - $t0" | bc) s"
 }

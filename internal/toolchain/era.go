@@ -16,8 +16,9 @@ import (
 // (pkg/vcs/linux.go: gcc 10.1 for v5.9..v5.15, a current gcc from v5.16),
 // and Debian's own pairing of each release's kernel with its gcc (bullseye:
 // 5.10 with gcc 10, bookworm: 6.1 with gcc 12, trixie: 6.12 with gcc 14).
-// Checked here: 5.10.28 builds in bullseye's root and fails in trixie's
-// (bench/toolchain-bench.sh); 6.1.176 builds with bookworm's gcc 12.
+// Checked here (bench/toolchain-bench.sh): 5.10.28 builds in bullseye's
+// root as it is, and with gcc 12 or 14 only with the libsubcmd fix;
+// 6.1.176 (the test kernel) builds with bookworm's gcc 12.
 var eras = []struct {
 	until   [2]int
 	release string
