@@ -66,7 +66,7 @@ type Fix struct {
 // when its build fails with their signature (--no-build-fixes: never).
 var Fixes = []Fix{
 	{"libsubcmd: Fix use-after-free for realloc(..., 0)", "52a9dab6d892763b2a8334a568bd4e2c1a6fde66",
-		regexp.MustCompile(`subcmd-util\.h:\d+:\d+: error: pointer .* may be used after .realloc. \[-Werror=use-after-free\]`),
+		regexp.MustCompile(`subcmd-util\.h:\d+:\d+: error: pointer (.* )?may be used after .realloc. \[-Werror=use-after-free\]`),
 		"libsubcmd-realloc.patch"},
 }
 
