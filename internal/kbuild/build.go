@@ -279,7 +279,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 			return nil, err
 		}
 		res, err := b.buildWith(ctx, req, o, tc)
-		older, ok := b.fallBack(o, spec, res, err)
+		older, ok := b.fallBack(o, spec, err)
 		if !ok {
 			return res, err
 		}
@@ -290,7 +290,7 @@ func (b *Builder) Build(ctx context.Context, req Request) (*Result, error) {
 
 // fallBack says, for a failed build under --toolchain auto, the older
 // release to try when the failure is a toolchain-era signature.
-func (b *Builder) fallBack(o Options, spec toolchain.Spec, res *Result, err error) (string, bool) {
+func (b *Builder) fallBack(o Options, spec toolchain.Spec, err error) (string, bool) {
 	if err == nil || !errors.Is(err, errTooNew) || o.Toolchain != "auto" {
 		return "", false
 	}

@@ -151,7 +151,7 @@ func TestFallBack(t *testing.T) {
 		{"auto", toolchain.Spec{Kind: "debian", Release: "trixie"}, errors.New("disk"), ""},
 		{"auto", toolchain.Spec{Kind: "debian", Release: "trixie"}, nil, ""},
 	} {
-		got, ok := (&Builder{}).fallBack(Options{Toolchain: c.toolchain}, c.spec, nil, c.err)
+		got, ok := (&Builder{}).fallBack(Options{Toolchain: c.toolchain}, c.spec, c.err)
 		if got != c.want || ok != (c.want != "") {
 			t.Errorf("fallBack(%s, %s, %v) = %q, %v; want %q", c.toolchain, c.spec, c.err, got, ok, c.want)
 		}
