@@ -68,7 +68,7 @@ if r.get("fixes"):
 PY
   done
   for m in "$cache"/roots/*/.firstbad-root; do
-    [ -e "$m" ] && python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); print(f"root {m[\"release\"]}: made in {m[\"seconds\"]:.0f} s, {m[\"bytes\"]>>20} MiB")' "$m"
+    [ -e "$m" ] && python3 -c 'import json,sys; m=json.load(open(sys.argv[1])); r, s, b = m["release"], m["seconds"], m["bytes"] >> 20; print(f"root {r}: made in {s:.0f} s, {b} MiB")' "$m"
   done
 }
 
