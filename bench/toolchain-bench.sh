@@ -30,7 +30,7 @@ export PATH=$PATH:/usr/local/go/bin
 hist=/var/tmp/firstbad-5.10.28
 if [ "${1:-}" = -d ]; then hist=$2; shift 2; fi
 sections=${*:-builds overhead bisect}
-out=bench/out/toolchain-$(date +%Y%m%d-%H%M%S)
+out=$PWD/bench/out/toolchain-$(date +%Y%m%d-%H%M%S) # absolute: bound into roots
 mkdir -p "$out"
 CGO_ENABLED=0 go build -o "$out/firstbad" ./cmd/firstbad
 # One cache dir for the whole run: roots are made once, and each
@@ -84,18 +84,24 @@ overhead() {
   root=$(ls -d "$cache"/roots/"$host"-*[0-9a-f] | head -n 1)
   src=$out/overhead-src
   git clone -q --shared --no-checkout "$hist" "$src" && git -C "$src" checkout -q base
-  for where in host root; do
-    rm -rf "$out/o-$where"
-    local run=()
-    [ "$where" = root ] && run=(bwrap --bind "$root" / --dev /dev --proc /proc --tmpfs /tmp --bind "$src" "$src" --bind "$out" "$out" --)
-    "${run[@]}" make -s -C "$src" O="$out/o-$where" tinyconfig >/dev/null
-    t0=$(now)
-    "${run[@]}" make -s -C "$src" O="$out/o-$where" -j"$(nproc)" kernel/ mm/ >/dev/null 2>&1
-    t1=$(now)
-    echo "$where: $(echo "$t1 - $t0" | bc) s ($("${run[@]}" gcc --version | head -n 1))"
-    eval "t_$where=$(echo "$t1 - $t0" | bc)"
+  # Two rounds, alternating, the best of each: this machine is shared.
+  t_host=999999 t_root=999999
+  for round in 1 2; do
+    for where in host root; do
+      rm -rf "$out/o-$where"
+      local run=()
+      [ "$where" = root ] && run=(bwrap --bind "$root" / --dev /dev --proc /proc --tmpfs /tmp --bind "$src" "$src" --bind "$out" "$out" --)
+      "${run[@]}" make -s -C "$src" O="$out/o-$where" tinyconfig >/dev/null
+      t0=$(now)
+      "${run[@]}" make -s -C "$src" O="$out/o-$where" -j"$(nproc)" kernel/ mm/ >/dev/null 2>&1
+      t1=$(now)
+      local t
+      t=$(echo "$t1 - $t0" | bc)
+      echo "round $round, $where: $t s ($("${run[@]}" gcc --version | head -n 1))"
+      if [ "$(echo "$t < $(eval echo "\$t_$where")" | bc)" = 1 ]; then eval "t_$where=$t"; fi
+    done
   done
-  printf 'build root overhead: %.1f%%\n' "$(echo "($t_root - $t_host) * 100 / $t_host" | bc -l)"
+  printf 'build root overhead (best of 2 each): %.1f%%\n' "$(echo "($t_root - $t_host) * 100 / $t_host" | bc -l)"
 }
 
 bisect() {
