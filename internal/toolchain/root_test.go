@@ -21,7 +21,7 @@ func rootsDir() string {
 
 // TestDebianRoot makes (once) bullseye's build root with mmdebstrap and
 // runs its gcc through bubblewrap: the era's compiler, the bound dirs
-// read-write, the rest of the host out of sight.
+// read-write, the root read-only, the rest of the host out of sight.
 func TestDebianRoot(t *testing.T) {
 	if testing.Short() {
 		t.Skip("makes a Debian root with mmdebstrap (minutes, once per machine)")
@@ -47,14 +47,14 @@ func TestDebianRoot(t *testing.T) {
 
 	work := t.TempDir()
 	os.WriteFile(filepath.Join(work, "hello.c"), []byte("#include <stdio.h>\nint main(void) { printf(\"%d\\n\", __GNUC__); return 0; }\n"), 0o644)
-	cmd := r.Command("sh", []string{"-c", "gcc -o hello hello.c && ./hello && test ! -e " + projectDir(t) + " && echo hidden"}, work)
+	cmd := r.Command("sh", []string{"-c", "gcc -o hello hello.c && ./hello && test ! -e " + projectDir(t) + " && echo hidden && ! touch /usr/firstbad-probe 2>/dev/null && echo read-only"}, work)
 	cmd.Dir = work
 	out, err := cmd.CombinedOutput()
 	if err != nil {
 		t.Fatalf("in the root: %v\n%s", err, out)
 	}
-	if got := strings.Fields(string(out)); len(got) != 2 || got[0] != "10" || got[1] != "hidden" {
-		t.Errorf("in the root: %q, want gcc 10's program and the project dir out of sight", out)
+	if got := strings.Fields(string(out)); len(got) != 3 || got[0] != "10" || got[1] != "hidden" || got[2] != "read-only" {
+		t.Errorf("in the root: %q, want gcc 10's program, the project dir out of sight and the root read-only", out)
 	}
 	if _, err := os.Stat(filepath.Join(work, "hello")); err != nil {
 		t.Errorf("the bound dir is not written through: %v", err)

@@ -95,8 +95,9 @@ func Host() *Root {
 	return r
 }
 
-// Command is name with args, run in the root with binds (directories bound
-// read-write at the same paths; the rest of the host is not visible) and
+// Command is name with args, run in the root (read-only) with binds
+// (directories bound read-write at the same paths; the rest of the host
+// is not visible) and
 // the caller's environment. It starts in the command's Dir when that is
 // bound (bwrap keeps the working directory), else in /.
 func (r *Root) Command(name string, args []string, binds ...string) *exec.Cmd {
@@ -109,6 +110,9 @@ func (r *Root) Command(name string, args []string, binds ...string) *exec.Cmd {
 			bw = append(bw, "--bind", b, b)
 		}
 	}
+	// The root itself read-only once the binds are in place: a build must
+	// not change the toolchain every later build uses.
+	bw = append(bw, "--remount-ro", "/")
 	return exec.Command("bwrap", append(append(bw, "--", name), args...)...)
 }
 
