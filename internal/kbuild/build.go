@@ -175,12 +175,13 @@ func Trim(o Options) []Option {
 }
 
 // inputsKey identifies a build dir: the checkout it builds from and
-// everything that shapes the config and the compiler.
-func inputsKey(src string, o Options) string {
+// everything that shapes the config and the compiler. Objects of two
+// build roots never share a dir; the host's key is as before roots.
+func inputsKey(src string, o Options, tc *toolchain.Root) string {
 	h := sha256.New()
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%v\x00%s\x00", src, o.Base, o.Arch, o.CC, o.LLVM, o.CrossCompile)
-	if o.Toolchain != "" && !strings.HasPrefix(o.Toolchain, "host: ") {
-		fmt.Fprintf(h, "%s\x00", o.Toolchain)
+	if tc.Dir != "" {
+		fmt.Fprintf(h, "%s\x00", tc.ID)
 	}
 	if fi, err := os.Stat(o.Base); err == nil && !fi.IsDir() {
 		data, _ := os.ReadFile(o.Base)
@@ -201,13 +202,11 @@ func inputsKey(src string, o Options) string {
 // the same wherever the cache lives, so ccache hits survive a new clone, a
 // new cache dir or another machine's paths.
 func (b *Builder) buildDir(src string, o Options, tc *toolchain.Root) (dir, ccacheBase string) {
-	o.Toolchain = tc.ID // objects of two compilers never share a dir
-	key := inputsKey("", o)
 	if filepath.Dir(src) == cachedir.CloneSlots(filepath.Dir(filepath.Dir(src))) {
 		clone := filepath.Dir(filepath.Dir(src))
-		return filepath.Join(cachedir.CloneBuilds(clone), filepath.Base(src)+"-"+key), clone
+		return filepath.Join(cachedir.CloneBuilds(clone), filepath.Base(src)+"-"+inputsKey("", o, tc)), clone
 	}
-	return filepath.Join(cachedir.Dir(b.CacheDir).Builds(), inputsKey(src, o)), src
+	return filepath.Join(cachedir.Dir(b.CacheDir).Builds(), inputsKey(src, o, tc)), src
 }
 
 func (b *Builder) makeArgs(o Options, src, buildDir string) []string {
@@ -294,11 +293,7 @@ func (b *Builder) fallBack(o Options, spec toolchain.Spec, err error) (string, b
 	if err == nil || !errors.Is(err, errTooNew) || o.Toolchain != "auto" {
 		return "", false
 	}
-	rel := spec.Release
-	if spec.Kind == "host" {
-		rel = toolchain.HostRelease()
-	}
-	older := toolchain.Older(rel)
+	older := toolchain.Older(spec.Era())
 	return older, older != ""
 }
 
@@ -383,7 +378,8 @@ type buildJob struct {
 	fixes      []toolchain.Fix // applied to the tree for this build
 	dir        string          // the persistent build dir
 	ccacheBase string
-	mark       int64 // where the last make began in the log
+	mark       int64  // where the last make began in the log
+	cc         string // the host compiler's version line, once asked
 	log        *os.File
 	res        *Result
 	start      time.Time
@@ -757,7 +753,9 @@ func firstMatch(text, re string) string {
 
 // oldKconfig reports a tree whose Kconfig has no olddefconfig target.
 func oldKconfig(log string) bool {
-	return logHas(log, "No rule to make target 'olddefconfig'") || logHas(log, "No rule to make target `olddefconfig'")
+	data := logFrom(log, 0)
+	return bytes.Contains(data, []byte("No rule to make target 'olddefconfig'")) ||
+		bytes.Contains(data, []byte("No rule to make target `olddefconfig'"))
 }
 
 // compilerBinary is the compiler a build runs: the last word of --cc

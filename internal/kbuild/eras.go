@@ -19,12 +19,15 @@ import (
 var errTooNew = errors.New("the toolchain is too new for this kernel")
 
 // compiler identifies the compiler for the artifact and config keys: the
-// host's --cc, or the build root's identity.
+// host's --cc (asked once per build), or the build root's identity.
 func (j *buildJob) compiler() string {
-	if j.tc == nil || j.tc.Dir == "" {
-		return compilerVersion(j.o)
+	if j.tc != nil && j.tc.Dir != "" {
+		return j.tc.ID
 	}
-	return j.tc.ID
+	if j.cc == "" {
+		j.cc = compilerVersion(j.o)
+	}
+	return j.cc
 }
 
 // binds are the host dirs a build in a root sees: the sources, the build
@@ -116,11 +119,7 @@ func (j *buildJob) tooNew() error {
 		return nil
 	}
 	want := toolchain.ForKernel(v, p)
-	have := j.tc.Spec.Release
-	if j.tc.Spec.Kind == "host" {
-		have = toolchain.HostRelease()
-	}
-	if !toolchain.Newer(have, want) {
+	if !toolchain.Newer(j.tc.Spec.Era(), want) {
 		return nil
 	}
 	return outcome.InfraErr("build", fmt.Errorf("%w (%s against Linux %d.%d): %s\n  %s\n  use --toolchain auto, or --toolchain debian:%s (build log: %s)",

@@ -15,6 +15,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"sync"
 
 	"github.com/firstbad/firstbad/internal/outcome"
 )
@@ -69,6 +70,15 @@ func releaseNames() string {
 	return strings.Join(n, ", ")
 }
 
+// Era is the Debian release whose toolchain this is: the release asked
+// for, or the host's for the host's toolchain ("" when unknown).
+func (s Spec) Era() string {
+	if s.Kind == "host" {
+		return HostRelease()
+	}
+	return s.Release
+}
+
 func (s Spec) String() string {
 	switch s.Kind {
 	case "debian":
@@ -95,6 +105,21 @@ func Host() *Root {
 	return r
 }
 
+// known holds the versions of each toolchain (by root dir; "" is the
+// host's) already asked in this process: a root is read-only once made,
+// and every build of a run asks again.
+var known sync.Map
+
+// versions is "gcc X, binutils Y" as the root's tools say.
+func (r *Root) versions() string {
+	if v, ok := known.Load(r.Dir); ok {
+		return v.(string)
+	}
+	v := r.askVersions()
+	known.Store(r.Dir, v)
+	return v
+}
+
 // Command is name with args, run in the root (read-only) with binds
 // (directories bound read-write at the same paths; the rest of the host
 // is not visible) and
@@ -116,8 +141,7 @@ func (r *Root) Command(name string, args []string, binds ...string) *exec.Cmd {
 	return exec.Command("bwrap", append(append(bw, "--", name), args...)...)
 }
 
-// versions is "gcc X, binutils Y" as the root's tools say.
-func (r *Root) versions() string {
+func (r *Root) askVersions() string {
 	first := func(name string, args ...string) string {
 		out, err := r.Command(name, args).Output()
 		if err != nil {
