@@ -125,7 +125,7 @@ func (rf *runFlags) register(c *cobra.Command) {
 	f.Float64Var(&in.Confidence, "confidence", 0, "bayes: stop when the most likely culprit has this posterior probability (default 0.99)")
 	f.IntVar(&in.MaxRuns, "max-runs", 0, "bayes: stop after this many test runs, outcome budget-exhausted (default 40 per halving of the range)")
 	before := flagNames(c)
-	f.IntVar(&rf.maxFails, "max-build-failures", 3, "stop after this many search steps in a row whose kernel did not build (0: never)")
+	f.IntVar(&rf.maxFails, "max-build-failures", session.DefaultMaxBuildFailures, "stop after this many search steps in a row whose kernel did not build (0: never)")
 	rf.gf.register(c, false)
 	rf.kf.register(c)
 	markKernelFlags(c, before)

@@ -78,12 +78,12 @@ func toolchainCheck(spec, cacheDir string) (check, error) {
 	if err := toolchain.Installed(); err != nil {
 		return check{name, err, ""}, nil
 	}
+	if s.Kind == "auto" {
+		return check{name, nil, "chosen per commit by the kernel's version: " + toolchain.EraTable()}, nil
+	}
 	dir := s.Dir
 	if s.Kind == "debian" {
 		dir = toolchain.RootDir(cachedir.Dir(cacheDir).Roots(), s.Release)
-	}
-	if s.Kind == "auto" {
-		return check{name, nil, "chosen per commit by the kernel's version: " + toolchain.EraTable()}, nil
 	}
 	m := toolchain.ReadMade(dir)
 	if m == nil && s.Kind == "debian" {

@@ -79,6 +79,10 @@ type Params struct {
 	MaxBuildFailures int `json:"max_build_failures,omitempty"`
 }
 
+// DefaultMaxBuildFailures is how many failed builds in a row stop a
+// kernel run unless --max-build-failures says otherwise.
+const DefaultMaxBuildFailures = 3
+
 // Fingerprint identifies "the same arguments" across runs.
 func (p Params) Fingerprint() string {
 	b, _ := json.Marshal(p)
@@ -114,7 +118,8 @@ type Input struct {
 	MaxRuns    int
 	// NoSubmodules leaves submodules empty in firstbad's checkout.
 	NoSubmodules bool
-	// MaxBuildFailures: see Params (nil: 3 for kernel runs).
+	// MaxBuildFailures: see Params (nil: DefaultMaxBuildFailures for
+	// kernel runs).
 	MaxBuildFailures *int
 }
 

@@ -83,7 +83,7 @@ func (p *Params) setMode(in Input) error {
 		p.Confirm = *in.Confirm
 	}
 	if in.Kernel != nil {
-		p.MaxBuildFailures = 3
+		p.MaxBuildFailures = DefaultMaxBuildFailures
 	}
 	if in.MaxBuildFailures != nil {
 		if *in.MaxBuildFailures < 0 {
