@@ -31,6 +31,7 @@ func main() {
 	trials := flag.Int("trials", 1000, "trials per setting (at N >= 10,000: trials/5)")
 	target := flag.Float64("confidence", 0.99, "confidence asked of the Bayesian strategy, and the baselines' target accuracy")
 	seed := flag.Uint64("seed", 1, "random seed")
+	models := flag.String("model", "auto", "false-alarm rates the Bayesian strategy assumes: auto (learned, the default), exact (the true f), zero (0); comma-separated")
 	flag.Parse()
 
 	fmt.Printf("flaky-bug simulation: target %.2f, seed %d, %d CPUs\n", *target, *seed, runtime.NumCPU())
@@ -50,17 +51,13 @@ func main() {
 			}
 			for _, p := range list[float64](*ps) {
 				for _, f := range list[float64](*fs) {
-					models := []float64{f}
-					if f > 0 {
-						models = append(models, 0) // what misjudging false alarms costs
-					}
-					for _, fm := range models {
-						start := time.Now()
-						r := setting(g, hist, p, f, fm, *target, t, *seed)
-						label := fmt.Sprintf("%g", f)
-						if fm != f {
-							label += "*"
+					for _, model := range split(*models) {
+						if model == "zero" && f == 0 {
+							continue // the same as exact
 						}
+						start := time.Now()
+						r := setting(g, hist, p, f, model, *target, t, *seed)
+						label := fmt.Sprintf("%g", f) + map[string]string{"auto": "~", "zero": "*"}[model]
 						fmt.Printf("%-6d %-7s %-4g %-5s | %6.1f%% %6.1f %5d %5.1f %6.1f%% | %6.1f%% %6.1f          | %3d %6.1f%% %7.1f %6d   (%d trials, %.0fs)\n",
 							n, shape, p, label,
 							100*r.bayes.acc(), r.bayes.mean(), r.bayes.p95(), r.bayes.builds(), 100*r.calib(),
@@ -71,7 +68,7 @@ func main() {
 			}
 		}
 	}
-	fmt.Println("f*: the test has false alarms at rate f but the Bayesian strategy was told 0 (the default --false-alarm-rate)")
+	fmt.Println("f~: the Bayesian strategy learns the false-alarm rate (--false-alarm-rate auto, the default); f: it was told the true rate; f*: it was told 0")
 }
 
 // hist is a synthetic history: commits newest first (as git lists them);
@@ -201,7 +198,14 @@ func (r result) calib() float64 {
 	return float64(c) / float64(n)
 }
 
-func setting(g *search.Graph, h hist, p, f, fModel, target float64, trials int, seed uint64) result {
+func setting(g *search.Graph, h hist, p, f float64, model string, target float64, trials int, seed uint64) result {
+	opt := search.BayesOptions{Confidence: target, MaxRuns: 20000}
+	switch model {
+	case "auto":
+		opt.LearnFalseAlarm = true
+	case "exact":
+		opt.FalseAlarm = f
+	}
 	n := g.Len()
 	steps := math.Ceil(math.Log2(float64(n)))
 	fixedN := 1
@@ -226,7 +230,7 @@ func setting(g *search.Graph, h hist, p, f, fModel, target float64, trials int, 
 					}
 					return rng.Float64() < q
 				}
-				b := search.NewBayes(g, false, search.BayesOptions{FalseAlarm: fModel, Confidence: target, MaxRuns: 20000})
+				b := search.NewBayes(g, false, opt)
 				r.bayes[t] = run(b, test, 0, culprit)
 				r.one[t] = run(search.NewClassic(g, false), test, 1, culprit)
 				r.fixed[t] = run(search.NewClassic(g, false), test, fixedN, culprit)

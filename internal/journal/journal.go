@@ -40,6 +40,15 @@ const (
 	// KindCheck is git bisect run's check of a first step that exits 126
 	// or 127: the same code on the good commit means the command is broken.
 	KindCheck = "check"
+	// KindRevert tests the culprit reverted on a tip (a commit made in
+	// firstbad's clone).
+	KindRevert = "revert"
+	// KindMark is a human's verdict on a commit (firstbad mark): it
+	// overrides what the steps said of that commit.
+	KindMark = "mark"
+	// KindRetest is a step run again by hand (firstbad retest): its runs
+	// add to the commit's.
+	KindRetest = "retest"
 )
 
 // Step states.

@@ -603,7 +603,7 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	vr, _ := exec.Command("make", "-s", "-C", j.req.Src, "kernelversion").Output()
 	res.Version = strings.TrimSpace(string(vr))
 	res.Release = utsRelease(dir)
-	image := filepath.Join(dir, "arch", archDir(j.o.Arch), "boot", "bzImage")
+	image := filepath.Join(dir, "arch", ArchDir(j.o.Arch), "boot", "bzImage")
 	a, err := cache.Put(res.Key, Artifact{Version: res.Version, Release: res.Release, Commit: j.req.Commit}, image, filepath.Join(dir, ".config"))
 	if err != nil {
 		return nil, outcome.InfraErr("build", fmt.Errorf("storing the built kernel: %v", err))
@@ -660,7 +660,8 @@ func removeInterrupted(buildDir, marker string) (int, error) {
 	return n, os.Remove(marker)
 }
 
-func archDir(arch string) string {
+// ArchDir is the directory under arch/ that holds an ARCH's sources.
+func ArchDir(arch string) string {
 	switch arch {
 	case "x86_64", "i386", "x86":
 		return "x86"

@@ -7,6 +7,13 @@ const (
 	Ambiguous        = "ambiguous"
 	EndpointMismatch = "endpoint-mismatch"
 	BudgetExhausted  = "budget-exhausted"
+	// Suspect is a culprit the search found that its checks do not back:
+	// a flag (a merge, documentation only, ...), a confirmation that
+	// disagrees, a revert that does not help.
+	Suspect = "suspect"
+	// NonMonotonic is a range that went bad, good and bad again (two
+	// changes, or a flaky test): the commits that disagree are named.
+	NonMonotonic = "non-monotonic"
 	RunAborted       = "aborted"
 	RunInterrupted   = "interrupted"
 	// RunError is the JSON outcome of a command that failed before a run

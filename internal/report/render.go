@@ -8,6 +8,7 @@ import (
 	"strings"
 
 	"github.com/firstbad/firstbad/internal/journal"
+	"github.com/firstbad/firstbad/internal/outcome"
 )
 
 // totals sums stage times over every step of the run.
@@ -39,12 +40,46 @@ func (r *Report) PosteriorText(q string) string {
 	if r.FailProb != nil {
 		fmt.Fprintf(&b, " On %s commits a run fails with estimated probability %.2f.", r.Terms.New, *r.FailProb)
 	}
+	if r.FalseAlarm != nil {
+		how := "as given"
+		if r.FalseAlarmLearned {
+			how = "estimated from the runs"
+		}
+		fmt.Fprintf(&b, " On %s commits (false alarms): %.3f, %s.", r.Terms.Old, *r.FalseAlarm, how)
+	}
 	b.WriteString("\n\nMost likely first " + r.Terms.New + " commits:\n\n")
 	for _, l := range r.Posterior {
 		fmt.Fprintf(&b, "- %s%s%s %.4f\n", q, Short(l.Commit), q, l.P)
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// TrustText lists what the checks after the search said: the
+// confirmation, the revert check, and each flag with its next step; q
+// quotes hashes.
+func (r *Report) TrustText(q string) string {
+	var lines []string
+	if c := r.confirmation(); c != nil {
+		l := fmt.Sprintf("Confirmation: the culprit retested %s", r.Term(c.Culprit.Verdict))
+		if c.Parent != nil {
+			l += fmt.Sprintf(", its parent %s%s%s %s", q, Short(c.Parent.Commit), q, r.Term(c.Parent.Verdict))
+		}
+		if c.Confirmed {
+			l += ": confirmed"
+		}
+		lines = append(lines, l+".")
+		if rv := c.Revert; rv != nil {
+			lines = append(lines, fmt.Sprintf("Revert check (on %s%s%s, %.1f s): %s.", q, Short(rv.On), q, rv.Cost, Clean(rv.Result)))
+		}
+	}
+	for _, f := range r.Flags {
+		lines = append(lines, fmt.Sprintf("Flag %s: %s. Next: %s.", f.Kind, Clean(f.Text), Clean(f.Next)))
+	}
+	if len(lines) == 0 {
+		return ""
+	}
+	return "- " + strings.Join(lines, "\n- ") + "\n"
 }
 
 // Headline is the one-line result.
@@ -58,6 +93,14 @@ func (r *Report) Headline() string {
 		return Clean(fmt.Sprintf("%s is the first %s commit:%s", r.Culprit, r.Terms.New, subj))
 	case journal.OutcomeAmbiguous:
 		return fmt.Sprintf("only skipped commits are left: the first %s commit is one of %d commits", r.Terms.New, len(r.Candidates))
+	case outcome.Suspect:
+		if r.Culprit != "" {
+			subj := ""
+			if r.CulpritInfo != nil {
+				subj = " (" + r.CulpritInfo.Subject + ")"
+			}
+			return Clean(fmt.Sprintf("suspect: the search names %s%s as the first %s commit, but: %s", r.Culprit, subj, r.Terms.New, r.Message))
+		}
 	case journal.OutcomeInterrupted:
 		return fmt.Sprintf("run %s was interrupted: continue it with `firstbad resume %s`", r.RunID, r.RunID)
 	}
@@ -98,7 +141,7 @@ func (r *Report) Markdown(w io.Writer) error {
 	var b strings.Builder
 	fmt.Fprintf(&b, "# firstbad run %s: %s\n\n", r.RunID, r.Outcome)
 	fmt.Fprintf(&b, "%s\n\n", r.Headline())
-	if c := r.CulpritInfo; c != nil && r.Outcome == journal.OutcomeFound {
+	if c := r.CulpritInfo; c != nil && (r.Outcome == journal.OutcomeFound || r.Outcome == outcome.Suspect) {
 		fmt.Fprintf(&b, "- Commit: `%s`\n", c.ID)
 		fmt.Fprintf(&b, "- Subject: %s\n", cell(c.Subject))
 		fmt.Fprintf(&b, "- Author: %s\n", cell(c.Author))
@@ -135,15 +178,8 @@ func (r *Report) Markdown(w io.Writer) error {
 	if r.Exec != "" {
 		fmt.Fprintf(&b, "Reproducer: %s\n\n", CodeSpan(r.Exec))
 	}
-	if c := r.confirmation(); c != nil {
-		fmt.Fprintf(&b, "Confirmation: culprit retested %s", r.Term(c.Culprit.Verdict))
-		if c.Parent != nil {
-			fmt.Fprintf(&b, ", its parent `%s` %s", Short(c.Parent.Commit), r.Term(c.Parent.Verdict))
-		}
-		if c.IdenticalImage {
-			b.WriteString("; **the culprit's kernel image is byte-identical to its parent's**: the change cannot matter to this config")
-		}
-		b.WriteString(".\n\n")
+	if t := r.TrustText("`"); t != "" {
+		b.WriteString("## Can I trust it?\n\n" + t + "\n")
 	}
 	r.mdSteps(&b)
 	if r.Rerun != nil {
@@ -196,12 +232,13 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 </head><body>
 <h1>firstbad run {{.R.RunID}}: {{.R.Outcome}}</h1>
 <p>{{.R.Headline}}</p>
-{{with .R.CulpritInfo}}{{if eq $.R.Outcome "found"}}<ul>
+{{with .R.CulpritInfo}}{{if or (eq $.R.Outcome "found") (eq $.R.Outcome "suspect")}}<ul>
 <li>Commit: <code>{{.ID}}</code></li><li>Subject: {{.Subject}}</li><li>Author: {{.Author}}</li>
 <li>Date: {{.Date}}</li><li>Files: {{range $i, $f := .Files}}{{if $i}}, {{end}}{{$f}}{{end}}</li>
 <li>Fixes line: <code>{{fixes .ID .Subject}}</code></li>
 {{if $.R.Maintainers}}<li>To CC: {{range $i, $m := $.R.Maintainers}}{{if $i}}, {{end}}{{$m}}{{end}}</li>{{end}}</ul>{{end}}{{end}}
 {{with .R.PosteriorText ""}}<p style="white-space:pre-line">{{.}}</p>{{end}}
+{{with .R.TrustText ""}}<h2>Can I trust it?</h2><p style="white-space:pre-line">{{.}}</p>{{end}}
 {{with .R.TargetText}}<p>{{.}}</p>{{end}}
 {{if gt (len .R.Candidates) 1}}<p>Candidates:</p><ul>{{range .R.Candidates}}<li><code>{{.}}</code></li>{{end}}</ul>{{end}}
 <h2>Timeline</h2>

@@ -58,10 +58,18 @@ type Report struct {
 	Confidence *float64
 	Posterior  []Likely
 	FailProb   *float64
+	// FalseAlarm is the false-alarm rate, estimated (FalseAlarmLearned)
+	// or as given.
+	FalseAlarm        *float64
+	FalseAlarmLearned bool
 	// Target is where kernels booted when not on this machine (a URL), and
 	// TargetHosts the VM hosts the verdicts came from (name, kernel, QEMU).
 	Target      string
 	TargetHosts []string
+	// Flags are the reasons to doubt the culprit; RevertOn is the tip the
+	// revert check reverted it on.
+	Flags    []Flag
+	RevertOn string
 }
 
 // TargetJSON names a remote target and the hosts it ran on.
@@ -77,19 +85,41 @@ type Likely struct {
 	P      float64 `json:"p"`
 }
 
-// Confirmation is the retest of the culprit and its parent.
+// Confirmation is the retest of the culprit and its parent, and the
+// revert check.
 type Confirmation struct {
 	Culprit        *jsonStep `json:"culprit"`
 	Parent         *jsonStep `json:"parent"`
 	Confirmed      bool      `json:"confirmed"`
 	IdenticalImage bool      `json:"identical_image"`
+	Revert         *Revert   `json:"revert,omitempty"`
 }
 
+// Revert is the revert check: the culprit reverted on a tip, tested.
+type Revert struct {
+	// Commit is the revert commit (in firstbad's clone); "" when none
+	// could be made (Result says why).
+	Commit  string    `json:"commit,omitempty"`
+	On      string    `json:"on"`
+	Verdict string    `json:"verdict"`
+	Result  string    `json:"result"`
+	Cost    float64   `json:"cost_s"`
+	Step    *jsonStep `json:"step,omitempty"`
+}
+
+// confirmation gathers the checks of the run's culprit (or of the commit
+// the run ended on for want of one).
 func (r *Report) confirmation() *Confirmation {
+	culprit := r.Culprit
+	if culprit == "" && len(r.Candidates) > 0 {
+		culprit = r.Candidates[0]
+	}
 	steps := r.stepsOf(journal.KindConfirm)
-	if len(steps) == 0 {
+	i := slices.IndexFunc(steps, func(s journal.Step) bool { return s.Commit == culprit })
+	if i < 0 {
 		return nil
 	}
+	steps = steps[i:min(i+2, len(steps))]
 	js := r.toJSONSteps(steps)
 	c := &Confirmation{Culprit: &js[0]}
 	c.Confirmed = steps[0].Verdict == "bad"
@@ -98,7 +128,39 @@ func (r *Report) confirmation() *Confirmation {
 		c.Confirmed = c.Confirmed && steps[1].Verdict == "good"
 		c.IdenticalImage = SameContent(steps[0].Evidence.Kernel, steps[1].Evidence.Kernel)
 	}
+	c.Revert = r.revert(culprit)
 	return c
+}
+
+// RevertOf reports a revert check's step for culprit: the revert commit's
+// (its subject names the culprit), or the record of a revert not made.
+func RevertOf(st journal.Step, culprit string) bool {
+	return st.Kind == journal.KindRevert && culprit != "" && (st.Commit == culprit || strings.HasPrefix(st.Subject, "Revert "+Short(culprit)+" "))
+}
+
+// revert is the revert check of culprit, if it was made.
+func (r *Report) revert(culprit string) *Revert {
+	for _, s := range r.Steps {
+		if !RevertOf(s, culprit) || s.State != journal.StateDone {
+			continue
+		}
+		rv := &Revert{On: r.RevertOn, Verdict: s.Verdict, Cost: s.Duration, Result: s.Reason}
+		if s.Commit == culprit {
+			return rv // not made: the reason says why
+		}
+		js := r.toJSONSteps([]journal.Step{s})
+		rv.Commit, rv.Step = s.Commit, &js[0]
+		switch s.Verdict {
+		case "good":
+			rv.Result = fmt.Sprintf("reverting %s on %s makes it %s: %s is the cause and the revert is a fix", Short(culprit), Short(r.RevertOn), r.Terms.Old, Short(culprit))
+		case "bad":
+			rv.Result = fmt.Sprintf("with %s reverted, %s is still %s: %s is not the whole story (another change, or it was not the cause)", Short(culprit), Short(r.RevertOn), r.Terms.New, Short(culprit))
+		default:
+			rv.Result = fmt.Sprintf("the revert could not be tested: %s", s.Reason)
+		}
+		return rv
+	}
+	return nil
 }
 
 // SameContent reports whether two files exist and hold the same bytes.
@@ -172,11 +234,14 @@ type jsonReport struct {
 	Endpoints    []jsonStep    `json:"endpoints"`
 	Steps        []jsonStep    `json:"steps"`
 	Confirmation *Confirmation `json:"confirmation"`
+	Flags        []Flag        `json:"culprit_flags"`
 	Message      string        `json:"message,omitempty"`
 	Strategy     string        `json:"strategy"`
 	Confidence   *float64      `json:"confidence,omitempty"`
 	Posterior    []Likely      `json:"posterior,omitempty"`
 	FailProb     *float64      `json:"fail_probability,omitempty"`
+	FalseAlarm   *float64      `json:"false_alarm_rate,omitempty"`
+	FALearned    bool          `json:"false_alarm_learned,omitempty"`
 	Target       *TargetJSON   `json:"target,omitempty"`
 	Repo         string        `json:"repo"`
 	Bad          string        `json:"bad"`
@@ -218,9 +283,12 @@ func (r *Report) JSON(w io.Writer) error {
 	jr := jsonReport{RunID: r.RunID, Outcome: r.Outcome, Culprit: nullable(r.Culprit), Candidates: cands,
 		Terms: r.Terms, Endpoints: r.toJSONSteps(r.stepsOf(journal.KindEndpoint, journal.KindCheck)), Steps: r.toJSONSteps(r.stepsOf(journal.KindSearch)),
 		Message: r.Message, Strategy: r.Strategy, Confidence: r.Confidence, Posterior: r.Posterior, FailProb: r.FailProb,
-		Repo: r.Repo, Bad: r.Bad, Good: r.Good}
+		FalseAlarm: r.FalseAlarm, FALearned: r.FalseAlarmLearned, Repo: r.Repo, Bad: r.Bad, Good: r.Good}
 	if c := r.confirmation(); c != nil {
 		jr.Confirmation = c
+	}
+	if r.Culprit != "" {
+		jr.Flags = append([]Flag{}, r.Flags...)
 	}
 	if r.Target != "" {
 		jr.Target = &TargetJSON{URL: r.Target, Hosts: append([]string{}, r.TargetHosts...)}
@@ -310,4 +378,11 @@ func Short(sha string) string {
 		return sha[:12]
 	}
 	return sha
+}
+
+// Flag is a reason to doubt a culprit, with the next step it suggests.
+type Flag struct {
+	Kind string `json:"kind"`
+	Text string `json:"text"`
+	Next string `json:"next"`
 }

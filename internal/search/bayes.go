@@ -35,6 +35,10 @@ type Bayes struct {
 type BayesOptions struct {
 	// FalseAlarm is the probability that a run fails on a good commit.
 	FalseAlarm float64
+	// LearnFalseAlarm integrates the false-alarm rate out over a prior
+	// (FalseAlarm is then unused): a rate nobody knows costs runs, never
+	// a confident wrong answer.
+	LearnFalseAlarm bool
 	// Confidence is the posterior the answer must reach (default 0.99).
 	Confidence float64
 	// MaxRuns stops the search when this many runs were made (0: none).
@@ -172,6 +176,8 @@ func (lv *level) observe(runs map[string]counts, skipped map[string]bool) (cnt [
 type posterior struct {
 	pi     []float64 // by hypothesis
 	sb, sg []float64 // runs that failed and passed at and after each position
+	pb, pg []float64 // runs that failed and passed before each position
+	mode   int       // the most likely hypothesis
 }
 
 // The prior of p, the probability that a run fails on a bad commit, is
@@ -197,38 +203,39 @@ func logBetaRatio(a, b, x, y float64) float64 {
 // infer computes the posterior over one level's hypotheses: O(L).
 func (b *Bayes) infer(lv *level, cnt []counts) posterior {
 	L := len(lv.ids)
-	f := b.opt.FalseAlarm
-	// Suffix sums of runs from position k up.
-	sb := make([]float64, L+1)
-	sg := make([]float64, L+1)
+	p := posterior{pi: make([]float64, L), sb: make([]float64, L+1), sg: make([]float64, L+1),
+		pb: make([]float64, L), pg: make([]float64, L)}
+	// Suffix sums of runs from position k up, prefix sums below it.
 	for k := L - 1; k >= 0; k-- {
-		c := cnt[k]
-		sb[k] = sb[k+1] + float64(c.bad)
-		sg[k] = sg[k+1] + float64(c.good)
+		p.sb[k] = p.sb[k+1] + float64(cnt[k].bad)
+		p.sg[k] = p.sg[k+1] + float64(cnt[k].good)
 	}
+	for k := 1; k < L; k++ {
+		p.pb[k] = p.pb[k-1] + float64(cnt[k-1].bad)
+		p.pg[k] = p.pg[k-1] + float64(cnt[k-1].good)
+	}
+	p.sb, p.sg = p.sb[:L], p.sg[:L]
 	ll := make([]float64, L)
-	pre := 0.0 // log-likelihood of positions < k under "good"
-	// The integral over p changes only where runs were seen: once per
+	// The likelihoods change only where runs were seen: computed once per
 	// observed commit, not per hypothesis.
 	lastB, lastG, beta := -1.0, -1.0, 0.0
-	for k := 0; k < L; k++ {
-		if k > 0 {
-			c := cnt[k-1]
-			pre += xlogy(float64(c.bad), f) + xlogy(float64(c.good), 1-f)
+	lastPB, lastPG, pre := -1.0, -1.0, 0.0
+	mx := math.Inf(-1)
+	for k := range L {
+		if p.pb[k] != lastPB || p.pg[k] != lastPG {
+			lastPB, lastPG, pre = p.pb[k], p.pg[k], b.goodLogLik(p.pb[k], p.pg[k])
 		}
 		ll[k] = math.Inf(-1)
 		if lv.prior[k] && !math.IsInf(pre, -1) {
-			if sb[k] != lastB || sg[k] != lastG {
-				lastB, lastG, beta = sb[k], sg[k], logBetaRatio(b.a0, b.b0, sb[k], sg[k])
+			if p.sb[k] != lastB || p.sg[k] != lastG {
+				lastB, lastG, beta = p.sb[k], p.sg[k], logBetaRatio(b.a0, b.b0, p.sb[k], p.sg[k])
 			}
 			ll[k] = pre + beta
 		}
+		if ll[k] > mx {
+			mx, p.mode = ll[k], k
+		}
 	}
-	mx := math.Inf(-1)
-	for _, v := range ll {
-		mx = math.Max(mx, v)
-	}
-	p := posterior{pi: make([]float64, L), sb: sb[:L], sg: sg[:L]}
 	total := 0.0
 	for k, v := range ll {
 		if !math.IsInf(v, -1) {
@@ -240,6 +247,43 @@ func (b *Bayes) infer(lv *level, cnt []counts) posterior {
 		p.pi[k] /= total
 	}
 	return p
+}
+
+// The prior of f when it is learned: Beta(fPriorA, fPriorB), mean 0.025,
+// most of its mass below 0.07. Runs then say how far f is from 0.
+const fPriorA, fPriorB = 1.0, 39.0
+
+// goodLogLik is the log-likelihood of x fails and y passes on commits
+// before the culprit: with f known, or integrated over its prior.
+func (b *Bayes) goodLogLik(x, y float64) float64 {
+	if b.opt.LearnFalseAlarm {
+		return logBetaRatio(fPriorA, fPriorB, x, y)
+	}
+	f := b.opt.FalseAlarm
+	return xlogy(x, f) + xlogy(y, 1-f)
+}
+
+// allPass is the probability that n runs all pass on a good commit, for a
+// commit before the culprit k: (1-f)^n, or its expectation under f's
+// posterior there.
+func (b *Bayes) allPass(post posterior, k, n int) float64 {
+	if !b.opt.LearnFalseAlarm {
+		return math.Pow(1-b.opt.FalseAlarm, float64(n))
+	}
+	fa, fb := fPriorA+post.pb[k], fPriorB+post.pg[k]
+	s := 1.0
+	for i := range n {
+		s *= (fb + float64(i)) / (fa + fb + float64(i))
+	}
+	return s
+}
+
+// falseAlarm is the estimated false-alarm rate if k is the culprit.
+func (b *Bayes) falseAlarm(post posterior, k int) float64 {
+	if !b.opt.LearnFalseAlarm {
+		return b.opt.FalseAlarm
+	}
+	return (fPriorA + post.pb[k]) / (fPriorA + fPriorB + post.pb[k] + post.pg[k])
 }
 
 // xlogy is x·log(y) with 0·log(0) = 0.
@@ -299,7 +343,6 @@ type choice struct {
 // the hypotheses make every (position, n) pair O(1) after O(L) set-up.
 func (b *Bayes) best(lv *level, testable []bool, post posterior, built map[string]bool, maxN int) (choice, bool) {
 	L := len(lv.ids)
-	f := b.opt.FalseAlarm
 	c := b.opt.Costs
 	best, found := choice{}, false
 	// Only positions next to or inside the posterior's support can tell
@@ -337,7 +380,7 @@ func (b *Bayes) best(lv *level, testable []bool, post posterior, built map[strin
 				r[k] *= (bb + float64(n)) / (a + bb + float64(n))
 			}
 		}
-		s := math.Pow(1-f, float64(size)) // all pass on a good commit
+		s := b.allPass(post, post.mode, size) // all pass on a good commit
 		hs := binEntropy(s)
 		accR, accH := 0.0, 0.0
 		for k := lo; k <= hi; k++ {
@@ -457,6 +500,7 @@ func (b *Bayes) summary(lv *level, cls []class, post posterior, carried float64)
 	}
 	k := top.members[len(top.members)-1]
 	d.FailProb = (b.a0 + post.sb[k]) / (b.a0 + b.b0 + post.sb[k] + post.sg[k])
+	d.FalseAlarm = b.falseAlarm(post, k)
 	h := 0.0
 	for _, c := range cls {
 		if c.p > 0 {

@@ -57,8 +57,9 @@ type Decision struct {
 	Confidence float64
 	// Posterior lists the most likely first bad commits, most likely first.
 	Posterior []Candidate
-	// FailProb estimates how often a run fails on a bad commit.
-	FailProb float64
+	// FailProb estimates how often a run fails on a bad commit, and
+	// FalseAlarm how often on a good one (learned, or as given).
+	FailProb, FalseAlarm float64
 	// NoTestable is set when Done and no candidate left touches the paths
 	// the bisect is limited to (git: "No testable commit found"):
 	// Ambiguous then lists the commits that could be the first bad one.

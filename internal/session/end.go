@@ -5,9 +5,7 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/outcome"
-	"github.com/firstbad/firstbad/internal/report"
 	"github.com/firstbad/firstbad/internal/search"
 )
 
@@ -38,48 +36,4 @@ func (r *run) bayesDone(ctx context.Context, d search.Decision) (*Result, error)
 	}
 	return r.end(outcome.Ambiguous, "", d.Ambiguous, fmt.Sprintf(
 		"only skipped commits are left: the first %s commit is one of %d (together %.3f likely)", p.TermNew, len(d.Ambiguous), d.Confidence))
-}
-
-// found ends a run with its culprit, confirmed first when asked.
-func (r *run) found(ctx context.Context, culprit string) (*Result, error) {
-	msg := ""
-	if r.p.Confirm {
-		var err error
-		if msg, err = r.confirm(ctx, culprit); err != nil {
-			return r.fail(ctx, err)
-		}
-	}
-	return r.end(outcome.Found, culprit, []string{culprit}, msg)
-}
-
-// confirm retests the culprit (expected bad) and its first parent (expected
-// good), from the artifact cache for kernels, and says what it found.
-func (r *run) confirm(ctx context.Context, culprit string) (string, error) {
-	parents, err := r.repo.Run(ctx, "show", "-s", "--format=%P", "--end-of-options", culprit)
-	if err != nil {
-		return "", outcome.InfraErr("git", err)
-	}
-	parent, _, _ := strings.Cut(strings.TrimSpace(string(parents)), " ")
-	c, cout, err := r.evaluate(ctx, stepAt{kind: journal.KindConfirm, commit: culprit})
-	if err != nil {
-		return "", err
-	}
-	var notes []string
-	if c.Verdict != "bad" {
-		notes = append(notes, fmt.Sprintf("the culprit tested %s on the confirmation run (flaky test? the Bayesian strategy, --strategy bayes, is made for that)", c.Verdict))
-	}
-	if parent == "" {
-		return strings.Join(notes, "; "), nil
-	}
-	pst, pout, err := r.evaluate(ctx, stepAt{kind: journal.KindConfirm, commit: parent})
-	if err != nil {
-		return "", err
-	}
-	if pst.Verdict != "good" {
-		notes = append(notes, fmt.Sprintf("the culprit's parent tested %s on the confirmation run", pst.Verdict))
-	}
-	if report.SameContent(cout.Kernel, pout.Kernel) {
-		notes = append(notes, "the culprit's kernel image is byte-identical to its parent's: this change cannot matter to this config (documentation, another architecture, or a flaky test)")
-	}
-	return strings.Join(notes, "; "), nil
 }

@@ -63,8 +63,11 @@ type Params struct {
 	// and a budget of runs.
 	Strategy   string  `json:"strategy"`
 	FalseAlarm float64 `json:"false_alarm_rate,omitempty"`
-	Confidence float64 `json:"confidence,omitempty"`
-	MaxRuns    int     `json:"max_runs,omitempty"`
+	// FalseAlarmAuto learns the false-alarm rate from the runs (the
+	// default; journals from before it had a fixed rate).
+	FalseAlarmAuto bool    `json:"false_alarm_auto,omitempty"`
+	Confidence     float64 `json:"confidence,omitempty"`
+	MaxRuns        int     `json:"max_runs,omitempty"`
 	// Kernel, when set, makes each step build, boot and run a guest test
 	// instead of running Exec.
 	Kernel *pipeline.KernelConfig `json:"kernel,omitempty"`
@@ -74,6 +77,12 @@ type Params struct {
 	Confirm bool `json:"confirm"`
 	// NoSubmodules leaves submodules empty in firstbad's checkout.
 	NoSubmodules bool `json:"no_submodules,omitempty"`
+	// RevertCheck reverts the culprit on RevertOn (the bad commit unless
+	// --revert-on) and tests that; AcceptSuspect ends a run whose
+	// culprit is flagged as found all the same.
+	RevertCheck   bool   `json:"revert_check,omitempty"`
+	RevertOn      string `json:"revert_on,omitempty"`
+	AcceptSuspect bool   `json:"accept_suspect,omitempty"`
 	// MaxBuildFailures stops a kernel run after this many search steps
 	// in a row whose kernel did not build (0: never).
 	MaxBuildFailures int `json:"max_build_failures,omitempty"`
@@ -112,12 +121,18 @@ type Input struct {
 	Confirm       *bool
 	// Strategy is classic (default) or bayes; the others are bayes only
 	// (zero: the defaults).
-	Strategy   string
-	FalseAlarm float64
+	Strategy string
+	// FalseAlarm is "" or "auto" (learned from the runs) or a rate.
+	FalseAlarm string
 	Confidence float64
 	MaxRuns    int
 	// NoSubmodules leaves submodules empty in firstbad's checkout.
 	NoSubmodules bool
+	// RevertCheck is on (default) or off; RevertOn a ref ("": the bad
+	// commit).
+	RevertCheck   string
+	RevertOn      string
+	AcceptSuspect bool
 	// MaxBuildFailures: see Params (nil: DefaultMaxBuildFailures for
 	// kernel runs).
 	MaxBuildFailures *int

@@ -64,6 +64,10 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 		Good: p.Good, Paths: p.Paths, FirstParent: p.FirstParent, Exec: p.Exec, Created: run.Created,
 		Finished: run.Finished, Steps: steps, Strategy: p.Strategy}
 	r.Rerun = rerun(p)
+	r.RevertOn = p.RevertOn
+	if r.RevertOn == "" {
+		r.RevertOn = p.Bad
+	}
 	if k := p.Kernel; k != nil && k.Target != "" && k.Target != "qemu" {
 		r.Target, r.TargetHosts = k.Target, targetHosts(steps)
 	}
@@ -75,6 +79,7 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 		if info, err := repo.Info(ctx, run.Culprit, true); err == nil {
 			r.CulpritInfo = &info
 		}
+		r.Flags = culpritFlags(ctx, repo, p, run.Culprit, steps)
 		if full {
 			r.Maintainers = maintainers(ctx, repo, run.Culprit)
 		}
@@ -199,7 +204,8 @@ func replay(ctx context.Context, repo *git.Repo, p Params, steps []journal.Step,
 		return
 	}
 	if d, err := strategy.Decide(obs); err == nil {
-		r.Confidence, r.FailProb = &d.Confidence, &d.FailProb
+		r.Confidence, r.FailProb, r.FalseAlarm = &d.Confidence, &d.FailProb, &d.FalseAlarm
+		r.FalseAlarmLearned = p.FalseAlarmAuto
 		for _, c := range d.Posterior {
 			r.Posterior = append(r.Posterior, report.Likely{Commit: c.Commit, P: c.P})
 		}

@@ -78,10 +78,20 @@ func (p *Params) setMode(in Input) error {
 	default:
 		return outcome.InputErr("--endpoint-check must be lazy, upfront or off")
 	}
-	p.Confirm = in.Kernel != nil
+	// Confirmation and the revert check are on for every run: a flaky
+	// test in classic mode otherwise names a wrong culprit silently.
+	p.Confirm = true
 	if in.Confirm != nil {
 		p.Confirm = *in.Confirm
 	}
+	switch in.RevertCheck {
+	case "", "on":
+		p.RevertCheck = true
+	case "off":
+	default:
+		return outcome.InputErr("--revert-check must be on or off")
+	}
+	p.AcceptSuspect = in.AcceptSuspect
 	if in.Kernel != nil {
 		p.MaxBuildFailures = DefaultMaxBuildFailures
 	}
@@ -196,6 +206,14 @@ func (p *Params) resolveEnds(ctx context.Context, repo *git.Repo, in Input) erro
 	var err error
 	if p.Bad, err = resolveRef(ctx, repo, in.Bad); err != nil {
 		return err
+	}
+	if in.RevertOn != "" {
+		if !p.RevertCheck {
+			return outcome.InputErr("--revert-on is where the revert check runs: it needs --revert-check on")
+		}
+		if p.RevertOn, err = resolveRef(ctx, repo, in.RevertOn); err != nil {
+			return err
+		}
 	}
 	for _, g := range in.Good {
 		sha, err := resolveRef(ctx, repo, g)

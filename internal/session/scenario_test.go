@@ -3,6 +3,7 @@ package session
 import (
 	"context"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"os"
@@ -43,11 +44,28 @@ type world struct {
 	invert bool
 	// broken says commit i's kernel does not build.
 	broken func(i int) bool
+	// reverted is what a commit outside the history (the revert check's)
+	// does: good unless set.
+	reverted *pipeline.Run
+	// evaluated lists the commits evaluated, in order, outside the
+	// history as -1.
+	evaluated []int
 }
 
-func newWorld(t *testing.T, n int) *world {
+// newWorld makes a world whose commits each add a file of their own (so a
+// revert applies cleanly), or with shared, all write file f (a revert of
+// any commit but the last conflicts).
+func newWorld(t *testing.T, n int, shared ...bool) *world {
 	var b gittest.Builder
-	b.Linear(-1, n)
+	switch {
+	case len(shared) > 0 && shared[0]:
+		b.Linear(-1, n)
+	default:
+		b.CommitFiles("commit 0", map[string]string{"f0": "0"})
+		for i := 1; i < n; i++ {
+			b.CommitFiles(fmt.Sprintf("commit %d", i), map[string]string{fmt.Sprintf("f%d", i): fmt.Sprint(i)}, i-1)
+		}
+	}
 	w := &world{t: t, repo: b.Write(t), index: map[string]int{}, calls: map[int]int{}, dir: t.TempDir()}
 	for i, s := range w.repo.SHAs {
 		w.index[s] = i
@@ -60,7 +78,16 @@ func (w *world) Evaluate(ctx context.Context, req pipeline.Request) (pipeline.Ou
 	if w.fail[w.n] {
 		return pipeline.Outcome{}, outcome.InfraErr("build", errors.New("injected"))
 	}
-	i := w.index[req.Commit]
+	i, ok := w.index[req.Commit]
+	if !ok {
+		w.evaluated = append(w.evaluated, -1)
+		r := good
+		if w.reverted != nil {
+			r = *w.reverted
+		}
+		return pipeline.Outcome{Runs: []pipeline.Run{r}}, nil
+	}
+	w.evaluated = append(w.evaluated, i)
 	var out pipeline.Outcome
 	if w.broken != nil && w.broken(i) {
 		d := time.Second
@@ -139,7 +166,7 @@ func (w *world) numbers(shas []string) []int {
 }
 
 func TestSessionScenarios(t *testing.T) {
-	yes := true
+	yes, no := true, false
 	cases := []struct {
 		name    string
 		n       int
@@ -176,13 +203,31 @@ func TestSessionScenarios(t *testing.T) {
 				return "same"
 			}
 			return "img" + string(rune('a'+i%26))
-		}, Input{Confirm: &yes}, outcome.Found, 40, nil, "byte-identical"},
+		}, Input{Confirm: &yes}, outcome.Suspect, 40, nil, "byte-identical"},
+		{"the culprit's image is its parent's, accepted", 64, from(40), func(i int) string {
+			if i == 39 || i == 40 {
+				return "same"
+			}
+			return "img" + string(rune('a'+i%26))
+		}, Input{AcceptSuspect: true}, outcome.Found, 40, nil, "byte-identical"},
 		{"flaky test, classic: the confirmation disagrees", 64, func(i, c int) pipeline.Run {
 			if i == 40 && c > 1 {
 				return good
 			}
 			return from(40)(i, c)
-		}, nil, Input{Confirm: &yes}, outcome.Found, 40, nil, "tested good on the confirmation"},
+		}, nil, Input{}, outcome.Suspect, -1, []int{40}, "--flaky"},
+		{"flaky test, classic: the parent was good in the search", 64, func(i, c int) pipeline.Run {
+			if i == 39 && c > 1 {
+				return bad
+			}
+			return from(40)(i, c)
+		}, nil, Input{}, outcome.Suspect, -1, []int{39}, "--flaky"},
+		{"no confirmation asked: a flaky culprit is found as git would", 64, func(i, c int) pipeline.Run {
+			if i == 40 && c > 1 {
+				return good
+			}
+			return from(40)(i, c)
+		}, nil, Input{Confirm: &no, RevertCheck: "off"}, outcome.Found, 40, nil, ""},
 		{"flaky test, Bayesian strategy", 16, func(i, c int) pipeline.Run {
 			if i >= 9 && c%3 != 1 {
 				return bad // fails two runs in three on bad commits
@@ -259,7 +304,9 @@ func TestSessionInfraErrorMidRun(t *testing.T) {
 	w := newWorld(t, 64)
 	w.judge, w.fail = from(40), map[int]bool{3: true}
 	s := w.session()
-	p, _, err := Resolve(context.Background(), Input{Repo: w.repo.Dir, Good: []string{w.repo.SHAs[0]}, Bad: w.repo.SHAs[63], Exec: "unused"})
+	no := false
+	p, _, err := Resolve(context.Background(), Input{Repo: w.repo.Dir, Good: []string{w.repo.SHAs[0]}, Bad: w.repo.SHAs[63], Exec: "unused",
+		Confirm: &no, RevertCheck: "off"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -281,5 +328,70 @@ func TestSessionInfraErrorMidRun(t *testing.T) {
 		if n != 1 {
 			t.Errorf("commit c%d judged %d times", i, n)
 		}
+	}
+}
+
+// The checks after the search: the revert check's verdict decides between
+// found and suspect, and a run cut short during the checks reuses, on
+// resume, the checks already done.
+func TestSessionRevertCheck(t *testing.T) {
+	stillBad := bad
+	for _, c := range []struct {
+		name     string
+		reverted *pipeline.Run
+		outcome  string
+		message  string
+	}{
+		{"the revert makes it good", nil, outcome.Found, ""},
+		{"still bad with the culprit reverted", &stillBad, outcome.Suspect, "still bad"},
+		{"the revert conflicts", nil, outcome.Found, "conflicts (f)"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 64, c.outcome == outcome.Found && c.message != "")
+			w.judge, w.reverted = from(40), c.reverted
+			res, err := w.run(Input{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Outcome != c.outcome || !strings.Contains(res.Message, c.message) || res.Culprit != w.repo.SHAs[40] {
+				t.Fatalf("outcome %s culprit c%d (%s), want %s with %q", res.Outcome, w.index[res.Culprit], res.Message, c.outcome, c.message)
+			}
+			// The checks come last: the culprit, its parent, the revert
+			// (not tested when it conflicts).
+			want := []int{40, 39, -1}
+			if strings.Contains(c.message, "conflicts") {
+				want = []int{40, 40, 39}
+			}
+			if diff := cmp.Diff(want, w.evaluated[len(w.evaluated)-3:]); diff != "" {
+				t.Errorf("checks (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+func TestSessionChecksResume(t *testing.T) {
+	w := newWorld(t, 64)
+	w.judge = from(40)
+	s := w.session()
+	p, _, err := Resolve(context.Background(), Input{Repo: w.repo.Dir, Good: []string{w.repo.SHAs[0]}, Bad: w.repo.SHAs[63], Exec: "unused"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// 6 search steps, then the confirmation's two; the revert check's
+	// evaluation fails.
+	w.fail = map[int]bool{9: true}
+	res, err := s.Start(context.Background(), p, false)
+	if !outcome.IsInfra(err) || res.Outcome != outcome.RunInterrupted {
+		t.Fatalf("want the revert check's infrastructure error, got %v %+v (evaluated %v)", err, res, w.evaluated)
+	}
+	res, err = s.Resume(context.Background(), res.RunID)
+	if err != nil || res.Outcome != outcome.Found || res.Culprit != w.repo.SHAs[40] {
+		t.Fatalf("resume: %v %+v", err, res)
+	}
+	if w.calls[40] != 2 || w.calls[39] != 2 {
+		t.Errorf("culprit and parent judged %d and %d times, want 2 (search, confirmation): the resumed run redid done checks", w.calls[40], w.calls[39])
+	}
+	if diff := cmp.Diff([]int{40, 39, -1}, w.evaluated[len(w.evaluated)-3:]); diff != "" {
+		t.Errorf("evaluations (-want +got):\n%s", diff)
 	}
 }

@@ -237,7 +237,11 @@ func (s *Session) prepare(ctx context.Context, p Params) (*prepared, error) {
 	if err != nil {
 		return nil, outcome.InfraErr("clone", err)
 	}
-	if err := clone.Sync(ctx, append([]string{p.Bad}, p.Good...)...); err != nil {
+	ends := append([]string{p.Bad}, p.Good...)
+	if p.RevertOn != "" {
+		ends = append(ends, p.RevertOn)
+	}
+	if err := clone.Sync(ctx, ends...); err != nil {
 		return nil, outcome.InfraErr("clone", err)
 	}
 	commits, err := clone.RevList(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths})

@@ -47,7 +47,8 @@ func TestInfraErrorIsNeverAVerdict(t *testing.T) {
 	tip := b.Linear(-1, 64)
 	r := b.Write(t)
 	ctx := context.Background()
-	p, _, err := Resolve(ctx, Input{Repo: r.Dir, Good: []string{"c0"}, Bad: r.SHAs[tip], Exec: "unused"})
+	no := false
+	p, _, err := Resolve(ctx, Input{Repo: r.Dir, Good: []string{"c0"}, Bad: r.SHAs[tip], Exec: "unused", Confirm: &no, RevertCheck: "off"})
 	if err != nil {
 		t.Fatal(err)
 	}

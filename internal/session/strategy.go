@@ -2,6 +2,7 @@ package session
 
 import (
 	"math"
+	"strconv"
 
 	"github.com/firstbad/firstbad/internal/outcome"
 
@@ -14,7 +15,7 @@ func (p *Params) setStrategy(in Input) error {
 	switch in.Strategy {
 	case "", "classic":
 		p.Strategy = "classic"
-		if in.FalseAlarm != 0 || in.Confidence != 0 || in.MaxRuns != 0 {
+		if in.FalseAlarm != "" || in.Confidence != 0 || in.MaxRuns != 0 {
 			return outcome.InputErr("--false-alarm-rate, --confidence and --max-runs belong to the Bayesian strategy: add --strategy bayes (or --flaky)")
 		}
 		return nil
@@ -26,17 +27,32 @@ func (p *Params) setStrategy(in Input) error {
 	switch {
 	case in.Repeat > 1:
 		return outcome.InputErr("--repeat is for the classic strategy: the Bayesian strategy decides how many runs each step gets (bound the total with --max-runs)")
-	case in.FalseAlarm < 0 || in.FalseAlarm >= 0.5:
-		return outcome.InputErr("--false-alarm-rate must be at least 0 and below 0.5 (the share of runs that fail on a good commit)")
 	case in.Confidence != 0 && (in.Confidence < 0.5 || in.Confidence >= 1):
 		return outcome.InputErr("--confidence must be at least 0.5 and below 1 (e.g. 0.99)")
 	case in.MaxRuns < 0:
 		return outcome.InputErr("--max-runs must be 0 (automatic) or more")
 	}
-	p.FalseAlarm, p.Confidence, p.MaxRuns = in.FalseAlarm, in.Confidence, in.MaxRuns
+	p.Confidence, p.MaxRuns = in.Confidence, in.MaxRuns
+	if err := p.setFalseAlarm(in.FalseAlarm); err != nil {
+		return err
+	}
 	if p.Confidence == 0 {
 		p.Confidence = 0.99
 	}
+	return nil
+}
+
+// setFalseAlarm reads --false-alarm-rate: auto (learned) or a rate.
+func (p *Params) setFalseAlarm(s string) error {
+	if s == "" || s == "auto" {
+		p.FalseAlarmAuto = true
+		return nil
+	}
+	f, err := strconv.ParseFloat(s, 64)
+	if err != nil || f < 0 || f >= 0.5 {
+		return outcome.InputErr("--false-alarm-rate must be auto (learned from the runs, the default) or at least 0 and below 0.5 (the share of runs that fail on a good commit), not %q", s)
+	}
+	p.FalseAlarm = f
 	return nil
 }
 
@@ -58,7 +74,7 @@ func (p Params) strategy(g *search.Graph, steps []journal.Step) search.Strategy 
 		return search.NewClassic(g, p.FirstParent)
 	}
 	return search.NewBayes(g, p.FirstParent, search.BayesOptions{
-		FalseAlarm: p.FalseAlarm, Confidence: p.Confidence, MaxRuns: p.budget(g.Len()), Costs: p.costs(steps)})
+		FalseAlarm: p.FalseAlarm, LearnFalseAlarm: p.FalseAlarmAuto, Confidence: p.Confidence, MaxRuns: p.budget(g.Len()), Costs: p.costs(steps)})
 }
 
 // feeds says whether a step's verdict feeds the search: search steps
