@@ -13,9 +13,9 @@ const (
 	Suspect = "suspect"
 	// NonMonotonic is a range that went bad, good and bad again (two
 	// changes, or a flaky test): the commits that disagree are named.
-	NonMonotonic = "non-monotonic"
-	RunAborted       = "aborted"
-	RunInterrupted   = "interrupted"
+	NonMonotonic   = "non-monotonic"
+	RunAborted     = "aborted"
+	RunInterrupted = "interrupted"
 	// RunError is the JSON outcome of a command that failed before a run
 	// existed (an input error, say).
 	RunError = "error"
