@@ -254,8 +254,8 @@ func TestRemoteTarget(t *testing.T) {
 			t.Errorf("the report's target hosts: %q", hosts)
 		}
 		md := e.run("report", r.RunID)
-		if !strings.Contains(md.stdout, "verdicts from VM host") || !strings.Contains(md.stdout, "--target") {
-			t.Errorf("the Markdown report does not name the VM host or rerun there:\n%s", md.stdout)
+		if !strings.Contains(md.stdout, "verdicts from VM host") || !strings.Contains(md.stdout, "firstbad retest "+r.RunID) {
+			t.Errorf("the Markdown report does not name the VM host or how to rerun a step (with the run's target):\n%s", md.stdout)
 		}
 	})
 

@@ -3,6 +3,8 @@ package main_test
 import (
 	"encoding/json"
 	"fmt"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 
@@ -144,5 +146,100 @@ func TestFlakyClassicIsSuspect(t *testing.T) {
 	tr, res = e.trustJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--exec", test+" ", "--confirm=false", "--revert-check", "off")
 	if res.code != 0 || tr.Outcome != "found" || *tr.Culprit != repo.SHAs[20] {
 		t.Fatalf("without checks: exit %d outcome %s culprit %v", res.code, tr.Outcome, tr.Culprit)
+	}
+}
+
+// A human corrects a verdict: the mark overrides the step, resume reaches
+// another culprit; retest adds runs in firstbad's checkout, not the user's.
+func TestMarkAndRetest(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 40)
+	repo := b.Write(t)
+	e := newEnv(t)
+	before := snapshot(t, repo.Dir)
+	// The test is wrong about c20..c24 (they "pass" though bad): the
+	// search lands on c25.
+	test := `n=$(cat f); [ $n -lt 20 ] || { [ $n -lt 25 ] && [ ! -e ../fixed ]; }`
+	r, res := e.runJSON("run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--exec", test, "--revert-check", "off")
+	if res.code != 0 || *r.Culprit != repo.SHAs[25] {
+		t.Fatalf("exit %d culprit %v", res.code, r.Culprit)
+	}
+	var c24 string
+	for _, s := range r.Steps {
+		if s.Commit == repo.SHAs[24] || s.Commit == repo.SHAs[22] {
+			c24 = s.Commit
+		}
+	}
+	if c24 == "" {
+		t.Fatalf("the search did not test c22 or c24: %v", tested(r))
+	}
+	// Bad input first: an unknown verdict, no reason, a commit outside the range.
+	for _, args := range [][]string{{"mark", r.RunID, c24, "broken", "--reason", "x"}, {"mark", r.RunID, c24, "bad"},
+		{"mark", r.RunID, "nosuchref", "bad", "--reason", "x"}} {
+		if res := e.run(args...); res.code != 2 || res.stderr == "" {
+			t.Errorf("%v: exit %d stderr %q", args, res.code, res.stderr)
+		}
+	}
+	res = e.run("mark", r.RunID, c24, "bad", "--reason", "the log shows the bug; the test missed it")
+	if res.code != 0 || !strings.Contains(res.stdout, "firstbad resume") {
+		t.Fatalf("mark: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	r, res = e.runJSON("resume", r.RunID)
+	if res.code != 0 || r.Outcome != "found" || *r.Culprit == repo.SHAs[25] {
+		t.Fatalf("resume after the mark: exit %d outcome %s culprit %v\n%s", res.code, r.Outcome, r.Culprit, res.stderr)
+	}
+	md := e.run("report", r.RunID)
+	if !strings.Contains(md.stdout, "marked by hand: the log shows the bug") || !strings.Contains(md.stdout, "firstbad retest "+r.RunID) {
+		t.Errorf("the report does not show the mark or the retest line:\n%s", md.stdout)
+	}
+	log := e.run("log", r.RunID)
+	if !strings.Contains(log.stdout, "git bisect bad "+c24) {
+		t.Errorf("firstbad log does not carry the mark:\n%s", log.stdout)
+	}
+	// ... and git, replaying it (in a copy), reaches the same culprit.
+	cp := filepath.Join(t.TempDir(), "copy")
+	gittest.Git(t, ".", "clone", "-q", repo.Dir, cp)
+	logf := filepath.Join(t.TempDir(), "bisect.log")
+	os.WriteFile(logf, []byte(log.stdout), 0o644)
+	if out := gittest.Git(t, cp, "bisect", "replay", logf); !strings.Contains(out, *r.Culprit+" is the first bad commit") {
+		t.Errorf("git bisect replay:\n%s\nlog:\n%s", out, log.stdout)
+	}
+	// retest: the step runs again (exit code git's: bad = 1) and adds its runs.
+	res = e.run("retest", r.RunID, "c30", "--repeat", "2")
+	if res.code != 1 || !strings.Contains(res.stdout, "2 runs: 2 bad") {
+		t.Fatalf("retest: exit %d\n%s%s", res.code, res.stdout, res.stderr)
+	}
+	if diff := cmp.Diff(before, snapshot(t, repo.Dir)); diff != "" {
+		t.Errorf("the user's repository changed:\n%s", diff)
+	}
+}
+
+// The run's signature: the first bad step's exit code (not 1). A step that
+// fails with another code says so instead of passing for the same failure.
+func TestExitCodeSignature(t *testing.T) {
+	var b gittest.Builder
+	tip := b.Linear(-1, 40)
+	repo := b.Write(t)
+	e := newEnv(t)
+	var rep struct {
+		Signature string `json:"signature"`
+		Steps     []step `json:"steps"`
+	}
+	res := e.run("--json", "run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--revert-check", "off",
+		"--exec", `n=$(cat f); [ $n -lt 10 ] && exit 0; [ $n -lt 19 ] && exit 3; exit 2`)
+	if err := json.Unmarshal([]byte(res.stdout), &rep); err != nil || res.code != 0 {
+		t.Fatalf("exit %d (%v)\n%s", res.code, err, res.stderr)
+	}
+	if rep.Signature != "exit code 2" {
+		t.Errorf("signature %q, want exit code 2 (the first bad step's)", rep.Signature)
+	}
+	noted := false
+	for _, s := range rep.Steps {
+		if s.Verdict == "bad" && s.Runs[0].ExitCode == 3 {
+			noted = strings.Contains(s.Reason, "not the exit code 2")
+		}
+	}
+	if !noted {
+		t.Errorf("no step with exit 3 says it is not the signature's code: %+v", rep.Steps)
 	}
 }

@@ -128,7 +128,7 @@ and drives the search to the culprit.
 	root.SetFlagErrorFunc(func(c *cobra.Command, err error) error {
 		return fmt.Errorf("%v (see %s --help)", err, c.CommandPath())
 	})
-	root.AddCommand(runCmd(g), resumeCmd(g), statusCmd(g), listCmd(g), logCmd(g), reportCmd(g), buildCmd(g), bootCmd(g), testCmd(g), doctorCmd(g), gcCmd(g))
+	root.AddCommand(runCmd(g), resumeCmd(g), statusCmd(g), listCmd(g), logCmd(g), reportCmd(g), buildCmd(g), bootCmd(g), testCmd(g), doctorCmd(g), gcCmd(g), markCmd(g), retestCmd(g))
 	return root
 }
 

@@ -35,6 +35,7 @@ type guestFlags struct {
 	rebootEach  bool
 	bootFailure string
 	crashMatch  string
+	anyCrash    bool
 	accel       string
 	memory      int
 	cpus        int
@@ -59,6 +60,7 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	if withRunFlags {
 		f.DurationVar(&gf.timeout, "timeout", pipeline.DefaultTestTimeout, "deadline for one run of the guest test; overrunning is bad (hang)")
 		f.IntVar(&gf.repeat, "repeat", 1, "runs of the guest test per step, in one boot (see --reboot-each)")
+		f.BoolVar(&gf.anyCrash, "any-crash", false, "count any crash as bad (default: a crash titled otherwise than the run's first is a skip, \"another crash\")")
 	}
 	f.DurationVar(&gf.bootTimeout, "boot-timeout", pipeline.DefaultBootTimeout, "deadline from QEMU start to the guest agent's start marker")
 	f.BoolVar(&gf.rebootEach, "reboot-each", false, "boot afresh for every run of --repeat")
@@ -115,7 +117,7 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 		}
 	}
 	return pipeline.KernelConfig{GuestTest: test, Files: files, Timeout: gf.timeout, BootTimeout: gf.bootTimeout,
-		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, Accel: gf.accel,
+		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, AnyCrash: gf.anyCrash, Accel: gf.accel,
 		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
 		TakeOver: gf.takeOver}, nil
 }

@@ -30,11 +30,14 @@ type KernelConfig struct {
 	RebootEach     bool           `json:"reboot_each,omitempty"`
 	BootFailureBad bool           `json:"boot_failure_bad,omitempty"`
 	CrashMatch     string         `json:"crash_match,omitempty"`
-	Accel          string         `json:"accel"`
-	MemMiB         int            `json:"memory_mib"`
-	CPUs           int            `json:"cpus"`
-	Append         string         `json:"append,omitempty"`
-	Host           *HostTest      `json:"host_test,omitempty"`
+	// AnyCrash counts every crash as bad; otherwise a crash titled unlike
+	// the run's signature (its first crash judged bad) is a skip.
+	AnyCrash bool      `json:"any_crash,omitempty"`
+	Accel    string    `json:"accel"`
+	MemMiB   int       `json:"memory_mib"`
+	CPUs     int       `json:"cpus"`
+	Append   string    `json:"append,omitempty"`
+	Host     *HostTest `json:"host_test,omitempty"`
 	// Target is where kernels boot: "" (local QEMU), ssh://[user@]host[:port]
 	// or libvirt://[host]/DOMAIN.
 	Target    string `json:"target,omitempty"`

@@ -1,6 +1,7 @@
 package report
 
 import (
+	"cmp"
 	"fmt"
 	"html/template"
 	"io"
@@ -60,6 +61,9 @@ func (r *Report) PosteriorText(q string) string {
 // quotes hashes.
 func (r *Report) TrustText(q string) string {
 	var lines []string
+	if r.Signature != "" {
+		lines = append(lines, fmt.Sprintf("Signature: %s, from the first %s step; a step failing otherwise is told apart.", Clean(r.Signature), r.Terms.New))
+	}
 	if c := r.confirmation(); c != nil {
 		l := fmt.Sprintf("Confirmation: the culprit retested %s", r.Term(c.Culprit.Verdict))
 		if c.Parent != nil {
@@ -75,6 +79,13 @@ func (r *Report) TrustText(q string) string {
 	}
 	for _, f := range r.Flags {
 		lines = append(lines, fmt.Sprintf("Flag %s: %s. Next: %s.", f.Kind, Clean(f.Text), Clean(f.Next)))
+	}
+	if why := r.FlakyEvidence(); len(why) > 0 {
+		l := "The test is flaky: " + Clean(strings.Join(why, "; ")) + "."
+		if r.Strategy != "bayes" {
+			l += " A classic bisect of a flaky test can name a wrong culprit: run again with --flaky."
+		}
+		lines = append(lines, l)
 	}
 	if len(lines) == 0 {
 		return ""
@@ -196,11 +207,64 @@ func (r *Report) Markdown(w io.Writer) error {
 	return err
 }
 
+// Group is consecutive steps of one kind on one commit (a Bayesian run
+// often comes back to a commit many times in a row), shown as one row.
+type Group struct {
+	No   string // "3" or "3-7"
+	Step journal.Step
+}
+
+// Groups folds consecutive steps of one kind on one commit into one row:
+// their runs together, their times summed, the verdict of the last.
+func (r *Report) Groups() []Group {
+	var out []Group
+	first := 0
+	for i, s := range r.Steps {
+		if n := len(out); n > 0 && i > 0 && r.Steps[i-1].Kind == s.Kind && r.Steps[i-1].Commit == s.Commit {
+			g := &out[n-1]
+			g.No = fmt.Sprintf("%d-%d", first+1, i+1)
+			g.Step = merged(g.Step, s)
+			continue
+		}
+		first = i
+		out = append(out, Group{No: fmt.Sprint(i + 1), Step: s})
+	}
+	return out
+}
+
+// merged is two steps on one commit as one: runs appended, times summed.
+func merged(a, b journal.Step) journal.Step {
+	sum := func(x, y *float64) *float64 {
+		if x == nil || y == nil {
+			return cmp.Or(x, y)
+		}
+		v := *x + *y
+		return &v
+	}
+	out := b
+	out.Attempts = append(slices.Clone(a.Attempts), b.Attempts...)
+	out.Duration = a.Duration + b.Duration
+	out.Build, out.Boot, out.Test = sum(a.Build, b.Build), sum(a.Boot, b.Boot), sum(a.Test, b.Test)
+	good, bad := 0, 0
+	for _, at := range out.Attempts {
+		switch at.Verdict {
+		case "good":
+			good++
+		case "bad":
+			bad++
+		}
+	}
+	out.Reason = fmt.Sprintf("%d runs: %d bad, %d good; last: %s", len(out.Attempts), bad, good, b.Reason)
+	out.Flaky = good > 0 && bad > 0
+	return out
+}
+
 // mdSteps is the Markdown table of steps, each with its evidence.
 func (r *Report) mdSteps(b *strings.Builder) {
 	b.WriteString("## Steps\n\n| # | kind | commit | subject | verdict | reason | build s | boot s | test s | crash | evidence |\n")
 	b.WriteString("|---|---|---|---|---|---|---|---|---|---|---|\n")
-	for i, s := range r.Steps {
+	for _, g := range r.Groups() {
+		s := g.Step
 		ev := []string{}
 		for _, p := range []string{s.Evidence.BuildLog, s.Evidence.ConsoleLog, s.Evidence.TestOutput} {
 			if p != "" && !slices.Contains(ev, cell(p)) {
@@ -213,7 +277,7 @@ func (r *Report) mdSteps(b *strings.Builder) {
 		for _, f := range s.Evidence.BuildFixes {
 			ev = append(ev, "build fix: "+cell(f))
 		}
-		fmt.Fprintf(b, "| %d | %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |\n", i+1, s.Kind, Short(s.Commit), cell(s.Subject),
+		fmt.Fprintf(b, "| %s | %s | `%s` | %s | %s | %s | %s | %s | %s | %s | %s |\n", g.No, s.Kind, Short(s.Commit), cell(s.Subject),
 			r.Term(s.Verdict), cell(s.Reason), num(s.Build), num(s.Boot), num(s.Test), cell(s.Crash), strings.Join(ev, "<br>"))
 	}
 }
@@ -254,7 +318,7 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 </g>{{end}}</svg>
 <h2>Steps</h2>
 <table><tr><th>#</th><th>kind</th><th>commit</th><th>subject</th><th>verdict</th><th>reason</th><th>build s</th><th>boot s</th><th>test s</th><th>crash</th><th>evidence</th></tr>
-{{range $i, $s := .R.Steps}}<tr><td>{{add $i 1}}</td><td>{{$s.Kind}}</td><td><code>{{short $s.Commit}}</code></td><td>{{$s.Subject}}</td>
+{{range .R.Groups}}{{$s := .Step}}<tr><td>{{.No}}</td><td>{{$s.Kind}}</td><td><code>{{short $s.Commit}}</code></td><td>{{$s.Subject}}</td>
 <td style="color:{{color $s.Verdict}}">{{term $.R $s.Verdict}}</td><td>{{$s.Reason}}</td><td>{{num $s.Build}}</td><td>{{num $s.Boot}}</td><td>{{num $s.Test}}</td><td>{{$s.Crash}}</td>
 <td>{{with $s.Evidence.BuildLog}}{{.}}<br>{{end}}{{with $s.Evidence.ConsoleLog}}{{.}}<br>{{end}}{{if ne $s.Evidence.TestOutput $s.Evidence.ConsoleLog}}{{$s.Evidence.TestOutput}}{{end}}{{with $s.Evidence.Toolchain}}<br>toolchain: {{.}}{{end}}{{range $s.Evidence.BuildFixes}}<br>build fix: {{.}}{{end}}</td></tr>
 {{end}}</table>

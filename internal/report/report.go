@@ -70,6 +70,9 @@ type Report struct {
 	// revert check reverted it on.
 	Flags    []Flag
 	RevertOn string
+	// Signature is the failure the run is about (its first bad step's
+	// crash title or exit code), "" for none.
+	Signature string
 }
 
 // TargetJSON names a remote target and the hosts it ran on.
@@ -130,6 +133,32 @@ func (r *Report) confirmation() *Confirmation {
 	}
 	c.Revert = r.revert(culprit)
 	return c
+}
+
+// FlakyEvidence lists what shows the test is flaky: a step whose runs
+// disagreed, a commit that tested both ways in different steps (marks by
+// hand aside). Empty for a test that behaved deterministically.
+func (r *Report) FlakyEvidence() []string {
+	var out []string
+	first := map[string]int{} // commit -> index of its first verdict step
+	for i, s := range r.Steps {
+		if s.State != journal.StateDone || s.Kind == journal.KindMark || s.Verdict == "skip" {
+			continue
+		}
+		if s.Flaky {
+			out = append(out, fmt.Sprintf("%s: %s (step %d)", Short(s.Commit), s.Reason, i+1))
+		}
+		j, seen := first[s.Commit]
+		switch {
+		case !seen:
+			first[s.Commit] = i
+		case r.Steps[j].Verdict != s.Verdict:
+			out = append(out, fmt.Sprintf("%s: %s in step %d (%s), %s in step %d (%s)", Short(s.Commit),
+				r.Term(r.Steps[j].Verdict), j+1, r.Steps[j].Kind, r.Term(s.Verdict), i+1, s.Kind))
+			first[s.Commit] = i
+		}
+	}
+	return out
 }
 
 // RevertOf reports a revert check's step for culprit: the revert commit's
@@ -235,6 +264,9 @@ type jsonReport struct {
 	Steps        []jsonStep    `json:"steps"`
 	Confirmation *Confirmation `json:"confirmation"`
 	Flags        []Flag        `json:"culprit_flags"`
+	Signature    string        `json:"signature,omitempty"`
+	Flaky        bool          `json:"flaky"`
+	FlakyWhy     []string      `json:"flaky_evidence,omitempty"`
 	Message      string        `json:"message,omitempty"`
 	Strategy     string        `json:"strategy"`
 	Confidence   *float64      `json:"confidence,omitempty"`
@@ -290,6 +322,9 @@ func (r *Report) JSON(w io.Writer) error {
 	if r.Culprit != "" {
 		jr.Flags = append([]Flag{}, r.Flags...)
 	}
+	jr.Signature = r.Signature
+	jr.FlakyWhy = r.FlakyEvidence()
+	jr.Flaky = len(jr.FlakyWhy) > 0
 	if r.Target != "" {
 		jr.Target = &TargetJSON{URL: r.Target, Hosts: append([]string{}, r.TargetHosts...)}
 	}
@@ -303,11 +338,18 @@ func (r *Report) JSON(w io.Writer) error {
 func (r *Report) GitLog(w io.Writer) error {
 	l := &bisectlog.Log{Bad: r.Bad, Good: r.Good, Paths: r.Paths, FirstParent: r.FirstParent, TermOld: r.Terms.Old, TermNew: r.Terms.New}
 	var vs []bisectlog.Verdict
-	for _, s := range r.stepsOf(journal.KindSearch) {
+	for _, s := range r.stepsOf(journal.KindSearch, journal.KindMark) {
 		if s.State != journal.StateDone {
 			continue
 		}
-		vs = append(vs, bisectlog.Verdict{Term: r.Term(s.Verdict), Commit: s.Commit, Subject: s.Subject})
+		subject := s.Subject
+		if s.Kind == journal.KindMark {
+			// As the search takes it: the mark replaces what was said of
+			// its commit, from where it was made (git keeps the last bad).
+			vs = slices.DeleteFunc(vs, func(v bisectlog.Verdict) bool { return v.Commit == s.Commit })
+			subject += " (" + s.Reason + ")"
+		}
+		vs = append(vs, bisectlog.Verdict{Term: r.Term(s.Verdict), Commit: s.Commit, Subject: subject})
 	}
 	conclusion := ""
 	switch {

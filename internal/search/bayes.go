@@ -249,18 +249,43 @@ func (b *Bayes) infer(lv *level, cnt []counts) posterior {
 	return p
 }
 
-// The prior of f when it is learned: Beta(fPriorA, fPriorB), mean 0.025,
-// most of its mass below 0.07. Runs then say how far f is from 0.
-const fPriorA, fPriorB = 1.0, 39.0
+// The prior of f when it is learned is a mixture: f = 0 with probability
+// fZero (most tests never fail on a good commit), else Beta(fPriorA,
+// fPriorB), mean 0.025. Without the point at 0, a very flaky test (p near
+// 0.1) cannot tell its rare failures from false alarms and costs many
+// times the runs; with it, runs that fail below the culprit move the
+// posterior to the Beta part.
+const (
+	fZero            = 0.5
+	fPriorA, fPriorB = 1.0, 99.0
+)
 
 // goodLogLik is the log-likelihood of x fails and y passes on commits
 // before the culprit: with f known, or integrated over its prior.
 func (b *Bayes) goodLogLik(x, y float64) float64 {
-	if b.opt.LearnFalseAlarm {
-		return logBetaRatio(fPriorA, fPriorB, x, y)
+	if !b.opt.LearnFalseAlarm {
+		f := b.opt.FalseAlarm
+		return xlogy(x, f) + xlogy(y, 1-f)
 	}
-	f := b.opt.FalseAlarm
-	return xlogy(x, f) + xlogy(y, 1-f)
+	slab := math.Log(1-fZero) + logBetaRatio(fPriorA, fPriorB, x, y)
+	if x > 0 {
+		return slab
+	}
+	spike := math.Log(fZero)
+	hi := math.Max(spike, slab)
+	return hi + math.Log(math.Exp(spike-hi)+math.Exp(slab-hi))
+}
+
+// fPosterior is f's posterior given x fails and y passes on good commits:
+// the weight of the Beta part, and that part's parameters.
+func fPosterior(x, y float64) (slab, a, b float64) {
+	a, b = fPriorA+x, fPriorB+y
+	if x > 0 {
+		return 1, a, b
+	}
+	// P(slab | data) = (1-fZero)·B(a, b)/B(a0, b0) / (fZero + that).
+	w := (1 - fZero) * math.Exp(logBetaRatio(fPriorA, fPriorB, 0, y))
+	return w / (fZero + w), a, b
 }
 
 // allPass is the probability that n runs all pass on a good commit, for a
@@ -270,12 +295,12 @@ func (b *Bayes) allPass(post posterior, k, n int) float64 {
 	if !b.opt.LearnFalseAlarm {
 		return math.Pow(1-b.opt.FalseAlarm, float64(n))
 	}
-	fa, fb := fPriorA+post.pb[k], fPriorB+post.pg[k]
+	w, fa, fb := fPosterior(post.pb[k], post.pg[k])
 	s := 1.0
 	for i := range n {
 		s *= (fb + float64(i)) / (fa + fb + float64(i))
 	}
-	return s
+	return 1 - w + w*s
 }
 
 // falseAlarm is the estimated false-alarm rate if k is the culprit.
@@ -283,7 +308,8 @@ func (b *Bayes) falseAlarm(post posterior, k int) float64 {
 	if !b.opt.LearnFalseAlarm {
 		return b.opt.FalseAlarm
 	}
-	return (fPriorA + post.pb[k]) / (fPriorA + fPriorB + post.pb[k] + post.pg[k])
+	w, fa, fb := fPosterior(post.pb[k], post.pg[k])
+	return w * fa / (fa + fb)
 }
 
 // xlogy is x·log(y) with 0·log(0) = 0.

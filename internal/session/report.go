@@ -14,7 +14,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/firstbad/firstbad/internal/bisectlog"
 	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
@@ -63,7 +62,14 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 		Message: run.Message, Terms: report.Terms{Old: p.TermOld, New: p.TermNew}, Repo: p.Repo, Bad: p.Bad,
 		Good: p.Good, Paths: p.Paths, FirstParent: p.FirstParent, Exec: p.Exec, Created: run.Created,
 		Finished: run.Finished, Steps: steps, Strategy: p.Strategy}
-	r.Rerun = rerun(p)
+	r.Rerun = rerun(run.ID)
+	var sig signature
+	for _, st := range steps {
+		if sig.seq == 0 {
+			sig.learn(st)
+		}
+	}
+	r.Signature = sig.String()
 	r.RevertOn = p.RevertOn
 	if r.RevertOn == "" {
 		r.RevertOn = p.Bad
@@ -135,42 +141,11 @@ func targetHosts(steps []journal.Step) []string {
 	return hosts
 }
 
-// rerun is the command line that re-runs one step by hand.
-func rerun(p Params) func(string) string {
-	q := bisectlog.Quote
+// rerun is the command line that re-runs one step by hand: in firstbad's
+// own checkout, with the run's options, never in the user's repository.
+func rerun(id string) func(string) string {
 	return func(commit string) string {
-		if k := p.Kernel; k != nil {
-			args := []string{"firstbad", "test", "--repo", q(p.Repo), commit}
-			if k.GuestTest != "" {
-				args = append(args, "--guest-test", q(k.GuestTest))
-			}
-			if h := k.Host; h != nil {
-				args = append(args, "--host-test", q(h.File))
-				for _, f := range h.Forwards {
-					args = append(args, "--forward", fmt.Sprint(f))
-				}
-			}
-			if k.Target != "" && k.Target != "qemu" {
-				args = append(args, "--target", q(k.Target))
-				if k.SSHConfig != "" {
-					args = append(args, "--ssh-config", q(k.SSHConfig))
-				}
-				if k.TakeOver {
-					args = append(args, "--take-over-domain")
-				}
-			}
-			if k.Build.Base != "" && k.Build.Base != "tinyconfig" {
-				args = append(args, "--base-config", q(k.Build.Base))
-			}
-			for _, f := range k.Build.Fragments {
-				args = append(args, "--kconfig", q(f.Name))
-			}
-			if p.Repeat > 1 {
-				args = append(args, "--repeat", fmt.Sprint(p.Repeat))
-			}
-			return strings.Join(args, " ")
-		}
-		return fmt.Sprintf("git -C %s checkout --detach %s && (cd %s && FIRSTBAD_COMMIT=%s sh -c %s)", q(p.Repo), commit, q(p.Repo), commit, q(p.Exec))
+		return fmt.Sprintf("firstbad retest %s %s", id, commit)
 	}
 }
 
@@ -196,9 +171,7 @@ func replay(ctx context.Context, repo *git.Repo, p Params, steps []journal.Step,
 				r.Remaining[i] = d.Remaining
 			}
 		}
-		if o, ok := observation(st); ok && p.feeds(st) {
-			obs = append(obs, o)
-		}
+		obs = p.fold(obs, st)
 	}
 	if !p.bayes() {
 		return

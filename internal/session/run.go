@@ -31,6 +31,8 @@ type run struct {
 	endpoints map[string]journal.Step // endpoint checks done, by commit
 	done      int                     // search steps done
 	checked   bool                    // git bisect run's 126/127 check is settled
+	warned    bool                    // the "looks flaky" warning was given
+	sig       signature               // the failure the run is about
 	// full is set once a journal write needed the reserve: the disk is
 	// full, and the run stops after recording where it is.
 	full error
@@ -38,23 +40,37 @@ type run struct {
 
 // runLoop sets a run up from its journal and bisects until it ends.
 func (s *Session) runLoop(ctx context.Context, j *journal.Journal, p Params, prep *prepared) (*Result, error) {
+	r, release, err := s.setUp(ctx, j, p, prep)
+	if err != nil {
+		return nil, err
+	}
+	defer release()
+	return r.loop(ctx)
+}
+
+// setUp makes a run from its journal: a checkout slot, the pipeline, and
+// the search state the finished steps leave. release gives the slot and
+// the disk reserve back.
+func (s *Session) setUp(ctx context.Context, j *journal.Journal, p Params, prep *prepared) (*run, func(), error) {
 	hdr, err := j.Run()
 	if err != nil {
-		return nil, outcome.InfraErr("journal", err)
+		return nil, nil, outcome.InfraErr("journal", err)
 	}
 	wt, err := prep.clone.Worktree(ctx, p.Bad)
 	if err != nil {
-		return nil, outcome.InfraErr("checkout", err)
+		return nil, nil, outcome.InfraErr("checkout", err)
 	}
-	defer wt.Release()
 	wt.NoSubmodules = p.NoSubmodules
 	r := &run{s: s, j: j, p: p, id: hdr.ID, repo: &prep.clone.Repo, total: prep.total, endpoints: map[string]journal.Step{}}
-	if r.pipe, err = s.pipeline(p, wt, hdr.ID); err != nil {
-		return nil, err
-	}
 	steps, err := j.Steps()
+	if err == nil {
+		r.pipe, err = s.pipeline(p, wt, hdr.ID)
+	} else {
+		err = outcome.InfraErr("journal", err)
+	}
 	if err != nil {
-		return nil, outcome.InfraErr("journal", err)
+		wt.Release()
+		return nil, nil, err
 	}
 	r.strategy = p.strategy(prep.graph, steps)
 	r.obs = p.observations()
@@ -62,8 +78,7 @@ func (s *Session) runLoop(ctx context.Context, j *journal.Journal, p Params, pre
 		r.replay(st)
 	}
 	reserve := reserveRoom(j.Dir)
-	defer os.Remove(reserve)
-	return r.loop(ctx)
+	return r, func() { os.Remove(reserve); wt.Release() }, nil
 }
 
 // pipeline is what evaluates a commit in this run.
@@ -86,15 +101,18 @@ func (r *run) replay(st journal.Step) {
 	if st.State != journal.StateDone {
 		return
 	}
+	if r.sig.seq == 0 {
+		if r.sig.learn(st); r.sig.seq != 0 {
+			r.s.Log.Info("the run's signature (a step failing otherwise is told apart)", "signature", r.sig.String(), "commit", short(st.Commit))
+		}
+	}
 	switch st.Kind {
 	case journal.KindEndpoint:
 		r.endpoints[st.Commit] = st
 	case journal.KindSearch:
 		r.done++
 	}
-	if o, ok := observation(st); ok && r.p.feeds(st) {
-		r.obs = append(r.obs, o)
-	}
+	r.obs = r.p.fold(r.obs, st)
 	if b, ok := r.strategy.(*search.Bayes); ok {
 		b.SetCosts(r.p.costs(r.steps))
 	}
@@ -141,7 +159,8 @@ func (r *run) searchStep(ctx context.Context, d search.Decision) (*Result, error
 	if out.Abort != "" {
 		return r.end(outcome.RunAborted, "", nil, out.Abort)
 	}
-	if st.Flaky && !r.p.bayes() {
+	if st.Flaky && !r.p.bayes() && !r.warned {
+		r.warned = true // once a run: the report lists every step's evidence
 		r.s.Log.Warn("this test looks flaky: the same commit gave both results; the Bayesian strategy (--strategy bayes) is made for that",
 			"commit", short(st.Commit))
 	}

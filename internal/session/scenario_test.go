@@ -50,6 +50,9 @@ type world struct {
 	// evaluated lists the commits evaluated, in order, outside the
 	// history as -1.
 	evaluated []int
+	// kernel makes the run a kernel run (its options; the pipeline is
+	// still this world).
+	kernel *pipeline.KernelConfig
 }
 
 // newWorld makes a world whose commits each add a file of their own (so a
@@ -153,6 +156,7 @@ func (w *world) run(in Input) (*Result, error) {
 	if err != nil {
 		w.t.Fatal(err)
 	}
+	p.Kernel = w.kernel
 	return w.session().Start(context.Background(), p, false)
 }
 
@@ -393,5 +397,47 @@ func TestSessionChecksResume(t *testing.T) {
 	}
 	if diff := cmp.Diff([]int{40, 39, -1}, w.evaluated[len(w.evaluated)-3:]); diff != "" {
 		t.Errorf("evaluations (-want +got):\n%s", diff)
+	}
+}
+
+// A kernel run is about its first crash: another crash is a skip, not the
+// same bug, unless --any-crash.
+func TestSessionCrashSignature(t *testing.T) {
+	kasan := pipeline.Run{Verdict: outcome.Bad, Crash: "KASAN: use-after-free in foo", Reason: "crash"}
+	other := pipeline.Run{Verdict: outcome.Bad, Crash: "WARNING in bar", Reason: "crash"}
+	judge := func(i, _ int) pipeline.Run {
+		switch {
+		case i >= 40:
+			return kasan
+		case i == 39:
+			return other
+		}
+		return good
+	}
+	for _, c := range []struct {
+		name    string
+		kernel  pipeline.KernelConfig
+		outcome string
+		want    []int
+	}{
+		{"another crash is a skip", pipeline.KernelConfig{}, outcome.Ambiguous, []int{39, 40}},
+		{"--any-crash", pipeline.KernelConfig{AnyCrash: true}, outcome.Found, []int{39}},
+		{"--crash-match is the user's signature", pipeline.KernelConfig{CrashMatch: "."}, outcome.Found, []int{39}},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 64)
+			w.judge, w.kernel = judge, &c.kernel
+			no := false
+			res, err := w.run(Input{Confirm: &no, RevertCheck: "off"})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Outcome != c.outcome {
+				t.Fatalf("outcome %s (%s), want %s", res.Outcome, res.Message, c.outcome)
+			}
+			if diff := cmp.Diff(c.want, w.numbers(res.Candidates)); diff != "" {
+				t.Errorf("candidates (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -50,6 +50,7 @@ func (r *run) evaluate(ctx context.Context, at stepAt) (journal.Step, pipeline.O
 		EvidenceDir: filepath.Join(r.j.Dir, "steps", strconv.Itoa(seq)),
 		Stage:       func(stage string) { show(stage, st) }})
 	st.Duration = time.Since(started).Seconds()
+	out = r.sig.apply(r.p, out)
 	if err != nil {
 		st.State, st.Verdict, st.Reason = failedState(ctx, err)
 		// The step must be on record even if the context is gone.

@@ -2,6 +2,7 @@ package session
 
 import (
 	"math"
+	"slices"
 	"strconv"
 
 	"github.com/firstbad/firstbad/internal/outcome"
@@ -77,14 +78,30 @@ func (p Params) strategy(g *search.Graph, steps []journal.Step) search.Strategy 
 		FalseAlarm: p.FalseAlarm, LearnFalseAlarm: p.FalseAlarmAuto, Confidence: p.Confidence, MaxRuns: p.budget(g.Len()), Costs: p.costs(steps)})
 }
 
-// feeds says whether a step's verdict feeds the search: search steps
-// always; endpoint checks too under the Bayesian strategy, for which they
-// are observations like any other.
+// feeds says whether a step's verdict feeds the search: search steps,
+// retests and marks by hand always; endpoint checks too under the
+// Bayesian strategy, for which they are observations like any other.
 func (p Params) feeds(st journal.Step) bool {
 	if st.State != journal.StateDone {
 		return false
 	}
-	return st.Kind == journal.KindSearch || (p.bayes() && st.Kind == journal.KindEndpoint)
+	switch st.Kind {
+	case journal.KindSearch, journal.KindRetest, journal.KindMark:
+		return true
+	}
+	return p.bayes() && st.Kind == journal.KindEndpoint
+}
+
+// fold adds a finished step to the search's observations. A mark by hand
+// replaces all that was seen of its commit before it.
+func (p Params) fold(obs []search.Observation, st journal.Step) []search.Observation {
+	if st.Kind == journal.KindMark && st.State == journal.StateDone {
+		obs = slices.DeleteFunc(slices.Clone(obs), func(o search.Observation) bool { return o.Commit == st.Commit })
+	}
+	if o, ok := observation(st); ok && p.feeds(st) {
+		obs = append(obs, o)
+	}
+	return obs
 }
 
 // observation turns a finished step into search input, with its runs'

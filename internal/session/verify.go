@@ -93,6 +93,11 @@ func (r *run) confirm(ctx context.Context, culprit string) (confirmation, error)
 		return c, outcome.InfraErr("git", err)
 	}
 	parent, _, _ := strings.Cut(strings.TrimSpace(string(parents)), " ")
+	if mark, ok := r.doneStep(journal.KindMark, culprit); ok {
+		// A human's verdict stands: the test is what it overrode.
+		c.notes = append(c.notes, fmt.Sprintf("the culprit's verdict is a human's (%s), not retested", mark.Reason))
+		return c, nil
+	}
 	cst, err := r.checkStep(ctx, journal.KindConfirm, culprit)
 	if err != nil {
 		return c, err
@@ -104,7 +109,7 @@ func (r *run) confirm(ctx context.Context, culprit string) (confirmation, error)
 	if cst.Verdict != "bad" {
 		c.notes = append(c.notes, fmt.Sprintf("the culprit tested %s on the confirmation run (%s)", r.term(cst.Verdict), cst.Reason))
 	}
-	if parent == "" {
+	if _, ok := r.doneStep(journal.KindMark, parent); parent == "" || ok {
 		return c, nil
 	}
 	pst, err := r.checkStep(ctx, journal.KindConfirm, parent)
