@@ -242,9 +242,11 @@ func TestKernelRunKillDuringTestAndResume(t *testing.T) {
 	if !killed {
 		t.Fatal("QEMU never started")
 	}
+	// The tip's change cannot matter to this config (its image is its
+	// parent's): the culprit is named, flagged, and the run is suspect.
 	r, res := e.runJSON("resume")
-	if res.code != 0 || r.Culprit == nil || *r.Culprit != tip {
-		t.Fatalf("resume: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+	if res.code != 1 || r.Outcome != "suspect" || r.Culprit == nil || *r.Culprit != tip || !hasFlag(t, res.stdout, "identical-image") {
+		t.Fatalf("resume: exit %d outcome %s culprit %v\n%s", res.code, r.Outcome, r.Culprit, res.stderr)
 	}
 	if pids := qemuPids(e.state); len(pids) > 0 {
 		t.Errorf("QEMU left running: %v", pids)
@@ -444,9 +446,10 @@ func TestKernelRunKillDuringBuildAndBoot(t *testing.T) {
 		t.Errorf("make of the killed build still runs: %v", left)
 	}
 
+	// The culprit only adds a comment: named, flagged, suspect.
 	r, res := e.runJSON("resume")
-	if res.code != 0 || r.Culprit == nil || *r.Culprit != bad {
-		t.Fatalf("resume: exit %d culprit %v\n%s", res.code, r.Culprit, res.stderr)
+	if res.code != 1 || r.Outcome != "suspect" || r.Culprit == nil || *r.Culprit != bad || !hasFlag(t, res.stdout, "whitespace-or-comments-only") {
+		t.Fatalf("resume: exit %d outcome %s culprit %v\n%s", res.code, r.Outcome, r.Culprit, res.stderr)
 	}
 	if pids := qemuPids(e.state); len(pids) > 0 {
 		t.Errorf("QEMU left running: %v", pids)
@@ -471,4 +474,22 @@ func TestKernelRunKillDuringBuildAndBoot(t *testing.T) {
 	if !strings.Contains(logs[3], "from the artifact cache") {
 		t.Errorf("the second resume rebuilt the kernel:\n%s", tailText(logs[3], 5))
 	}
+}
+
+// hasFlag reports whether a JSON report flags its culprit with kind.
+func hasFlag(t *testing.T, report, kind string) bool {
+	t.Helper()
+	var r struct {
+		Flags []struct{ Kind string } `json:"culprit_flags"`
+	}
+	if err := json.Unmarshal([]byte(report), &r); err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range r.Flags {
+		if f.Kind == kind {
+			return true
+		}
+	}
+	t.Logf("flags %+v, want %s", r.Flags, kind)
+	return false
 }

@@ -351,7 +351,7 @@ func bisectOn(t *testing.T, e *env, k *testkernel.Kernel, config, target string)
 	cfg := filepath.Join(t.TempDir(), "firstbad.toml")
 	os.WriteFile(cfg, []byte(config), 0o644)
 	r, res := e.runJSON("run", "--config", cfg, "--repo", k.Repo, "--good", "tip~1", "--bad", "tip", "--guest-test", test,
-		"--kconfig", k.Fragment)
+		"--kconfig", k.Fragment, "--accept-suspect") // tip's image is tip~1's: flagged
 	if res.code != 0 || r.Culprit == nil || *r.Culprit != tip {
 		t.Fatalf("bisect on %s: exit %d culprit %v\n%s", target, res.code, r.Culprit, res.stderr)
 	}

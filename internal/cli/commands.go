@@ -210,22 +210,30 @@ func resumeCmd(g *globals) *cobra.Command {
 			if err != nil {
 				return err
 			}
-			p, err := s.Params(id)
+			ctx, stop := signalContext(g.stderr)
+			defer stop()
+			closeTester, err := g.runTester(ctx, s, id)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext(g.stderr)
-			defer stop()
-			if p.Kernel != nil {
-				if s.Tester, err = g.tester(ctx, *p.Kernel, false, s.Log); err != nil {
-					return err
-				}
-				defer s.Tester.Close()
-			}
+			defer closeTester()
 			res, err := s.Resume(ctx, id)
 			return g.finish(ctx, s, res, err)
 		}),
 	}
+}
+
+// runTester gives s the boot-and-test stage a kernel run needs, made from
+// the run's own parameters; the returned func closes it.
+func (g *globals) runTester(ctx context.Context, s *session.Session, id string) (func(), error) {
+	p, err := s.Params(id)
+	if err != nil || p.Kernel == nil {
+		return func() {}, err
+	}
+	if s.Tester, err = g.tester(ctx, *p.Kernel, false, s.Log); err != nil {
+		return nil, err
+	}
+	return func() { s.Tester.Close() }, nil
 }
 
 // runSession is the session and the run (RUN, or the default one) a

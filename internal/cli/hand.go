@@ -64,18 +64,13 @@ resume continues from there. Exit codes are the step commands' (0 good,
 			if repeat < 0 || repeat > maxRepeat {
 				return outcome.InputErr("--repeat must be between 1 and %d", maxRepeat)
 			}
-			p, err := s.Params(id)
+			ctx, stop := signalContext(g.stderr)
+			defer stop()
+			closeTester, err := g.runTester(ctx, s, id)
 			if err != nil {
 				return err
 			}
-			ctx, stop := signalContext(g.stderr)
-			defer stop()
-			if p.Kernel != nil {
-				if s.Tester, err = g.tester(ctx, *p.Kernel, false, s.Log); err != nil {
-					return err
-				}
-				defer s.Tester.Close()
-			}
+			defer closeTester()
 			st, err := s.Retest(ctx, id, args[1], repeat)
 			if err != nil {
 				return err

@@ -32,6 +32,7 @@ func (r *run) bayesDone(ctx context.Context, d search.Decision) (*Result, error)
 			"stopped short of confidence %.2f: %s; most likely first %s commits: %s",
 			p.Confidence, why, p.TermNew, strings.Join(likely, ", ")))
 	case d.Culprit != "":
+		r.failProb = d.FailProb
 		return r.found(ctx, d.Culprit)
 	}
 	return r.end(outcome.Ambiguous, "", d.Ambiguous, fmt.Sprintf(

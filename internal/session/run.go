@@ -33,6 +33,7 @@ type run struct {
 	checked   bool                    // git bisect run's 126/127 check is settled
 	warned    bool                    // the "looks flaky" warning was given
 	sig       signature               // the failure the run is about
+	failProb  float64                 // a Bayesian run's estimate of p at its end
 	// full is set once a journal write needed the reserve: the disk is
 	// full, and the run stops after recording where it is.
 	full error

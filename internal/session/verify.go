@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"math"
 	"slices"
 	"strings"
 
@@ -47,12 +48,13 @@ func (r *run) found(ctx context.Context, culprit string) (*Result, error) {
 	return r.end(outcome.Found, culprit, []string{culprit}, strings.Join(notes, "; "))
 }
 
-// checkStep is a step of a check: done before (a resumed run) or run now.
-func (r *run) checkStep(ctx context.Context, kind, commit string) (journal.Step, error) {
+// checkStep is a step of a check: done before (a resumed run) or run now
+// (runs: 0 for the run's --repeat).
+func (r *run) checkStep(ctx context.Context, kind, commit string, runs int) (journal.Step, error) {
 	if st, ok := r.doneStep(kind, commit); ok {
 		return st, nil
 	}
-	st, _, err := r.evaluate(ctx, stepAt{kind: kind, commit: commit})
+	st, _, err := r.evaluate(ctx, stepAt{kind: kind, commit: commit, runs: runs})
 	if err == nil {
 		r.replay(st)
 	}
@@ -98,7 +100,7 @@ func (r *run) confirm(ctx context.Context, culprit string) (confirmation, error)
 		c.notes = append(c.notes, fmt.Sprintf("the culprit's verdict is a human's (%s), not retested", mark.Reason))
 		return c, nil
 	}
-	cst, err := r.checkStep(ctx, journal.KindConfirm, culprit)
+	cst, err := r.checkStep(ctx, journal.KindConfirm, culprit, 0)
 	if err != nil {
 		return c, err
 	}
@@ -112,7 +114,7 @@ func (r *run) confirm(ctx context.Context, culprit string) (confirmation, error)
 	if _, ok := r.doneStep(journal.KindMark, parent); parent == "" || ok {
 		return c, nil
 	}
-	pst, err := r.checkStep(ctx, journal.KindConfirm, parent)
+	pst, err := r.checkStep(ctx, journal.KindConfirm, parent, 0)
 	if err != nil {
 		return c, err
 	}
@@ -184,8 +186,7 @@ func (r *run) revertCheck(ctx context.Context, culprit string) error {
 	onto := r.revertTip()
 	ref := "refs/firstbad/revert/" + short(culprit) + "-" + short(onto)
 	if sha, err := r.repo.ResolveCommit(ctx, ref); err == nil {
-		_, err := r.checkStep(ctx, journal.KindRevert, sha)
-		return err
+		return r.testRevert(ctx, sha)
 	}
 	if _, ok := r.doneStep(journal.KindRevert, culprit); ok {
 		return nil // recorded as not made (a conflict)
@@ -201,7 +202,18 @@ func (r *run) revertCheck(ctx context.Context, culprit string) error {
 		return r.record(journal.Step{Kind: journal.KindRevert, Commit: culprit, Verdict: "skip",
 			Reason: fmt.Sprintf("the revert of %s on %s conflicts (%s)", short(culprit), short(onto), strings.Join(conflicts, ", "))})
 	}
-	_, err = r.checkStep(ctx, journal.KindRevert, sha)
+	return r.testRevert(ctx, sha)
+}
+
+// testRevert tests the revert commit: with the run's --repeat, or, on a
+// flaky test, with enough runs that a still-bad tip would fail at least
+// once 99 times in 100 (at the estimated p).
+func (r *run) testRevert(ctx context.Context, sha string) error {
+	runs := 0
+	if p := r.failProb; r.p.bayes() && p > 0 && p < 1 {
+		runs = min(64, max(1, int(math.Ceil(math.Log(0.01)/math.Log(1-p)))))
+	}
+	_, err := r.checkStep(ctx, journal.KindRevert, sha, runs)
 	return err
 }
 
