@@ -36,7 +36,8 @@ func main() {
 
 	fmt.Printf("flaky-bug simulation: target %.2f, seed %d, %d CPUs\n", *target, *seed, runtime.NumCPU())
 	fmt.Println("runs: total test runs per bisect (mean / p95); builds: distinct commits tested (mean); calib: share correct among answers stated at >= target")
-	fmt.Printf("%-6s %-7s %-4s %-5s | %-34s | %-24s | %-28s\n", "N", "shape", "p", "f", "bayes: acc runs p95 builds calib", "classic×1: acc runs", "classic×n: n acc runs p95")
+	fmt.Println("classic×1+checks: the one-run answers firstbad's checks (culprit and parent retested, revert on the tip) let stand as found, and the wrong ones among all trials")
+	fmt.Printf("%-6s %-7s %-4s %-5s | %-34s | %-24s | %-22s | %-28s\n", "N", "shape", "p", "f", "bayes: acc runs p95 builds calib", "classic×1: acc runs", "+checks: found wrong", "classic×n: n acc runs p95")
 	for _, shape := range split(*shapes) {
 		for _, n := range list[int](*sizes) {
 			hist := history(shape, n, rand.New(rand.NewPCG(*seed, uint64(n))))
@@ -58,10 +59,11 @@ func main() {
 						start := time.Now()
 						r := setting(g, hist, p, f, model, *target, t, *seed)
 						label := fmt.Sprintf("%g", f) + map[string]string{"auto": "~", "zero": "*"}[model]
-						fmt.Printf("%-6d %-7s %-4g %-5s | %6.1f%% %6.1f %5d %5.1f %6.1f%% | %6.1f%% %6.1f          | %3d %6.1f%% %7.1f %6d   (%d trials, %.0fs)\n",
+						found, wrong := r.checked.found()
+						fmt.Printf("%-6d %-7s %-4g %-5s | %6.1f%% %6.1f %5d %5.1f %6.1f%% | %6.1f%% %6.1f          | %6.1f%% %6.1f%%        | %3d %6.1f%% %7.1f %6d   (%d trials, %.0fs)\n",
 							n, shape, p, label,
 							100*r.bayes.acc(), r.bayes.mean(), r.bayes.p95(), r.bayes.builds(), 100*r.calib(),
-							100*r.one.acc(), r.one.mean(),
+							100*r.one.acc(), r.one.mean(), 100*found, 100*wrong,
 							r.fixedN, 100*r.fixed.acc(), r.fixed.mean(), r.fixed.p95(), t, time.Since(start).Seconds())
 					}
 				}
@@ -75,12 +77,13 @@ func main() {
 // "c0", the good endpoint, is outside it. With merges, a quarter of the
 // mainline commits merge a side branch.
 type hist struct {
+	parent map[string]string // first parents
 	commits  []search.Commit
 	children map[string][]string
 }
 
 func history(shape string, n int, rng *rand.Rand) hist {
-	h := hist{children: map[string][]string{}}
+	h := hist{children: map[string][]string{}, parent: map[string]string{}}
 	var made []search.Commit // oldest first
 	add := func(parents ...string) string {
 		c := search.Commit{ID: fmt.Sprintf("c%d", len(made)+1), Parents: parents, Time: int64(len(made) + 1)}
@@ -107,6 +110,7 @@ func history(shape string, n int, rng *rand.Rand) hist {
 		h.commits = append(h.commits, made[i])
 	}
 	for _, c := range h.commits {
+		h.parent[c.ID] = c.Parents[0]
 		for _, p := range c.Parents {
 			h.children[p] = append(h.children[p], c.ID)
 		}
@@ -136,6 +140,7 @@ type trial struct {
 	runs       int
 	builds     int
 	confidence float64
+	answer     string
 }
 
 type stats []trial
@@ -148,6 +153,20 @@ func (s stats) acc() float64 {
 		}
 	}
 	return float64(c) / float64(len(s))
+}
+
+// found is the share of trials that ended with an answer, and of trials
+// whose answer was wrong.
+func (s stats) found() (found, wrong float64) {
+	for _, o := range s {
+		if o.answer != "" {
+			found++
+			if !o.correct {
+				wrong++
+			}
+		}
+	}
+	return found / float64(len(s)), wrong / float64(len(s))
 }
 
 func (s stats) mean() float64 {
@@ -177,6 +196,10 @@ func (s stats) p95() int {
 
 type result struct {
 	bayes, one, fixed stats
+	// checked: the one-run classic answers that firstbad's checks (the
+	// culprit retested, its parent, the revert on the tip) let stand as
+	// found.
+	checked           stats
 	fixedN            int
 	target            float64
 }
@@ -212,7 +235,7 @@ func setting(g *search.Graph, h hist, p, f float64, model string, target float64
 	if p < 1 {
 		fixedN = int(math.Ceil(math.Log((1-target)/steps) / math.Log(1-p)))
 	}
-	r := result{bayes: make(stats, trials), one: make(stats, trials), fixed: make(stats, trials), fixedN: fixedN, target: target}
+	r := result{bayes: make(stats, trials), one: make(stats, trials), fixed: make(stats, trials), checked: make(stats, trials), fixedN: fixedN, target: target}
 	var wg sync.WaitGroup
 	work := make(chan int)
 	for range runtime.NumCPU() {
@@ -233,6 +256,13 @@ func setting(g *search.Graph, h hist, p, f float64, model string, target float64
 				b := search.NewBayes(g, false, opt)
 				r.bayes[t] = run(b, test, 0, culprit)
 				r.one[t] = run(search.NewClassic(g, false), test, 1, culprit)
+				r.checked[t] = checks(h, r.one[t], test, func(answer string) bool {
+					q := p // the true culprit's change is still in the tip
+					if answer == culprit {
+						q = f
+					}
+					return rng.Float64() < q
+				})
 				r.fixed[t] = run(search.NewClassic(g, false), test, fixedN, culprit)
 			}
 		}()
@@ -243,6 +273,19 @@ func setting(g *search.Graph, h hist, p, f float64, model string, target float64
 	close(work)
 	wg.Wait()
 	return r
+}
+
+// checks is what firstbad's checks after a classic search make of its
+// answer: found when the culprit fails again, its first parent passes and
+// the tip with the answer reverted passes (revertFails says how that run
+// went); else the run ends suspect (a trial with no answer).
+func checks(h hist, t trial, failed func(string) bool, revertFails func(string) bool) trial {
+	a := t.answer
+	if a == "" || !failed(a) || failed(h.parent[a]) || revertFails(a) {
+		return trial{runs: t.runs + 3}
+	}
+	t.runs += 3
+	return t
 }
 
 // run drives one strategy to its answer. runs > 0 fixes the runs per step
@@ -260,7 +303,7 @@ func run(s search.Strategy, failed func(string) bool, runs int, culprit string) 
 		}
 		if d.Done {
 			out.correct = d.Culprit == culprit
-			out.confidence = d.Confidence
+			out.confidence, out.answer = d.Confidence, d.Culprit
 			return out
 		}
 		k := runs
