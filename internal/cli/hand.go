@@ -20,11 +20,7 @@ continues the search from the corrected state. The report and firstbad log
 show the mark.`,
 		Args: cobra.ExactArgs(3),
 		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
-			s, err := g.session(true)
-			if err != nil {
-				return err
-			}
-			id, err := runArg(s, args[:1], false)
+			s, id, err := g.runSession(args[:1], true, false)
 			if err != nil {
 				return err
 			}
@@ -53,11 +49,7 @@ resume continues from there. Exit codes are the step commands' (0 good,
 		Args:        cobra.ExactArgs(2),
 		Annotations: map[string]string{stepCommand: "1"},
 		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
-			s, err := g.session(true)
-			if err != nil {
-				return err
-			}
-			id, err := runArg(s, args[:1], false)
+			s, id, err := g.runSession(args[:1], true, false)
 			if err != nil {
 				return err
 			}

@@ -143,7 +143,7 @@ func (r *run) term(verdict string) string {
 // commit (or the user said of an endpoint): the test is flaky.
 func (r *run) flakyEnd(commit, before, now string) *ending {
 	return &ending{outcome: outcome.Suspect, culprit: "", cands: []string{commit}, msg: fmt.Sprintf(
-		"%s was %s in the search but tested %s on the confirmation run: the test is flaky, and a classic bisect of a flaky test names a wrong culprit; run again with --flaky (the Bayesian strategy)",
+		"%s was %s in the search (or as your endpoint) but tested %s on the confirmation run: the test is flaky, and a classic bisect of a flaky test names a wrong culprit; run again with --flaky (the Bayesian strategy)",
 		short(commit), r.term(before), r.term(now))}
 }
 
