@@ -77,7 +77,7 @@ func main() {
 // "c0", the good endpoint, is outside it. With merges, a quarter of the
 // mainline commits merge a side branch.
 type hist struct {
-	parent map[string]string // first parents
+	parent   map[string]string // first parents
 	commits  []search.Commit
 	children map[string][]string
 }
@@ -199,9 +199,9 @@ type result struct {
 	// checked: the one-run classic answers that firstbad's checks (the
 	// culprit retested, its parent, the revert on the tip) let stand as
 	// found.
-	checked           stats
-	fixedN            int
-	target            float64
+	checked stats
+	fixedN  int
+	target  float64
 }
 
 // calib is the share of correct answers among those stated at >= target.
