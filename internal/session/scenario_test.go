@@ -247,6 +247,12 @@ func TestSessionScenarios(t *testing.T) {
 			}
 			return from(40)(i, c)
 		}, nil, Input{}, outcome.RunAborted, -1, nil, "code 200"},
+		{"reproducer aborts on the confirmation", 64, func(i, c int) pipeline.Run {
+			if i == 40 && c > 1 {
+				return pipeline.Run{Verdict: outcome.Skip, ExitCode: 200}
+			}
+			return from(40)(i, c)
+		}, nil, Input{}, outcome.RunAborted, -1, nil, "code 200"},
 		{"endpoint mismatch", 64, from(0), nil, Input{EndpointCheck: "upfront"}, outcome.EndpointMismatch, -1, nil, "older than your good ref"},
 		{"the change is in the first step's commit: lazy check of the good end", 8, from(1), nil, Input{}, outcome.Found, 1, nil, ""},
 	}

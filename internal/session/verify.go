@@ -22,7 +22,7 @@ func (r *run) found(ctx context.Context, culprit string) (*Result, error) {
 	if r.p.Confirm {
 		c, err := r.confirm(ctx, culprit)
 		if err != nil {
-			return r.fail(ctx, err)
+			return r.checkFailed(ctx, err)
 		}
 		if c.end != nil {
 			return r.end(c.end.outcome, c.end.culprit, c.end.cands, c.end.msg)
@@ -31,7 +31,7 @@ func (r *run) found(ctx context.Context, culprit string) (*Result, error) {
 	}
 	if r.p.RevertCheck {
 		if err := r.revertCheck(ctx, culprit); err != nil {
-			return r.fail(ctx, err)
+			return r.checkFailed(ctx, err)
 		}
 		if st, ok := r.doneStep(journal.KindRevert, culprit); ok {
 			notes = append(notes, st.Reason) // not made: why
@@ -54,11 +54,23 @@ func (r *run) checkStep(ctx context.Context, kind, commit string, runs int) (jou
 	if st, ok := r.doneStep(kind, commit); ok {
 		return st, nil
 	}
-	st, _, err := r.evaluate(ctx, stepAt{kind: kind, commit: commit, runs: runs})
+	st, out, err := r.evaluate(ctx, stepAt{kind: kind, commit: commit, runs: runs})
 	if err == nil {
 		r.replay(st)
 	}
+	if err == nil && out.Abort != "" {
+		err = outcome.AbortErr("%s", out.Abort)
+	}
 	return st, err
+}
+
+// checkFailed ends a run whose check could not finish: the reproducer
+// asked to stop (aborted, as on a search step), or the run cannot go on.
+func (r *run) checkFailed(ctx context.Context, err error) (*Result, error) {
+	if outcome.Is(err, outcome.Aborted) {
+		return r.end(outcome.RunAborted, "", nil, err.Error())
+	}
+	return r.fail(ctx, err)
 }
 
 // doneStep is a finished step of a kind on a commit.
