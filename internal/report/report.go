@@ -117,22 +117,44 @@ func (r *Report) confirmation() *Confirmation {
 	if culprit == "" && len(r.Candidates) > 0 {
 		culprit = r.Candidates[0]
 	}
-	steps := r.stepsOf(journal.KindConfirm)
-	i := slices.IndexFunc(steps, func(s journal.Step) bool { return s.Commit == culprit })
-	if i < 0 {
+	steps := ConfirmSteps(r.Steps, culprit)
+	if len(steps) == 0 {
 		return nil
 	}
-	steps = steps[i:min(i+2, len(steps))]
 	js := r.toJSONSteps(steps)
 	c := &Confirmation{Culprit: &js[0]}
 	c.Confirmed = steps[0].Verdict == "bad"
 	if len(steps) > 1 {
 		c.Parent = &js[1]
 		c.Confirmed = c.Confirmed && steps[1].Verdict == "good"
-		c.IdenticalImage = SameContent(steps[0].Evidence.Kernel, steps[1].Evidence.Kernel)
+		c.IdenticalImage = IdenticalImage(steps)
 	}
 	c.Revert = r.revert(culprit)
 	return c
+}
+
+// ConfirmSteps are the confirmation's steps of culprit: its retest, then
+// its parent's (the finished confirmation step after it), if there was
+// one. A run whose culprit changed (a mark by hand) has older
+// confirmations of other commits; a step cut short was run again.
+func ConfirmSteps(steps []journal.Step, culprit string) []journal.Step {
+	var confirms []journal.Step
+	for _, s := range steps {
+		if s.Kind == journal.KindConfirm && s.State == journal.StateDone {
+			confirms = append(confirms, s)
+		}
+	}
+	i := slices.IndexFunc(confirms, func(s journal.Step) bool { return s.Commit == culprit })
+	if i < 0 {
+		return nil
+	}
+	return confirms[i:min(i+2, len(confirms))]
+}
+
+// IdenticalImage reports whether a culprit's confirmation found its kernel
+// byte-identical to its parent's.
+func IdenticalImage(confirms []journal.Step) bool {
+	return len(confirms) == 2 && SameContent(confirms[0].Evidence.Kernel, confirms[1].Evidence.Kernel)
 }
 
 // FlakyEvidence lists what shows the test is flaky: a step whose runs

@@ -111,21 +111,14 @@ func commentLine(file, l string) bool {
 // bytes as its parent's, a revert that leaves the tip bad.
 func checkFlags(p Params, culprit string, steps []journal.Step) []report.Flag {
 	var flags []report.Flag
-	var confirms []journal.Step
 	for _, st := range steps {
-		if st.State != journal.StateDone {
-			continue
-		}
-		switch {
-		case st.Kind == journal.KindConfirm:
-			confirms = append(confirms, st)
-		case report.RevertOf(st, culprit) && st.Commit != culprit && st.Verdict == "bad":
+		if st.State == journal.StateDone && report.RevertOf(st, culprit) && st.Commit != culprit && st.Verdict == "bad" {
 			flags = append(flags, report.Flag{Kind: FlagRevertBad,
 				Text: fmt.Sprintf("with %s reverted the tip is still %s: it is not the whole story (another change causes it too, or it is not the cause)", short(culprit), p.TermNew),
 				Next: fmt.Sprintf("look for a second change: firstbad run --good %s --bad %s ... with this revert applied, or --flaky if the test is flaky", short(culprit), short(p.Bad))})
 		}
 	}
-	if len(confirms) >= 2 && report.SameContent(confirms[0].Evidence.Kernel, confirms[1].Evidence.Kernel) {
+	if report.IdenticalImage(report.ConfirmSteps(steps, culprit)) {
 		flags = append(flags, report.Flag{Kind: FlagIdenticalImage,
 			Text: "the culprit's kernel image is byte-identical to its parent's: this change cannot matter to this config",
 			Next: "the difference is in the test or the machine: run again with --flaky"})
