@@ -225,12 +225,15 @@ func SameContent(a, b string) bool {
 }
 
 // Term names a verdict in the run's terms.
-func (r *Report) Term(verdict string) string {
+func (r *Report) Term(verdict string) string { return r.Terms.Of(verdict) }
+
+// Of names a verdict in these terms (skip and error as they are).
+func (t Terms) Of(verdict string) string {
 	switch verdict {
 	case "good":
-		return r.Terms.Old
+		return t.Old
 	case "bad":
-		return r.Terms.New
+		return t.New
 	}
 	return verdict
 }

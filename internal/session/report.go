@@ -65,9 +65,7 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 	r.Rerun = rerun(run.ID)
 	var sig signature
 	for _, st := range steps {
-		if sig.seq == 0 {
-			sig.learn(st)
-		}
+		sig.learn(st)
 	}
 	r.Signature = sig.String()
 	r.RevertOn = p.RevertOn

@@ -57,19 +57,17 @@ func (s *Session) setUp(ctx context.Context, j *journal.Journal, p Params, prep 
 	if err != nil {
 		return nil, nil, outcome.InfraErr("journal", err)
 	}
+	steps, err := j.Steps()
+	if err != nil {
+		return nil, nil, outcome.InfraErr("journal", err)
+	}
 	wt, err := prep.clone.Worktree(ctx, p.Bad)
 	if err != nil {
 		return nil, nil, outcome.InfraErr("checkout", err)
 	}
 	wt.NoSubmodules = p.NoSubmodules
 	r := &run{s: s, j: j, p: p, id: hdr.ID, repo: &prep.clone.Repo, total: prep.total, endpoints: map[string]journal.Step{}}
-	steps, err := j.Steps()
-	if err == nil {
-		r.pipe, err = s.pipeline(p, wt, hdr.ID)
-	} else {
-		err = outcome.InfraErr("journal", err)
-	}
-	if err != nil {
+	if r.pipe, err = s.pipeline(p, wt, hdr.ID); err != nil {
 		wt.Release()
 		return nil, nil, err
 	}
@@ -102,10 +100,8 @@ func (r *run) replay(st journal.Step) {
 	if st.State != journal.StateDone {
 		return
 	}
-	if r.sig.seq == 0 {
-		if r.sig.learn(st); r.sig.seq != 0 {
-			r.s.Log.Info("the run's signature (a step failing otherwise is told apart)", "signature", r.sig.String(), "commit", short(st.Commit))
-		}
+	if r.sig.learn(st) {
+		r.s.Log.Info("the run's signature (a step failing otherwise is told apart)", "signature", r.sig.String(), "commit", short(st.Commit))
 	}
 	switch st.Kind {
 	case journal.KindEndpoint:

@@ -18,10 +18,11 @@ type signature struct {
 	seq   int // the step it came from
 }
 
-// learn takes the signature from a finished step, if there is none yet.
-func (s *signature) learn(st journal.Step) {
+// learn takes the signature from a finished step, if there is none yet,
+// and reports whether it did.
+func (s *signature) learn(st journal.Step) bool {
 	if s.seq != 0 || st.State != journal.StateDone || st.Verdict != "bad" || st.Kind == journal.KindMark {
-		return
+		return false
 	}
 	for _, a := range st.Attempts {
 		if a.Verdict == "bad" {
@@ -29,9 +30,10 @@ func (s *signature) learn(st journal.Step) {
 			if a.ExitCode > 1 && a.Crash == "" {
 				s.code = a.ExitCode
 			}
-			return
+			return true
 		}
 	}
+	return false
 }
 
 // String is the signature as the report shows it ("" for none).

@@ -11,6 +11,7 @@ import (
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/outcome"
+	"github.com/firstbad/firstbad/internal/report"
 )
 
 // found checks the culprit the search named before the run says it is
@@ -142,13 +143,7 @@ func (r *run) confirm(ctx context.Context, culprit string) (confirmation, error)
 
 // term names a verdict in the run's terms.
 func (r *run) term(verdict string) string {
-	switch verdict {
-	case "good":
-		return r.p.TermOld
-	case "bad":
-		return r.p.TermNew
-	}
-	return verdict
+	return report.Terms{Old: r.p.TermOld, New: r.p.TermNew}.Of(verdict)
 }
 
 // flakyEnd is a retest that contradicts what the search saw of the same
