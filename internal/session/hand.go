@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"path/filepath"
@@ -11,12 +12,13 @@ import (
 	"github.com/firstbad/firstbad/internal/outcome"
 )
 
-// held is a run opened for a change by hand: its lock, journal and
-// parameters.
+// held is a run opened to go on with it (resume) or to change it by hand:
+// its lock, journal, header and parameters.
 type held struct {
-	j *journal.Journal
-	l *lock.Lock
-	p Params
+	j   *journal.Journal
+	l   *lock.Lock
+	hdr journal.Run
+	p   Params
 }
 
 func (h *held) close() { h.j.Close(); h.l.Release() }
@@ -31,18 +33,20 @@ func (s *Session) hold(id string) (*held, error) {
 		}
 		return nil, outcome.InfraErr("state dir", err)
 	}
-	j, err := journal.Open(s.RunDir(id))
-	if err != nil {
+	h := &held{l: l}
+	if h.j, err = journal.Open(s.RunDir(id)); err != nil {
 		l.Release()
 		return nil, outcome.InfraErr("journal", err)
 	}
-	p, err := s.Params(id)
-	if err != nil {
-		j.Close()
-		l.Release()
-		return nil, err
+	if h.hdr, err = h.j.Run(); err != nil {
+		h.close()
+		return nil, outcome.InfraErr("journal", err)
 	}
-	return &held{j: j, l: l, p: p}, nil
+	if err := json.Unmarshal(h.hdr.Params, &h.p); err != nil {
+		h.close()
+		return nil, outcome.InfraErr("journal", fmt.Errorf("run %s: parameters unreadable: %w", id, err))
+	}
+	return h, nil
 }
 
 // Mark records a human's verdict on a commit of a run (good, bad or skip,
@@ -107,11 +111,7 @@ func (s *Session) Retest(ctx context.Context, id, ref string, repeat int) (journ
 
 // reopen makes a finished run resumable again after a change by hand.
 func (s *Session) reopen(h *held, what string) error {
-	hdr, err := h.j.Run()
-	if err != nil {
-		return outcome.InfraErr("journal", err)
-	}
-	msg := fmt.Sprintf("%s: firstbad resume %s continues from there", what, hdr.ID)
+	msg := fmt.Sprintf("%s: firstbad resume %s continues from there", what, h.hdr.ID)
 	if err := h.j.SetOutcome(outcome.RunInterrupted, "", nil, msg); err != nil {
 		return outcome.InfraErr("journal", err)
 	}

@@ -181,42 +181,24 @@ func (s *Session) create(p Params, total int) (*journal.Journal, *lock.Lock, err
 // Resume continues an unfinished run. A finished run's result is returned
 // as it stands.
 func (s *Session) Resume(ctx context.Context, id string) (*Result, error) {
-	dir := s.RunDir(id)
-	l, err := lock.TryAcquire(filepath.Join(dir, "lock"))
+	h, err := s.hold(id)
 	if err != nil {
-		var held *lock.HeldError
-		if errors.As(err, &held) {
-			return nil, outcome.InputErr("run %s is running now (pid %d)", id, held.PID)
-		}
-		return nil, outcome.InfraErr("state dir", err)
+		return nil, err
 	}
-	defer l.Release()
-	j, err := journal.Open(dir)
-	if err != nil {
-		return nil, outcome.InfraErr("journal", err)
-	}
-	defer j.Close()
-	r, err := j.Run()
-	if err != nil {
-		return nil, outcome.InfraErr("journal", err)
-	}
-	if r.Outcome != journal.OutcomeRunning && r.Outcome != journal.OutcomeInterrupted {
+	defer h.close()
+	if r := h.hdr; r.Outcome != journal.OutcomeRunning && r.Outcome != journal.OutcomeInterrupted {
 		return &Result{RunID: r.ID, Outcome: r.Outcome, Culprit: r.Culprit, Candidates: r.Candidates, Message: r.Message}, nil
 	}
-	var p Params
-	if err := json.Unmarshal(r.Params, &p); err != nil {
-		return nil, outcome.InfraErr("journal", fmt.Errorf("run %s: parameters unreadable: %w", id, err))
-	}
-	if n, err := j.InterruptRunning("the controller stopped during this step"); err != nil {
+	if n, err := h.j.InterruptRunning("the controller stopped during this step"); err != nil {
 		return nil, outcome.InfraErr("journal", err)
 	} else if n > 0 {
 		s.Log.Info("a step was cut short when the run stopped; it runs again", "run", id)
 	}
-	prep, err := s.prepare(ctx, p)
+	prep, err := s.prepare(ctx, h.p)
 	if err != nil {
 		return nil, err
 	}
-	return s.runLoop(ctx, j, p, prep)
+	return s.runLoop(ctx, h.j, h.p, prep)
 }
 
 // prepared is what a run needs from the repository.
