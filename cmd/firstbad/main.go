@@ -13,5 +13,9 @@ func main() {
 	if guest.IsAgent() {
 		os.Exit(guest.Agent())
 	}
+	// On a real machine it is the agent started over SSH.
+	if len(os.Args) > 1 && os.Args[1] == guest.MachineAgentArg {
+		os.Exit(guest.MachineAgent(os.Args[2:], os.Stdin))
+	}
 	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -66,7 +66,7 @@ func bootCmd(g *globals) *cobra.Command {
 			}
 			defer done()
 			dir := filepath.Join(g.stateDir, "boots", time.Now().UTC().Format("20060102-150405.000"))
-			o, err := gt.Run(ctx, kernel, "", 0, gf.repeat, dir)
+			o, err := gt.Run(ctx, pipeline.Kernel{Image: kernel}, "", 0, gf.repeat, dir)
 			if err != nil {
 				return stepErr(ctx, err)
 			}
@@ -113,6 +113,9 @@ artifact cache), boot under QEMU, run the guest test, classify.
 				return err
 			}
 			defer wt.Release()
+			if opts, err = gt.BuildOptions(ctx, opts); err != nil {
+				return err
+			}
 			step := &pipeline.KernelStep{Test: gt, Build: kf.kernelBuild(g, wt, opts, gt.Log)}
 			dir := filepath.Join(g.stateDir, "tests", time.Now().UTC().Format("20060102-150405.000")+"-"+sha[:12])
 			out, err := step.Evaluate(ctx, pipeline.Request{Commit: sha, Repeat: gf.repeat, EvidenceDir: dir})

@@ -61,7 +61,7 @@ func doctorCmd(g *globals) *cobra.Command {
 			return nil
 		}),
 	}
-	c.Flags().StringVar(&targetURL, "target", "qemu", "also check a VM host: ssh://[user@]host[:port] (reachable, authenticated, QEMU, disk, KVM) or a libvirt domain: libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN")
+	c.Flags().StringVar(&targetURL, "target", "qemu", "also check a VM host: ssh://[user@]host[:port] (reachable, authenticated, QEMU, disk, KVM) or a libvirt domain: libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN, or a real machine: machine://[user@]host[:port] (root or sudo, boot method, space, power and console commands)")
 	c.Flags().StringVar(&sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
 	c.Flags().StringVar(&tc, "toolchain", "", "also show a build root: debian:RELEASE or a root's directory (its versions and size)")
 	return c
@@ -127,6 +127,9 @@ func hostCheck(ctx context.Context, r target.Hosted) check {
 	}
 	if _, ok := r.(*target.Libvirt); ok {
 		kvm = "the domain's own type decides the accelerator"
+	}
+	if p, ok := r.(*target.Physical); ok {
+		return check{"machine", nil, p.Summary()}
 	}
 	return check{"VM host", nil, fmt.Sprintf("%s; %d MiB free; %s", info, info.FreeMB, kvm)}
 }

@@ -46,6 +46,9 @@ type guestFlags struct {
 	target      string
 	sshConfig   string
 	takeOver    bool
+	powerCycle  string
+	console     string
+	leave       bool
 }
 
 // hasTest says whether a guest or a host test was given.
@@ -62,7 +65,7 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 		f.IntVar(&gf.repeat, "repeat", 1, "runs of the guest test per step, in one boot (see --reboot-each)")
 		f.BoolVar(&gf.anyCrash, "any-crash", false, "count any crash as bad (default: a crash titled otherwise than the run's first is a skip, \"another crash\")")
 	}
-	f.DurationVar(&gf.bootTimeout, "boot-timeout", pipeline.DefaultBootTimeout, "deadline from QEMU start to the guest agent's start marker")
+	f.DurationVar(&gf.bootTimeout, "boot-timeout", 0, "deadline for a boot: QEMU start to the guest agent's start (default 1m), or a machine's reboot, down to up (default 10m)")
 	f.BoolVar(&gf.rebootEach, "reboot-each", false, "boot afresh for every run of --repeat")
 	f.StringVar(&gf.bootFailure, "boot-failure", "skip", "what a kernel that does not boot means: skip or bad")
 	f.StringVar(&gf.crashMatch, "crash-match", "", "regexp: a crash whose title does not match is a skip, not bad")
@@ -76,6 +79,9 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f.StringVar(&gf.target, "target", "qemu", "where kernels boot: qemu (local), ssh://[user@]host[:port][?dir=DIR&qemu=BINARY] (QEMU on a VM host), or libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN[?uri=URI&dir=DIR] (an existing libvirt domain)")
 	f.StringVar(&gf.sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
 	f.BoolVar(&gf.takeOver, "take-over-domain", false, "let a libvirt target stop its domain even if it runs something else (its definition is restored at the end)")
+	f.StringVar(&gf.powerCycle, "power-cycle", "", "machine:// targets: command (sh -c, run here) that power-cycles the machine when it stops answering, e.g. ipmitool ... chassis power cycle")
+	f.StringVar(&gf.console, "console", "", "machine:// targets: command (sh -c, run here) whose output is the machine's serial console, e.g. ipmitool ... sol activate; kept as evidence and read for crashes")
+	f.BoolVar(&gf.leave, "leave-running", false, "machine:// targets: at the end, leave the machine in the last candidate (default: reboot it into its default kernel)")
 }
 
 // config checks the flags, once, and turns them into a kernel step's
@@ -119,7 +125,7 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 	return pipeline.KernelConfig{GuestTest: test, Files: files, Timeout: gf.timeout, BootTimeout: gf.bootTimeout,
 		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, AnyCrash: gf.anyCrash, Accel: gf.accel,
 		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
-		TakeOver: gf.takeOver}, nil
+		TakeOver: gf.takeOver, PowerCycle: gf.powerCycle, Console: gf.console, LeaveRunning: gf.leave}, nil
 }
 
 // checkValues rejects values that would silently mean something else.
@@ -138,8 +144,10 @@ func (gf *guestFlags) checkValues() error {
 		return outcome.InputErr("--repeat must be between 1 and %d", maxRepeat)
 	case gf.timeout < 0:
 		return outcome.InputErr("--timeout must be positive (it bounds one run of the test)")
-	case gf.bootTimeout <= 0:
+	case gf.bootTimeout < 0:
 		return outcome.InputErr("--boot-timeout must be positive")
+	case !strings.HasPrefix(gf.target, "machine://") && (gf.powerCycle != "" || gf.console != "" || gf.leave):
+		return outcome.InputErr("--power-cycle, --console and --leave-running are for --target machine://HOST")
 	case gf.memory < 64:
 		return outcome.InputErr("--memory %d: give at least 64 (MiB)", gf.memory)
 	case gf.cpus < 1 || gf.cpus > 64:
@@ -198,7 +206,7 @@ type kbuildFlags struct {
 
 func (k *kbuildFlags) register(c *cobra.Command) {
 	f := c.Flags()
-	f.StringVar(&k.opts.Base, "base-config", "tinyconfig", "base config: tinyconfig, defconfig, or a .config file")
+	f.StringVar(&k.opts.Base, "base-config", "tinyconfig", "base config: tinyconfig, defconfig, a .config file, or machine (the running config of --target machine://HOST)")
 	f.StringArrayVar(&k.kconfig, "kconfig", nil, "config fragment whose options are all required; repeatable")
 	f.StringVar(&k.opts.Arch, "arch", "x86_64", "ARCH to build for")
 	f.StringVar(&k.opts.CC, "cc", "", "compiler (default: ccache gcc when ccache exists)")

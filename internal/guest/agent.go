@@ -107,7 +107,23 @@ func Agent() int {
 		shell()
 		return 0
 	}
-	port := resultPort()
+	runAll(s, "", resultPort())
+	if s.WaitGo {
+		// The host test may still be running against this guest: power
+		// off only when the host says so (or it stops the VM).
+		for {
+			if _, err := os.Stat(GoFile(s.FirstRun + s.Runs + 1)); err == nil {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
+		}
+	}
+	return 0
+}
+
+// runAll runs the test's runs under root ("" in the guest), reporting each
+// on the result port (if any) and the console, then the done marker.
+func runAll(s Settings, root, port string) {
 	for i := s.FirstRun + 1; i <= s.FirstRun+s.Runs; i++ {
 		for s.WaitGo {
 			if _, err := os.Stat(GoFile(i)); err == nil {
@@ -117,7 +133,7 @@ func Agent() int {
 		}
 		r := RunResult{Nonce: s.Nonce, Run: i}
 		if !s.NoGuestTest {
-			r = runTest(s, i)
+			r = runTest(s, i, root)
 		}
 		// The result channel first: the host may stop the VM as soon as
 		// it reads the console marker.
@@ -131,17 +147,6 @@ func Agent() int {
 		say("%s", r.Marker())
 	}
 	say("%s nonce=%s", DoneMarker, s.Nonce)
-	if s.WaitGo {
-		// The host test may still be running against this guest: power
-		// off only when the host says so (or it stops the VM).
-		for {
-			if _, err := os.Stat(GoFile(s.FirstRun + s.Runs + 1)); err == nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
-	}
-	return 0
 }
 
 // network brings up loopback and, when the VM has a NIC, QEMU user-mode
@@ -171,12 +176,18 @@ func resultPort() string {
 	return ""
 }
 
-func runTest(s Settings, n int) RunResult {
+func runTest(s Settings, n int, root string) RunResult {
 	r := RunResult{Nonce: s.Nonce, Run: n}
-	cmd := exec.Command("/bin/sh", testPath)
+	cmd := exec.Command("/bin/sh", root+testPath)
 	cmd.Dir = "/root"
+	if root != "" {
+		cmd.Dir = root
+	}
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = nil, os.Stdout, os.Stdout
 	cmd.Env = append(os.Environ(), "FIRSTBAD_COMMIT="+s.Commit, "FIRSTBAD_STEP="+strconv.Itoa(s.Step), "FIRSTBAD_RUN="+strconv.Itoa(n))
+	if root != "" {
+		cmd.Env = append(cmd.Env, "FIRSTBAD_ROOT="+root)
+	}
 	for k, v := range s.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -198,7 +209,9 @@ func runTest(s Settings, n int) RunResult {
 			}
 		}()
 	}
+	testPID.Store(int64(cmd.Process.Pid))
 	err := cmd.Wait()
+	testPID.Store(0)
 	close(done)
 	_ = syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
 	r.Duration = time.Since(start).Seconds()

@@ -46,6 +46,12 @@ type Options struct {
 	// NoBuildFixes turns off the known upstream fixes applied to trees
 	// that fail to build without them.
 	NoBuildFixes bool
+	// Modules builds and keeps the modules too, for a kernel installed on
+	// a real machine: the artifact holds them (modules.tar, lib/modules/
+	// RELEASE) and System.map, and the release is unique per artifact
+	// (LOCALVERSION -firstbad-KEY) so candidates never overwrite each
+	// other's modules or the distribution's.
+	Modules bool `json:"modules,omitempty"`
 }
 
 func (o Options) withDefaults() Options {
@@ -68,6 +74,7 @@ func (o Options) withDefaults() Options {
 // error, required option unavailable) has Verdict "skip" and a Reason.
 type Result struct {
 	Kernel      string   `json:"kernel"`
+	Modules     string   `json:"modules,omitempty"` // modules.tar (Options.Modules)
 	Key         string   `json:"key"`
 	Version     string   `json:"version"`
 	Release     string   `json:"release,omitempty"` // the image's UTS_RELEASE
@@ -359,7 +366,10 @@ func (b *Builder) check(req Request, o Options, tc *toolchain.Root) ([]Option, e
 	}
 	if o.Base != "tinyconfig" && o.Base != "defconfig" {
 		if fi, err := os.Stat(o.Base); err != nil || fi.IsDir() {
-			return nil, outcome.InputErr("--base-config %q: not tinyconfig, defconfig, or a readable .config file", o.Base)
+			if o.Base == "machine" {
+				return nil, outcome.InputErr("--base-config machine takes the config of the machine of --target machine://HOST (with run or test)")
+			}
+			return nil, outcome.InputErr("--base-config %q: not tinyconfig, defconfig, machine, or a readable .config file", o.Base)
 		}
 	}
 	required, err := Required(o)
@@ -383,6 +393,9 @@ type buildJob struct {
 	log        *os.File
 	res        *Result
 	start      time.Time
+	// localVersion is LOCALVERSION for make: empty, or -firstbad-KEY
+	// for a kernel with modules.
+	localVersion string
 }
 
 func (j *buildJob) openLog() error {
@@ -409,7 +422,7 @@ func (j *buildJob) makeIn(ctx context.Context, dir string, timeout time.Duration
 	args = append(j.b.makeArgs(j.o, j.req.Src, dir), args...)
 	j.mark, _ = j.log.Seek(0, io.SeekCurrent)
 	cmd := j.tc.Command("make", args, j.binds()...)
-	cmd.Env = j.b.env(j.ccacheBase, statsLog, j.o)
+	cmd.Env = append(j.b.env(j.ccacheBase, statsLog, j.o), "LOCALVERSION="+j.localVersion)
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = j.log, j.log, strings.NewReader("")
 	fmt.Fprintf(j.log, "$ make %s\n", strings.Join(args, " "))
 	return proc.Run(ctx, cmd, timeout)
@@ -557,13 +570,21 @@ func (j *buildJob) cached(cache *Cache, final []byte) bool {
 	for _, f := range j.fixes {
 		fixes = append(fixes, f.Commit)
 	}
-	key := sha256.Sum256([]byte(j.req.Tree + "\x00" + hex.EncodeToString(cfgSum[:]) + "\x00" + j.compiler() + "\x00" + j.o.Arch + "\x00" + strings.Join(fixes, ",")))
+	in := j.req.Tree + "\x00" + hex.EncodeToString(cfgSum[:]) + "\x00" + j.compiler() + "\x00" + j.o.Arch + "\x00" + strings.Join(fixes, ",")
+	if j.o.Modules {
+		in += "\x00modules"
+	}
+	key := sha256.Sum256([]byte(in))
 	j.res.Key = hex.EncodeToString(key[:16])
+	if j.o.Modules {
+		j.localVersion = "-firstbad-" + j.res.Key[:8]
+	}
 	a, ok := cache.Get(j.res.Key)
-	if !ok {
+	if !ok || (j.o.Modules && a.Modules == "") {
 		return false
 	}
 	j.res.Kernel, j.res.Version, j.res.Release, j.res.ConfigPath = a.Kernel, a.Version, a.Release, a.Config
+	j.res.Modules = a.Modules
 	j.res.Cached, j.res.Verdict = true, "ok"
 	j.res.BuildS = time.Since(j.start).Seconds()
 	fmt.Fprintf(j.log, "firstbad: kernel %s from the artifact cache\n", j.res.Key)
@@ -592,26 +613,73 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 		return nil, outcome.InfraErr("build", err)
 	}
 	logStart, _ := j.log.Seek(0, io.SeekCurrent)
-	r, err := j.make(ctx, j.o.Timeout, stats, "-j"+strconv.Itoa(j.o.Jobs), "bzImage")
+	targets := []string{"bzImage"}
+	withModules := j.o.Modules && bytes.Contains(final, []byte("\nCONFIG_MODULES=y\n"))
+	if withModules {
+		targets = append(targets, "modules")
+	}
+	r, err := j.make(ctx, j.o.Timeout, stats, append([]string{"-j" + strconv.Itoa(j.o.Jobs)}, targets...)...)
 	if err == nil && r.Signal == 0 {
 		os.Remove(marker) // make ended on its own: what it wrote is whole
 	}
 	res.Compiled, res.CcacheHits = compileStats(res.Log, logStart, stats)
 	if err != nil || r.ExitCode != 0 {
-		return j.b.failed(ctx, res, j.log, j.mark, r, err, "make bzImage")
+		return j.b.failed(ctx, res, j.log, j.mark, r, err, "make "+strings.Join(targets, " "))
 	}
 	vr, _ := exec.Command("make", "-s", "-C", j.req.Src, "kernelversion").Output()
 	res.Version = strings.TrimSpace(string(vr))
 	res.Release = utsRelease(dir)
-	image := filepath.Join(dir, "arch", ArchDir(j.o.Arch), "boot", "bzImage")
-	a, err := cache.Put(res.Key, Artifact{Version: res.Version, Release: res.Release, Commit: j.req.Commit}, image, filepath.Join(dir, ".config"))
+	files := map[string]string{"bzImage": filepath.Join(dir, "arch", ArchDir(j.o.Arch), "boot", "bzImage"), "config": filepath.Join(dir, ".config")}
+	if j.o.Modules {
+		files["System.map"] = filepath.Join(dir, "System.map")
+		tarball, err := j.packModules(ctx, withModules, res.Release)
+		if err != nil {
+			return j.b.failed(ctx, res, j.log, j.mark, proc.Result{ExitCode: -1}, err, "make modules_install")
+		}
+		defer os.Remove(tarball)
+		files["modules.tar"] = tarball
+	}
+	a, err := cache.Put(res.Key, Artifact{Version: res.Version, Release: res.Release, Commit: j.req.Commit}, files)
 	if err != nil {
 		return nil, outcome.InfraErr("build", fmt.Errorf("storing the built kernel: %v", err))
 	}
-	res.Kernel, res.ConfigPath = a.Kernel, a.Config
+	res.Kernel, res.ConfigPath, res.Modules = a.Kernel, a.Config, a.Modules
 	res.Verdict = "ok"
 	res.BuildS = time.Since(j.start).Seconds()
 	return res, nil
+}
+
+// packModules installs the built modules into a staging dir and packs
+// lib/modules/RELEASE as a tar (an empty dir for a kernel without
+// modules: the machine still gets modules.builtin and depmod's files).
+func (j *buildJob) packModules(ctx context.Context, withModules bool, release string) (string, error) {
+	staging := filepath.Join(j.dir, ".firstbad-modules")
+	if err := os.RemoveAll(staging); err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(staging)
+	rel := filepath.Join("lib", "modules", release)
+	if withModules {
+		r, err := j.make(ctx, j.o.Timeout, "", "INSTALL_MOD_PATH="+staging, "INSTALL_MOD_STRIP=1", "DEPMOD=true", "modules_install")
+		if err != nil || r.ExitCode != 0 {
+			return "", fmt.Errorf("make modules_install failed (exit %d): %v", r.ExitCode, err)
+		}
+	}
+	if err := os.MkdirAll(filepath.Join(staging, rel), 0o755); err != nil {
+		return "", err
+	}
+	for _, f := range []string{"modules.builtin", "modules.builtin.modinfo", "modules.order"} {
+		if _, err := os.Stat(filepath.Join(staging, rel, f)); err != nil {
+			_ = copyFile(filepath.Join(j.dir, f), filepath.Join(staging, rel, f))
+		}
+	}
+	tarball := filepath.Join(j.dir, ".firstbad-modules.tar")
+	out, err := exec.CommandContext(ctx, "tar", "-C", staging, "--exclude=build", "--exclude=source", "--owner=0", "--group=0",
+		"-cf", tarball, rel).CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("packing the modules: %v: %s", err, out)
+	}
+	return tarball, nil
 }
 
 // building marks a build dir while make runs in it. If it is still there

@@ -20,6 +20,7 @@ const DefaultCacheSize = 4 << 30
 type Artifact struct {
 	Kernel  string    `json:"-"`
 	Config  string    `json:"-"`
+	Modules string    `json:"-"` // modules.tar, if the build kept modules
 	Version string    `json:"version"`
 	Release string    `json:"release"`
 	Commit  string    `json:"commit"`
@@ -52,13 +53,23 @@ func (c *Cache) Get(key string) (Artifact, bool) {
 	if _, err := os.Stat(a.Kernel); err != nil {
 		return Artifact{}, false
 	}
+	if m := filepath.Join(dir, "modules.tar"); fileExists(m) {
+		a.Modules = m
+	}
 	now := time.Now()
 	_ = os.Chtimes(dir, now, now)
 	return a, true
 }
 
-// Put stores a built kernel and its config under key.
-func (c *Cache) Put(key string, a Artifact, image, config string) (Artifact, error) {
+func fileExists(p string) bool {
+	_, err := os.Stat(p)
+	return err == nil
+}
+
+// Put stores a built kernel under key: files maps the entry's names
+// (bzImage, config, and for a machine modules.tar and System.map) to the
+// files to copy.
+func (c *Cache) Put(key string, a Artifact, files map[string]string) (Artifact, error) {
 	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
 		return a, err
 	}
@@ -67,8 +78,8 @@ func (c *Cache) Put(key string, a Artifact, image, config string) (Artifact, err
 		return a, err
 	}
 	defer os.RemoveAll(tmp)
-	for _, f := range [][2]string{{image, "bzImage"}, {config, "config"}} {
-		if err := copyFile(f[0], filepath.Join(tmp, f[1])); err != nil {
+	for name, src := range files {
+		if err := copyFile(src, filepath.Join(tmp, name)); err != nil {
 			return a, err
 		}
 	}

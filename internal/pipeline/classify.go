@@ -1,6 +1,7 @@
 package pipeline
 
 import (
+	"errors"
 	"fmt"
 	"regexp"
 	"strings"
@@ -343,7 +344,21 @@ func (c *Classifier) ended(ex target.Exit) Action {
 	case console.Parse(text) != nil:
 		return c.crashed(ex.Duration)
 	case c.started && len(c.out.Runs) == c.cfg.Runs:
+	case ex.WrongKernel != "":
+		c.out.Runs = append(c.out.Runs, Run{Verdict: outcome.Skip, ExitCode: -1, Reason: "booted the wrong kernel: " + ex.WrongKernel})
+	case ex.BootFailure != "":
+		c.out.Runs = append(c.out.Runs, c.bootFailure("boot failure: "+ex.BootFailure))
+	case ex.Hung && c.started:
+		c.out.Runs = append(c.out.Runs, Run{Verdict: outcome.Bad, ExitCode: -1, Duration: ex.Duration - c.runStart,
+			Reason: "hang: the machine stopped answering"})
+	case ex.Hung:
+		c.out.Runs = append(c.out.Runs, c.bootFailure("boot failure: the machine stopped answering before the test started"))
 	case ex.Err != nil:
+		var oe *outcome.Error
+		if errors.As(ex.Err, &oe) {
+			c.err = ex.Err
+			break
+		}
 		c.err = outcome.Retryable("qemu", ex.Err)
 	case !c.started && strings.TrimSpace(stripQEMU(text)) != "" && ex.Code == 0:
 		// The kernel ran and stopped the VM before the agent spoke: a

@@ -193,6 +193,19 @@ func TestClassifyFailuresAroundTheTest(t *testing.T) {
 			[]string{"skip: boot failure: no console output within 1m0s: the kernel likely lacks a serial console (CONFIG_SERIAL_8250_CONSOLE, CONFIG_PRINTK) or did not start"}, false, nil},
 		{"the kernel powers off before the agent", append(cp.events(true)[:40], Event{Kind: EvExit, At: time.Second}),
 			[]string{"skip: boot failure: the kernel stopped before the guest agent started"}, false, nil},
+		// A real machine's ends.
+		{"machine came up in another kernel", []Event{{Kind: EvLine, Line: "firstbad: machine: up after 30 s in Linux 6.1.0-9-amd64"},
+			{Kind: EvExit, Exit: target.Exit{WrongKernel: "the machine came up in 6.1.0-9-amd64"}}},
+			[]string{"skip: booted the wrong kernel: the machine came up in 6.1.0-9-amd64"}, false, nil},
+		{"machine candidate never came up", []Event{{Kind: EvExit, Exit: target.Exit{BootFailure: "the candidate did not come up within 10m0s"}}},
+			[]string{"skip: boot failure: the candidate did not come up within 10m0s"}, false, nil},
+		{"machine stops answering in the test", append(upTo(cp), Event{Kind: EvExit, At: time.Second, Exit: target.Exit{Hung: true}}),
+			[]string{"bad: hang: the machine stopped answering"}, false, nil},
+		{"machine stops answering before the test", []Event{{Kind: EvExit, Exit: target.Exit{Hung: true}}},
+			[]string{"skip: boot failure: the machine stopped answering before the test started"}, false, nil},
+		{"machine panics in the test, seen on its console", append(upTo(cp), Event{Kind: EvLine, Line: "Kernel panic - not syncing: sysrq triggered crash"},
+			Event{Kind: EvExit, At: time.Second, Exit: target.Exit{Hung: true}}),
+			[]string{"bad: crash: Kernel panic - not syncing: sysrq triggered crash"}, false, nil},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -350,7 +363,7 @@ func TestBootLoopReplaysConsoles(t *testing.T) {
 		// The agent's nonce is the capture's: the fake ignores the one
 		// the boot made, so the classifier is told the recorded one.
 		gt.nonce = func() string { return cp.nonce }
-		out, err := gt.Run(context.Background(), "bzImage", "c0ffee", 1, 1, t.TempDir())
+		out, err := gt.Run(context.Background(), Kernel{Image: "bzImage"}, "c0ffee", 1, 1, t.TempDir())
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -375,7 +388,7 @@ func TestBootLoopRetriesLostConnection(t *testing.T) {
 	}}
 	gt := fakeGuestTest(t, tg)
 	gt.nonce = func() string { return good.nonce }
-	out, err := gt.Run(context.Background(), "bzImage", "c0ffee", 1, 1, t.TempDir())
+	out, err := gt.Run(context.Background(), Kernel{Image: "bzImage"}, "c0ffee", 1, 1, t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}

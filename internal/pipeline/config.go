@@ -44,14 +44,21 @@ type KernelConfig struct {
 	SSHConfig string `json:"ssh_config,omitempty"`
 	// TakeOver lets a libvirt target stop a domain running something else.
 	TakeOver bool `json:"take_over_domain,omitempty"`
+	// A real machine's power-cycle and console commands, and whether to
+	// leave it in the last candidate at the end (machine:// targets).
+	PowerCycle   string `json:"power_cycle,omitempty"`
+	Console      string `json:"console,omitempty"`
+	LeaveRunning bool   `json:"leave_running,omitempty"`
 }
 
 // NewTarget makes the target c names; problems the user can fix are
 // input errors (outcome.Input).
 func NewTarget(ctx context.Context, c KernelConfig, cacheDir string, log *slog.Logger) (target.Target, error) {
 	probes := cachedir.Dir(cacheDir).Probes()
+	self, _ := os.Executable()
 	r, err := target.ParseTarget(c.Target, target.Options{SSH: remote.Config{File: c.SSHConfig}, Accel: c.Accel,
-		CacheDir: probes, Log: log, Probe: ProbeKVM, TakeOver: c.TakeOver})
+		CacheDir: probes, Log: log, Probe: ProbeKVM, TakeOver: c.TakeOver, PowerCycle: c.PowerCycle, Console: c.Console,
+		BootTimeout: c.BootTimeout, LeaveRunning: c.LeaveRunning, Agent: self})
 	if err != nil {
 		return nil, outcome.InputErr("%v", err)
 	}
@@ -62,11 +69,19 @@ func NewTarget(ctx context.Context, c KernelConfig, cacheDir string, log *slog.L
 		}
 		return q, nil
 	}
+	if _, ok := r.(*target.Physical); ok && c.Host != nil {
+		return nil, outcome.InputErr("--host-test with a machine:// target is not supported yet: run the test on the machine with --guest-test")
+	}
 	if _, ok := r.(*target.Libvirt); ok && c.Host != nil {
 		return nil, outcome.InputErr("--host-test needs a port forwarded into the guest, which a libvirt domain's own NICs do not give: use --target qemu or ssh://HOST for host-side tests")
 	}
-	// Before the first step: reachable, authenticated, QEMU and room there.
-	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	// Before the first step: reachable, authenticated, QEMU and room there
+	// (a machine may first have to come back from a killed run's kernel).
+	within := time.Minute
+	if p, ok := r.(*target.Physical); ok {
+		within = p.BootGrace()
+	}
+	ctx, cancel := context.WithTimeout(ctx, within)
 	defer cancel()
 	if _, err := r.Check(ctx); err != nil {
 		r.Close()
@@ -104,16 +119,65 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	if err != nil {
 		return nil, outcome.InfraErr("initramfs", err)
 	}
-	return &GuestTest{Target: q, BaseInitrd: base, Test: c.GuestTest, Files: c.Files, Timeout: c.Timeout,
+	gt := &GuestTest{Target: q, BaseInitrd: base, Test: c.GuestTest, Files: c.Files, Timeout: c.Timeout,
 		BootTimeout: c.BootTimeout, RebootEach: c.RebootEach, BootFailureBad: c.BootFailureBad, CrashMatch: re,
-		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, Log: log}, nil
+		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, Log: log}
+	if p, ok := q.(*target.Physical); ok {
+		gt.machine = &machineBuild{p: p, dir: filepath.Join(cacheDir, "machine-configs")}
+		gt.BootTimeout = p.BootGrace()
+		// Fetched now, while the machine runs its default kernel, not
+		// in the middle of the run (BuildOptions would fetch lazily).
+		if _, err := gt.BuildOptions(ctx, c.Build); err != nil {
+			gt.Close()
+			return nil, err
+		}
+	}
+	return gt, nil
+}
+
+// machineBuild is how kernels for a real machine are built: with modules
+// and firstbad's machine fragment, from the machine's own config when the
+// base is "machine" (fetched once).
+type machineBuild struct {
+	p      *target.Physical
+	dir    string
+	config string
+}
+
+// BuildOptions are the build options for kernels this stage boots: o as
+// given for a VM; for a machine, see machineBuild.
+func (g *GuestTest) BuildOptions(ctx context.Context, o kbuild.Options) (kbuild.Options, error) {
+	m := g.machine
+	if m == nil {
+		if o.Base == "machine" {
+			return o, outcome.InputErr("--base-config machine takes the config of the machine of --target machine://HOST")
+		}
+		return o, nil
+	}
+	o.Modules, o.Target = true, "machine-x86_64"
+	if o.Base != "machine" {
+		return o, nil
+	}
+	if m.config == "" {
+		cfg, err := m.p.FetchConfig(ctx, m.dir)
+		if err != nil {
+			return o, err
+		}
+		m.config = cfg
+	}
+	o.Base = m.config
+	return o, nil
 }
 
 // NewKernelStep assembles build + boot + test for a run, with the
 // boot-and-test stage made once (NewGuestTest) for the run.
-func NewKernelStep(c KernelConfig, wt *git.Worktree, gt *GuestTest, cacheDir string, log *slog.Logger) *KernelStep {
-	return &KernelStep{Test: gt, Build: &KernelBuild{Worktree: wt, Opts: c.Build,
-		Builder: &kbuild.Builder{CacheDir: cacheDir, CacheSize: c.CacheSize, Log: log}}}
+func NewKernelStep(ctx context.Context, c KernelConfig, wt *git.Worktree, gt *GuestTest, cacheDir string, log *slog.Logger) (*KernelStep, error) {
+	opts, err := gt.BuildOptions(ctx, c.Build)
+	if err != nil {
+		return nil, err
+	}
+	return &KernelStep{Test: gt, Build: &KernelBuild{Worktree: wt, Opts: opts,
+		Builder: &kbuild.Builder{CacheDir: cacheDir, CacheSize: c.CacheSize, Log: log}}}, nil
 }
 
 // ProbeKVM boots b under KVM and waits briefly for the guest agent's start

@@ -45,6 +45,8 @@ type GuestTest struct {
 	// same moment as the guest test (which may be absent).
 	Host *HostTest
 	Log  *slog.Logger
+	// machine, for a real machine, is how its kernels are built.
+	machine *machineBuild
 	// nonce makes each boot's nonce (tests replaying a recorded console
 	// give the recorded one).
 	nonce func() string
@@ -78,9 +80,18 @@ func newNonce() string {
 	return hex.EncodeToString(b[:])
 }
 
+// Kernel is what a boot boots: the image and, for a real machine, its
+// modules (a tar of lib/modules/Release).
+type Kernel struct {
+	Image   string
+	Modules string
+	Release string
+	Config  string
+}
+
 // Run boots kernel and runs the test repeat times. Errors are
 // infrastructure failures (never verdicts).
-func (g *GuestTest) Run(ctx context.Context, kernel, commit string, step, repeat int, dir string) (GuestOutcome, error) {
+func (g *GuestTest) Run(ctx context.Context, kernel Kernel, commit string, step, repeat int, dir string) (GuestOutcome, error) {
 	var out GuestOutcome
 	repeat = max(repeat, 1)
 	boots, perBoot := 1, repeat
@@ -144,7 +155,7 @@ func (g *GuestTest) bootTimeout() time.Duration {
 
 // boot is one boot: runs runs of the test (numbered after first), judged
 // by the classifier.
-func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs, first int, dir string) (GuestOutcome, error) {
+func (g *GuestTest) boot(ctx context.Context, kernel Kernel, commit string, step, runs, first int, dir string) (GuestOutcome, error) {
 	mk := newNonce
 	if g.nonce != nil {
 		mk = g.nonce
@@ -173,7 +184,7 @@ func (g *GuestTest) boot(ctx context.Context, kernel, commit string, step, runs,
 
 // prepare makes the boot's guest SSH keys (host tests), its initramfs and
 // command line.
-func (g *GuestTest) prepare(p *bootPlan, kernel string) (target.Boot, error) {
+func (g *GuestTest) prepare(p *bootPlan, kernel Kernel) (target.Boot, error) {
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return target.Boot{}, outcome.InfraErr("boot", err)
 	}
@@ -198,7 +209,8 @@ func (g *GuestTest) prepare(p *bootPlan, kernel string) (target.Boot, error) {
 	if g.Cmdline != "" {
 		cmdline += " " + g.Cmdline
 	}
-	return target.Boot{Kernel: kernel, Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: p.dir, MemMiB: g.MemMiB,
+	return target.Boot{Kernel: kernel.Image, Modules: kernel.Modules, Release: kernel.Release, Config: kernel.Config, Nonce: p.nonce, Extra: g.Cmdline,
+		Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: p.dir, MemMiB: g.MemMiB,
 		CPUs: g.CPUs, Net: g.Net || p.gs != nil, Forwards: forwards, Interactive: g.Shell}, nil
 }
 

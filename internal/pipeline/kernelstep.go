@@ -31,10 +31,11 @@ func (k *KernelStep) Evaluate(ctx context.Context, req Request) (Outcome, error)
 	}
 	out.Kernel = res.Kernel
 	req.stage("boot+test")
-	g, err := k.Test.Run(ctx, res.Kernel, req.Commit, req.Step, req.Repeat, req.EvidenceDir)
+	kernel := Kernel{Image: res.Kernel, Modules: res.Modules, Release: res.Release, Config: res.ConfigPath}
+	g, err := k.Test.Run(ctx, kernel, req.Commit, req.Step, req.Repeat, req.EvidenceDir)
 	if err != nil && ctx.Err() == nil && outcome.CanRetry(err) {
 		// QEMU's own failure: once more, then it is the machine's problem.
-		g, err = k.Test.Run(ctx, res.Kernel, req.Commit, req.Step, req.Repeat, req.EvidenceDir)
+		g, err = k.Test.Run(ctx, kernel, req.Commit, req.Step, req.Repeat, req.EvidenceDir)
 	}
 	if err != nil {
 		return out, err

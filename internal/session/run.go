@@ -91,7 +91,9 @@ func (s *Session) pipeline(p Params, wt *git.Worktree, id string) (pipeline.Pipe
 	if s.Tester == nil {
 		return nil, outcome.InfraErr("pipeline", errors.New("a kernel run needs its boot-and-test stage (Session.Tester)"))
 	}
-	return pipeline.NewKernelStep(*p.Kernel, wt, s.Tester, s.CacheDir, s.Log), nil
+	// The context only bounds fetching a machine's config, which the
+	// boot-and-test stage has done when it was made.
+	return pipeline.NewKernelStep(context.Background(), *p.Kernel, wt, s.Tester, s.CacheDir, s.Log)
 }
 
 // replay takes a finished step from the journal into what the search knows.

@@ -44,6 +44,12 @@ type Options struct {
 	// TakeOver lets a libvirt target stop a domain that runs something
 	// other than a firstbad boot.
 	TakeOver bool
+	// A real machine's (machine://): see Physical.
+	PowerCycle   string
+	Console      string
+	BootTimeout  time.Duration
+	LeaveRunning bool
+	Agent        string
 }
 
 // ParseTarget checks a --target: "" or "qemu" is the local QEMU (nil),
@@ -60,6 +66,14 @@ func ParseTarget(s string, o Options) (Hosted, error) {
 		}
 		r.SSH, r.Accel, r.CacheDir, r.Log, r.Probe = o.SSH, o.Accel, o.CacheDir, o.Log, o.Probe
 		return r, nil
+	case strings.HasPrefix(s, "machine://"):
+		p, err := ParseMachineTarget(s)
+		if err != nil {
+			return nil, err
+		}
+		p.SSH, p.Log, p.PowerCycle, p.Console, p.BootTimeout = o.SSH, o.Log, o.PowerCycle, o.Console, o.BootTimeout
+		p.LeaveRunning, p.Agent = o.LeaveRunning, o.Agent
+		return p, nil
 	case strings.HasPrefix(s, "libvirt://"):
 		l, err := ParseLibvirtTarget(s)
 		if err != nil {
@@ -71,7 +85,7 @@ func ParseTarget(s string, o Options) (Hosted, error) {
 		l.StateDir, l.Log, l.TakeOver = o.CacheDir, o.Log, o.TakeOver
 		return l, nil
 	}
-	return nil, fmt.Errorf("--target %q: want qemu (local), ssh://[user@]host[:port] or libvirt://[[user@]host]/DOMAIN", s)
+	return nil, fmt.Errorf("--target %q: want qemu (local), ssh://[user@]host[:port], libvirt://[[user@]host]/DOMAIN or machine://[user@]host[:port]", s)
 }
 
 // DefaultHostCache bounds the kernels and initramfs bases kept on a VM host.
@@ -121,6 +135,7 @@ func cacheBound(bytes int64) string {
 type sshHost struct {
 	Dest   remote.Dest
 	SSH    remote.Config
+	sudo   bool // scripts run under password-less sudo (a machine's non-root login)
 	connMu sync.Mutex
 	client *remote.Client
 }
@@ -344,7 +359,15 @@ func (h *sshHost) run(ctx context.Context, script string, args []string, stdin i
 	if err != nil {
 		return nil, err
 	}
-	return c.Run(ctx, shCommand(script, args), stdin)
+	return c.Run(ctx, h.command(script, args), stdin)
+}
+
+// command is the command line for script, under sudo when needed.
+func (h *sshHost) command(script string, args []string) string {
+	if h.sudo {
+		return "sudo -n " + shCommand(script, args)
+	}
+	return shCommand(script, args)
 }
 
 func (h *sshHost) start(ctx context.Context, script string, args []string, stderr io.Writer) (*job, error) {
@@ -361,7 +384,7 @@ func (h *sshHost) start(ctx context.Context, script string, args []string, stder
 	stdin, _ := s.StdinPipe()
 	stdout, _ := s.StdoutPipe()
 	s.Stderr = stderr
-	if err := s.Start(shCommand(script, args)); err != nil {
+	if err := s.Start(h.command(script, args)); err != nil {
 		s.Close()
 		return nil, connLost(h.Dest.Host, err)
 	}

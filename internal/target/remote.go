@@ -68,6 +68,9 @@ type HostInfo struct {
 }
 
 func (h *HostInfo) String() string {
+	if h.QEMU == "" {
+		return fmt.Sprintf("%s (default kernel Linux %s)", h.Name, h.Kernel)
+	}
 	return fmt.Sprintf("%s (Linux %s, %s)", h.Name, h.Kernel, h.QEMU)
 }
 

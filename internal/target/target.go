@@ -28,6 +28,14 @@ type Boot struct {
 	Ports map[int]int
 	// Interactive attaches the console to the caller's terminal (shell).
 	Interactive bool
+	// A real machine installs the kernel with its modules (a tar of
+	// lib/modules/Release) and boots it with its own command line plus
+	// the boot's nonce and Extra; VMs use Cmdline and ignore these.
+	Modules string
+	Release string
+	Config  string // the kernel's .config (initramfs tools read it)
+	Nonce   string
+	Extra   string
 }
 
 // Exit is how a machine ended.
@@ -36,6 +44,14 @@ type Exit struct {
 	Code     int   // QEMU's exit status
 	Killed   bool  // we stopped it
 	Duration time.Duration
+	// A real machine's ways to end, none a verdict by itself:
+	// Hung: it stopped answering (and was power-cycled or came back);
+	// BootFailure: the candidate never came up (why, for the report);
+	// WrongKernel: it came up in another kernel (the boot loader fell
+	// back), which says nothing about the candidate.
+	Hung        bool
+	BootFailure string
+	WrongKernel string
 }
 
 // Machine is a booted kernel.

@@ -116,12 +116,18 @@ func (m *vm) stopOn(ctx context.Context, stop func()) {
 // until out ends. Nothing is dropped: a reader that falls behind reads
 // the lines later, from memory or from the queue's spill file.
 func (m *vm) pump(out io.Reader, log io.Writer) {
-	sc := bufio.NewScanner(out)
-	sc.Buffer(make([]byte, 64*1024), 1024*1024)
-	for sc.Scan() {
-		line := sc.Text()
+	eachLine(out, func(line string) {
 		fmt.Fprintln(log, line)
 		m.q.push(line)
+	})
+}
+
+// eachLine calls fn with each line of r (up to 1 MiB long) until r ends.
+func eachLine(r io.Reader, fn func(string)) {
+	sc := bufio.NewScanner(r)
+	sc.Buffer(make([]byte, 64*1024), 1024*1024)
+	for sc.Scan() {
+		fn(sc.Text())
 	}
 }
 

@@ -1,0 +1,108 @@
+#!/usr/bin/env bash
+# make-test-machine.sh IMAGE — a small Debian 12 "machine" on a raw disk
+# image: MBR, one ext4 partition, GRUB in the boot sector, systemd,
+# openssh-server, kexec-tools, initramfs-tools and Debian's own kernel as
+# the default one. QEMU boots it from its disk through the firmware and GRUB
+# (no -kernel), so firstbad's machine:// target drives it as it would a
+# physical host: a boot-loader entry, grub-reboot, a reboot, SSH.
+#
+# Root logs in with the key in IMAGE.key (made here); the serial console
+# is ttyS0 at 115200; the network is static 10.0.2.15/24 (QEMU's user-mode
+# networking), so no DHCP client is needed in the candidate kernels.
+#
+# Needs root, mmdebstrap, sfdisk, losetup, mkfs.ext4 (setup.sh installs
+# them). Takes a few minutes; the tests cache the image by this script's
+# hash.
+set -euo pipefail
+out=${1:?usage: make-test-machine.sh IMAGE}
+mirror=${FIRSTBAD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
+size=${FIRSTBAD_MACHINE_SIZE:-3G}
+work=$(mktemp -d "${out}.work.XXXXXX")
+loop=""
+cleanup() {
+  set +e
+  for m in dev/pts dev proc sys ""; do
+    mountpoint -q "$work/mnt/$m" && umount -l "$work/mnt/$m"
+  done
+  [ -n "$loop" ] && losetup -d "$loop"
+  [ -n "${made_node:-}" ] && rm -f "$made_node"
+  rm -rf "$work"
+}
+trap cleanup EXIT
+trap 'exit 130' INT TERM
+
+packages=systemd-sysv,udev,openssh-server,grub-pc,kexec-tools,initramfs-tools,linux-image-amd64,iproute2,zstd,kmod,procps
+# The root file system is kept beside the image, by its package list: a
+# new image (another key, a changed script) need not download it again.
+rootfs=$(dirname "$out")/root-$(echo "$packages" | sha256sum | cut -c1-16).tar
+if [ ! -s "$rootfs" ]; then
+  mmdebstrap --variant=minbase --format=tar --include="$packages" \
+    --customize-hook='echo firstbad-machine >"$1/etc/hostname"' \
+    bookworm "$rootfs.part" "$mirror"
+  mv "$rootfs.part" "$rootfs"
+fi
+
+truncate -s "$size" "$work/disk.img"
+echo 'type=83, bootable' | sfdisk -q "$work/disk.img"
+loop=$(losetup --show -f -P "$work/disk.img")
+# Where the kernel did not scan the partitions, ask for them; without udev
+# nobody makes the partition's device node: make it from sysfs.
+sys=/sys/block/$(basename "$loop")
+[ -e "$sys/$(basename "$loop")p1" ] || partx -a "$loop"
+if [ ! -b "${loop}p1" ]; then
+  IFS=: read -r major minor < "$sys/$(basename "$loop")p1/dev"
+  mknod "${loop}p1" b "$major" "$minor"
+  made_node=${loop}p1
+fi
+mkfs.ext4 -q -L firstbad-root "${loop}p1"
+mkdir "$work/mnt"
+mount "${loop}p1" "$work/mnt"
+tar -C "$work/mnt" -xpf "$rootfs"
+for m in dev dev/pts proc sys; do mount --bind "/$m" "$work/mnt/$m"; done
+
+uuid=$(blkid -s UUID -o value "${loop}p1")
+echo "UUID=$uuid / ext4 errors=remount-ro 0 1" >"$work/mnt/etc/fstab"
+mkdir -p "$work/mnt/etc/systemd/network" "$work/mnt/root/.ssh"
+cat >"$work/mnt/etc/systemd/network/20-wired.network" <<'EOF'
+[Match]
+Name=en* eth*
+[Network]
+Address=10.0.2.15/24
+Gateway=10.0.2.2
+# Nothing that needs AF_PACKET or IPv6, which small test kernels lack.
+LLDP=no
+EmitLLDP=no
+LinkLocalAddressing=no
+IPv6AcceptRA=no
+EOF
+chroot "$work/mnt" systemctl enable systemd-networkd ssh >/dev/null 2>&1
+rm -f "$out.key" "$out.key.pub"
+ssh-keygen -q -t ed25519 -N '' -C firstbad-test-machine -f "$out.key"
+install -m 600 "$out.key.pub" "$work/mnt/root/.ssh/authorized_keys"
+# The machine's host key, known to the controller beforehand (strict
+# known_hosts, as for any machine).
+cp "$work/mnt/etc/ssh/ssh_host_ed25519_key.pub" "$out.hostkey.pub"
+cat >"$work/mnt/etc/default/grub" <<'EOF'
+GRUB_DEFAULT=0
+GRUB_TIMEOUT=1
+GRUB_DISTRIBUTOR=Debian
+GRUB_CMDLINE_LINUX_DEFAULT=""
+GRUB_CMDLINE_LINUX="console=ttyS0,115200"
+GRUB_TERMINAL=serial
+GRUB_SERIAL_COMMAND="serial --unit=0 --speed=115200"
+GRUB_DISABLE_OS_PROBER=true
+EOF
+chroot "$work/mnt" grub-install --target=i386-pc "$loop" >/dev/null 2>&1
+chroot "$work/mnt" update-grub >/dev/null 2>&1
+# update-grub saw a loop device (and no /dev/disk/by-uuid, without udev):
+# name the root as Debian's installer would, by UUID.
+sed -i "s|root=${loop}p1|root=UUID=$uuid|g" "$work/mnt/boot/grub/grub.cfg"
+grep -q "root=UUID=$uuid" "$work/mnt/boot/grub/grub.cfg"
+sync
+cleanup_mounts() { for m in dev/pts dev proc sys ""; do umount "$work/mnt/$m"; done; }
+cleanup_mounts
+losetup -d "$loop"
+loop=""
+[ -n "${made_node:-}" ] && rm -f "$made_node"
+mv "$work/disk.img" "$out"
+echo "make-test-machine: $out ready (root key $out.key)"

@@ -1,0 +1,506 @@
+package target
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/url"
+	"os"
+	"path"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/firstbad/firstbad/internal/outcome"
+	"github.com/firstbad/firstbad/internal/remote"
+)
+
+// Physical is a real machine that boots the candidate kernels itself
+// (machine://[user@]host[:port]): each boot installs the kernel and its
+// modules there, selects it for the next boot only (a GRUB one-shot entry,
+// or kexec), reboots, proves the candidate is what runs (its release and
+// this boot's nonce on the command line), then runs the boot's tests
+// through the firstbad agent over SSH. The machine's default boot entry is
+// never changed: a power cycle always brings back its own kernel. What
+// firstbad puts there is listed in a manifest on the machine and removed
+// at the end, or at the next start after a controller that was killed.
+type Physical struct {
+	sshHost
+	hashes
+	// Method is auto (the boot loader, else kexec), grub or kexec.
+	Method string
+	// PowerCycle and Console are commands run here (sh -c): one that
+	// power-cycles the machine (IPMI, Redfish, a PDU, virsh reset), one
+	// whose output is its serial console.
+	PowerCycle string
+	Console    string
+	// BootTimeout bounds a reboot, down to up (default 10 minutes).
+	BootTimeout  time.Duration
+	LeaveRunning bool   // at the end, stay in the last candidate
+	Agent        string // the firstbad binary to run there (static)
+	Log          *slog.Logger
+
+	mu      sync.Mutex
+	info    *HostInfo
+	state   *machineState
+	console *consoleTap
+}
+
+// machineState is what the first check learned of the machine.
+type machineState struct {
+	method  string // grub or kexec
+	cmdline string // the default kernel's command line, firstbad's words taken out
+	initrd  bool   // the machine boots with an initramfs: make one per candidate
+	systemd bool
+	kexec   bool // kexec-tools installed
+	bootID  string
+	// lastCmdline is the command line of what runs now.
+	lastCmdline string
+	release     string // what runs now
+	fallback    string // the default kernel's release
+}
+
+// machineDir is firstbad's dir on the machine: the upload cache, the
+// manifest, the lock, the default command line, the agents' run dirs.
+const machineDir = "/var/lib/firstbad"
+
+// DefaultMachineBootTimeout bounds a real machine's reboot.
+const DefaultMachineBootTimeout = 10 * time.Minute
+
+// ParseMachineTarget parses machine://[user@]host[:port][?boot=METHOD].
+func ParseMachineTarget(s string) (*Physical, error) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme != "machine" || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return nil, fmt.Errorf("--target %q: want machine://[user@]host[:port][?boot=auto|grub|kexec]", s)
+	}
+	d, err := remote.ParseDest(u.Host)
+	if err != nil {
+		return nil, fmt.Errorf("--target %q: %v", s, err)
+	}
+	d.User = u.User.Username()
+	p := &Physical{sshHost: sshHost{Dest: d}, Method: "auto"}
+	if err := targetParams(s, u, map[string]*string{"boot": &p.Method}); err != nil {
+		return nil, err
+	}
+	switch p.Method {
+	case "auto", "grub", "kexec":
+	default:
+		return nil, fmt.Errorf("--target %q: boot=%s: want auto, grub or kexec", s, p.Method)
+	}
+	return p, nil
+}
+
+// Name implements Target.
+func (p *Physical) Name() string { return "machine://" + p.Dest.String() }
+
+func (p *Physical) bootTimeout() time.Duration {
+	if p.BootTimeout > 0 {
+		return p.BootTimeout
+	}
+	return DefaultMachineBootTimeout
+}
+
+// BootGrace is how much longer than the test's boot timeout a boot here
+// may take: installing, and a power cycle when the candidate hangs.
+func (p *Physical) BootGrace() time.Duration { return p.bootTimeout() + 5*time.Minute }
+
+// priv runs script as root there: directly when the login is root, else
+// with password-less sudo.
+func (p *Physical) priv(ctx context.Context, script string, args []string, stdin io.Reader) ([]byte, error) {
+	return p.sshHost.run(ctx, script, args, stdin)
+}
+
+// machineCheckScript learns the machine, takes its lock (args: the lock's text,
+// the lock's owner test: a dead controller's lock is taken over), and
+// keeps the default kernel's command line.
+const machineCheckScript = scriptFail + `d=` + machineDir + `; me=$1
+mkdir -p "$d/cache" "$d/runs" || fail "cannot create $d"
+if [ -s "$d/lock" ] && [ "$(cat "$d/lock")" != "$me" ]; then
+	echo "firstbad-locked $(cat "$d/lock")"; exit 0
+fi
+echo "$me" > "$d/lock"
+uname -r; cat /proc/sys/kernel/random/boot_id
+case "$(uname -r)" in *-firstbad-*) ;; *)
+	uname -r > "$d/default-release"
+	sed -e 's/BOOT_IMAGE=[^ ]*//; s/initrd=[^ ]*//g; s/firstbad[.]nonce=[^ ]*//g; s/panic=[^ ]*//g' /proc/cmdline > "$d/cmdline" ;;
+esac
+cat "$d/cmdline" 2>/dev/null || echo; cat "$d/default-release" 2>/dev/null || uname -r
+if command -v grub-reboot >/dev/null && [ -f /boot/grub/grub.cfg ]; then echo grub; else echo nogrub; fi
+if command -v kexec >/dev/null; then echo kexec; else echo nokexec; fi
+if [ -e "/boot/initrd.img-$(cat "$d/default-release" 2>/dev/null || uname -r)" ]; then echo initrd; else echo noinitrd; fi
+if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then echo systemd; else echo nosystemd; fi
+df -Pk /boot | awk 'NR==2 {print $4}'; df -Pk /lib/modules | awk 'NR==2 {print $4}'
+uname -n`
+
+// lockText names this controller in the machine's lock.
+func (p *Physical) lockText() string {
+	host, _ := os.Hostname()
+	return fmt.Sprintf("%s pid %d", host, os.Getpid())
+}
+
+// Check connects, checks root, the boot method and space, takes the
+// machine's lock and cleans up after an earlier run that was killed.
+func (p *Physical) Check(ctx context.Context) (*HostInfo, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.info != nil {
+		return p.info, nil
+	}
+	sudo, err := p.needSudo(ctx)
+	if err != nil {
+		return nil, err
+	}
+	p.state, p.sshHost.sudo = &machineState{}, sudo
+	out, err := p.priv(ctx, machineCheckScript, []string{p.lockText()}, nil)
+	if msg, ok := scriptError(out); ok {
+		return nil, fmt.Errorf("machine %s: %s", p.Dest.Host, msg)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("checking machine %s: %v", p.Dest.Host, err)
+	}
+	if held, ok := strings.CutPrefix(strings.TrimSpace(string(out)), "firstbad-locked "); ok {
+		if !p.staleLock(held) {
+			return nil, fmt.Errorf("machine %s is in use by another firstbad (%s); wait for it, or remove %s/lock there if that run is gone", p.Dest.Host, held, machineDir)
+		}
+		if p.Log != nil {
+			p.Log.Warn("the machine's lock belongs to a controller that is gone: taking it over", "machine", p.Dest.Host, "lock", held)
+		}
+		if _, err := p.priv(ctx, `rm -f `+machineDir+`/lock`, nil, nil); err != nil {
+			return nil, err
+		}
+		p.mu.Unlock()
+		defer p.mu.Lock()
+		return p.Check(ctx)
+	}
+	info, err := p.learn(strings.Split(strings.TrimRight(string(out), "\n"), "\n"))
+	if err != nil {
+		// Nothing was installed: let go of the machine as found.
+		_, _ = p.priv(ctx, `rm -f `+machineDir+`/lock`, nil, nil)
+		return nil, err
+	}
+	p.info = info
+	if strings.Contains(p.state.release, "-firstbad-") {
+		// A run that was killed left the machine in a candidate.
+		if err := p.restore(ctx); err != nil {
+			return nil, err
+		}
+	}
+	if _, err := p.priv(ctx, cleanScript, []string{p.state.release}, nil); err != nil {
+		return nil, fmt.Errorf("machine %s: removing what an earlier run installed: %v", p.Dest.Host, err)
+	}
+	return info, p.startConsole()
+}
+
+// needSudo says whether the login needs sudo, failing when it is not
+// root and sudo asks for a password.
+func (p *Physical) needSudo(ctx context.Context) (bool, error) {
+	c, err := p.conn(ctx)
+	if err != nil {
+		return false, err
+	}
+	out, err := c.Run(ctx, "id -u", nil)
+	if err != nil {
+		return false, fmt.Errorf("machine %s: %v", p.Dest.Host, err)
+	}
+	if strings.TrimSpace(string(out)) == "0" {
+		return false, nil
+	}
+	if _, err := c.Run(ctx, "sudo -n true", nil); err != nil {
+		return false, fmt.Errorf("machine %s: the login is not root and sudo asks for a password: log in as root, or allow it password-less sudo", p.Dest.Host)
+	}
+	return true, nil
+}
+
+// staleLock says whether a lock belongs to a controller on this host that
+// is gone (or to this very process, started again).
+func (p *Physical) staleLock(held string) bool {
+	var host string
+	var pid int
+	if _, err := fmt.Sscanf(held, "%s pid %d", &host, &pid); err != nil {
+		return false
+	}
+	me, _ := os.Hostname()
+	if host != me {
+		return false
+	}
+	if pid == os.Getpid() {
+		return true
+	}
+	_, err := os.Stat(fmt.Sprintf("/proc/%d", pid))
+	return err != nil
+}
+
+// learn reads the check script's answer.
+func (p *Physical) learn(lines []string) (*HostInfo, error) {
+	if len(lines) < 11 {
+		return nil, fmt.Errorf("checking machine %s: short answer %q", p.Dest.Host, lines)
+	}
+	st := p.state
+	st.release, st.bootID, st.cmdline, st.fallback = lines[0], lines[1], strings.Join(strings.Fields(lines[2]), " "), lines[3]
+	hasGrub, hasKexec := lines[4] == "grub", lines[5] == "kexec"
+	st.initrd, st.systemd, st.kexec = lines[6] == "initrd", lines[7] == "systemd", hasKexec
+	bootKiB, _ := strconv.ParseInt(lines[8], 10, 64)
+	modKiB, _ := strconv.ParseInt(lines[9], 10, 64)
+	switch {
+	case p.Method == "grub" && !hasGrub, p.Method == "auto" && !hasGrub && !hasKexec:
+		return nil, fmt.Errorf("machine %s: no boot loader firstbad can drive (GRUB with grub-reboot and /boot/grub/grub.cfg)%s", p.Dest.Host,
+			map[bool]string{true: "", false: "; no kexec either (apt-get install kexec-tools)"}[hasKexec])
+	case p.Method == "kexec" && !hasKexec:
+		return nil, fmt.Errorf("machine %s: kexec is not installed there (Debian: apt-get install kexec-tools)", p.Dest.Host)
+	case p.Method == "kexec", p.Method == "auto" && !hasGrub:
+		st.method = "kexec"
+	default:
+		st.method = "grub"
+	}
+	if bootKiB < 64<<10 || modKiB < 256<<10 {
+		return nil, fmt.Errorf("machine %s: too little space: %d MiB free in /boot and %d MiB in /lib/modules; firstbad needs 64 and 256", p.Dest.Host, bootKiB>>10, modKiB>>10)
+	}
+	return &HostInfo{Name: lines[10], Kernel: st.fallback, BootID: st.bootID, Dir: machineDir, FreeMB: modKiB >> 10}, nil
+}
+
+// cleanScript removes every candidate the manifest lists but $1 (the
+// release that runs now, if it is one), with their boot entry.
+const cleanScript = `d=` + machineDir + `; keep=$1
+touch "$d/manifest"
+grep -v "^release $keep\$" "$d/manifest" | while read -r kind rel; do
+	[ "$kind" = release ] && [ -n "$rel" ] || continue
+	rm -rf "/lib/modules/$rel" "/boot/firstbad/vmlinuz-$rel" "/boot/firstbad/initrd.img-$rel" "/boot/config-$rel"
+done
+grep "^release $keep\$" "$d/manifest" > "$d/manifest.new"; mv "$d/manifest.new" "$d/manifest"
+rm -rf "$d/runs"/*
+if [ ! -s "$d/manifest" ]; then
+	rm -f /boot/grub/firstbad.cfg
+	rmdir /boot/firstbad 2>/dev/null
+	grub-editenv - unset next_entry 2>/dev/null
+	if [ -f /boot/grub/custom.cfg ]; then
+		sed -i '/^### firstbad begin/,/^### firstbad end/d' /boot/grub/custom.cfg
+		[ -s /boot/grub/custom.cfg ] || rm -f /boot/grub/custom.cfg
+	fi
+fi
+true`
+
+// Close brings the machine back to its default kernel (unless
+// LeaveRunning), removes what firstbad installed, and lets go of it.
+func (p *Physical) Close() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	defer p.closeConn()
+	if p.console != nil {
+		p.console.stop()
+		p.console = nil
+	}
+	if p.info == nil {
+		return
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*p.bootTimeout()+2*time.Minute)
+	defer cancel()
+	// A step cut short (Ctrl-C) may have left it rebooting.
+	if err := p.refresh(ctx); err != nil {
+		if p.Log != nil {
+			p.Log.Error("the machine does not answer: it needs a look (and a power cycle); the next run on it cleans up", "machine", p.Dest.Host, "err", err)
+		}
+		return
+	}
+	keep := ""
+	if p.LeaveRunning {
+		keep = p.state.release
+	} else if err := p.restore(ctx); err != nil && p.Log != nil {
+		p.Log.Error("the machine did not come back in its default kernel: it needs a look (and a power cycle)", "machine", p.Dest.Host, "err", err)
+		return
+	}
+	if _, err := p.priv(ctx, cleanScript+"\nrm -f "+machineDir+"/lock", []string{keep}, nil); err != nil && p.Log != nil {
+		p.Log.Error("cleaning up the machine", "machine", p.Dest.Host, "err", err)
+	}
+	p.info = nil
+}
+
+// refresh waits (within the boot timeout) until the machine answers, and
+// reads what runs.
+func (p *Physical) refresh(ctx context.Context) error {
+	deadline := time.Now().Add(p.bootTimeout())
+	for {
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		out, err := p.priv(dctx, "cat /proc/sys/kernel/random/boot_id; uname -r", nil, nil)
+		cancel()
+		if lines := strings.Fields(string(out)); err == nil && len(lines) == 2 {
+			p.state.bootID, p.state.release = lines[0], lines[1]
+			return nil
+		}
+		p.closeConn()
+		if time.Now().After(deadline) || ctx.Err() != nil {
+			return errNoReturn
+		}
+		time.Sleep(3 * time.Second)
+	}
+}
+
+// restore reboots into the default kernel when a candidate runs.
+func (p *Physical) restore(ctx context.Context) error {
+	if !strings.Contains(p.state.release, "-firstbad-") {
+		return nil
+	}
+	if p.Log != nil {
+		p.Log.Info("rebooting the machine into its default kernel", "machine", p.Dest.Host, "kernel", p.state.fallback)
+	}
+	if err := p.reboot(ctx, "reboot-default", io.Discard); err != nil {
+		return err
+	}
+	if p.state.release != p.state.fallback {
+		return fmt.Errorf("it came back in %s, not its default %s", p.state.release, p.state.fallback)
+	}
+	return nil
+}
+
+// rebootCmd is the command that reboots (how: reboot or kexec), in the
+// background so that the SSH session ends first.
+func (st *machineState) rebootCmd(how string) string {
+	c := "reboot"
+	switch {
+	case how == "kexec" && st.systemd:
+		c = "systemctl kexec"
+	case how == "kexec":
+		c = "sync; kexec -e"
+	case st.systemd:
+		c = "systemctl reboot"
+	}
+	if how == "reboot-default" {
+		// Nothing firstbad loaded may come back on the way.
+		c = "kexec -u 2>/dev/null; grub-editenv - unset next_entry 2>/dev/null; " + c
+	}
+	return "nohup sh -c " + remote.Quote("sleep 1; "+c) + " >/dev/null 2>&1 &"
+}
+
+// reboot reboots the machine and waits until it answers with a new boot
+// id, then reads what runs. Progress goes to log.
+func (p *Physical) reboot(ctx context.Context, how string, log io.Writer) error {
+	if _, err := p.priv(ctx, p.state.rebootCmd(how), nil, nil); err != nil {
+		return fmt.Errorf("asking machine %s to reboot: %v", p.Dest.Host, err)
+	}
+	p.closeConn()
+	fmt.Fprintf(log, "firstbad: machine: %s asked to %s; waiting up to %s for it to come back\n", p.Dest.Host, how, p.bootTimeout())
+	return p.waitUp(ctx, log)
+}
+
+// waitUp polls until the machine answers with a boot id other than the
+// last one seen, within the boot timeout.
+func (p *Physical) waitUp(ctx context.Context, log io.Writer) error {
+	start := time.Now()
+	deadline := start.Add(p.bootTimeout())
+	for time.Now().Before(deadline) {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(3 * time.Second):
+		}
+		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		out, err := p.priv(dctx, "cat /proc/sys/kernel/random/boot_id; uname -r; cat /proc/cmdline", nil, nil)
+		cancel()
+		if err != nil {
+			p.closeConn()
+			continue
+		}
+		lines := strings.SplitN(strings.TrimRight(string(out), "\n"), "\n", 3)
+		if len(lines) < 3 || lines[0] == p.state.bootID {
+			continue // not down yet
+		}
+		p.state.bootID, p.state.release = lines[0], lines[1]
+		p.state.lastCmdline = lines[2]
+		fmt.Fprintf(log, "firstbad: machine: up after %.1f s in Linux %s\n", time.Since(start).Seconds(), lines[1])
+		return nil
+	}
+	return errNoReturn
+}
+
+// errNoReturn is a machine that did not answer within the boot timeout.
+var errNoReturn = errors.New("the machine did not come back")
+
+// powerCycle runs the power command and waits for the machine; without
+// one, it waits the boot timeout for the machine to come back by itself.
+func (p *Physical) powerCycle(ctx context.Context, log io.Writer) error {
+	if p.PowerCycle == "" {
+		fmt.Fprintf(log, "firstbad: machine: no --power-cycle command: waiting up to %s for %s to come back by itself\n", p.bootTimeout(), p.Dest.Host)
+		if err := p.waitUp(ctx, log); err != nil {
+			return outcome.InfraErr("machine", fmt.Errorf("machine %s does not answer and firstbad has no --power-cycle command: power-cycle it by hand, then resume the run", p.Dest.Host))
+		}
+		return nil
+	}
+	fmt.Fprintf(log, "firstbad: machine: power-cycling %s: %s\n", p.Dest.Host, p.PowerCycle)
+	out, err := (localShell{}).run(ctx, p.PowerCycle, nil, nil)
+	if err != nil {
+		return outcome.InfraErr("machine", fmt.Errorf("--power-cycle %q failed: %v %s", p.PowerCycle, err, out))
+	}
+	p.closeConn()
+	if err := p.waitUp(ctx, log); err != nil {
+		return outcome.InfraErr("machine", fmt.Errorf("machine %s did not come back within %s of a power cycle", p.Dest.Host, p.bootTimeout()))
+	}
+	return nil
+}
+
+// Summary says what Check found, for doctor.
+func (p *Physical) Summary() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.info == nil {
+		return "not checked"
+	}
+	st := p.state
+	s := fmt.Sprintf("%s; boots candidates by %s; %s; %d MiB free for modules", p.info, st.method,
+		map[bool]string{true: "an initramfs per candidate (the machine boots with one)", false: "no initramfs"}[st.initrd], p.info.FreeMB)
+	if st.method == "grub" {
+		s += "; kexec " + map[bool]string{true: "also available (?boot=kexec)", false: "not installed"}[st.kexec]
+	}
+	s += "; power cycle: " + or(p.PowerCycle, "none (a hung machine needs a hand)") + "; console: " + or(p.Console, "none (crashes are seen only through SSH)")
+	return s
+}
+
+func or(s, alt string) string {
+	if s == "" {
+		return alt
+	}
+	return s
+}
+
+var _ Hosted = (*Physical)(nil)
+
+func machinePath(parts ...string) string { return path.Join(append([]string{machineDir}, parts...)...) }
+
+// configScript prints the default kernel's config: its /boot/config-RELEASE,
+// else /proc/config.gz when the default kernel is what runs.
+const configScript = `rel=$(cat ` + machineDir + `/default-release 2>/dev/null || uname -r)
+if [ -r "/boot/config-$rel" ]; then cat "/boot/config-$rel"
+elif [ "$(uname -r)" = "$rel" ] && [ -r /proc/config.gz ]; then gzip -dc /proc/config.gz
+else echo "firstbad-error neither /boot/config-$rel nor /proc/config.gz (CONFIG_IKCONFIG_PROC) holds the config of $rel"; exit 98; fi`
+
+// FetchConfig copies the config of the machine's default kernel into dir
+// (named by its content) and returns its path: --base-config machine.
+func (p *Physical) FetchConfig(ctx context.Context, dir string) (string, error) {
+	if _, err := p.Check(ctx); err != nil {
+		return "", err
+	}
+	out, err := p.priv(ctx, configScript, nil, nil)
+	if msg, ok := scriptError(out); ok {
+		return "", outcome.InputErr("--base-config machine: machine %s: %s", p.Dest.Host, msg)
+	}
+	if err != nil {
+		return "", fmt.Errorf("machine %s: reading its kernel config: %v", p.Dest.Host, err)
+	}
+	if !bytes.Contains(out, []byte("\nCONFIG_")) || !bytes.Contains(out, []byte("CONFIG_64BIT=y")) && !bytes.Contains(out, []byte("CONFIG_X86_32=y")) {
+		return "", outcome.InputErr("--base-config machine: what machine %s gave is not an x86 kernel config (%d bytes)", p.Dest.Host, len(out))
+	}
+	sum := sha256.Sum256(out)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", err
+	}
+	path := filepath.Join(dir, p.Dest.Host+"-"+hex.EncodeToString(sum[:8])+".config")
+	if err := os.WriteFile(path+".tmp", out, 0o644); err != nil {
+		return "", err
+	}
+	return path, os.Rename(path+".tmp", path)
+}

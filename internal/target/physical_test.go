@@ -1,0 +1,60 @@
+package target
+
+import (
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+func TestParseMachineTarget(t *testing.T) {
+	cases := []struct {
+		in, host, user, method, err string
+		port                        int
+	}{
+		{in: "machine://vmhost", host: "vmhost", method: "auto"},
+		{in: "machine://root@vmhost:2222?boot=kexec", host: "vmhost", user: "root", port: 2222, method: "kexec"},
+		{in: "machine://vmhost?boot=grub", host: "vmhost", method: "grub"},
+		{in: "machine://vmhost?boot=pxe", err: "boot=pxe: want auto, grub or kexec"},
+		{in: "machine://vmhost?power=x", err: `unknown parameter "power"`},
+		{in: "machine://", err: "want machine://"},
+		{in: "machine://vmhost/path", err: "want machine://"},
+	}
+	for _, c := range cases {
+		p, err := ParseTarget(c.in, Options{})
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%s: error %v, want one saying %q", c.in, err, c.err)
+			}
+			continue
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", c.in, err)
+		}
+		m := p.(*Physical)
+		got := []any{m.Dest.Host, m.Dest.User, m.Dest.Port, m.Method}
+		if diff := cmp.Diff([]any{c.host, c.user, c.port, c.method}, got); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", c.in, diff)
+		}
+	}
+}
+
+func TestRebootCommand(t *testing.T) {
+	cases := []struct {
+		systemd bool
+		how     string
+		want    string
+	}{
+		{true, "reboot", "systemctl reboot"},
+		{false, "reboot", "'sleep 1; reboot'"},
+		{true, "kexec", "systemctl kexec"},
+		{false, "kexec", "kexec -e"},
+		{true, "reboot-default", "kexec -u 2>/dev/null; grub-editenv - unset next_entry 2>/dev/null; systemctl reboot"},
+	}
+	for _, c := range cases {
+		got := (&machineState{systemd: c.systemd}).rebootCmd(c.how)
+		if !strings.Contains(got, c.want) || !strings.HasSuffix(got, "&") {
+			t.Errorf("systemd %v %s: %q, want it to contain %q and run in the background", c.systemd, c.how, got, c.want)
+		}
+	}
+}
