@@ -11,6 +11,7 @@ import (
 	"log/slog"
 	"net/url"
 	"os"
+	"os/exec"
 	"path"
 	"path/filepath"
 	"strconv"
@@ -152,6 +153,11 @@ func (p *Physical) Check(ctx context.Context) (*HostInfo, error) {
 	defer p.mu.Unlock()
 	if p.info != nil {
 		return p.info, nil
+	}
+	if f := strings.Fields(p.PowerCycle); len(f) > 0 {
+		if _, err := exec.LookPath(f[0]); err != nil {
+			return nil, outcome.InputErr("--power-cycle %q: %s is not found here", p.PowerCycle, f[0])
+		}
 	}
 	sudo, err := p.needSudo(ctx)
 	if err != nil {

@@ -1,10 +1,14 @@
 package target
 
 import (
+	"context"
 	"strings"
+	"syscall"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+
+	"github.com/firstbad/firstbad/internal/outcome"
 )
 
 func TestParseMachineTarget(t *testing.T) {
@@ -56,5 +60,25 @@ func TestRebootCommand(t *testing.T) {
 		if !strings.Contains(got, c.want) || !strings.HasSuffix(got, "&") {
 			t.Errorf("systemd %v %s: %q, want it to contain %q and run in the background", c.systemd, c.how, got, c.want)
 		}
+	}
+}
+
+func TestMachineCommandsChecked(t *testing.T) {
+	p := &Physical{PowerCycle: "no-such-ipmitool -H bmc chassis power cycle"}
+	if _, err := p.Check(context.Background()); !outcome.Is(err, outcome.Input) || !strings.Contains(err.Error(), "no-such-ipmitool is not found") {
+		t.Errorf("a power command that is not there: %v, want an input error naming it", err)
+	}
+	p = &Physical{Console: "echo no such BMC; exit 1"}
+	if err := p.startConsole(); !outcome.Is(err, outcome.Input) || !strings.Contains(err.Error(), "ended at once: no such BMC") {
+		t.Errorf("a console command that exits at once: %v, want an input error with its last words", err)
+	}
+	p = &Physical{Console: "echo serial line; sleep 60"}
+	if err := p.startConsole(); err != nil {
+		t.Fatalf("a console that keeps running: %v", err)
+	}
+	pid := p.console.cmd.Process.Pid
+	p.console.stop()
+	if syscall.Kill(pid, 0) == nil {
+		t.Errorf("the console command (pid %d) outlived stop", pid)
 	}
 }

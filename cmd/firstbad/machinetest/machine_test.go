@@ -154,6 +154,42 @@ func TestMachine(t *testing.T) {
 		}
 		left(t)
 	})
+	t.Run("controller killed", func(t *testing.T) {
+		// Killed while the machine reboots into the candidate: the next
+		// firstbad on the machine (here doctor) finds the lock of a dead
+		// controller, brings the machine back to its own kernel and
+		// removes what the killed one installed.
+		cmd := exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "test", "--repo", k.Repo, "tip",
+			"--guest-test", script(t, "exit 0"), "--base-config", base, "--kconfig", k.Fragment,
+			"--target", "machine://"+testmachine.Alias, "--ssh-config", m.SSHConfig, "--boot-timeout", "4m")
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		killed := false
+		for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline) && !killed; time.Sleep(time.Second) {
+			logs, _ := filepath.Glob(filepath.Join(e.state, "tests", "*", "console.log"))
+			for _, l := range logs {
+				if data, _ := os.ReadFile(l); bytes.Contains(data, []byte("asked to reboot")) {
+					cmd.Process.Kill()
+					killed = true
+				}
+			}
+		}
+		cmd.Wait()
+		if !killed {
+			t.Fatal("the step never reached its reboot")
+		}
+		time.Sleep(15 * time.Second) // on its way down
+		if err := m.WaitUp(4 * time.Minute); err != nil {
+			t.Fatal(err)
+		}
+		res := e.run("doctor", "--target", "machine://"+testmachine.Alias, "--ssh-config", m.SSHConfig)
+		if !strings.Contains(res.stdout, "firstbad-machine") {
+			t.Fatalf("doctor did not check the machine (exit %d):\n%s\n%s", res.code, res.stdout, res.stderr)
+		}
+		t.Logf("doctor after the kill:\n%s", res.stdout)
+		left(t)
+	})
 	t.Run("hang", func(t *testing.T) {
 		// The network goes: the machine stops answering, is power-cycled
 		// and comes back in its default kernel; the step is bad.
