@@ -14,6 +14,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/firstbad/firstbad/internal/clitest"
 	"github.com/firstbad/firstbad/internal/testkernel"
 )
 
@@ -30,14 +31,7 @@ type bootResult struct {
 	} `json:"runs"`
 }
 
-func script(t *testing.T, body string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "test.sh")
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+func script(t *testing.T, body string) string { return clitest.Script(t, body) }
 
 // procs lists the live processes whose command line (arguments joined by
 // NULs) satisfies match.

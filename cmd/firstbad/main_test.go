@@ -18,27 +18,13 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/firstbad/firstbad/internal/clitest"
 	"github.com/firstbad/firstbad/internal/gittest"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "firstbad-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "firstbad")
-	build := exec.Command("go", "build", "-o", binary, ".")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building firstbad: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, ".", &binary) }
 
 // long skips a test in -short mode: it takes over ten seconds here (the
 // full suite runs it).
@@ -68,17 +54,8 @@ type result struct {
 
 func (e *env) run(args ...string) result {
 	e.t.Helper()
-	cmd := exec.Command(binary, append([]string{"--state-dir", e.state, "--cache-dir", e.cache}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatal(err)
-	}
-	return result{code: code, stdout: out.String(), stderr: errb.String()}
+	r := clitest.Run(e.t, binary, append([]string{"--state-dir", e.state, "--cache-dir", e.cache}, args...)...)
+	return result{code: r.Code, stdout: r.Stdout, stderr: r.Stderr}
 }
 
 // report is the CLI contract's JSON object.

@@ -9,7 +9,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net/url"
 	"os"
 	"os/exec"
 	"path"
@@ -77,19 +76,12 @@ const DefaultMachineBootTimeout = 10 * time.Minute
 
 // ParseMachineTarget parses machine://[user@]host[:port][?boot=METHOD].
 func ParseMachineTarget(s string) (*Physical, error) {
-	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "machine" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return nil, fmt.Errorf("--target %q: want machine://[user@]host[:port][?boot=auto|grub|kexec]", s)
-	}
-	d, err := remote.ParseDest(u.Host)
+	p := &Physical{Method: "auto"}
+	d, err := parseHostURL(s, "machine", "[?boot=auto|grub|kexec]", map[string]*string{"boot": &p.Method})
 	if err != nil {
-		return nil, fmt.Errorf("--target %q: %v", s, err)
-	}
-	d.User = u.User.Username()
-	p := &Physical{sshHost: sshHost{Dest: d}, Method: "auto"}
-	if err := targetParams(s, u, map[string]*string{"boot": &p.Method}); err != nil {
 		return nil, err
 	}
+	p.sshHost.Dest = d
 	switch p.Method {
 	case "auto", "grub", "kexec":
 	default:

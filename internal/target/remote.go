@@ -76,20 +76,25 @@ func (h *HostInfo) String() string {
 
 // ParseSSHTarget parses ssh://[user@]host[:port][?dir=DIR&qemu=BINARY].
 func ParseSSHTarget(s string) (*RemoteQEMU, error) {
+	r := &RemoteQEMU{}
+	d, err := parseHostURL(s, "ssh", "[?dir=DIR&qemu=BINARY]", map[string]*string{"dir": &r.Dir, "qemu": &r.Binary})
+	r.sshHost.Dest = d
+	return r, err
+}
+
+// parseHostURL parses SCHEME://[user@]host[:port][?PARAMS] (usage shows
+// the parameters) into where to connect, setting the known parameters.
+func parseHostURL(s, scheme, usage string, known map[string]*string) (remote.Dest, error) {
 	u, err := url.Parse(s)
-	if err != nil || u.Scheme != "ssh" || u.Host == "" || (u.Path != "" && u.Path != "/") {
-		return nil, fmt.Errorf("--target %q: want ssh://[user@]host[:port][?dir=DIR&qemu=BINARY]", s)
+	if err != nil || u.Scheme != scheme || u.Host == "" || (u.Path != "" && u.Path != "/") {
+		return remote.Dest{}, fmt.Errorf("--target %q: want %s://[user@]host[:port]%s", s, scheme, usage)
 	}
 	d, err := remote.ParseDest(u.Host)
 	if err != nil {
-		return nil, fmt.Errorf("--target %q: %v", s, err)
+		return d, fmt.Errorf("--target %q: %v", s, err)
 	}
 	d.User = u.User.Username()
-	r := &RemoteQEMU{sshHost: sshHost{Dest: d}}
-	if err := targetParams(s, u, map[string]*string{"dir": &r.Dir, "qemu": &r.Binary}); err != nil {
-		return nil, err
-	}
-	return r, nil
+	return d, targetParams(s, u, known)
 }
 
 // targetParams sets a --target URL's query parameters into known; any

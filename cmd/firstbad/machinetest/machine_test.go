@@ -16,28 +16,14 @@ import (
 	"testing"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/clitest"
 	"github.com/firstbad/firstbad/internal/testkernel"
 	"github.com/firstbad/firstbad/internal/testmachine"
 )
 
 var binary string
 
-func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "firstbad-bin-")
-	if err != nil {
-		panic(err)
-	}
-	binary = filepath.Join(dir, "firstbad")
-	build := exec.Command("go", "build", "-o", binary, "..")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		fmt.Fprintf(os.Stderr, "building firstbad: %v\n%s", err, out)
-		os.Exit(1)
-	}
-	code := m.Run()
-	os.RemoveAll(dir)
-	os.Exit(code)
-}
+func TestMain(m *testing.M) { clitest.Main(m, "..", &binary) }
 
 // env is one firstbad installation: its own state dir, the shared cache.
 type env struct {
@@ -48,34 +34,12 @@ type env struct {
 
 func newEnv(t *testing.T) *env { return &env{t: t, state: t.TempDir()} }
 
-type result struct {
-	code           int
-	stdout, stderr string
-}
-
-func (e *env) run(args ...string) result {
+func (e *env) run(args ...string) clitest.Result {
 	e.t.Helper()
-	cmd := exec.Command(binary, append([]string{"--state-dir", e.state, "--cache-dir", e.cache}, args...)...)
-	var out, errb bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &errb
-	err := cmd.Run()
-	code := 0
-	if ee, ok := err.(*exec.ExitError); ok {
-		code = ee.ExitCode()
-	} else if err != nil {
-		e.t.Fatal(err)
-	}
-	return result{code: code, stdout: out.String(), stderr: errb.String()}
+	return clitest.Run(e.t, binary, append([]string{"--state-dir", e.state, "--cache-dir", e.cache}, args...)...)
 }
 
-func script(t *testing.T, body string) string {
-	t.Helper()
-	p := filepath.Join(t.TempDir(), "test.sh")
-	if err := os.WriteFile(p, []byte("#!/bin/sh\n"+body+"\n"), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	return p
-}
+func script(t *testing.T, body string) string { return clitest.Script(t, body) }
 
 func deref(p *float64) any {
 	if p == nil {
@@ -107,7 +71,7 @@ func TestMachine(t *testing.T) {
 	// The shared test kernel's own config as the machine's base: the same
 	// kernel, with modules and a release of its own.
 	base := filepath.Join(filepath.Dir(k.Image), "config")
-	machine := func(test string, target string, extra ...string) (machineResult, result) {
+	machine := func(test string, target string, extra ...string) (machineResult, clitest.Result) {
 		t.Helper()
 		args := append([]string{"--json", "test", "--repo", k.Repo, "tip", "--guest-test", script(t, test),
 			"--base-config", base, "--kconfig", k.Fragment, "--target", target, "--ssh-config", m.SSHConfig,
@@ -115,11 +79,11 @@ func TestMachine(t *testing.T) {
 		start := time.Now()
 		res := e.run(args...)
 		var r machineResult
-		if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
-			t.Fatalf("exit %d, stdout not JSON: %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
+		if err := json.Unmarshal([]byte(res.Stdout), &r); err != nil {
+			t.Fatalf("exit %d, stdout not JSON: %v\n%s\n%s", res.Code, err, res.Stdout, res.Stderr)
 		}
 		console, _ := os.ReadFile(r.ConsoleLog)
-		t.Logf("%s: exit %d in %.0f s (build %.0f s, boot %.0f s): %s %s\n%s", target, res.code, time.Since(start).Seconds(),
+		t.Logf("%s: exit %d in %.0f s (build %.0f s, boot %.0f s): %s %s\n%s", target, res.Code, time.Since(start).Seconds(),
 			deref(r.BuildS), deref(r.BootS), r.Verdict, r.Reason, machineLines(string(console)))
 		return r, res
 	}
@@ -133,15 +97,15 @@ func TestMachine(t *testing.T) {
 
 	t.Run("grub", func(t *testing.T) {
 		r, res := machine(machineTest, "machine://"+testmachine.Alias)
-		if res.code != 1 || r.Verdict != "bad" || r.Reason != "exit 1" {
-			t.Fatalf("exit %d verdict %s reason %q; want 1 bad \"exit 1\" (autogrouping is off at tip)\n%s", res.code, r.Verdict, r.Reason, res.stderr)
+		if res.Code != 1 || r.Verdict != "bad" || r.Reason != "exit 1" {
+			t.Fatalf("exit %d verdict %s reason %q; want 1 bad \"exit 1\" (autogrouping is off at tip)\n%s", res.Code, r.Verdict, r.Reason, res.Stderr)
 		}
 		left(t)
 	})
 	t.Run("kexec", func(t *testing.T) {
 		r, res := machine(machineTest, "machine://"+testmachine.Alias+"?boot=kexec")
-		if res.code != 1 || r.Verdict != "bad" || r.Reason != "exit 1" {
-			t.Fatalf("exit %d verdict %s reason %q; want 1 bad \"exit 1\"\n%s", res.code, r.Verdict, r.Reason, res.stderr)
+		if res.Code != 1 || r.Verdict != "bad" || r.Reason != "exit 1" {
+			t.Fatalf("exit %d verdict %s reason %q; want 1 bad \"exit 1\"\n%s", res.Code, r.Verdict, r.Reason, res.Stderr)
 		}
 		left(t)
 	})
@@ -149,8 +113,8 @@ func TestMachine(t *testing.T) {
 		// init exits: the candidate panics, reboots (panic=10) and the
 		// one-shot entry is gone: the machine is back in its own kernel.
 		r, res := machine("exit 0", "machine://"+testmachine.Alias, "--append", "init=/bin/false")
-		if res.code != 125 || r.Verdict != "skip" || !strings.Contains(r.Reason, "boot failure: Kernel panic") {
-			t.Fatalf("exit %d verdict %s reason %q; want 125 skip, a boot failure titled with the panic\n%s", res.code, r.Verdict, r.Reason, res.stderr)
+		if res.Code != 125 || r.Verdict != "skip" || !strings.Contains(r.Reason, "boot failure: Kernel panic") {
+			t.Fatalf("exit %d verdict %s reason %q; want 125 skip, a boot failure titled with the panic\n%s", res.Code, r.Verdict, r.Reason, res.Stderr)
 		}
 		left(t)
 	})
@@ -184,18 +148,18 @@ func TestMachine(t *testing.T) {
 			t.Fatal(err)
 		}
 		res := e.run("doctor", "--target", "machine://"+testmachine.Alias, "--ssh-config", m.SSHConfig)
-		if !strings.Contains(res.stdout, "firstbad-machine") {
-			t.Fatalf("doctor did not check the machine (exit %d):\n%s\n%s", res.code, res.stdout, res.stderr)
+		if !strings.Contains(res.Stdout, "firstbad-machine") {
+			t.Fatalf("doctor did not check the machine (exit %d):\n%s\n%s", res.Code, res.Stdout, res.Stderr)
 		}
-		t.Logf("doctor after the kill:\n%s", res.stdout)
+		t.Logf("doctor after the kill:\n%s", res.Stdout)
 		left(t)
 	})
 	t.Run("hang", func(t *testing.T) {
 		// The network goes: the machine stops answering, is power-cycled
 		// and comes back in its default kernel; the step is bad.
 		r, res := machine(`ip link set "$(ls /sys/class/net | grep -v '^lo$' | head -n 1)" down; sleep 600`, "machine://"+testmachine.Alias)
-		if res.code != 1 || r.Verdict != "bad" || !strings.Contains(r.Reason, "hang") {
-			t.Fatalf("exit %d verdict %s reason %q; want 1 bad hang\n%s", res.code, r.Verdict, r.Reason, res.stderr)
+		if res.Code != 1 || r.Verdict != "bad" || !strings.Contains(r.Reason, "hang") {
+			t.Fatalf("exit %d verdict %s reason %q; want 1 bad hang\n%s", res.Code, r.Verdict, r.Reason, res.Stderr)
 		}
 		left(t)
 	})
@@ -274,11 +238,11 @@ func TestMachineBisect(t *testing.T) {
 			"--target", "machine://"+testmachine.Alias+"?boot="+method, "--ssh-config", m.SSHConfig,
 			"--console", m.ConsoleCmd, "--power-cycle", m.PowerCycle, "--boot-timeout", "5m")
 		var r report
-		if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
-			t.Fatalf("%s: exit %d, stdout not JSON: %v\n%s\n%s", method, res.code, err, res.stdout, res.stderr)
+		if err := json.Unmarshal([]byte(res.Stdout), &r); err != nil {
+			t.Fatalf("%s: exit %d, stdout not JSON: %v\n%s\n%s", method, res.Code, err, res.Stdout, res.Stderr)
 		}
 		if r.Culprit == nil || *r.Culprit != culprit || r.Outcome != "found" {
-			t.Fatalf("%s: outcome %s culprit %v, want found %s\n%s", method, r.Outcome, r.Culprit, culprit, res.stderr)
+			t.Fatalf("%s: outcome %s culprit %v, want found %s\n%s", method, r.Outcome, r.Culprit, culprit, res.Stderr)
 		}
 		fmt.Printf("machine bisect by %s: found %s in %.0f s\n", method, culprit[:12], time.Since(start).Seconds())
 		for _, st := range append(r.Endpoints, r.Steps...) {
