@@ -321,23 +321,7 @@ func (p *Physical) Close() {
 
 // refresh waits (within the boot timeout) until the machine answers, and
 // reads what runs.
-func (p *Physical) refresh(ctx context.Context) error {
-	deadline := time.Now().Add(p.bootTimeout())
-	for {
-		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
-		out, err := p.priv(dctx, "cat /proc/sys/kernel/random/boot_id; uname -r", nil, nil)
-		cancel()
-		if lines := strings.Fields(string(out)); err == nil && len(lines) == 2 {
-			p.state.bootID, p.state.release = lines[0], lines[1]
-			return nil
-		}
-		p.closeConn()
-		if time.Now().After(deadline) || ctx.Err() != nil {
-			return errNoReturn
-		}
-		time.Sleep(3 * time.Second)
-	}
-}
+func (p *Physical) refresh(ctx context.Context) error { return p.poll(ctx, false) }
 
 // restore reboots into the default kernel when a candidate runs.
 func (p *Physical) restore(ctx context.Context) error {
@@ -390,12 +374,29 @@ func (p *Physical) reboot(ctx context.Context, how string, log io.Writer) error 
 // last one seen, within the boot timeout.
 func (p *Physical) waitUp(ctx context.Context, log io.Writer) error {
 	start := time.Now()
-	deadline := start.Add(p.bootTimeout())
-	for time.Now().Before(deadline) {
-		select {
-		case <-ctx.Done():
-			return ctx.Err()
-		case <-time.After(3 * time.Second):
+	if err := p.poll(ctx, true); err != nil {
+		return err
+	}
+	fmt.Fprintf(log, "firstbad: machine: up after %.1f s in Linux %s\n", time.Since(start).Seconds(), p.state.release)
+	return nil
+}
+
+// poll asks the machine what runs (boot id, release, command line) every
+// 3 s within the boot timeout until it answers; with newBoot, until it
+// answers from another boot than the last one seen (it was asked to
+// reboot, and may not be down yet).
+func (p *Physical) poll(ctx context.Context, newBoot bool) error {
+	deadline := time.Now().Add(p.bootTimeout())
+	for first := true; ; first = false {
+		if newBoot || !first {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(3 * time.Second):
+			}
+		}
+		if time.Now().After(deadline) {
+			return errNoReturn
 		}
 		dctx, cancel := context.WithTimeout(ctx, 15*time.Second)
 		out, err := p.priv(dctx, "cat /proc/sys/kernel/random/boot_id; uname -r; cat /proc/cmdline", nil, nil)
@@ -405,15 +406,12 @@ func (p *Physical) waitUp(ctx context.Context, log io.Writer) error {
 			continue
 		}
 		lines := strings.SplitN(strings.TrimRight(string(out), "\n"), "\n", 3)
-		if len(lines) < 3 || lines[0] == p.state.bootID {
-			continue // not down yet
+		if len(lines) < 3 || newBoot && lines[0] == p.state.bootID {
+			continue
 		}
-		p.state.bootID, p.state.release = lines[0], lines[1]
-		p.state.lastCmdline = lines[2]
-		fmt.Fprintf(log, "firstbad: machine: up after %.1f s in Linux %s\n", time.Since(start).Seconds(), lines[1])
+		p.state.bootID, p.state.release, p.state.lastCmdline = lines[0], lines[1], lines[2]
 		return nil
 	}
-	return errNoReturn
 }
 
 // errNoReturn is a machine that did not answer within the boot timeout.
