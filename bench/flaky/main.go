@@ -37,7 +37,7 @@ func main() {
 	fmt.Printf("flaky-bug simulation: target %.2f, seed %d, %d CPUs\n", *target, *seed, runtime.NumCPU())
 	fmt.Println("runs: total test runs per bisect (mean / p95); builds: distinct commits tested (mean); calib: share correct among answers stated at >= target")
 	fmt.Println("classic×1+checks: the one-run answers firstbad's checks (culprit and parent retested, revert on the tip) let stand as found, and the wrong ones among all trials")
-	fmt.Printf("%-6s %-7s %-4s %-5s | %-34s | %-24s | %-22s | %-28s\n", "N", "shape", "p", "f", "bayes: acc runs p95 builds calib", "classic×1: acc runs", "+checks: found wrong", "classic×n: n acc runs p95")
+	fmt.Printf("%-6s %-7s %-4s %-5s | %-34s | %-24s | %-22s | %-28s | %s\n", "N", "shape", "p", "f", "bayes: acc runs p95 builds calib", "classic×1: acc runs", "+checks: found wrong", "classic×n: n acc runs p95", "misfit")
 	for _, shape := range split(*shapes) {
 		for _, n := range list[int](*sizes) {
 			hist := history(shape, n, rand.New(rand.NewPCG(*seed, uint64(n))))
@@ -60,11 +60,11 @@ func main() {
 						r := setting(g, hist, p, f, model, *target, t, *seed)
 						label := fmt.Sprintf("%g", f) + map[string]string{"auto": "~", "zero": "*"}[model]
 						found, wrong := r.checked.found()
-						fmt.Printf("%-6d %-7s %-4g %-5s | %6.1f%% %6.1f %5d %5.1f %6.1f%% | %6.1f%% %6.1f          | %6.1f%% %6.1f%%        | %3d %6.1f%% %7.1f %6d   (%d trials, %.0fs)\n",
+						fmt.Printf("%-6d %-7s %-4g %-5s | %6.1f%% %6.1f %5d %5.1f %6.1f%% | %6.1f%% %6.1f          | %6.1f%% %6.1f%%        | %3d %6.1f%% %7.1f %6d | %5.1f%%  (%d trials, %.0fs)\n",
 							n, shape, p, label,
 							100*r.bayes.acc(), r.bayes.mean(), r.bayes.p95(), r.bayes.builds(), 100*r.calib(),
 							100*r.one.acc(), r.one.mean(), 100*found, 100*wrong,
-							r.fixedN, 100*r.fixed.acc(), r.fixed.mean(), r.fixed.p95(), t, time.Since(start).Seconds())
+							r.fixedN, 100*r.fixed.acc(), r.fixed.mean(), r.fixed.p95(), 100*r.bayes.misfits(), t, time.Since(start).Seconds())
 					}
 				}
 			}
@@ -141,9 +141,22 @@ type trial struct {
 	builds     int
 	confidence float64
 	answer     string
+	misfit     bool // the answer came with a misfit (non-monotonic?)
 }
 
 type stats []trial
+
+// misfits is the share of trials whose answer came with a misfit: on
+// these monotonic histories, each one a run that would end non-monotonic.
+func (s stats) misfits() float64 {
+	c := 0
+	for _, o := range s {
+		if o.misfit {
+			c++
+		}
+	}
+	return float64(c) / float64(len(s))
+}
 
 func (s stats) acc() float64 {
 	c := 0
@@ -303,7 +316,7 @@ func run(s search.Strategy, failed func(string) bool, runs int, culprit string) 
 		}
 		if d.Done {
 			out.correct = d.Culprit == culprit
-			out.confidence, out.answer = d.Confidence, d.Culprit
+			out.confidence, out.answer, out.misfit = d.Confidence, d.Culprit, d.Misfit != nil
 			return out
 		}
 		k := runs

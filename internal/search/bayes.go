@@ -305,6 +305,42 @@ func (b *Bayes) allPass(post posterior, k, n int) float64 {
 	return 1 - w + w*s
 }
 
+// misfitP is how unlikely a commit's runs must be, under the model that
+// gave the answer, to call the range non-monotonic: with a handful of
+// tested commits, a monotonic range with a flaky test gets there about
+// once in a few hundred runs.
+const misfitP = 1e-3
+
+// misfit is the least likely tested commit given culprit k, if below
+// misfitP: one above k whose runs all passed, or one below whose runs all
+// failed, each judged by the rate learned from the other runs (a
+// commit's own runs would explain it away).
+func (b *Bayes) misfit(lv *level, cnt []counts, post posterior, k int) *Misfit {
+	var worst *Misfit
+	for j, c := range cnt {
+		var m Misfit
+		switch {
+		case j > k && c.bad == 0 && c.good > 0:
+			a, bb := b.a0+post.sb[k], b.b0+post.sg[k]-float64(c.good)
+			m = Misfit{Above: true, Runs: c.good, Rate: a / (a + bb), P: math.Exp(logBetaRatio(a, bb, 0, float64(c.good)))}
+		case j < k && c.good == 0 && c.bad > 0:
+			x, y := post.pb[k]-float64(c.bad), post.pg[k]
+			m = Misfit{Runs: c.bad, P: math.Pow(b.opt.FalseAlarm, float64(c.bad)), Rate: b.opt.FalseAlarm}
+			if b.opt.LearnFalseAlarm {
+				w, fa, fb := fPosterior(x, y)
+				m.Rate, m.P = w*fa/(fa+fb), w*math.Exp(logBetaRatio(fa, fb, float64(c.bad), 0))
+			}
+		default:
+			continue
+		}
+		if m.P < misfitP && lv.ids[j] != "" && (worst == nil || m.P < worst.P) {
+			m.Commit = lv.ids[j]
+			worst = &m
+		}
+	}
+	return worst
+}
+
 // falseAlarm is the estimated false-alarm rate if k is the culprit.
 func (b *Bayes) falseAlarm(post posterior, k int) float64 {
 	if !b.opt.LearnFalseAlarm {
@@ -479,7 +515,11 @@ func (b *Bayes) Decide(obs []Observation) (Decision, error) {
 			continue
 		}
 		if sub == nil && carried*top.p >= conf {
-			return answer(d, lv, top), nil
+			d = answer(d, lv, top)
+			if d.Culprit != "" {
+				d.Misfit = b.misfit(lv, cnt, post, top.members[0])
+			}
+			return d, nil
 		}
 		return b.next(d, lv, testable, post, t, h), nil
 	}

@@ -329,3 +329,55 @@ func TestBayesRunBudget(t *testing.T) {
 		t.Errorf("no candidates reported: %+v", d)
 	}
 }
+
+// A commit whose runs the answer explains only with a tiny probability is
+// a misfit: all passes above the culprit, all fails below it. Flaky runs
+// that fit (a pass or two above, at the rate seen elsewhere) are not.
+func TestBayesMisfit(t *testing.T) {
+	obs := func(spec map[string][2]int) []Observation { // commit: {fails, passes}
+		var out []Observation
+		for c, n := range spec {
+			v := outcome.Good
+			if n[0] > 0 {
+				v = outcome.Bad
+			}
+			out = append(out, Observation{Commit: c, Verdict: v, BadRuns: n[0], GoodRuns: n[1]})
+		}
+		return out
+	}
+	cases := []struct {
+		name    string
+		runs    map[string][2]int
+		culprit string
+		want    *Misfit // Commit and Above only
+	}{
+		{"monotonic, flaky", map[string][2]int{"c9": {0, 20}, "c10": {6, 2}, "c20": {2, 2}, "c30": {4, 1}, "c40": {3, 1}}, "c10", nil},
+		{"all passes above the culprit", map[string][2]int{"c9": {0, 20}, "c10": {12, 0}, "c25": {0, 8}, "c30": {8, 0}, "c40": {8, 0}}, "c10",
+			&Misfit{Commit: "c25", Above: true}},
+		{"all fails below the culprit", map[string][2]int{"c5": {6, 0}, "c29": {0, 12}, "c9": {0, 12}, "c30": {8, 0}, "c40": {8, 0}}, "c30",
+			&Misfit{Commit: "c5"}},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			g, err := NewGraph(linear(40), "c40", false)
+			if err != nil {
+				t.Fatal(err)
+			}
+			d, err := NewBayes(g, false, BayesOptions{LearnFalseAlarm: true, Confidence: 0.99}).Decide(obs(c.runs))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !d.Done || d.Culprit != c.culprit {
+				t.Fatalf("done %v culprit %q (posterior %v), want %s", d.Done, d.Culprit, d.Posterior, c.culprit)
+			}
+			var got *Misfit
+			if d.Misfit != nil {
+				got = &Misfit{Commit: d.Misfit.Commit, Above: d.Misfit.Above}
+				t.Logf("misfit %+v", *d.Misfit)
+			}
+			if diff := cmp.Diff(c.want, got); diff != "" {
+				t.Errorf("misfit (-want +got):\n%s", diff)
+			}
+		})
+	}
+}

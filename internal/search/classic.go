@@ -70,6 +70,21 @@ type Decision struct {
 	// Exhausted says why the search stopped short of the confidence asked
 	// for (out of run budget, or nothing left to test); "" when it did not.
 	Exhausted string
+	// Misfit, with a culprit, is a commit whose runs the model behind the
+	// answer explains only with a tiny probability: a range that is not
+	// monotonic (bad, good, bad again) rather than a flaky test.
+	Misfit *Misfit
+}
+
+// Misfit is a tested commit that does not fit the answer: above the
+// culprit, all its runs passed; below it, all failed; either with
+// probability P under the failure rates learned from the other runs.
+type Misfit struct {
+	Commit string
+	Above  bool // a descendant of the culprit (else below it)
+	Runs   int
+	P      float64
+	Rate   float64 // the rate learned without it: p above, f below
 }
 
 // ErrInconsistent is a commit observed both good and bad by a strategy that

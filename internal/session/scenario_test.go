@@ -279,6 +279,45 @@ func TestSessionScenarios(t *testing.T) {
 	}
 }
 
+// A Bayesian run whose runs the model cannot fit ends non-monotonic,
+// naming the culprit and the misfit: here the range is bad at c3, good
+// again from c4 to c9 and bad from c10, and the run starts from a bisect
+// log that saw c3 bad three times and c8 good eight times (a search alone
+// does not look on both sides).
+func TestSessionBayesMisfit(t *testing.T) {
+	w := newWorld(t, 16)
+	w.judge = func(i, c int) pipeline.Run {
+		if i == 3 || i >= 10 {
+			return bad
+		}
+		return good
+	}
+	sha := w.repo.SHAs
+	log := filepath.Join(t.TempDir(), "bisect.log")
+	text := fmt.Sprintf("git bisect start\n# bad: [%[1]s] c15\ngit bisect bad %[1]s\n# good: [%[2]s] c0\ngit bisect good %[2]s\n", sha[15], sha[0])
+	for range 3 {
+		text += fmt.Sprintf("# bad: [%[1]s] c3\ngit bisect bad %[1]s\n", sha[3])
+	}
+	for range 8 {
+		text += fmt.Sprintf("# good: [%[1]s] c8\ngit bisect good %[1]s\n", sha[8])
+	}
+	if err := os.WriteFile(log, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	res, err := w.run(Input{Strategy: "bayes", FromLog: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Outcome != outcome.NonMonotonic || res.Culprit != "" || !strings.Contains(res.Message, "does not look monotonic") {
+		t.Fatalf("outcome %s culprit %q (%s), want non-monotonic", res.Outcome, res.Culprit, res.Message)
+	}
+	// c3 with c8 above it, or c10 with c3 below it: either explains all
+	// but one commit's runs.
+	if got := w.numbers(res.Candidates); !slices.Equal(got, []int{3, 8}) && !slices.Equal(got, []int{10, 3}) {
+		t.Errorf("candidates %v: want the culprit and the commit that does not fit it, c3 and c8 or c10 and c3", got)
+	}
+}
+
 // Kernels that do not build, step after step: the run stops and says the
 // toolchain or config is the likely cause, instead of skipping everything.
 func TestSessionStopsOnBuildFailuresInARow(t *testing.T) {
