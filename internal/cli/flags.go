@@ -207,6 +207,7 @@ type kbuildFlags struct {
 func (k *kbuildFlags) register(c *cobra.Command) {
 	f := c.Flags()
 	f.StringVar(&k.opts.Base, "base-config", "tinyconfig", "base config: tinyconfig, defconfig, a .config file, or machine (the running config of --target machine://HOST)")
+	f.StringVar(&k.opts.TrimModules, "trim-modules", "", "turn off the base config's modules a machine does not load (make localmodconfig): machine (lsmod on --target machine://HOST) or a file of lsmod's output")
 	f.StringArrayVar(&k.kconfig, "kconfig", nil, "config fragment whose options are all required; repeatable")
 	f.StringVar(&k.opts.Arch, "arch", "x86_64", "ARCH to build for")
 	f.StringVar(&k.opts.CC, "cc", "", "compiler (default: ccache gcc when ccache exists)")
@@ -235,6 +236,16 @@ func (k *kbuildFlags) options() (kbuild.Options, error) {
 	}
 	if _, err := toolchain.Parse(o.Toolchain); err != nil {
 		return o, err
+	}
+	if o.TrimModules != "" && o.TrimModules != "machine" {
+		abs, err := filepath.Abs(o.TrimModules)
+		if err == nil {
+			_, err = os.Stat(abs)
+		}
+		if err != nil {
+			return o, outcome.InputErr("--trim-modules: %v (give machine, or a file of lsmod's output)", err)
+		}
+		o.TrimModules = abs
 	}
 	for _, p := range k.kconfig {
 		f, err := kbuild.ReadFragment(p)

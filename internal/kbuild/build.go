@@ -52,6 +52,10 @@ type Options struct {
 	// (LOCALVERSION -firstbad-KEY) so candidates never overwrite each
 	// other's modules or the distribution's.
 	Modules bool `json:"modules,omitempty"`
+	// TrimModules, if set, is a file of lsmod's output: every module of
+	// the base that it does not list is turned off (make localmodconfig),
+	// so a distribution's config builds only what the machine loads.
+	TrimModules string `json:"trim_modules,omitempty"`
 }
 
 func (o Options) withDefaults() Options {
@@ -190,9 +194,11 @@ func inputsKey(src string, o Options, tc *toolchain.Root) string {
 	if tc.Dir != "" {
 		fmt.Fprintf(h, "%s\x00", tc.ID)
 	}
-	if fi, err := os.Stat(o.Base); err == nil && !fi.IsDir() {
-		data, _ := os.ReadFile(o.Base)
-		h.Write(data)
+	for _, in := range []string{o.Base, o.TrimModules} {
+		if fi, err := os.Stat(in); err == nil && !fi.IsDir() {
+			data, _ := os.ReadFile(in)
+			h.Write(data)
+		}
 	}
 	for _, f := range o.Fragments {
 		for _, opt := range f.Options {
@@ -469,6 +475,15 @@ func (j *buildJob) assemble(ctx context.Context, apply []Option) ([]byte, *Resul
 	} else if err := copyBase(j.o.Base, side); err != nil {
 		return nil, nil, err
 	}
+	if j.o.TrimModules != "" {
+		if _, err := os.Stat(j.o.TrimModules); err != nil {
+			return nil, nil, outcome.InputErr("--trim-modules: %v", err)
+		}
+		if r, err := j.trimModules(ctx, side); err != nil || r.ExitCode != 0 {
+			res, err := j.b.failed(ctx, j.res, j.log, j.mark, r, err, "make localmodconfig")
+			return nil, res, err
+		}
+	}
 	base, err := os.ReadFile(side)
 	if err != nil {
 		return nil, nil, outcome.InfraErr("build", err)
@@ -492,6 +507,40 @@ func (j *buildJob) assemble(ctx context.Context, apply []Option) ([]byte, *Resul
 		return nil, nil, outcome.InfraErr("build", err)
 	}
 	return final, nil, nil
+}
+
+// trimModules turns off the side file's modules that the lsmod file does
+// not list: make localmodconfig, in a scratch build dir of its own (it
+// works on the build dir's .config, which the side file spares).
+func (j *buildJob) trimModules(ctx context.Context, side string) (proc.Result, error) {
+	lsmod, err := filepath.Abs(j.o.TrimModules)
+	if err != nil {
+		return proc.Result{}, err
+	}
+	scratch := filepath.Join(j.dir, ".firstbad-trim")
+	defer os.RemoveAll(scratch)
+	if err := os.MkdirAll(scratch, 0o755); err != nil {
+		return proc.Result{}, outcome.InfraErr("build", err)
+	}
+	if err := copyBase(side, filepath.Join(scratch, ".config")); err != nil {
+		return proc.Result{}, err
+	}
+	before := countModules(side)
+	r, err := j.makeIn(ctx, scratch, 5*time.Minute, os.DevNull, "LSMOD="+lsmod, "localmodconfig")
+	if err != nil || r.ExitCode != 0 {
+		return r, err
+	}
+	if err := copyBase(filepath.Join(scratch, ".config"), side); err != nil {
+		return r, err
+	}
+	fmt.Fprintf(j.log, "firstbad: --trim-modules: %d modules in the base, %d left (those lsmod lists)\n", before, countModules(side))
+	return r, nil
+}
+
+// countModules counts the =m options of a config file.
+func countModules(config string) int {
+	data, _ := os.ReadFile(config)
+	return bytes.Count(data, []byte("=m\n"))
 }
 
 // baseApart makes the base config in a scratch build dir of its own and

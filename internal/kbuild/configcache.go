@@ -50,6 +50,10 @@ func (j *buildJob) configKey(applied []Option) string {
 		data, _ := os.ReadFile(j.o.Base)
 		h.Write(data)
 	}
+	if j.o.TrimModules != "" {
+		data, _ := os.ReadFile(j.o.TrimModules)
+		fmt.Fprintf(h, "lsmod\n%s", data)
+	}
 	for _, o := range applied {
 		fmt.Fprintln(h, o)
 	}

@@ -1,0 +1,119 @@
+package kbuild
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/firstbad/firstbad/internal/toolchain"
+)
+
+// kconfigTree checks out the files config targets read (Kconfig files,
+// Makefiles, scripts/, arch/x86, include/) of the test history's tip: a
+// real tree for make defconfig and localmodconfig, without the 1 GiB of
+// the rest. It skips when the test history is not there (test.sh makes it).
+func kconfigTree(t *testing.T) string {
+	t.Helper()
+	if testing.Short() {
+		t.Skip("real make in a kernel tree")
+	}
+	root := os.Getenv("FIRSTBAD_TEST_ROOT")
+	if root == "" {
+		root = "/var/tmp/firstbad-test"
+	}
+	repo := filepath.Join(root, "linux")
+	names, err := exec.Command("git", "-C", repo, "ls-tree", "-r", "--name-only", "tip").Output()
+	if err != nil {
+		t.Skipf("no test history at %s (./test.sh makes it): %v", repo, err)
+	}
+	keep := regexp.MustCompile(`(^|/)(Kconfig|Makefile|Kbuild)[^/]*$|^(scripts|arch/x86|include)/`)
+	var list []string
+	for _, n := range strings.Split(string(names), "\n") {
+		if keep.MatchString(n) {
+			list = append(list, n)
+		}
+	}
+	dir := t.TempDir()
+	idx := filepath.Join(dir, "index")
+	for _, args := range [][]string{{"read-tree", "tip"}, {"checkout-index", "--prefix=" + dir + "/src/", "--stdin"}} {
+		cmd := exec.Command("git", append([]string{"-C", repo}, args...)...)
+		cmd.Env = append(os.Environ(), "GIT_INDEX_FILE="+idx)
+		cmd.Stdin = strings.NewReader(strings.Join(list, "\n"))
+		if out, err := cmd.CombinedOutput(); err != nil {
+			t.Fatalf("git %v: %v\n%s", args, err, out)
+		}
+	}
+	return filepath.Join(dir, "src")
+}
+
+// --trim-modules keeps the base's modules that lsmod lists and turns off
+// the others (make localmodconfig), before the required options apply.
+// localmodconfig itself adds IKCONFIG as a module (so the trimmed kernel
+// still carries its config).
+func TestTrimModules(t *testing.T) {
+	src := kconfigTree(t)
+	header := "Module                  Size  Used by\n"
+	tests := []struct {
+		name, lsmod string
+		apply       []Option
+		want        []string
+	}{
+		{"nothing loaded", header, nil, []string{"CONFIG_IKCONFIG"}},
+		{"efivarfs and a netfilter module loaded", header + "efivarfs 24576 1\nxt_MASQUERADE 16384 0\nnf_nat 57344 2 xt_MASQUERADE\n", nil,
+			[]string{"CONFIG_EFIVAR_FS", "CONFIG_IKCONFIG", "CONFIG_NETFILTER_XT_TARGET_MASQUERADE"}},
+		{"a required module stays", header, []Option{{Name: "CONFIG_BLK_DEV_LOOP", Value: "m"}}, []string{"CONFIG_BLK_DEV_LOOP", "CONFIG_IKCONFIG"}},
+	}
+	// The base: x86_64's defconfig, with its 13 modules.
+	base := filepath.Join(t.TempDir(), "base.config")
+	if err := os.WriteFile(base, assemble(t, src, Options{Base: "defconfig"}, nil), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			lsmod := filepath.Join(t.TempDir(), "lsmod")
+			if err := os.WriteFile(lsmod, []byte(tt.lsmod), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			final := assemble(t, src, Options{Base: base, TrimModules: lsmod}, tt.apply)
+			got := []string{}
+			for _, m := range regexp.MustCompile(`(?m)^(CONFIG_\w+)=m$`).FindAllStringSubmatch(string(final), -1) {
+				got = append(got, m[1])
+			}
+			sort.Strings(got)
+			if diff := cmp.Diff(tt.want, got); diff != "" {
+				t.Errorf("modules left (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// assemble is a config made as a build makes it, checking that a trim
+// says what it did.
+func assemble(t *testing.T, src string, o Options, apply []Option) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	j := &buildJob{b: &Builder{CacheDir: dir}, o: o.withDefaults(), req: Request{Src: src, LogDir: dir}, tc: toolchain.Host(), dir: filepath.Join(dir, "build")}
+	if err := os.MkdirAll(j.dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := j.openLog(); err != nil {
+		t.Fatal(err)
+	}
+	defer j.log.Close()
+	final, res, err := j.assemble(context.Background(), apply)
+	log, _ := os.ReadFile(j.res.Log)
+	if err != nil || res != nil {
+		t.Fatalf("assemble: %v %+v\n%s", err, res, log)
+	}
+	if o.TrimModules != "" && !strings.Contains(string(log), "firstbad: --trim-modules: 13 modules in the base") {
+		t.Errorf("the log does not say what the trim did:\n%s", log)
+	}
+	return final
+}
