@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # machine-bench.sh — a whole bisect on a real disk-booted machine (the test
 # machine: Debian 12 with systemd, GRUB and its own kernel, under QEMU/TCG):
-# five commits of the example 6.1 history around the autogroup change, each
-# candidate built with its modules, installed, booted once and tested on the
-# machine; first by GRUB's one-shot entry, then by kexec. Prints each step's
-# build and boot+test times and the machine's own lines (install, reboot,
-# up, proof).
+# the autogroup change among four commits on top of the example history's
+# tip, each candidate built with its modules, installed, booted once and
+# tested on the machine, then the checks a run does by default (culprit and
+# parent again, the revert); first by GRUB's one-shot entry, then by kexec.
+# Prints the run's time, each search step's build and boot+test times and
+# the machine's own lines (install, reboot, up, proof).
 #
 # Usage: bench/machine-bench.sh   (run ./setup.sh first; tens of minutes)
 set -euo pipefail

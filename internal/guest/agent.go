@@ -98,7 +98,7 @@ func Agent() int {
 	}
 	network()
 	if s.SSHKey != "" {
-		if err := serveSSH(s.SSHKey); err != nil {
+		if err := serveSSH(s.SSHKey, ":"+strconv.Itoa(SSHPort)); err != nil {
 			say("firstbad-agent: SSH server: %v", err)
 		}
 	}
@@ -111,25 +111,27 @@ func Agent() int {
 	if s.WaitGo {
 		// The host test may still be running against this guest: power
 		// off only when the host says so (or it stops the VM).
-		for {
-			if _, err := os.Stat(GoFile(s.FirstRun + s.Runs + 1)); err == nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
-		}
+		waitGo(s.FirstRun + s.Runs + 1)
 	}
 	return 0
+}
+
+// waitGo waits until the host creates run n's go file.
+func waitGo(n int) {
+	for {
+		if _, err := os.Stat(GoFile(n)); err == nil {
+			return
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // runAll runs the test's runs under root ("" in the guest), reporting each
 // on the result port (if any) and the console, then the done marker.
 func runAll(s Settings, root, port string) {
 	for i := s.FirstRun + 1; i <= s.FirstRun+s.Runs; i++ {
-		for s.WaitGo {
-			if _, err := os.Stat(GoFile(i)); err == nil {
-				break
-			}
-			time.Sleep(20 * time.Millisecond)
+		if s.WaitGo {
+			waitGo(i)
 		}
 		r := RunResult{Nonce: s.Nonce, Run: i}
 		if !s.NoGuestTest {

@@ -15,6 +15,7 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 
 	"github.com/u-root/u-root/pkg/cpio"
@@ -92,7 +93,9 @@ type Settings struct {
 }
 
 // GoFile is the file whose creation starts run n when Settings.WaitGo.
-func GoFile(n int) string { return fmt.Sprintf("/run/firstbad-go-%d", n) }
+func GoFile(n int) string { return goPrefix + strconv.Itoa(n) }
+
+const goPrefix = "/run/firstbad-go-"
 
 const (
 	settingsPath = "/firstbad/settings.json"

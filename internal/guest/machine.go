@@ -20,16 +20,18 @@ import (
 // SSH, not the init of a VM.
 const MachineAgentArg = "__machine-agent"
 
-// MachineAgent runs a boot's runs on a real machine: args are a fresh dir
-// and the size of the boot's archive (the one a VM's initramfs appends to
-// its base), which arrives first on stdin and is unpacked into the dir.
+// MachineAgent runs a boot's runs on a real machine: args are a fresh dir,
+// the size of the boot's archive (the one a VM's initramfs appends to its
+// base), which arrives first on stdin and is unpacked into the dir, and,
+// for a host test, the address its SSH server listens on (the machine's
+// own sshd has port 22; the controller forwards to this one).
 // The tests run there (cwd and $FIRSTBAD_ROOT); the markers go to stdout
 // as on a VM's console. The rest of stdin stays open while the controller
 // wants the runs: at its EOF the test's process group is killed and the
 // agent exits.
 func MachineAgent(args []string, stdin io.Reader) int {
-	if len(args) != 2 {
-		say("firstbad-agent: want DIR SIZE")
+	if len(args) != 2 && len(args) != 3 {
+		say("firstbad-agent: want DIR SIZE [SSH-ADDRESS]")
 		return 2
 	}
 	dir := args[0]
@@ -41,9 +43,21 @@ func MachineAgent(args []string, stdin io.Reader) int {
 	if err == nil {
 		err = readSettings(filepath.Join(dir, settingsPath), &s)
 	}
+	if err == nil && s.SSHKey != "" {
+		if len(args) < 3 {
+			err = errors.New("a host test, but no address for the SSH server")
+		} else {
+			err = serveSSH(s.SSHKey, args[2])
+		}
+	}
 	if err != nil {
 		say("firstbad-agent: %v", err)
 		return 1
+	}
+	// Go files of an earlier agent in this boot.
+	olds, _ := filepath.Glob(goPrefix + "*")
+	for _, f := range olds {
+		os.Remove(f)
 	}
 	// The controller gone (EOF on stdin) ends the runs: the test's
 	// process group is killed, then the agent.
@@ -56,6 +70,10 @@ func MachineAgent(args []string, stdin io.Reader) int {
 	}()
 	say("%s nonce=%s", StartMarker, s.Nonce)
 	runAll(s, dir, "")
+	if s.WaitGo {
+		// The host test may still be running against the machine.
+		waitGo(s.FirstRun + s.Runs + 1)
+	}
 	return 0
 }
 

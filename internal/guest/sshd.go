@@ -26,7 +26,7 @@ const SSHPort = 22
 // through /bin/sh, the SFTP subsystem (what modern scp speaks), and
 // direct-tcpip forwards (ssh -L). It listens before returning, so the host
 // can connect as soon as the agent says it started.
-func serveSSH(authorized string) error {
+func serveSSH(authorized, addr string) error {
 	want, _, _, _, err := ssh.ParseAuthorizedKey([]byte(authorized))
 	if err != nil {
 		return fmt.Errorf("authorized key: %v", err)
@@ -48,7 +48,7 @@ func serveSSH(authorized string) error {
 		},
 	}
 	cfg.AddHostKey(signer)
-	l, err := net.Listen("tcp", ":"+strconv.Itoa(SSHPort))
+	l, err := net.Listen("tcp", addr)
 	if err != nil {
 		return err
 	}

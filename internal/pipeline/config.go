@@ -69,9 +69,6 @@ func NewTarget(ctx context.Context, c KernelConfig, cacheDir string, log *slog.L
 		}
 		return q, nil
 	}
-	if _, ok := r.(*target.Physical); ok && c.Host != nil {
-		return nil, outcome.InputErr("--host-test with a machine:// target is not supported yet: run the test on the machine with --guest-test")
-	}
 	if _, ok := r.(*target.Libvirt); ok && c.Host != nil {
 		return nil, outcome.InputErr("--host-test needs a port forwarded into the guest, which a libvirt domain's own NICs do not give: use --target qemu or ssh://HOST for host-side tests")
 	}
@@ -139,9 +136,9 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 // and firstbad's machine fragment, from the machine's own config when the
 // base is "machine" (fetched once).
 type machineBuild struct {
-	p      *target.Physical
-	dir    string
-	config string
+	p             *target.Physical
+	dir           string
+	config, lsmod string
 }
 
 // BuildOptions are the build options for kernels this stage boots: o as
@@ -152,21 +149,36 @@ func (g *GuestTest) BuildOptions(ctx context.Context, o kbuild.Options) (kbuild.
 		if o.Base == "machine" {
 			return o, outcome.InputErr("--base-config machine takes the config of the machine of --target machine://HOST")
 		}
+		if o.TrimModules == "machine" {
+			return o, outcome.InputErr("--trim-modules machine takes the modules loaded on the machine of --target machine://HOST (or give a file of lsmod's output)")
+		}
 		return o, nil
 	}
 	o.Modules, o.Target = true, "machine-x86_64"
-	if o.Base != "machine" {
-		return o, nil
-	}
-	if m.config == "" {
-		cfg, err := m.p.FetchConfig(ctx, m.dir)
-		if err != nil {
+	var err error
+	if o.Base == "machine" {
+		if o.Base, err = fetchOnce(ctx, &m.config, m.dir, m.p.FetchConfig); err != nil {
 			return o, err
 		}
-		m.config = cfg
 	}
-	o.Base = m.config
+	if o.TrimModules == "machine" {
+		if o.TrimModules, err = fetchOnce(ctx, &m.lsmod, m.dir, m.p.FetchLsmod); err != nil {
+			return o, err
+		}
+	}
 	return o, nil
+}
+
+// fetchOnce is *have, fetched first if empty.
+func fetchOnce(ctx context.Context, have *string, dir string, fetch func(context.Context, string) (string, error)) (string, error) {
+	if *have == "" {
+		p, err := fetch(ctx, dir)
+		if err != nil {
+			return "", err
+		}
+		*have = p
+	}
+	return *have, nil
 }
 
 // NewKernelStep assembles build + boot + test for a run, with the

@@ -209,9 +209,13 @@ func (g *GuestTest) prepare(p *bootPlan, kernel Kernel) (target.Boot, error) {
 	if g.Cmdline != "" {
 		cmdline += " " + g.Cmdline
 	}
-	return target.Boot{Kernel: kernel.Image, Modules: kernel.Modules, Release: kernel.Release, Config: kernel.Config, Nonce: p.nonce, Extra: g.Cmdline,
+	b := target.Boot{Kernel: kernel.Image, Modules: kernel.Modules, Release: kernel.Release, Config: kernel.Config, Nonce: p.nonce, Extra: g.Cmdline,
 		Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: p.dir, MemMiB: g.MemMiB,
-		CPUs: g.CPUs, Net: g.Net || p.gs != nil, Forwards: forwards, Interactive: g.Shell}, nil
+		CPUs: g.CPUs, Net: g.Net || p.gs != nil, Forwards: forwards, Interactive: g.Shell}
+	if p.gs != nil {
+		b.AgentSSH = guest.SSHPort
+	}
+	return b, nil
 }
 
 func (g *GuestTest) classifyConfig(p *bootPlan) ClassifyConfig {

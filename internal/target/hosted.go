@@ -40,10 +40,16 @@ type hostedBoot struct {
 // hostedMachine is a machine behind a boot script.
 type hostedMachine struct {
 	vm
-	job       *job
-	grace     time.Duration // after a Stop, how long the script gets to end
+	portForwards
+	job   *job
+	grace time.Duration // after a Stop, how long the script gets to end
+}
+
+// portForwards are a machine's loopback listeners, each carried to a port
+// on the far side of a connection.
+type portForwards struct {
 	listeners []net.Listener
-	conns     sync.WaitGroup // port forwards in flight
+	conns     sync.WaitGroup // forwards in flight
 }
 
 // checkAndStage is the front of every hosted boot: the host checked, the
@@ -204,16 +210,30 @@ func (m *hostedMachine) Wait() Exit {
 	return e
 }
 
-func (m *hostedMachine) closeListeners() {
+func (m *portForwards) closeListeners() {
 	for _, l := range m.listeners {
 		l.Close()
 	}
 }
 
+// listen binds a free loopback port for guest port g (recorded in ports)
+// and forwards it with dial.
+func (m *portForwards) listen(ports map[int]int, g int, dial func() (net.Conn, error)) error {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		m.closeListeners()
+		return fmt.Errorf("listening for the guest's port %d: %w", g, err)
+	}
+	m.listeners = append(m.listeners, l)
+	ports[g] = l.Addr().(*net.TCPAddr).Port
+	m.forward(l, dial)
+	return nil
+}
+
 // forward carries connections to l to address on the far side of dial (the
 // VM host's loopback, where QEMU forwards into the guest), until l is
 // closed. Each connection is counted in m.conns.
-func (m *hostedMachine) forward(l net.Listener, dial func() (net.Conn, error)) {
+func (m *portForwards) forward(l net.Listener, dial func() (net.Conn, error)) {
 	m.conns.Add(1)
 	go func() {
 		defer m.conns.Done()

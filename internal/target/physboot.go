@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/exec"
 	"strconv"
@@ -22,10 +23,50 @@ import (
 // it), so the whole of it, reboot included, is the boot's evidence.
 type physMachine struct {
 	vm
-	sink   *lineSink
-	cancel context.CancelFunc
-	jobMu  sync.Mutex
-	job    *job
+	portForwards
+	sink      *lineSink
+	cancel    context.CancelFunc
+	jobMu     sync.Mutex
+	job       *job
+	agentAddr string // where the agent's SSH server listens, on the machine
+}
+
+// Wait implements Machine: the boot over, its forwards ended too.
+func (m *physMachine) Wait() Exit {
+	e := m.vm.Wait()
+	m.conns.Wait()
+	return e
+}
+
+// forwards binds a loopback port here for each port b forwards: the
+// agent's SSH server, or that port on the machine's own loopback, reached
+// over the machine's SSH connection (the one of the boot in progress).
+func (p *Physical) forwards(m *physMachine, b Boot) error {
+	if !b.Net {
+		return nil
+	}
+	for _, g := range b.Forwards {
+		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(g))
+		err := m.listen(m.ports, g, func() (net.Conn, error) {
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, err := p.conn(ctx)
+			if err != nil {
+				return nil, err
+			}
+			to := addr
+			if g == b.AgentSSH {
+				m.jobMu.Lock()
+				to = m.agentAddr
+				m.jobMu.Unlock()
+			}
+			return c.Dial("tcp", to)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 // Stop ends the boot: the agent's stdin is closed (it kills the test and
@@ -87,8 +128,12 @@ func (p *Physical) Boot(ctx context.Context, b Boot) (Machine, error) {
 		return nil, err
 	}
 	m := &physMachine{vm: newVM(b.Dir, map[int]int{})}
+	if err := p.forwards(m, b); err != nil {
+		return nil, err
+	}
 	logf, resf, err := m.create()
 	if err != nil {
+		m.closeListeners()
 		return nil, err
 	}
 	resf.Close()
@@ -103,6 +148,7 @@ func (p *Physical) Boot(ctx context.Context, b Boot) (Machine, error) {
 		e := p.bootAndTest(bctx, m, b)
 		p.console.detach(m.sink)
 		m.sink.close()
+		m.closeListeners()
 		m.finish(e)
 	}()
 	return m, nil
@@ -241,11 +287,11 @@ cd "$(dirname "$1")" && ls -1t | tail -n +9 | xargs -r rm -f`, []string{remotePa
 
 // agentScript starts the agent in a fresh run dir ($1 its name, $2 the
 // agent in the upload cache, $3 the size of the boot's archive, which
-// comes first on stdin).
+// comes first on stdin, $4 its SSH server's address for a host test).
 const agentScript = `r=` + machineDir + `/runs/$1; chmod 755 "$2"
 mkdir -p "$r" || exit 98
 echo firstbad-starting
-exec "$2" ` + "__machine-agent" + ` "$r" "$3"`
+exec "$2" ` + "__machine-agent" + ` "$r" "$3" "$4"`
 
 // runAgent runs the boot's tests through the agent, its output the
 // console; a machine that stops answering meanwhile is power-cycled (or
@@ -260,7 +306,18 @@ func (p *Physical) runAgent(ctx context.Context, m *physMachine, b Boot) Exit {
 		return Exit{Err: outcome.InfraErr("boot", err)}
 	}
 	defer in.Close()
-	j, word, rest, err := startJob(ctx, &p.sshHost, agentScript, []string{b.Nonce, agent, strconv.FormatInt(tail, 10)}, m.sink, in, tail)
+	args := []string{b.Nonce, agent, strconv.FormatInt(tail, 10)}
+	if b.AgentSSH != 0 {
+		c, err := p.conn(ctx)
+		if err != nil {
+			return Exit{Err: connLost(p.Dest.Host, err)}
+		}
+		m.jobMu.Lock()
+		m.agentAddr = net.JoinHostPort("127.0.0.1", strconv.Itoa(remotePort(c)))
+		args = append(args, m.agentAddr)
+		m.jobMu.Unlock()
+	}
+	j, word, rest, err := startJob(ctx, &p.sshHost, agentScript, args, m.sink, in, tail)
 	if err != nil {
 		return Exit{Err: connLost(p.Dest.Host, err)}
 	}

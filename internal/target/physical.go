@@ -179,8 +179,7 @@ func (p *Physical) Check(ctx context.Context) (*HostInfo, error) {
 	}
 	info, err := p.learn(strings.Split(strings.TrimRight(string(out), "\n"), "\n"))
 	if err != nil {
-		// Nothing was installed: let go of the machine as found.
-		_, _ = p.priv(ctx, `rm -f `+machineDir+`/lock`, nil, nil)
+		p.letGo(ctx)
 		return nil, err
 	}
 	p.info = info
@@ -193,7 +192,24 @@ func (p *Physical) Check(ctx context.Context) (*HostInfo, error) {
 	if _, err := p.priv(ctx, cleanScript, []string{p.state.release}, nil); err != nil {
 		return nil, fmt.Errorf("machine %s: removing what an earlier run installed: %v", p.Dest.Host, err)
 	}
-	return info, p.startConsole()
+	if err := p.startConsole(); err != nil {
+		p.letGo(ctx)
+		return nil, err
+	}
+	return info, nil
+}
+
+// letGoScript releases the machine; a firstbad dir that holds nothing
+// worth keeping (no candidate left installed, no uploads for the next
+// run) goes too, so that a check that failed leaves the machine as found.
+const letGoScript = `d=` + machineDir + `; rm -f "$d/lock"
+if [ ! -s "$d/manifest" ] && [ -z "$(ls -A "$d/cache" 2>/dev/null)" ]; then rm -rf "$d"; fi`
+
+func (p *Physical) letGo(ctx context.Context) {
+	p.info = nil
+	if _, err := p.priv(ctx, letGoScript, nil, nil); err != nil && p.Log != nil {
+		p.Log.Warn("could not release the machine", "machine", p.Dest.Host, "err", err)
+	}
 }
 
 // needSudo says whether the login needs sudo, failing when it is not
@@ -210,8 +226,9 @@ func (p *Physical) needSudo(ctx context.Context) (bool, error) {
 	if strings.TrimSpace(string(out)) == "0" {
 		return false, nil
 	}
-	if _, err := c.Run(ctx, "sudo -n true", nil); err != nil {
-		return false, fmt.Errorf("machine %s: the login is not root and sudo asks for a password: log in as root, or allow it password-less sudo", p.Dest.Host)
+	if out, err := c.Run(ctx, "sudo -n true 2>&1", nil); err != nil {
+		return false, fmt.Errorf("machine %s: the login is not root and password-less sudo fails (%s): log in as root, or allow this login password-less sudo",
+			p.Dest.Host, strings.TrimSpace(string(out)))
 	}
 	return true, nil
 }
@@ -313,7 +330,7 @@ func (p *Physical) Close() {
 		p.Log.Error("the machine did not come back in its default kernel: it needs a look (and a power cycle)", "machine", p.Dest.Host, "err", err)
 		return
 	}
-	if _, err := p.priv(ctx, cleanScript+"\nrm -f "+machineDir+"/lock", []string{keep}, nil); err != nil && p.Log != nil {
+	if _, err := p.priv(ctx, cleanScript+"\n"+letGoScript, []string{keep}, nil); err != nil && p.Log != nil {
 		p.Log.Error("cleaning up the machine", "machine", p.Dest.Host, "err", err)
 	}
 	p.info = nil
@@ -477,24 +494,46 @@ else echo "firstbad-error neither /boot/config-$rel nor /proc/config.gz (CONFIG_
 // FetchConfig copies the config of the machine's default kernel into dir
 // (named by its content) and returns its path: --base-config machine.
 func (p *Physical) FetchConfig(ctx context.Context, dir string) (string, error) {
+	return p.fetch(ctx, dir, "config", configScript, func(out []byte) error {
+		if !bytes.Contains(out, []byte("\nCONFIG_")) || !bytes.Contains(out, []byte("CONFIG_64BIT=y")) && !bytes.Contains(out, []byte("CONFIG_X86_32=y")) {
+			return outcome.InputErr("--base-config machine: what machine %s gave is not an x86 kernel config (%d bytes)", p.Dest.Host, len(out))
+		}
+		return nil
+	})
+}
+
+// FetchLsmod copies the machine's lsmod (its default kernel's modules,
+// loaded now) into dir and returns its path: --trim-modules machine.
+func (p *Physical) FetchLsmod(ctx context.Context, dir string) (string, error) {
+	return p.fetch(ctx, dir, "lsmod", `lsmod`, func(out []byte) error {
+		if !bytes.HasPrefix(out, []byte("Module ")) {
+			return outcome.InputErr("--trim-modules machine: machine %s's lsmod gave no module list (%d bytes)", p.Dest.Host, len(out))
+		}
+		return nil
+	})
+}
+
+// fetch runs script on the machine (checked first: it runs its default
+// kernel then) and keeps its output, if valid says so, in dir by content.
+func (p *Physical) fetch(ctx context.Context, dir, what, script string, valid func([]byte) error) (string, error) {
 	if _, err := p.Check(ctx); err != nil {
 		return "", err
 	}
-	out, err := p.priv(ctx, configScript, nil, nil)
+	out, err := p.priv(ctx, script, nil, nil)
 	if msg, ok := scriptError(out); ok {
-		return "", outcome.InputErr("--base-config machine: machine %s: %s", p.Dest.Host, msg)
+		return "", outcome.InputErr("machine %s: %s", p.Dest.Host, msg)
 	}
 	if err != nil {
-		return "", fmt.Errorf("machine %s: reading its kernel config: %v", p.Dest.Host, err)
+		return "", fmt.Errorf("machine %s: reading its %s: %v", p.Dest.Host, what, err)
 	}
-	if !bytes.Contains(out, []byte("\nCONFIG_")) || !bytes.Contains(out, []byte("CONFIG_64BIT=y")) && !bytes.Contains(out, []byte("CONFIG_X86_32=y")) {
-		return "", outcome.InputErr("--base-config machine: what machine %s gave is not an x86 kernel config (%d bytes)", p.Dest.Host, len(out))
+	if err := valid(out); err != nil {
+		return "", err
 	}
 	sum := sha256.Sum256(out)
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", err
 	}
-	path := filepath.Join(dir, p.Dest.Host+"-"+hex.EncodeToString(sum[:8])+".config")
+	path := filepath.Join(dir, p.Dest.Host+"-"+hex.EncodeToString(sum[:8])+"."+what)
 	if err := os.WriteFile(path+".tmp", out, 0o644); err != nil {
 		return "", err
 	}

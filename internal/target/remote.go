@@ -264,15 +264,10 @@ func (r *RemoteQEMU) forwards(ctx context.Context, m *hostedMachine, b *Boot) er
 	for _, g := range b.Forwards {
 		rp := remotePort(c)
 		b.Ports[g] = rp
-		l, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			m.closeListeners()
-			return fmt.Errorf("listening for the guest's port %d: %w", g, err)
-		}
-		m.listeners = append(m.listeners, l)
-		m.ports[g] = l.Addr().(*net.TCPAddr).Port
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(rp))
-		m.forward(l, func() (net.Conn, error) { return c.Dial("tcp", addr) })
+		if err := m.listen(m.ports, g, func() (net.Conn, error) { return c.Dial("tcp", addr) }); err != nil {
+			return err
+		}
 	}
 	return nil
 }

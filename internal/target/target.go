@@ -36,6 +36,10 @@ type Boot struct {
 	Config  string // the kernel's .config (initramfs tools read it)
 	Nonce   string
 	Extra   string
+	// AgentSSH is the guest port of the agent's own SSH server (host
+	// tests), 0 if none: on a machine, whose port 22 is its sshd, the
+	// agent listens elsewhere and the forward of this port goes there.
+	AgentSSH int
 }
 
 // Exit is how a machine ended.

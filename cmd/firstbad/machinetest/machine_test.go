@@ -57,6 +57,18 @@ v=$(cat /proc/sys/kernel/sched_autogroup_enabled) || exit 125
 echo "sched_autogroup_enabled=$v"
 [ "$v" = 1 ]`
 
+// hostTest runs on the controller against the machine: the scp-loop
+// shape of a VM host's bug, once.
+const hostTest = `set -e
+f=$(mktemp); trap 'rm -f "$f"' EXIT
+echo firstbad > "$f"
+scp -q -F "$FIRSTBAD_SSH_CONFIG" "$f" guest:/tmp/firstbad-host-test
+r=$($FIRSTBAD_SSH uname -r)
+v=$($FIRSTBAD_SSH cat /proc/sys/kernel/sched_autogroup_enabled)
+c=$($FIRSTBAD_SSH cat /tmp/firstbad-host-test)
+echo "host test: $r autogroup=$v copied=$c"
+[ "$v" = 1 ]`
+
 // TestMachine drives a real disk-booted machine (testmachine: Debian with
 // systemd, GRUB and its own kernel, under QEMU): one step per boot method,
 // a candidate that panics at boot, a hang power-cycled, and the machine
@@ -68,12 +80,13 @@ func TestMachine(t *testing.T) {
 	e.cache = k.CacheDir
 	ctx := context.Background()
 	defaultKernel := strings.TrimSpace(must(m.Run(ctx, "uname -r")))
+	br := machineBranch(t, k.Repo)
 	// The shared test kernel's own config as the machine's base: the same
 	// kernel, with modules and a release of its own.
 	base := filepath.Join(filepath.Dir(k.Image), "config")
 	machine := func(test string, target string, extra ...string) (machineResult, clitest.Result) {
 		t.Helper()
-		args := append([]string{"--json", "test", "--repo", k.Repo, "tip", "--guest-test", script(t, test),
+		args := append([]string{"--json", "test", "--repo", k.Repo, br.bad, "--guest-test", script(t, test),
 			"--base-config", base, "--kconfig", k.Fragment, "--target", target, "--ssh-config", m.SSHConfig,
 			"--console", m.ConsoleCmd, "--power-cycle", m.PowerCycle, "--boot-timeout", "4m", "--timeout", "2m"}, extra...)
 		start := time.Now()
@@ -95,17 +108,85 @@ func TestMachine(t *testing.T) {
 		}
 	}
 
-	t.Run("grub", func(t *testing.T) {
-		r, res := machine(machineTest, "machine://"+testmachine.Alias)
-		if res.Code != 1 || r.Verdict != "bad" || r.Reason != "exit 1" {
-			t.Fatalf("exit %d verdict %s reason %q; want 1 bad \"exit 1\" (autogrouping is off at tip)\n%s", res.Code, r.Verdict, r.Reason, res.Stderr)
+	t.Run("bad input", func(t *testing.T) {
+		// Each refused before anything is installed, with a message that
+		// names the problem, and the machine left exactly as found (no
+		// firstbad dir, no lock). A step's exit codes: 128 input, 129
+		// environment.
+		target := "machine://" + testmachine.Alias
+		rows := []struct {
+			name, setup, undo string
+			args              []string
+			code              int
+			want              string
+		}{
+			{"not root, no sudo", `id plain >/dev/null 2>&1 || useradd -m plain; mkdir -p ~plain/.ssh; cp /root/.ssh/authorized_keys ~plain/.ssh/; chown -R plain ~plain/.ssh`, ``,
+				[]string{"--target", "machine://plain@" + testmachine.Alias}, 129, "the login is not root and password-less sudo fails"},
+			{"no kexec", `mv "$(command -v kexec)" /root/kexec.off`, `mv /root/kexec.off /usr/sbin/kexec`,
+				[]string{"--target", target + "?boot=kexec"}, 129, "kexec is not installed there"},
+			{"no boot loader", `mv "$(command -v grub-reboot)" /root/grub-reboot.off; mv "$(command -v kexec)" /root/kexec.off`,
+				`mv /root/grub-reboot.off /usr/sbin/grub-reboot; mv /root/kexec.off /usr/sbin/kexec`,
+				[]string{"--target", target}, 129, "no boot loader firstbad can drive"},
+			{"/boot full", `fallocate -l $(( $(df -Pk /boot | awk 'NR==2 {print $4}') - 32768 ))K /boot/fill`, `rm -f /boot/fill`,
+				[]string{"--target", target}, 129, "too little space"},
+			{"not a kernel config", `r=$(uname -r); mv /boot/config-$r /root/config.off; echo 'hello' > /boot/config-$r`, `mv /root/config.off /boot/config-$(uname -r)`,
+				[]string{"--target", target, "--base-config", "machine"}, 128, "is not an x86 kernel config"},
+			{"console ends at once", ``, ``,
+				[]string{"--target", target, "--console", "echo no such console; exit 1"}, 128, "ended at once: no such console"},
+			{"power command not found", ``, ``,
+				[]string{"--target", target, "--power-cycle", "no-such-ipmitool chassis power cycle"}, 128, "no-such-ipmitool is not found here"},
+		}
+		for _, r := range rows {
+			must(m.Run(ctx, r.setup+"\ntrue"))
+			args := []string{"test", "--repo", k.Repo, br.bad, "--guest-test", script(t, "exit 0"), "--kconfig", k.Fragment,
+				"--ssh-config", m.SSHConfig, "--base-config", base}
+			res := e.run(append(args, r.args...)...)
+			must(m.Run(ctx, r.undo+"\ntrue"))
+			if res.Code != r.code || !strings.Contains(res.Stderr, r.want) {
+				t.Errorf("%s: exit %d, stderr:\n%s\nwant exit %d and %q", r.name, res.Code, res.Stderr, r.code, r.want)
+			}
+			if out := must(m.Run(ctx, "ls -d /var/lib/firstbad 2>/dev/null; true")); out != "" {
+				t.Errorf("%s: the machine keeps %s", r.name, out)
+			}
 		}
 		left(t)
 	})
-	t.Run("kexec", func(t *testing.T) {
-		r, res := machine(machineTest, "machine://"+testmachine.Alias+"?boot=kexec")
-		if res.Code != 1 || r.Verdict != "bad" || r.Reason != "exit 1" {
-			t.Fatalf("exit %d verdict %s reason %q; want 1 bad \"exit 1\"\n%s", res.Code, r.Verdict, r.Reason, res.Stderr)
+	t.Run("bisect", func(t *testing.T) {
+		// The known change among four commits on top of the test kernel's
+		// tip: each candidate an incremental build with its modules, booted
+		// once by GRUB's one-shot entry. The checks after the search
+		// (confirmation, revert) are boots of the same kind and would
+		// triple the time: the QEMU kernel tests cover them, the machine
+		// bench runs them here.
+		good, culprit := br.good, br.culprit
+		start := time.Now()
+		res := e.run("--json", "run", "--repo", k.Repo, "--good", good, "--bad", br.bad,
+			"--guest-test", script(t, machineTest), "--base-config", base, "--kconfig", k.Fragment,
+			"--target", "machine://"+testmachine.Alias, "--ssh-config", m.SSHConfig,
+			"--console", m.ConsoleCmd, "--power-cycle", m.PowerCycle, "--boot-timeout", "4m", "--timeout", "2m",
+			"--confirm=false", "--revert-check", "off")
+		var r report
+		if err := json.Unmarshal([]byte(res.Stdout), &r); err != nil {
+			t.Fatalf("exit %d, stdout not JSON: %v\n%s\n%s", res.Code, err, res.Stdout, res.Stderr)
+		}
+		t.Logf("bisect by GRUB: exit %d in %.0f s, outcome %s\n%s", res.Code, time.Since(start).Seconds(), r.Outcome, r.steps())
+		if res.Code != 0 || r.Outcome != "found" || r.Culprit == nil || *r.Culprit != culprit {
+			t.Fatalf("exit %d outcome %s culprit %v, want 0 found %s\n%s", res.Code, r.Outcome, r.Culprit, culprit, res.Stderr)
+		}
+		left(t)
+	})
+	t.Run("kexec, with a host test", func(t *testing.T) {
+		// The guest test on the machine and a host test here at once: the
+		// host test reaches the machine through $FIRSTBAD_SSH (the agent's
+		// SSH server, forwarded over the machine's connection), copies a
+		// file there with scp and reads what the candidate runs.
+		r, res := machine(machineTest, "machine://"+testmachine.Alias+"?boot=kexec", "--host-test", script(t, hostTest))
+		if res.Code != 1 || r.Verdict != "bad" {
+			t.Fatalf("exit %d verdict %s reason %q; want 1 bad\n%s", res.Code, r.Verdict, r.Reason, res.Stderr)
+		}
+		log, err := os.ReadFile(filepath.Join(filepath.Dir(r.ConsoleLog), "host-run-1.log"))
+		if err != nil || !strings.Contains(string(log), "-firstbad-") || !strings.Contains(string(log), "autogroup=0 copied=firstbad") {
+			t.Fatalf("the host test did not reach the candidate (%v):\n%s", err, log)
 		}
 		left(t)
 	})
@@ -123,7 +204,7 @@ func TestMachine(t *testing.T) {
 		// firstbad on the machine (here doctor) finds the lock of a dead
 		// controller, brings the machine back to its own kernel and
 		// removes what the killed one installed.
-		cmd := exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "test", "--repo", k.Repo, "tip",
+		cmd := exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "test", "--repo", k.Repo, br.bad,
 			"--guest-test", script(t, "exit 0"), "--base-config", base, "--kconfig", k.Fragment,
 			"--target", "machine://"+testmachine.Alias, "--ssh-config", m.SSHConfig, "--boot-timeout", "4m")
 		if err := cmd.Start(); err != nil {
@@ -210,13 +291,77 @@ type step struct {
 	} `json:"evidence"`
 }
 
-// TestMachineBisect is the machine's whole bisect: the autogroup change
-// found among five commits of the example history, each candidate built
-// with its modules, installed, booted once on the disk-booted machine and
-// tested there, by GRUB's one-shot entry and then by kexec (the second
-// run's kernels come from the artifact cache: its steps cost the install,
-// the reboot and the test). Many builds: bench/machine-bench.sh runs it
-// (FIRSTBAD_MACHINE_BISECT=1); the suite's TestMachine covers each path.
+// steps are the report's steps, one line each.
+func (r report) steps() string {
+	var b strings.Builder
+	for _, st := range append(r.Endpoints, r.Steps...) {
+		var console []byte
+		if st.Evidence.ConsoleLog != nil {
+			console, _ = os.ReadFile(*st.Evidence.ConsoleLog)
+		}
+		fmt.Fprintf(&b, "  %s %-4s build %6.1f s, boot+test %6.1f s, total %6.1f s\n%s", st.Commit[:12], st.Verdict,
+			deref(st.Build), deref(st.Test), st.Duration, indent(machineLines(string(console))))
+	}
+	return b.String()
+}
+
+// branch is the machine bisect's history: four commits on top of the test
+// kernel's tip (branch firstbad-machine-bisect), made with fixed dates so
+// that they, and so their kernels in the artifact cache, are the same in
+// every run: good reverts the known autogroup change, a README line, the
+// change again (its author, date and message), another README line (bad).
+type branch struct{ good, culprit, bad string }
+
+func machineBranch(t *testing.T, repo string) branch {
+	t.Helper()
+	idx := filepath.Join(t.TempDir(), "index")
+	git := func(stdin string, env []string, args ...string) string {
+		t.Helper()
+		cmd := exec.Command("git", args...)
+		cmd.Dir = repo
+		cmd.Stdin = strings.NewReader(stdin)
+		cmd.Env = append(append(os.Environ(), "GIT_INDEX_FILE="+idx, "GIT_AUTHOR_NAME=firstbad test", "GIT_AUTHOR_EMAIL=test@firstbad",
+			"GIT_COMMITTER_NAME=firstbad test", "GIT_COMMITTER_EMAIL=test@firstbad", "GIT_AUTHOR_DATE=2026-01-01T00:00:00Z",
+			"GIT_COMMITTER_DATE=2026-01-01T00:00:00Z"), env...)
+		out, err := cmd.Output()
+		if err != nil {
+			t.Fatalf("git %v: %v", args, err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	const file = "kernel/sched/autogroup.c"
+	known := git("", nil, "rev-parse", "f76895681")
+	off := git("", nil, "show", "tip:"+file)
+	on := strings.Replace(off, "sysctl_sched_autogroup_enabled = 0;", "sysctl_sched_autogroup_enabled = 1;", 1)
+	if on == off {
+		t.Fatalf("%s at tip does not disable autogrouping", file)
+	}
+	readme := git("", nil, "show", "tip:README")
+	git("", nil, "read-tree", "tip")
+	parent := git("", nil, "rev-parse", "tip")
+	commit := func(path, content, msg string, env ...string) string {
+		blob := git(content+"\n", nil, "hash-object", "-w", "--stdin")
+		git("", nil, "update-index", "--cacheinfo", "100644,"+blob+","+path)
+		parent = git(msg, env, "commit-tree", git("", nil, "write-tree"), "-p", parent)
+		return parent
+	}
+	var b branch
+	b.good = commit(file, on, "Revert \"sched: Do not enable autogrouping by default\" (firstbad machine test)")
+	commit("README", readme+"\nfirstbad machine test: one\n", "README: a line (firstbad machine test)")
+	info := strings.SplitN(git("", nil, "show", "-s", "--format=%an%n%ae%n%aI%n%B", known), "\n", 4)
+	b.culprit = commit(file, off, info[3]+"\n\n(cherry picked from commit "+known+")",
+		"GIT_AUTHOR_NAME="+info[0], "GIT_AUTHOR_EMAIL="+info[1], "GIT_AUTHOR_DATE="+info[2])
+	b.bad = commit("README", readme+"\nfirstbad machine test: two\n", "README: another line (firstbad machine test)")
+	git("", nil, "update-ref", "refs/heads/firstbad-machine-bisect", b.bad)
+	return b
+}
+
+// TestMachineBisect is the machine bisect of TestMachine with everything
+// a user's run does after the search (the culprit and its parent tested
+// again, the revert check), by GRUB's one-shot entry and then by kexec (the
+// second run's kernels come from the artifact cache: its steps cost the
+// install, the reboot and the test). bench/machine-bench.sh runs it
+// (FIRSTBAD_MACHINE_BISECT=1) and prints each step's figures.
 func TestMachineBisect(t *testing.T) {
 	if os.Getenv("FIRSTBAD_MACHINE_BISECT") == "" {
 		t.Skip("a whole machine bisect: bench/machine-bench.sh runs it (FIRSTBAD_MACHINE_BISECT=1)")
@@ -226,14 +371,10 @@ func TestMachineBisect(t *testing.T) {
 	e := newEnv(t)
 	e.cache = k.CacheDir
 	base := filepath.Join(filepath.Dir(k.Image), "config")
-	out, err := exec.Command("git", "-C", k.Repo, "rev-parse", "f76895681").Output()
-	if err != nil {
-		t.Fatal(err)
-	}
-	culprit := strings.TrimSpace(string(out))
+	br := machineBranch(t, k.Repo)
 	for _, method := range []string{"grub", "kexec"} {
 		start := time.Now()
-		res := e.run("--json", "run", "--repo", k.Repo, "--good", "f76895681~3", "--bad", "91638c430",
+		res := e.run("--json", "run", "--repo", k.Repo, "--good", br.good, "--bad", br.bad,
 			"--guest-test", script(t, machineTest), "--base-config", base, "--kconfig", k.Fragment,
 			"--target", "machine://"+testmachine.Alias+"?boot="+method, "--ssh-config", m.SSHConfig,
 			"--console", m.ConsoleCmd, "--power-cycle", m.PowerCycle, "--boot-timeout", "5m")
@@ -241,18 +382,10 @@ func TestMachineBisect(t *testing.T) {
 		if err := json.Unmarshal([]byte(res.Stdout), &r); err != nil {
 			t.Fatalf("%s: exit %d, stdout not JSON: %v\n%s\n%s", method, res.Code, err, res.Stdout, res.Stderr)
 		}
-		if r.Culprit == nil || *r.Culprit != culprit || r.Outcome != "found" {
-			t.Fatalf("%s: outcome %s culprit %v, want found %s\n%s", method, r.Outcome, r.Culprit, culprit, res.Stderr)
+		if r.Culprit == nil || *r.Culprit != br.culprit || r.Outcome != "found" {
+			t.Fatalf("%s: outcome %s culprit %v, want found %s\n%s", method, r.Outcome, r.Culprit, br.culprit, res.Stderr)
 		}
-		fmt.Printf("machine bisect by %s: found %s in %.0f s\n", method, culprit[:12], time.Since(start).Seconds())
-		for _, st := range append(r.Endpoints, r.Steps...) {
-			var console []byte
-			if st.Evidence.ConsoleLog != nil {
-				console, _ = os.ReadFile(*st.Evidence.ConsoleLog)
-			}
-			fmt.Printf("  %s %-4s build %6.1f s, boot+test %6.1f s, total %6.1f s\n%s", st.Commit[:12], st.Verdict,
-				deref(st.Build), deref(st.Test), st.Duration, indent(machineLines(string(console))))
-		}
+		fmt.Printf("machine bisect by %s, with the checks: found %s in %.0f s\n%s", method, br.culprit[:12], time.Since(start).Seconds(), r.steps())
 	}
 }
 
