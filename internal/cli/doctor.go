@@ -30,14 +30,14 @@ type check struct {
 }
 
 func doctorCmd(g *globals) *cobra.Command {
-	var targetURL, sshConfig, tc, power, console string
+	var targetURL, sshConfig, tc, power, console, method string
 	c := &cobra.Command{
 		Use:   "doctor [--target ssh://HOST]",
 		Short: "check that this machine has everything a kernel bisect needs",
 		Long:  "doctor checks git, kernel build dependencies, ccache, QEMU, busybox-static, KVM and free disk,\nand prints what is missing with the command that installs it. Exit 0 only when everything is there.",
 		Args:  cobra.NoArgs,
 		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
-			r, err := target.ParseTarget(targetURL, target.Options{SSH: remote.Config{File: sshConfig}, PowerCycle: power, Console: console})
+			r, err := target.ParseTarget(targetURL, target.Options{SSH: remote.Config{File: sshConfig}, PowerCycle: power, Console: console, BootMethod: method})
 			if err != nil {
 				return outcome.InputErr("%v", err)
 			}
@@ -64,6 +64,7 @@ func doctorCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&targetURL, "target", "qemu", "also check a VM host: ssh://[user@]host[:port] (reachable, authenticated, QEMU, disk, KVM) or a libvirt domain: libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN, or a real machine: machine://[user@]host[:port] (root or sudo, boot method, space, power and console commands)")
 	c.Flags().StringVar(&sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
 	c.Flags().StringVar(&power, "power-cycle", "", "with --target machine://: the power-cycle command to check (found, not run)")
+	c.Flags().StringVar(&method, "boot-method", "", "with --target machine://: the boot method to check (auto, grub or kexec)")
 	c.Flags().StringVar(&console, "console", "", "with --target machine://: the console command to check (it must keep running)")
 	c.Flags().StringVar(&tc, "toolchain", "", "also show a build root: debian:RELEASE or a root's directory (its versions and size)")
 	return c

@@ -47,6 +47,7 @@ type guestFlags struct {
 	sshConfig   string
 	takeOver    bool
 	powerCycle  string
+	bootMethod  string
 	console     string
 	leave       bool
 }
@@ -79,6 +80,7 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f.StringVar(&gf.target, "target", "qemu", "where kernels boot: qemu (local), ssh://[user@]host[:port][?dir=DIR&qemu=BINARY] (QEMU on a VM host), or libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN[?uri=URI&dir=DIR] (an existing libvirt domain)")
 	f.StringVar(&gf.sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
 	f.BoolVar(&gf.takeOver, "take-over-domain", false, "let a libvirt target stop its domain even if it runs something else (its definition is restored at the end)")
+	f.StringVar(&gf.bootMethod, "boot-method", "", "machine:// targets: how a candidate is booted once: auto (GRUB if there, else kexec), grub (a one-shot entry and a reboot) or kexec (no firmware reboot); the same as the URL's ?boot=")
 	f.StringVar(&gf.powerCycle, "power-cycle", "", "machine:// targets: command (sh -c, run here) that power-cycles the machine when it stops answering, e.g. ipmitool ... chassis power cycle")
 	f.StringVar(&gf.console, "console", "", "machine:// targets: command (sh -c, run here) whose output is the machine's serial console, e.g. ipmitool ... sol activate; kept as evidence and read for crashes")
 	f.BoolVar(&gf.leave, "leave-running", false, "machine:// targets: at the end, leave the machine in the last candidate (default: reboot it into its default kernel)")
@@ -95,7 +97,7 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 	if err != nil {
 		return none, err
 	}
-	if _, err := target.ParseTarget(gf.target, target.Options{}); err != nil {
+	if _, err := target.ParseTarget(gf.target, target.Options{BootMethod: gf.bootMethod}); err != nil {
 		return none, outcome.InputErr("%v", err)
 	}
 	if gf.sshConfig != "" {
@@ -125,7 +127,7 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 	return pipeline.KernelConfig{GuestTest: test, Files: files, Timeout: gf.timeout, BootTimeout: gf.bootTimeout,
 		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, AnyCrash: gf.anyCrash, Accel: gf.accel,
 		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
-		TakeOver: gf.takeOver, PowerCycle: gf.powerCycle, Console: gf.console, LeaveRunning: gf.leave}, nil
+		TakeOver: gf.takeOver, PowerCycle: gf.powerCycle, Console: gf.console, BootMethod: gf.bootMethod, LeaveRunning: gf.leave}, nil
 }
 
 // checkValues rejects values that would silently mean something else.
@@ -146,8 +148,8 @@ func (gf *guestFlags) checkValues() error {
 		return outcome.InputErr("--timeout must be positive (it bounds one run of the test)")
 	case gf.bootTimeout < 0:
 		return outcome.InputErr("--boot-timeout must be positive")
-	case !strings.HasPrefix(gf.target, "machine://") && (gf.powerCycle != "" || gf.console != "" || gf.leave):
-		return outcome.InputErr("--power-cycle, --console and --leave-running are for --target machine://HOST")
+	case !strings.HasPrefix(gf.target, "machine://") && (gf.powerCycle != "" || gf.console != "" || gf.leave || gf.bootMethod != ""):
+		return outcome.InputErr("--power-cycle, --console, --boot-method and --leave-running are for --target machine://HOST")
 	case gf.memory < 64:
 		return outcome.InputErr("--memory %d: give at least 64 (MiB)", gf.memory)
 	case gf.cpus < 1 || gf.cpus > 64:

@@ -47,6 +47,7 @@ type KernelConfig struct {
 	// A real machine's power-cycle and console commands, and whether to
 	// leave it in the last candidate at the end (machine:// targets).
 	PowerCycle   string `json:"power_cycle,omitempty"`
+	BootMethod   string `json:"boot_method,omitempty"`
 	Console      string `json:"console,omitempty"`
 	LeaveRunning bool   `json:"leave_running,omitempty"`
 }
@@ -57,7 +58,7 @@ func NewTarget(ctx context.Context, c KernelConfig, cacheDir string, log *slog.L
 	probes := cachedir.Dir(cacheDir).Probes()
 	self, _ := os.Executable()
 	r, err := target.ParseTarget(c.Target, target.Options{SSH: remote.Config{File: c.SSHConfig}, Accel: c.Accel,
-		CacheDir: probes, Log: log, Probe: ProbeKVM, TakeOver: c.TakeOver, PowerCycle: c.PowerCycle, Console: c.Console,
+		CacheDir: probes, Log: log, Probe: ProbeKVM, TakeOver: c.TakeOver, PowerCycle: c.PowerCycle, Console: c.Console, BootMethod: c.BootMethod,
 		BootTimeout: c.BootTimeout, LeaveRunning: c.LeaveRunning, Agent: self})
 	if err != nil {
 		return nil, outcome.InputErr("%v", err)

@@ -47,6 +47,7 @@ type Options struct {
 	// A real machine's (machine://): see Physical.
 	PowerCycle   string
 	Console      string
+	BootMethod   string // auto, grub or kexec; "" takes the URL's
 	BootTimeout  time.Duration
 	LeaveRunning bool
 	Agent        string
@@ -67,7 +68,7 @@ func ParseTarget(s string, o Options) (Hosted, error) {
 		r.SSH, r.Accel, r.CacheDir, r.Log, r.Probe = o.SSH, o.Accel, o.CacheDir, o.Log, o.Probe
 		return r, nil
 	case strings.HasPrefix(s, "machine://"):
-		p, err := ParseMachineTarget(s)
+		p, err := ParseMachineTarget(s, o.BootMethod)
 		if err != nil {
 			return nil, err
 		}

@@ -74,18 +74,27 @@ const machineDir = "/var/lib/firstbad"
 // DefaultMachineBootTimeout bounds a real machine's reboot.
 const DefaultMachineBootTimeout = 10 * time.Minute
 
-// ParseMachineTarget parses machine://[user@]host[:port][?boot=METHOD].
-func ParseMachineTarget(s string) (*Physical, error) {
-	p := &Physical{Method: "auto"}
+// ParseMachineTarget parses machine://[user@]host[:port][?boot=METHOD]
+// with method, if set, the --boot-method that the URL may also give.
+func ParseMachineTarget(s, method string) (*Physical, error) {
+	p := &Physical{}
 	d, err := parseHostURL(s, "machine", "[?boot=auto|grub|kexec]", map[string]*string{"boot": &p.Method})
 	if err != nil {
 		return nil, err
 	}
 	p.sshHost.Dest = d
+	switch {
+	case method != "" && p.Method != "" && method != p.Method:
+		return nil, fmt.Errorf("--target %q says boot=%s, --boot-method %s: give one", s, p.Method, method)
+	case p.Method == "" && method == "":
+		p.Method = "auto"
+	case p.Method == "":
+		p.Method = method
+	}
 	switch p.Method {
 	case "auto", "grub", "kexec":
 	default:
-		return nil, fmt.Errorf("--target %q: boot=%s: want auto, grub or kexec", s, p.Method)
+		return nil, fmt.Errorf("--target %q: boot method %s: want auto, grub or kexec", s, p.Method)
 	}
 	return p, nil
 }

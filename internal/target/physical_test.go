@@ -13,19 +13,23 @@ import (
 
 func TestParseMachineTarget(t *testing.T) {
 	cases := []struct {
-		in, host, user, method, err string
-		port                        int
+		in, flag, host, user, method, err string
+		port                              int
 	}{
 		{in: "machine://vmhost", host: "vmhost", method: "auto"},
 		{in: "machine://root@vmhost:2222?boot=kexec", host: "vmhost", user: "root", port: 2222, method: "kexec"},
 		{in: "machine://vmhost?boot=grub", host: "vmhost", method: "grub"},
-		{in: "machine://vmhost?boot=pxe", err: "boot=pxe: want auto, grub or kexec"},
+		{in: "machine://vmhost?boot=pxe", err: "boot method pxe: want auto, grub or kexec"},
+		{in: "machine://vmhost", flag: "kexec", host: "vmhost", method: "kexec"},
+		{in: "machine://vmhost?boot=kexec", flag: "kexec", host: "vmhost", method: "kexec"},
+		{in: "machine://vmhost?boot=grub", flag: "kexec", err: "says boot=grub, --boot-method kexec: give one"},
+		{in: "machine://vmhost", flag: "systemd-boot", err: "boot method systemd-boot: want auto, grub or kexec"},
 		{in: "machine://vmhost?power=x", err: `unknown parameter "power"`},
 		{in: "machine://", err: "want machine://"},
 		{in: "machine://vmhost/path", err: "want machine://"},
 	}
 	for _, c := range cases {
-		p, err := ParseTarget(c.in, Options{})
+		p, err := ParseTarget(c.in, Options{BootMethod: c.flag})
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("%s: error %v, want one saying %q", c.in, err, c.err)

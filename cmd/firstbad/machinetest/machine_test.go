@@ -180,7 +180,7 @@ func TestMachine(t *testing.T) {
 		// host test reaches the machine through $FIRSTBAD_SSH (the agent's
 		// SSH server, forwarded over the machine's connection), copies a
 		// file there with scp and reads what the candidate runs.
-		r, res := machine(machineTest, "machine://"+testmachine.Alias+"?boot=kexec", "--host-test", script(t, hostTest))
+		r, res := machine(machineTest, "machine://"+testmachine.Alias, "--boot-method", "kexec", "--host-test", script(t, hostTest))
 		if res.Code != 1 || r.Verdict != "bad" {
 			t.Fatalf("exit %d verdict %s reason %q; want 1 bad\n%s", res.Code, r.Verdict, r.Reason, res.Stderr)
 		}
