@@ -237,9 +237,11 @@ func TestKernelRunKillDuringTestAndResume(t *testing.T) {
 		t.Fatal("QEMU never started")
 	}
 	// The tip's change cannot matter to this config (its image is its
-	// parent's): the culprit is named, flagged, and the run is suspect.
+	// parent's, and its build read none of the files it changes): the
+	// culprit is named, flagged, and the run is suspect.
 	r, res := e.runJSON("resume")
-	if res.code != 1 || r.Outcome != "suspect" || r.Culprit == nil || *r.Culprit != tip || !hasFlag(t, res.stdout, "identical-image") {
+	if res.code != 1 || r.Outcome != "suspect" || r.Culprit == nil || *r.Culprit != tip || !hasFlag(t, res.stdout, "identical-image") ||
+		!hasFlag(t, res.stdout, "not-read") {
 		t.Fatalf("resume: exit %d outcome %s culprit %v\n%s", res.code, r.Outcome, r.Culprit, res.stderr)
 	}
 	if pids := qemuPids(e.state); len(pids) > 0 {

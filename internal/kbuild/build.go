@@ -679,6 +679,14 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	res.Version = strings.TrimSpace(string(vr))
 	res.Release = utsRelease(dir)
 	files := map[string]string{"bzImage": filepath.Join(dir, "arch", ArchDir(j.o.Arch), "boot", "bzImage"), "config": filepath.Join(dir, ".config")}
+	if inputs, err := buildInputs(dir, j.req.Src); err == nil {
+		list := filepath.Join(dir, ".firstbad-inputs")
+		if os.WriteFile(list, []byte(strings.Join(inputs, "\n")+"\n"), 0o644) == nil {
+			files[InputsFile] = list
+		}
+	} else {
+		fmt.Fprintf(j.log, "firstbad: cannot list what the build read: %v\n", err)
+	}
 	if j.o.Modules {
 		files["System.map"] = filepath.Join(dir, "System.map")
 		tarball, err := j.packModules(ctx, withModules, res.Release)

@@ -20,6 +20,7 @@ const (
 	FlagOtherArch      = "other-architecture-only"
 	FlagIdenticalImage = "identical-image"
 	FlagRevertBad      = "revert-still-bad"
+	FlagNotRead        = "not-read"
 )
 
 // culpritFlags says what makes a culprit implausible, each with the next
@@ -39,6 +40,9 @@ func culpritFlags(ctx context.Context, repo *git.Repo, p Params, culprit string,
 	}
 	if info, err := repo.Info(ctx, culprit, true); err == nil && len(ps) > 0 {
 		flags = append(flags, fileFlags(info.Files, p, flaky)...)
+		if len(ps) == 1 && p.Kernel != nil {
+			flags = append(flags, notReadFlag(culprit, info.Files, steps, flaky)...)
+		}
 		if len(ps) == 1 && cosmetic(ctx, repo, ps[0], culprit) {
 			flags = append(flags, report.Flag{Kind: FlagWhitespace, Text: "the culprit changes only whitespace or C comments", Next: flaky})
 		}
@@ -105,6 +109,25 @@ func commentLine(file, l string) bool {
 	}
 	return l == "" || l == "*" || strings.HasPrefix(l, "* ") || strings.HasPrefix(l, "/*") || strings.HasPrefix(l, "//") || strings.HasPrefix(l, "*/") ||
 		(strings.HasPrefix(l, "*") && strings.HasSuffix(l, "*/"))
+}
+
+// notReadFlag flags a culprit whose change touches no file its kernel's
+// build read (kbuild's .cmd files, kept with the artifact) and none of the
+// build system: its kernel is its parent's, whatever the image's bytes (a
+// machine's kernels differ in their release alone).
+func notReadFlag(culprit string, files []string, steps []journal.Step, flaky string) []report.Flag {
+	for _, st := range steps {
+		if st.Commit != culprit || st.State != journal.StateDone || st.Evidence.Kernel == "" {
+			continue
+		}
+		read, ok := kbuild.ReadBy(st.Evidence.Kernel, files)
+		if !ok || len(read) > 0 {
+			return nil
+		}
+		return []report.Flag{{Kind: FlagNotRead, Next: flaky,
+			Text: fmt.Sprintf("the culprit changes %d file(s), none of which its kernel's build read: this change cannot matter to this config", len(files))}}
+	}
+	return nil
 }
 
 // checkFlags are the checks' own doubts: the culprit's kernel the same

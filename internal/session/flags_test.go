@@ -2,6 +2,8 @@ package session
 
 import (
 	"context"
+	"os"
+	"path/filepath"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
@@ -9,6 +11,7 @@ import (
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/gittest"
 	"github.com/firstbad/firstbad/internal/journal"
+	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/pipeline"
 )
 
@@ -39,20 +42,33 @@ func TestCulpritFlags(t *testing.T) {
 		name   string
 		commit int
 		p      Params
+		inputs string // what the culprit's kernel's build read ("": not kept)
 		want   []string
 	}{
-		{"a code change", code, kernel, nil},
-		{"documentation only", docs, exec, []string{FlagDocumentation}},
-		{"whitespace only", space, exec, []string{FlagWhitespace}},
-		{"a comment only", comment, exec, []string{FlagWhitespace}},
-		{"another architecture, kernel run", arm, kernel, []string{FlagOtherArch}},
-		{"another architecture, exec run: no arch known", arm, exec, nil},
-		{"this architecture", x86, kernel, nil},
-		{"a merge", merge, exec, []string{FlagMerge}},
+		{"a code change", code, kernel, "", nil},
+		{"a code change the build read", code, kernel, "init/main.c\nkernel/sched.c\n", nil},
+		{"a code change the build did not read", code, kernel, "init/main.c\n", []string{FlagNotRead}},
+		{"documentation only", docs, exec, "", []string{FlagDocumentation}},
+		{"whitespace only", space, exec, "", []string{FlagWhitespace}},
+		{"a comment only", comment, exec, "", []string{FlagWhitespace}},
+		{"another architecture, kernel run", arm, kernel, "", []string{FlagOtherArch}},
+		{"another architecture, exec run: no arch known", arm, exec, "", nil},
+		{"this architecture", x86, kernel, "", nil},
+		{"this architecture's Kconfig: the build system, read or not", x86, kernel, "init/main.c\n", nil},
+		{"a merge", merge, exec, "", []string{FlagMerge}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
+			var steps []journal.Step
+			if c.inputs != "" {
+				kernel := filepath.Join(t.TempDir(), "bzImage")
+				if err := os.WriteFile(filepath.Join(filepath.Dir(kernel), kbuild.InputsFile), []byte(c.inputs), 0o644); err != nil {
+					t.Fatal(err)
+				}
+				steps = []journal.Step{{Kind: journal.KindConfirm, Commit: repo.SHAs[c.commit], State: journal.StateDone, Verdict: "bad",
+					Evidence: journal.Evidence{Kernel: kernel}}}
+			}
 			var kinds []string
-			for _, f := range culpritFlags(context.Background(), r, c.p, repo.SHAs[c.commit], nil) {
+			for _, f := range culpritFlags(context.Background(), r, c.p, repo.SHAs[c.commit], steps) {
 				kinds = append(kinds, f.Kind)
 				if f.Text == "" || f.Next == "" {
 					t.Errorf("flag %s without text or next step: %+v", f.Kind, f)

@@ -1,0 +1,90 @@
+package kbuild
+
+import (
+	"bufio"
+	"io/fs"
+	"os"
+	"path"
+	"path/filepath"
+	"slices"
+	"strings"
+)
+
+// InputsFile, in an artifact, lists the source files its build read, one
+// path (relative to the tree) per line.
+const InputsFile = "inputs"
+
+// buildInputs lists the files under src that the build in dir read: every
+// path into the tree that kbuild's .cmd files name. Those hold each
+// object's dependencies as the compiler saw them (fixdep) and the command
+// line of every generated file, which names its inputs (the syscall
+// tables, the scripts that run).
+//
+// The paths are absolute, or relative to the build dir where ccache's base
+// dir rewrote them (../../wt/0/kernel/sched/autogroup.c): both count.
+func buildInputs(dir, src string) ([]string, error) {
+	src = filepath.Clean(src)
+	prefixes := []string{src + "/"}
+	if rel, err := filepath.Rel(dir, src); err == nil && rel != "." {
+		prefixes = append(prefixes, rel+"/")
+	}
+	seen := map[string]bool{}
+	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
+		if err != nil || d.IsDir() || !strings.HasSuffix(d.Name(), ".cmd") || !strings.HasPrefix(d.Name(), ".") {
+			return err
+		}
+		f, err := os.Open(p)
+		if err != nil {
+			return err
+		}
+		defer f.Close()
+		sc := bufio.NewScanner(f)
+		sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
+		for sc.Scan() {
+			for _, field := range strings.Fields(sc.Text()) {
+				for _, pre := range prefixes {
+					if rest, ok := strings.CutPrefix(field, pre); ok {
+						seen[path.Clean(strings.TrimRight(rest, `\:;,'")`))] = true
+					}
+				}
+			}
+		}
+		return sc.Err()
+	})
+	out := make([]string, 0, len(seen))
+	for p := range seen {
+		out = append(out, p)
+	}
+	slices.Sort(out)
+	return out, err
+}
+
+// buildSystem says whether a tree path can change what is built or how,
+// whatever the .cmd files say: Kconfig, Makefiles, scripts, host tools.
+func buildSystem(p string) bool {
+	base := path.Base(p)
+	return configInput(p, "") || strings.HasPrefix(base, "Makefile") || strings.HasPrefix(base, "Kbuild") ||
+		strings.HasPrefix(p, "tools/") || strings.Contains(p, "/tools/")
+}
+
+// ReadBy returns the files, of those a change touches, that the build of
+// the artifact whose kernel is given read, or that belong to the build
+// system: none means the change cannot have changed that kernel. ok is
+// false when the artifact does not say what its build read (built before
+// firstbad kept that).
+func ReadBy(kernel string, changed []string) (read []string, ok bool) {
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(kernel), InputsFile))
+	if err != nil || len(data) == 0 {
+		return nil, false
+	}
+	inputs := map[string]bool{}
+	for _, l := range strings.Split(string(data), "\n") {
+		inputs[l] = true
+	}
+	for _, f := range changed {
+		if inputs[f] || buildSystem(f) {
+			read = append(read, f)
+		}
+	}
+	return read, true
+}

@@ -1,0 +1,81 @@
+package kbuild
+
+import (
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+)
+
+// What a build read comes from its .cmd files: the compiler's dependency
+// lists and the command lines of generated files (their inputs named
+// there, as the syscall table is), only paths into the tree, relative.
+func TestBuildInputs(t *testing.T) {
+	// Paths absolute, or relative to the build dir (ccache's base dir).
+	root := t.TempDir()
+	src, dir := filepath.Join(root, "wt/0"), filepath.Join(root, "builds/0-key")
+	cmds := map[string]string{
+		"init/.version.o.cmd": `savedcmd_init/version.o := gcc -Wp,-MMD,init/.version.o.d -nostdinc -I/work/linux/arch/x86/include -I./arch/x86/include/generated -include /work/linux/include/linux/compiler-version.h -c -o init/version.o /work/linux/init/version.c
+
+source_init/version.o := /work/linux/init/version.c
+
+deps_init/version.o := \
+  /work/linux/include/linux/compiler-version.h \
+    $(wildcard include/config/CC_VERSION_TEXT) \
+  ../../wt/0/include/linux/export.h \
+  ../../wt/0/kernel/sched/autogroup.c \
+  include/generated/utsrelease.h \
+
+init/version.o: $(deps_init/version.o)
+`,
+		"arch/x86/include/generated/uapi/asm/.unistd_64.h.cmd": `cmd_arch/x86/include/generated/uapi/asm/unistd_64.h := sh /work/linux/scripts/syscallhdr.sh --abis common,64 --emit-nr   /work/linux/arch/x86/entry/syscalls/syscall_64.tbl arch/x86/include/generated/uapi/asm/unistd_64.h
+`,
+		"not-a-cmd-file.txt": "/work/linux/Documentation/index.rst\n",
+	}
+	for name, text := range cmds {
+		text = strings.ReplaceAll(text, "/work/linux", src)
+		p := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	got, err := buildInputs(dir, src)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []string{"arch/x86/entry/syscalls/syscall_64.tbl", "include/linux/compiler-version.h",
+		"include/linux/export.h", "init/version.c", "kernel/sched/autogroup.c", "scripts/syscallhdr.sh"}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("inputs (-want +got):\n%s", diff)
+	}
+
+	// A change is read when it touches an input or the build system.
+	kernel := filepath.Join(t.TempDir(), "bzImage")
+	if err := os.WriteFile(filepath.Join(filepath.Dir(kernel), InputsFile), []byte("init/version.c\ninclude/linux/export.h\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, c := range []struct {
+		changed, read []string
+	}{
+		{[]string{"Documentation/a.rst", "drivers/gpu/x.c"}, nil},
+		{[]string{"Documentation/a.rst", "include/linux/export.h"}, []string{"include/linux/export.h"}},
+		{[]string{"drivers/gpu/Makefile", "drivers/gpu/Kconfig", "scripts/x.sh", "tools/objtool/check.c", "arch/x86/Makefile"},
+			[]string{"drivers/gpu/Makefile", "drivers/gpu/Kconfig", "scripts/x.sh", "tools/objtool/check.c", "arch/x86/Makefile"}},
+	} {
+		read, ok := ReadBy(kernel, c.changed)
+		if !ok {
+			t.Fatal("the inputs file was not found")
+		}
+		if diff := cmp.Diff(c.read, read); diff != "" {
+			t.Errorf("%v (-want +got):\n%s", c.changed, diff)
+		}
+	}
+	if _, ok := ReadBy(filepath.Join(t.TempDir(), "bzImage"), []string{"init/version.c"}); ok {
+		t.Error("an artifact without an inputs file said what its build read")
+	}
+}
