@@ -170,6 +170,14 @@ func TestTestCommandAndBuildSkip(t *testing.T) {
 	if res.code != 0 || !strings.Contains(res.stdout, `"cached": true`) {
 		t.Fatalf("build of a cached kernel: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
 	}
+	// A commit that changes only what the build does not read (the
+	// README) takes tip's kernel: no make.
+	readme := commitOnTip(t, k.Repo, "README", "firstbad: a line no build reads", "firstbad-readme")
+	res = e.run("--json", "build", "--repo", k.Repo, readme, "--kconfig", k.Fragment)
+	tipSHA := strings.TrimSpace(gitOut(t, k.Repo, "rev-parse", "tip"))
+	if res.code != 0 || !strings.Contains(res.stdout, `"same_as": "`+tipSHA+`"`) {
+		t.Fatalf("build of a README change: exit %d, want tip's kernel (same_as %s)\n%s\n%s", res.code, tipSHA, res.stdout, res.stderr)
+	}
 }
 
 func tailText(s string, n int) string {
@@ -359,6 +367,12 @@ cmp big back || exit 5`, "", []string{"--memory", "768"}, 0, "good", "exit 0"},
 // in init/version.c: its kernel is new to the artifact cache, so a real,
 // incremental make runs each time the test does.
 func uniqueCommit(t *testing.T, repo string) string {
+	return commitOnTip(t, repo, "init/version.c", fmt.Sprintf("/* firstbad kill test %d */", time.Now().UnixNano()), "firstbad-kill-test")
+}
+
+// commitOnTip adds a commit on top of tip on branch that appends line to
+// path, without touching any work tree.
+func commitOnTip(t *testing.T, repo, path, line, branch string) string {
 	t.Helper()
 	idx := filepath.Join(t.TempDir(), "index")
 	git := func(stdin string, args ...string) string {
@@ -373,12 +387,12 @@ func uniqueCommit(t *testing.T, repo string) string {
 		}
 		return strings.TrimSpace(string(out))
 	}
-	src := git("", "show", "tip:init/version.c")
-	blob := git(fmt.Sprintf("%s\n/* firstbad kill test %d */\n", src, time.Now().UnixNano()), "hash-object", "-w", "--stdin")
+	src := git("", "show", "tip:"+path)
+	blob := git(fmt.Sprintf("%s\n%s\n", src, line), "hash-object", "-w", "--stdin")
 	git("", "read-tree", "tip")
-	git("", "update-index", "--cacheinfo", "100644,"+blob+",init/version.c")
-	commit := git("", "commit-tree", git("", "write-tree"), "-p", "tip", "-m", "init: a comment (firstbad kill test)")
-	git("", "update-ref", "refs/heads/firstbad-kill-test", commit)
+	git("", "update-index", "--cacheinfo", "100644,"+blob+","+path)
+	commit := git("", "commit-tree", git("", "write-tree"), "-p", "tip", "-m", path+": a line ("+branch+")")
+	git("", "update-ref", "refs/heads/"+branch, commit)
 	return commit
 }
 

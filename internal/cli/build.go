@@ -78,7 +78,10 @@ func printBuild(g *globals, sha string, r *kbuild.Result) {
 		return
 	}
 	how := fmt.Sprintf("built in %.1f s (%d objects compiled, %d from ccache)", r.BuildS, r.Compiled, r.CcacheHits)
-	if r.Cached {
+	switch {
+	case r.SameAs != "":
+		how = fmt.Sprintf("the kernel of %.12s, from the artifact cache (%.1f s): nothing its build read changed since", r.SameAs, r.BuildS)
+	case r.Cached:
 		how = fmt.Sprintf("from the artifact cache (%.1f s)", r.BuildS)
 	}
 	fmt.Fprintf(w, "kernel:  %s\nkey:     %s\nversion: %s (%s)\n%s\nconfig verified: every required option holds\nbuild log: %s\n",

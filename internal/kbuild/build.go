@@ -97,6 +97,9 @@ type Result struct {
 	// Fixes are the upstream build fixes applied to the tree for this
 	// build (they change the kernel: part of its key).
 	Fixes []string `json:"fixes,omitempty"`
+	// SameAs is the commit whose kernel this one is (the tree changed
+	// since in no file that build read): taken, not built.
+	SameAs string `json:"same_as,omitempty"`
 }
 
 // Builder builds kernels under a cache dir: build dirs, the artifact cache
@@ -342,7 +345,7 @@ func (b *Builder) buildWith(ctx context.Context, req Request, o Options, tc *too
 	}
 	cache := &Cache{Dir: cachedir.Dir(b.CacheDir).Artifacts(), Limit: b.CacheSize}
 	for {
-		if j.cached(cache, final) {
+		if j.cached(cache, final) || j.sameKernel(cache, final) {
 			return j.res, nil
 		}
 		res, err := j.compile(ctx, cache, final)
@@ -629,7 +632,9 @@ func (j *buildJob) cached(cache *Cache, final []byte) bool {
 		j.localVersion = "-firstbad-" + j.res.Key[:8]
 	}
 	a, ok := cache.Get(j.res.Key)
-	if !ok || (j.o.Modules && a.Modules == "") {
+	if !ok || (j.o.Modules && a.Modules == "") || !fileExists(filepath.Join(filepath.Dir(a.Kernel), InputsFile)) {
+		// An artifact without the list of what its build read is an
+		// older firstbad's: built again, incrementally, to have it.
 		return false
 	}
 	j.res.Kernel, j.res.Version, j.res.Release, j.res.ConfigPath = a.Kernel, a.Version, a.Release, a.Config
@@ -679,14 +684,17 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	res.Version = strings.TrimSpace(string(vr))
 	res.Release = utsRelease(dir)
 	files := map[string]string{"bzImage": filepath.Join(dir, "arch", ArchDir(j.o.Arch), "boot", "bzImage"), "config": filepath.Join(dir, ".config")}
-	if inputs, err := buildInputs(dir, j.req.Src); err == nil {
-		list := filepath.Join(dir, ".firstbad-inputs")
-		if os.WriteFile(list, []byte(strings.Join(inputs, "\n")+"\n"), 0o644) == nil {
-			files[InputsFile] = list
-		}
-	} else {
+	// What the build read, empty if unknown (no flag, no reuse then).
+	inputs, err := buildInputs(dir, j.req.Src)
+	if err != nil {
 		fmt.Fprintf(j.log, "firstbad: cannot list what the build read: %v\n", err)
+		inputs = nil
 	}
+	list := filepath.Join(dir, ".firstbad-inputs")
+	if err := os.WriteFile(list, []byte(strings.Join(inputs, "\n")), 0o644); err != nil {
+		return nil, outcome.InfraErr("build", err)
+	}
+	files[InputsFile] = list
 	if j.o.Modules {
 		files["System.map"] = filepath.Join(dir, "System.map")
 		tarball, err := j.packModules(ctx, withModules, res.Release)
@@ -701,6 +709,9 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 		return nil, outcome.InfraErr("build", fmt.Errorf("storing the built kernel: %v", err))
 	}
 	res.Kernel, res.ConfigPath, res.Modules = a.Kernel, a.Config, a.Modules
+	if len(inputs) > 0 {
+		rememberBuilt(dir, built{Key: res.Key, Tree: j.req.Tree, Commit: j.req.Commit, Compiler: j.compiler()})
+	}
 	res.Verdict = "ok"
 	res.BuildS = time.Since(j.start).Seconds()
 	return res, nil

@@ -1,0 +1,111 @@
+package kbuild
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+)
+
+// A commit whose tree differs from an already built one only in files
+// that build did not read (and in nothing of the build system), with the
+// same config, builds the same kernel: make would compile nothing, since
+// kbuild decides what to rebuild from the very .cmd files the artifact's
+// inputs list comes from. Such a build takes that kernel instead of
+// running make (30-60 s of make's walk here, per step).
+
+// built is one kernel built with a build dir's options: its artifact and
+// the tree it was built from.
+type built struct {
+	Key      string `json:"key"`
+	Tree     string `json:"tree"`
+	Commit   string `json:"commit"`
+	Compiler string `json:"compiler"` // the toolchain's identity (part of a key)
+}
+
+// keepBuilt is how many recent builds a build dir's options remember.
+const keepBuilt = 8
+
+// builtPath is the list of recent builds for the options of build dir
+// dir, shared by the slots that build with them (<slot>-<key>).
+func builtPath(dir string) string {
+	name := filepath.Base(dir)
+	if _, key, ok := strings.Cut(name, "-"); ok {
+		name = key
+	}
+	return filepath.Join(filepath.Dir(dir), ".built-"+name+".json")
+}
+
+func readBuilt(dir string) []built {
+	var list []built
+	data, err := os.ReadFile(builtPath(dir))
+	if err == nil {
+		_ = json.Unmarshal(data, &list)
+	}
+	return list
+}
+
+// rememberBuilt puts a build first in the list (a lost update between two
+// firstbad processes only costs a make later).
+func rememberBuilt(dir string, b built) {
+	list := []built{b}
+	for _, o := range readBuilt(dir) {
+		if o.Key != b.Key && len(list) < keepBuilt {
+			list = append(list, o)
+		}
+	}
+	data, _ := json.Marshal(list)
+	tmp := builtPath(dir) + fmt.Sprintf(".%d", os.Getpid())
+	if os.WriteFile(tmp, data, 0o644) == nil {
+		_ = os.Rename(tmp, builtPath(dir))
+	}
+}
+
+// sameKernel takes a recent build's kernel when this tree differs from its
+// tree in no file that build read, with the same config and compiler; it
+// says so in the log, with the files that changed.
+func (j *buildJob) sameKernel(cache *Cache, final []byte) bool {
+	if len(j.fixes) > 0 || j.req.Tree == "" {
+		return false
+	}
+	for _, b := range readBuilt(j.dir) {
+		if b.Compiler != j.compiler() {
+			continue
+		}
+		a, ok := cache.Get(b.Key)
+		if !ok || (j.o.Modules && a.Modules == "") {
+			continue
+		}
+		if cfg, err := os.ReadFile(a.Config); err != nil || !bytes.Equal(cfg, final) {
+			continue
+		}
+		out, err := exec.Command("git", "-C", j.req.Src, "diff-tree", "-r", "--name-only", "--no-renames", b.Tree, j.req.Tree).Output()
+		if err != nil {
+			continue
+		}
+		changed := strings.Fields(string(out))
+		if read, ok := ReadBy(a.Kernel, changed); !ok || len(read) > 0 {
+			continue
+		}
+		j.res.Key, j.res.SameAs = b.Key, b.Commit
+		j.res.Kernel, j.res.Version, j.res.Release, j.res.ConfigPath, j.res.Modules = a.Kernel, a.Version, a.Release, a.Config, a.Modules
+		j.res.Cached, j.res.Verdict = true, "ok"
+		j.res.BuildS = time.Since(j.start).Seconds()
+		fmt.Fprintf(j.log, "firstbad: same kernel as %.12s (artifact %s): the %d file(s) changed since touch nothing its build read or the build system: %s\n",
+			b.Commit, b.Key, len(changed), strings.Join(first(changed, 5), " "))
+		return true
+	}
+	return false
+}
+
+// first is at most n of s, with "..." when there are more.
+func first(s []string, n int) []string {
+	if len(s) <= n {
+		return s
+	}
+	return append(append([]string(nil), s[:n]...), "...")
+}

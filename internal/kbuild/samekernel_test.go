@@ -1,0 +1,82 @@
+package kbuild
+
+import (
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/firstbad/firstbad/internal/gittest"
+)
+
+// A build takes an earlier kernel only when its tree changed in no file
+// that kernel's build read, in nothing of the build system, and the config
+// and compiler are the same.
+func TestSameKernel(t *testing.T) {
+	var g gittest.Builder
+	base := g.CommitFiles("base", map[string]string{"init/main.c": "1\n", "drivers/x.c": "1\n", "Documentation/a.rst": "1\n", "Makefile": "1\n"})
+	docs := g.CommitFiles("docs", map[string]string{"Documentation/a.rst": "2\n"}, base)
+	unbuilt := g.CommitFiles("unbuilt driver", map[string]string{"drivers/x.c": "2\n"}, docs)
+	read := g.CommitFiles("a file the build read", map[string]string{"init/main.c": "2\n"}, unbuilt)
+	mk := g.CommitFiles("the build system", map[string]string{"Makefile": "2\n"}, unbuilt)
+	repo := g.Write(t)
+	tree := func(c int) string {
+		out, err := exec.Command("git", "-C", repo.Dir, "rev-parse", repo.SHAs[c]+"^{tree}").Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.TrimSpace(string(out))
+	}
+	// The base's kernel, built, with what its build read.
+	cacheDir, tmp := t.TempDir(), t.TempDir()
+	files := map[string]string{}
+	for name, text := range map[string]string{"bzImage": "kernel", "config": "CONFIG_X=y\n", InputsFile: "init/main.c\n"} {
+		files[name] = filepath.Join(tmp, name)
+		if err := os.WriteFile(files[name], []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	cache := &Cache{Dir: filepath.Join(cacheDir, "artifacts")}
+	if _, err := cache.Put("basekey", Artifact{Commit: repo.SHAs[base]}, files); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join(cacheDir, "builds", "0-optionskey")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	rememberBuilt(dir, built{Key: "basekey", Tree: tree(base), Commit: repo.SHAs[base], Compiler: "gcc 12"})
+
+	for _, c := range []struct {
+		name     string
+		commit   int
+		config   string
+		compiler string
+		slot     string
+		same     bool
+	}{
+		{"documentation", docs, "CONFIG_X=y\n", "gcc 12", "0", true},
+		{"a driver the build did not read, in another slot", unbuilt, "CONFIG_X=y\n", "gcc 12", "1", true},
+		{"a file the build read", read, "CONFIG_X=y\n", "gcc 12", "0", false},
+		{"the build system", mk, "CONFIG_X=y\n", "gcc 12", "0", false},
+		{"another config", docs, "CONFIG_X=n\n", "gcc 12", "0", false},
+		{"another compiler", docs, "CONFIG_X=y\n", "gcc 14", "0", false},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			log, err := os.Create(filepath.Join(t.TempDir(), "build.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer log.Close()
+			j := &buildJob{b: &Builder{CacheDir: cacheDir}, req: Request{Src: repo.Dir, Tree: tree(c.commit), Commit: repo.SHAs[c.commit]},
+				dir: filepath.Join(cacheDir, "builds", c.slot+"-optionskey"), cc: c.compiler, log: log, res: &Result{}}
+			got := j.sameKernel(cache, []byte(c.config))
+			if got != c.same {
+				t.Fatalf("same kernel %v, want %v", got, c.same)
+			}
+			if got && (j.res.Key != "basekey" || j.res.SameAs != repo.SHAs[base] || !j.res.Cached) {
+				t.Errorf("result %+v: want the base's artifact", j.res)
+			}
+		})
+	}
+}
