@@ -88,7 +88,13 @@ func (c *Cache) Put(key string, a Artifact, files map[string]string) (Artifact, 
 		return a, err
 	}
 	if err := os.Rename(tmp, c.entry(key)); err != nil {
-		// Another process stored the same key first: theirs is as good.
+		// Another process stored the same key first: theirs is as good,
+		// unless it lacks a file this one has (an older firstbad's
+		// entry): then this one replaces it.
+		if old := tmp + ".old"; !c.complete(key, files) && os.Rename(c.entry(key), old) == nil {
+			err = os.Rename(tmp, c.entry(key))
+			os.RemoveAll(old)
+		}
 		if _, ok := c.Get(key); !ok {
 			return a, err
 		}
@@ -99,6 +105,16 @@ func (c *Cache) Put(key string, a Artifact, files map[string]string) (Artifact, 
 		return a, fmt.Errorf("artifact %s vanished after storing", key)
 	}
 	return got, nil
+}
+
+// complete says whether the entry for key has every file of files.
+func (c *Cache) complete(key string, files map[string]string) bool {
+	for name := range files {
+		if !fileExists(filepath.Join(c.entry(key), name)) {
+			return false
+		}
+	}
+	return true
 }
 
 // evict removes least recently used entries (never keep) over the limit.
