@@ -424,7 +424,9 @@ func TestKernelRunKillDuringBuildAndBoot(t *testing.T) {
 	// killWhen SIGKILLs the controller once ready returns something.
 	killWhen := func(cmd *exec.Cmd, what string, ready func() []int) []int {
 		t.Helper()
-		for deadline := time.Now().Add(5 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		// Generous: on a cold machine another test may hold the warm build
+		// dir, and this build starts in a fresh one, from ccache.
+		for deadline := time.Now().Add(15 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 			if pids := ready(); len(pids) > 0 {
 				cmd.Process.Signal(syscall.SIGKILL)
 				cmd.Wait()
