@@ -146,27 +146,22 @@ type trial struct {
 
 type stats []trial
 
-// misfits is the share of trials whose answer came with a misfit: on
-// these monotonic histories, each one a run that would end non-monotonic.
-func (s stats) misfits() float64 {
+// share is the share of trials for which f holds.
+func (s stats) share(f func(trial) bool) float64 {
 	c := 0
 	for _, o := range s {
-		if o.misfit {
+		if f(o) {
 			c++
 		}
 	}
 	return float64(c) / float64(len(s))
 }
 
-func (s stats) acc() float64 {
-	c := 0
-	for _, o := range s {
-		if o.correct {
-			c++
-		}
-	}
-	return float64(c) / float64(len(s))
-}
+func (s stats) acc() float64 { return s.share(func(o trial) bool { return o.correct }) }
+
+// misfits is the share of trials whose answer came with a misfit: on
+// these monotonic histories, each one a run that would end non-monotonic.
+func (s stats) misfits() float64 { return s.share(func(o trial) bool { return o.misfit }) }
 
 // found is the share of trials that ended with an answer, and of trials
 // whose answer was wrong.
