@@ -1,6 +1,7 @@
 package main_test
 
 import (
+	"bytes"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -441,9 +442,13 @@ func TestKernelRunKillDuringBuildAndBoot(t *testing.T) {
 
 	cmd := start("run", "--repo", k.Repo, "--good", "tip", "--bad", bad, "--guest-test", test, "--kconfig", k.Fragment, "--endpoint-check", "upfront")
 	makes := killWhen(cmd, "make bzImage", func() []int {
-		if p := makePids(k.CacheDir); len(p) > 0 {
-			time.Sleep(time.Second) // compiling now
-			return makePids(k.CacheDir)
+		// Compiling now: make has written an object (a kill during its
+		// first walk of the tree would leave nothing to clean up).
+		logs, _ := filepath.Glob(filepath.Join(e.state, "runs", "*", "steps", "*", "build.log"))
+		for _, l := range logs {
+			if data, _ := os.ReadFile(l); bytes.Contains(data, []byte("\n  CC ")) {
+				return makePids(k.CacheDir)
+			}
 		}
 		return nil
 	})
