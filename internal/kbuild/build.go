@@ -637,12 +637,16 @@ func (j *buildJob) cached(cache *Cache, final []byte) bool {
 		// older firstbad's: built again, incrementally, to have it.
 		return false
 	}
-	j.res.Kernel, j.res.Version, j.res.Release, j.res.ConfigPath = a.Kernel, a.Version, a.Release, a.Config
-	j.res.Modules = a.Modules
-	j.res.Cached, j.res.Verdict = true, "ok"
-	j.res.BuildS = time.Since(j.start).Seconds()
+	j.take(a)
 	fmt.Fprintf(j.log, "firstbad: kernel %s from the artifact cache\n", j.res.Key)
 	return true
+}
+
+// take makes a cached artifact the build's result.
+func (j *buildJob) take(a Artifact) {
+	j.res.Kernel, j.res.Version, j.res.Release, j.res.ConfigPath, j.res.Modules = a.Kernel, a.Version, a.Release, a.Config, a.Modules
+	j.res.Cached, j.res.Verdict = true, "ok"
+	j.res.BuildS = time.Since(j.start).Seconds()
 }
 
 // compile builds bzImage incrementally in the persistent build dir and

@@ -8,7 +8,6 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
-	"time"
 )
 
 // A commit whose tree differs from an already built one only in files
@@ -92,9 +91,7 @@ func (j *buildJob) sameKernel(cache *Cache, final []byte) bool {
 			continue
 		}
 		j.res.Key, j.res.SameAs = b.Key, b.Commit
-		j.res.Kernel, j.res.Version, j.res.Release, j.res.ConfigPath, j.res.Modules = a.Kernel, a.Version, a.Release, a.Config, a.Modules
-		j.res.Cached, j.res.Verdict = true, "ok"
-		j.res.BuildS = time.Since(j.start).Seconds()
+		j.take(a)
 		fmt.Fprintf(j.log, "firstbad: same kernel as %.12s (artifact %s): the %d file(s) changed since touch nothing its build read or the build system: %s\n",
 			b.Commit, b.Key, len(changed), strings.Join(first(changed, 5), " "))
 		return true
