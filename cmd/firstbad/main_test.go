@@ -812,9 +812,29 @@ func TestGC(t *testing.T) {
 	if res := e.run("gc"); res.code != 0 || !strings.Contains(res.stdout, "freed 0.0 MiB in 0 items") {
 		t.Fatalf("gc of fresh state: exit %d %s %s", res.code, res.stdout, res.stderr)
 	}
+	// Build dirs of the clone's checkouts go, in the checkout or (from
+	// older firstbad) beside it; the checkout stays.
+	clones, _ := filepath.Glob(filepath.Join(e.cache, "repos", "*", "wt", "0"))
+	if len(clones) != 1 {
+		t.Fatalf("checkouts %v, want one", clones)
+	}
+	builds := []string{filepath.Join(clones[0], ".firstbad-build-k"), filepath.Join(clones[0], "..", "..", "builds", "0-k")}
+	for _, d := range builds {
+		if err := os.MkdirAll(filepath.Join(d, "kernel"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
 	res = e.run("gc", "--older-than", "0s")
 	if res.code != 0 || strings.Contains(res.stdout, "in 0 items") {
 		t.Fatalf("gc --older-than 0s: exit %d %s %s", res.code, res.stdout, res.stderr)
+	}
+	for _, d := range builds {
+		if _, err := os.Stat(d); !os.IsNotExist(err) {
+			t.Errorf("build dir %s is still there: %v", d, err)
+		}
+	}
+	if _, err := os.Stat(filepath.Join(clones[0], "f")); err != nil {
+		t.Errorf("the checkout lost its files: %v", err)
 	}
 	if _, err := os.Stat(filepath.Join(e.state, "runs", finished.RunID)); !os.IsNotExist(err) {
 		t.Errorf("the finished run is still there: %v", err)

@@ -211,18 +211,27 @@ func inputsKey(src string, o Options, tc *toolchain.Root) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// buildDir places the persistent build dir of a checkout. For firstbad's
-// own checkouts (<clone>/wt/<slot>) it is <clone>/builds/<slot>-<key>: the
-// path from build dir to sources is then "../../wt/<slot>" in every clone
-// and cache dir, and with ccache's base dir at <clone> every compile line is
-// the same wherever the cache lives, so ccache hits survive a new clone, a
-// new cache dir or another machine's paths.
-func (b *Builder) buildDir(src string, o Options, tc *toolchain.Root) (dir, ccacheBase string) {
-	if filepath.Dir(src) == cachedir.CloneSlots(filepath.Dir(filepath.Dir(src))) {
-		clone := filepath.Dir(filepath.Dir(src))
-		return filepath.Join(cachedir.CloneBuilds(clone), filepath.Base(src)+"-"+inputsKey("", o, tc)), clone
+// buildDirPrefix names a build dir inside one of firstbad's checkouts.
+const buildDirPrefix = ".firstbad-build-"
+
+// buildDir places the persistent build dir of a checkout, and the list of
+// recent builds (samekernel.go) for its options. For firstbad's own
+// checkouts (<clone>/wt/<slot>) the build dir is inside the checkout,
+// <clone>/wt/<slot>/.firstbad-build-<key> (the kernel ignores dot-dirs;
+// firstbad never cleans untracked files): kbuild then reaches the sources
+// as "..", and with ccache's base dir at <clone> every compile line is the
+// same in every slot, clone, cache dir and machine, so ccache hits cross
+// them all. (Beside the checkout, in <clone>/builds/<slot>-<key>, the path
+// "../../wt/<slot>" kept a second slot from hitting the first one's cache.)
+// The list is shared by the slots: <clone>/builds/.built-<key>.json.
+func (b *Builder) buildDir(src string, o Options, tc *toolchain.Root) (dir, ccacheBase, builtList string) {
+	if clone := filepath.Dir(filepath.Dir(src)); filepath.Dir(src) == cachedir.CloneSlots(clone) {
+		key := inputsKey("", o, tc)
+		return filepath.Join(src, buildDirPrefix+key), clone, filepath.Join(cachedir.CloneBuilds(clone), ".built-"+key+".json")
 	}
-	return filepath.Join(cachedir.Dir(b.CacheDir).Builds(), inputsKey(src, o, tc)), src
+	key := inputsKey(src, o, tc)
+	builds := cachedir.Dir(b.CacheDir).Builds()
+	return filepath.Join(builds, key), src, filepath.Join(builds, ".built-"+key+".json")
 }
 
 func (b *Builder) makeArgs(o Options, src, buildDir string) []string {
@@ -322,7 +331,7 @@ func (b *Builder) buildWith(ctx context.Context, req Request, o Options, tc *too
 		return nil, err
 	}
 	j := &buildJob{b: b, o: o, req: req, tc: tc, start: time.Now()}
-	j.dir, j.ccacheBase = b.buildDir(req.Src, o, tc)
+	j.dir, j.ccacheBase, j.builtList = b.buildDir(req.Src, o, tc)
 	if err := os.MkdirAll(j.dir, 0o755); err != nil {
 		return nil, outcome.InfraErr("build", err)
 	}
@@ -397,6 +406,7 @@ type buildJob struct {
 	fixes      []toolchain.Fix // applied to the tree for this build
 	dir        string          // the persistent build dir
 	ccacheBase string
+	builtList  string // recent builds with these options (samekernel.go)
 	mark       int64  // where the last make began in the log
 	cc         string // the host compiler's version line, once asked
 	log        *os.File
@@ -714,7 +724,7 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	}
 	res.Kernel, res.ConfigPath, res.Modules = a.Kernel, a.Config, a.Modules
 	if len(inputs) > 0 {
-		rememberBuilt(dir, built{Key: res.Key, Tree: j.req.Tree, Commit: j.req.Commit, Compiler: j.compiler()})
+		rememberBuilt(j.builtList, built{Key: res.Key, Tree: j.req.Tree, Commit: j.req.Commit, Compiler: j.compiler()})
 	}
 	res.Verdict = "ok"
 	res.BuildS = time.Since(j.start).Seconds()

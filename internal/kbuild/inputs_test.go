@@ -13,9 +13,10 @@ import (
 // lists and the command lines of generated files (their inputs named
 // there, as the syscall table is), only paths into the tree, relative.
 func TestBuildInputs(t *testing.T) {
-	// Paths absolute, or relative to the build dir (ccache's base dir).
+	// Paths absolute, or relative to the build dir (ccache's base dir),
+	// with the build dir inside the checkout (firstbad's own) or beside it.
 	root := t.TempDir()
-	src, dir := filepath.Join(root, "wt/0"), filepath.Join(root, "builds/0-key")
+	src := filepath.Join(root, "wt/0")
 	cmds := map[string]string{
 		"init/.version.o.cmd": `savedcmd_init/version.o := gcc -Wp,-MMD,init/.version.o.d -nostdinc -I/work/linux/arch/x86/include -I./arch/x86/include/generated -include /work/linux/include/linux/compiler-version.h -c -o init/version.o /work/linux/init/version.c
 
@@ -24,8 +25,8 @@ source_init/version.o := /work/linux/init/version.c
 deps_init/version.o := \
   /work/linux/include/linux/compiler-version.h \
     $(wildcard include/config/CC_VERSION_TEXT) \
-  ../../wt/0/include/linux/export.h \
-  ../../wt/0/kernel/sched/autogroup.c \
+  REL/include/linux/export.h \
+  REL/kernel/sched/autogroup.c \
   include/generated/utsrelease.h \
 
 init/version.o: $(deps_init/version.o)
@@ -34,24 +35,31 @@ init/version.o: $(deps_init/version.o)
 `,
 		"not-a-cmd-file.txt": "/work/linux/Documentation/index.rst\n",
 	}
-	for name, text := range cmds {
-		text = strings.ReplaceAll(text, "/work/linux", src)
-		p := filepath.Join(dir, name)
-		if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+	for _, layout := range []struct{ dir, rel string }{
+		{filepath.Join(src, ".firstbad-build-key"), ".."},
+		{filepath.Join(root, "builds/0-key"), "../../wt/0"},
+	} {
+		dir := layout.dir
+		for name, text := range cmds {
+			text = strings.ReplaceAll(text, "/work/linux", src)
+			text = strings.ReplaceAll(text, "REL", layout.rel)
+			p := filepath.Join(dir, name)
+			if err := os.MkdirAll(filepath.Dir(p), 0o755); err != nil {
+				t.Fatal(err)
+			}
+			if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		got, err := buildInputs(dir, src)
+		if err != nil {
 			t.Fatal(err)
 		}
-		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
+		want := []string{"arch/x86/entry/syscalls/syscall_64.tbl", "include/linux/compiler-version.h",
+			"include/linux/export.h", "init/version.c", "kernel/sched/autogroup.c", "scripts/syscallhdr.sh"}
+		if diff := cmp.Diff(want, got); diff != "" {
+			t.Errorf("inputs, build dir %s (-want +got):\n%s", layout.rel, diff)
 		}
-	}
-	got, err := buildInputs(dir, src)
-	if err != nil {
-		t.Fatal(err)
-	}
-	want := []string{"arch/x86/entry/syscalls/syscall_64.tbl", "include/linux/compiler-version.h",
-		"include/linux/export.h", "init/version.c", "kernel/sched/autogroup.c", "scripts/syscallhdr.sh"}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("inputs (-want +got):\n%s", diff)
 	}
 
 	// A change is read when it touches an input or the build system.

@@ -29,38 +29,31 @@ type built struct {
 // keepBuilt is how many recent builds a build dir's options remember.
 const keepBuilt = 8
 
-// builtPath is the list of recent builds for the options of build dir
-// dir, shared by the slots that build with them (<slot>-<key>).
-func builtPath(dir string) string {
-	name := filepath.Base(dir)
-	if _, key, ok := strings.Cut(name, "-"); ok {
-		name = key
-	}
-	return filepath.Join(filepath.Dir(dir), ".built-"+name+".json")
-}
-
-func readBuilt(dir string) []built {
-	var list []built
-	data, err := os.ReadFile(builtPath(dir))
+func readBuilt(list string) []built {
+	var l []built
+	data, err := os.ReadFile(list)
 	if err == nil {
-		_ = json.Unmarshal(data, &list)
+		_ = json.Unmarshal(data, &l)
 	}
-	return list
+	return l
 }
 
 // rememberBuilt puts a build first in the list (a lost update between two
 // firstbad processes only costs a make later).
-func rememberBuilt(dir string, b built) {
-	list := []built{b}
-	for _, o := range readBuilt(dir) {
-		if o.Key != b.Key && len(list) < keepBuilt {
-			list = append(list, o)
+func rememberBuilt(list string, b built) {
+	l := []built{b}
+	for _, o := range readBuilt(list) {
+		if o.Key != b.Key && len(l) < keepBuilt {
+			l = append(l, o)
 		}
 	}
-	data, _ := json.Marshal(list)
-	tmp := builtPath(dir) + fmt.Sprintf(".%d", os.Getpid())
+	data, _ := json.Marshal(l)
+	if err := os.MkdirAll(filepath.Dir(list), 0o755); err != nil {
+		return
+	}
+	tmp := list + fmt.Sprintf(".%d", os.Getpid())
 	if os.WriteFile(tmp, data, 0o644) == nil {
-		_ = os.Rename(tmp, builtPath(dir))
+		_ = os.Rename(tmp, list)
 	}
 }
 
@@ -71,7 +64,7 @@ func (j *buildJob) sameKernel(cache *Cache, final []byte) bool {
 	if len(j.fixes) > 0 || j.req.Tree == "" {
 		return false
 	}
-	for _, b := range readBuilt(j.dir) {
+	for _, b := range readBuilt(j.builtList) {
 		if b.Compiler != j.compiler() {
 			continue
 		}

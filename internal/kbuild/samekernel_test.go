@@ -41,11 +41,8 @@ func TestSameKernel(t *testing.T) {
 	if _, err := cache.Put("basekey", Artifact{Commit: repo.SHAs[base]}, files); err != nil {
 		t.Fatal(err)
 	}
-	dir := filepath.Join(cacheDir, "builds", "0-optionskey")
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		t.Fatal(err)
-	}
-	rememberBuilt(dir, built{Key: "basekey", Tree: tree(base), Commit: repo.SHAs[base], Compiler: "gcc 12"})
+	list := filepath.Join(cacheDir, "builds", ".built-optionskey.json")
+	rememberBuilt(list, built{Key: "basekey", Tree: tree(base), Commit: repo.SHAs[base], Compiler: "gcc 12"})
 
 	for _, c := range []struct {
 		name     string
@@ -69,7 +66,7 @@ func TestSameKernel(t *testing.T) {
 			}
 			defer log.Close()
 			j := &buildJob{b: &Builder{CacheDir: cacheDir}, req: Request{Src: repo.Dir, Tree: tree(c.commit), Commit: repo.SHAs[c.commit]},
-				dir: filepath.Join(cacheDir, "builds", c.slot+"-optionskey"), cc: c.compiler, log: log, res: &Result{}}
+				dir: filepath.Join(cacheDir, "wt", c.slot, ".firstbad-build-optionskey"), builtList: list, cc: c.compiler, log: log, res: &Result{}}
 			got := j.sameKernel(cache, []byte(c.config))
 			if got != c.same {
 				t.Fatalf("same kernel %v, want %v", got, c.same)

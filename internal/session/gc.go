@@ -61,12 +61,16 @@ func (s *Session) GC(olderThan time.Duration, dry bool) (Freed, error) {
 		root := filepath.Dir(src)
 		data, _ := os.ReadFile(src)
 		if _, err := os.Stat(string(trimNL(data))); errors.Is(err, os.ErrNotExist) {
-			if held := locked(filepath.Join(cachedir.CloneSlots(root), "*.lock"), filepath.Join(cachedir.CloneBuilds(root), "*.lock")); !held {
+			if held := locked(filepath.Join(cachedir.CloneSlots(root), "*.lock"), filepath.Join(cachedir.CloneSlots(root), "*", ".firstbad-build-*.lock"), filepath.Join(cachedir.CloneBuilds(root), "*.lock")); !held {
 				remove(root, &f.Clones)
 				continue
 			}
 		}
-		builds, _ := filepath.Glob(filepath.Join(cachedir.CloneBuilds(root), "*"))
+		// Build dirs live in the checkouts (kbuild's buildDir); those in
+		// builds/ are from firstbad before that, or lists of builds.
+		builds, _ := filepath.Glob(filepath.Join(cachedir.CloneSlots(root), "*", ".firstbad-build-*"))
+		old, _ := filepath.Glob(filepath.Join(cachedir.CloneBuilds(root), "*"))
+		builds = append(builds, old...)
 		for _, b := range builds {
 			if filepath.Ext(b) == ".lock" {
 				continue
