@@ -16,10 +16,13 @@ import (
 )
 
 // waitFile polls until path exists.
+// waitFile waits for a file to exist with something in it: a shell's
+// "echo $$ > f" makes it empty first, and an empty pid read as "" names
+// /proc//stat, which is /proc/stat, always there.
 func waitFile(t *testing.T, path string) {
 	t.Helper()
 	for range 400 {
-		if _, err := os.Stat(path); err == nil {
+		if fi, err := os.Stat(path); err == nil && fi.Size() > 0 {
 			return
 		}
 		time.Sleep(25 * time.Millisecond)
@@ -37,7 +40,7 @@ func TestKillDuringCommandCheck(t *testing.T) {
 	e := newEnv(t)
 	dir := t.TempDir()
 	// The check is the only step numbered 0.
-	script := fmt.Sprintf(`[ "$FIRSTBAD_STEP" = 0 ] && touch %s/check; sleep 1; exit 127`, dir)
+	script := fmt.Sprintf(`[ "$FIRSTBAD_STEP" = 0 ] && echo > %s/check; sleep 1; exit 127`, dir)
 	cmd := exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "run", "--repo", repo.Dir, "--good", "c0",
 		"--bad", repo.SHAs[tip], "--endpoint-check", "off", "--exec", script)
 	if err := cmd.Start(); err != nil {
