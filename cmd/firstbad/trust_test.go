@@ -214,24 +214,35 @@ func TestMarkAndRetest(t *testing.T) {
 	}
 }
 
-// The run's signature: the first bad step's exit code (not 1). A step that
-// fails with another code says so instead of passing for the same failure.
+// The run's signature: the first bad step's exit code (not 1), or the bad
+// endpoint's with --endpoint-check bad (a kernel run's default). A step
+// that fails with another code says so instead of passing for the same
+// failure.
 func TestExitCodeSignature(t *testing.T) {
 	var b gittest.Builder
 	tip := b.Linear(-1, 40)
 	repo := b.Write(t)
 	e := newEnv(t)
-	var rep struct {
+	type report struct {
 		Signature string `json:"signature"`
+		From      string `json:"signature_from"`
 		Steps     []step `json:"steps"`
 	}
-	res := e.run("--json", "run", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--revert-check", "off",
-		"--exec", `n=$(cat f); [ $n -lt 10 ] && exit 0; [ $n -lt 19 ] && exit 3; exit 2`)
-	if err := json.Unmarshal([]byte(res.stdout), &rep); err != nil || res.code != 0 {
-		t.Fatalf("exit %d (%v)\n%s", res.code, err, res.stderr)
+	run := func(check string) report {
+		var rep report
+		res := e.run("--json", "run", "--new", "--repo", repo.Dir, "--good", "c0", "--bad", repo.SHAs[tip], "--revert-check", "off",
+			"--endpoint-check", check, "--exec", `n=$(cat f); [ $n -lt 10 ] && exit 0; [ $n -lt 19 ] && exit 3; exit 2`)
+		if err := json.Unmarshal([]byte(res.stdout), &rep); err != nil || res.code != 0 {
+			t.Fatalf("exit %d (%v)\n%s", res.code, err, res.stderr)
+		}
+		return rep
 	}
-	if rep.Signature != "exit code 2" {
-		t.Errorf("signature %q, want exit code 2 (the first bad step's)", rep.Signature)
+	if rep := run("bad"); rep.Signature != "exit code 2" || rep.From != "the bad endpoint "+repo.SHAs[tip][:12] {
+		t.Errorf("--endpoint-check bad: signature %q from %q, want exit code 2 from the bad endpoint", rep.Signature, rep.From)
+	}
+	rep := run("lazy")
+	if rep.Signature != "exit code 2" || !strings.HasSuffix(rep.From, "the first bad one") {
+		t.Errorf("signature %q from %q, want exit code 2 from the first bad step", rep.Signature, rep.From)
 	}
 	noted := false
 	for _, s := range rep.Steps {

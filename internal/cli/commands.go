@@ -115,7 +115,7 @@ func (rf *runFlags) register(c *cobra.Command) {
 	f.StringArrayVar(&in.Skips, "skip", nil, "a commit (REV) or range (A..B) known to be untestable; repeatable")
 	f.StringVar(&in.FromLog, "from-log", "", "start from an existing (partial) git bisect log")
 	f.BoolVar(&rf.fresh, "new", false, "start a new run even if an unfinished one has the same arguments")
-	f.StringVar(&in.EndpointCheck, "endpoint-check", "lazy", "verify the endpoints: lazy (only when the answer hinges on one), upfront, or off")
+	f.StringVar(&in.EndpointCheck, "endpoint-check", "", "verify the endpoints: bad (the bad one first: its crash or exit code is the run's signature; the good ones lazily; default for kernel runs), lazy (only when the answer hinges on one; default for --exec), upfront, or off")
 	f.StringVar(&rf.configFile, "config", "", "read options from a TOML file (keys are flag names); flags override it")
 	f.BoolVar(&rf.confirm, "confirm", true, "retest the culprit and its parent after the search (--confirm=false: not)")
 	f.StringVar(&in.RevertCheck, "revert-check", "on", "revert the culprit on the bad commit (or --revert-on) and test that: on or off")

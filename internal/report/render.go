@@ -62,7 +62,7 @@ func (r *Report) PosteriorText(q string) string {
 func (r *Report) TrustText(q string) string {
 	var lines []string
 	if r.Signature != "" {
-		lines = append(lines, fmt.Sprintf("Signature: %s, from the first %s step; a step failing otherwise is told apart.", Clean(r.Signature), r.Terms.New))
+		lines = append(lines, fmt.Sprintf("Signature: %s, from %s; a step failing otherwise is told apart.", Clean(r.Signature), Clean(r.SignatureFrom)))
 	}
 	if c := r.confirmation(); c != nil {
 		l := fmt.Sprintf("Confirmation: the culprit retested %s", r.Term(c.Culprit.Verdict))

@@ -71,8 +71,9 @@ type Report struct {
 	Flags    []Flag
 	RevertOn string
 	// Signature is the failure the run is about (its first bad step's
-	// crash title or exit code), "" for none.
-	Signature string
+	// crash title or exit code), "" for none; SignatureFrom names that
+	// step.
+	Signature, SignatureFrom string
 }
 
 // TargetJSON names a remote target and the hosts it ran on.
@@ -290,6 +291,7 @@ type jsonReport struct {
 	Confirmation *Confirmation `json:"confirmation"`
 	Flags        []Flag        `json:"culprit_flags"`
 	Signature    string        `json:"signature,omitempty"`
+	SignatureOf  string        `json:"signature_from,omitempty"`
 	Flaky        bool          `json:"flaky"`
 	FlakyWhy     []string      `json:"flaky_evidence,omitempty"`
 	Message      string        `json:"message,omitempty"`
@@ -347,7 +349,7 @@ func (r *Report) JSON(w io.Writer) error {
 	if r.Culprit != "" {
 		jr.Flags = append([]Flag{}, r.Flags...)
 	}
-	jr.Signature = r.Signature
+	jr.Signature, jr.SignatureOf = r.Signature, r.SignatureFrom
 	jr.FlakyWhy = r.FlakyEvidence()
 	jr.Flaky = len(jr.FlakyWhy) > 0
 	if r.Target != "" {

@@ -71,7 +71,8 @@ type Params struct {
 	// Kernel, when set, makes each step build, boot and run a guest test
 	// instead of running Exec.
 	Kernel *pipeline.KernelConfig `json:"kernel,omitempty"`
-	// EndpointCheck is lazy, upfront or off.
+	// EndpointCheck is bad (the bad endpoint first, the good ones
+	// lazily), lazy, upfront or off.
 	EndpointCheck string `json:"endpoint_check"`
 	// Confirm retests the culprit and its parent after the search.
 	Confirm bool `json:"confirm"`
@@ -115,7 +116,8 @@ type Input struct {
 	Skips       []string // REV or A..B
 	FromLog     string   // path of a git bisect log
 	Kernel      *pipeline.KernelConfig
-	// EndpointCheck is lazy (default), upfront or off; Confirm is nil for
+	// EndpointCheck is bad, lazy, upfront or off ("": bad for a kernel
+	// run, else lazy); Confirm is nil for
 	// the default (on for kernel runs).
 	EndpointCheck string
 	Confirm       *bool

@@ -67,7 +67,7 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 	for _, st := range steps {
 		sig.learn(st)
 	}
-	r.Signature = sig.String()
+	r.Signature, r.SignatureFrom = sig.String(), sig.from(p.TermNew)
 	r.RevertOn = p.RevertOn
 	if r.RevertOn == "" {
 		r.RevertOn = p.Bad

@@ -72,11 +72,17 @@ func (p *Params) setMode(in Input) error {
 	}
 	switch in.EndpointCheck {
 	case "":
+		// A kernel run tests its bad endpoint first: a crash there is
+		// the run's signature before any step can judge another one, and
+		// a bad commit that tests good ends the run at its first boot.
 		p.EndpointCheck = "lazy"
-	case "lazy", "upfront", "off":
+		if in.Kernel != nil {
+			p.EndpointCheck = "bad"
+		}
+	case "bad", "lazy", "upfront", "off":
 		p.EndpointCheck = in.EndpointCheck
 	default:
-		return outcome.InputErr("--endpoint-check must be lazy, upfront or off")
+		return outcome.InputErr("--endpoint-check must be bad, lazy, upfront or off")
 	}
 	// Confirmation and the revert check are on for every run: a flaky
 	// test in classic mode otherwise names a wrong culprit silently.

@@ -103,7 +103,7 @@ func (r *run) replay(st journal.Step) {
 		return
 	}
 	if r.sig.learn(st) {
-		r.s.Log.Info("the run's signature (a step failing otherwise is told apart)", "signature", r.sig.String(), "commit", short(st.Commit))
+		r.s.Log.Info("the run's signature (a step failing otherwise is told apart)", "signature", r.sig.String(), "from", r.sig.from(r.p.TermNew))
 	}
 	switch st.Kind {
 	case journal.KindEndpoint:
@@ -123,8 +123,8 @@ func (r *run) loop(ctx context.Context) (*Result, error) {
 		return nil, outcome.InfraErr("journal", err)
 	}
 	r.s.Log.Info("bisecting", "run", r.id, "candidates", r.total, "done", r.done)
-	if r.p.EndpointCheck == "upfront" {
-		if end, err := r.checkEndpoints(ctx, true, true); end != nil || err != nil {
+	if r.p.EndpointCheck == "upfront" || r.p.EndpointCheck == "bad" {
+		if end, err := r.checkEndpoints(ctx, true, r.p.EndpointCheck == "upfront"); end != nil || err != nil {
 			return end, err
 		}
 	}
@@ -329,7 +329,7 @@ func (r *run) conclude(ctx context.Context, d search.Decision) (*Result, error) 
 		return r.end(outcome.Ambiguous, "", d.Ambiguous,
 			fmt.Sprintf("only skipped commits are left: the first %s commit is one of %d", r.p.TermNew, len(d.Ambiguous)))
 	}
-	if r.p.EndpointCheck == "lazy" {
+	if r.p.EndpointCheck == "lazy" || r.p.EndpointCheck == "bad" {
 		// Spend a test on an endpoint only when the answer hinges on it:
 		// all tested commits on one side.
 		anyGood, anyBad := false, false

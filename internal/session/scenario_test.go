@@ -152,6 +152,9 @@ func (w *world) run(in Input) (*Result, error) {
 		}
 	}
 	w.invert = in.Fix
+	if w.kernel != nil && in.EndpointCheck == "" {
+		in.EndpointCheck = "bad" // Resolve's default for a kernel run
+	}
 	p, _, err := Resolve(context.Background(), in)
 	if err != nil {
 		w.t.Fatal(err)
@@ -338,7 +341,7 @@ func TestSessionStopsOnBuildFailuresInARow(t *testing.T) {
 				t.Fatal(err)
 			}
 			if res.Outcome != c.outcome {
-				t.Fatalf("outcome %s (%s), want %s", res.Outcome, res.Message, c.outcome)
+				t.Fatalf("outcome %s %v (%s), want %s; evaluated %v", res.Outcome, w.numbers([]string{res.Culprit}), res.Message, c.outcome, w.evaluated)
 			}
 			if c.outcome == outcome.RunAborted && !strings.Contains(res.Message, "--toolchain auto") {
 				t.Errorf("message does not say what to do: %s", res.Message)
@@ -445,8 +448,8 @@ func TestSessionChecksResume(t *testing.T) {
 	}
 }
 
-// A kernel run is about its first crash: another crash is a skip, not the
-// same bug, unless --any-crash.
+// A kernel run is about its bad endpoint's crash: another crash is a skip,
+// not the same bug, unless --any-crash.
 func TestSessionCrashSignature(t *testing.T) {
 	kasan := pipeline.Run{Verdict: outcome.Bad, Crash: "KASAN: use-after-free in foo", Reason: "crash"}
 	other := pipeline.Run{Verdict: outcome.Bad, Crash: "WARNING in bar", Reason: "crash"}
@@ -459,26 +462,42 @@ func TestSessionCrashSignature(t *testing.T) {
 		}
 		return good
 	}
+	// Another crash from 20 on hides the bad endpoint's until 40: the
+	// search's first bad step (the midpoint, 31) shows the other one.
+	masked := func(i, _ int) pipeline.Run {
+		switch {
+		case i >= 40:
+			return kasan
+		case i >= 20:
+			return other
+		}
+		return good
+	}
 	for _, c := range []struct {
-		name    string
-		kernel  pipeline.KernelConfig
-		outcome string
-		want    []int
+		name     string
+		judge    func(i, c int) pipeline.Run
+		kernel   pipeline.KernelConfig
+		endpoint string
+		outcome  string
+		want     []int
 	}{
-		{"another crash is a skip", pipeline.KernelConfig{}, outcome.Ambiguous, []int{39, 40}},
-		{"--any-crash", pipeline.KernelConfig{AnyCrash: true}, outcome.Found, []int{39}},
-		{"--crash-match is the user's signature", pipeline.KernelConfig{CrashMatch: "."}, outcome.Found, []int{39}},
+		{"another crash is a skip", judge, pipeline.KernelConfig{}, "", outcome.Ambiguous, []int{39, 40}},
+		{"--any-crash", judge, pipeline.KernelConfig{AnyCrash: true}, "", outcome.Found, []int{39}},
+		{"--crash-match is the user's signature", judge, pipeline.KernelConfig{CrashMatch: "."}, "", outcome.Found, []int{39}},
+		{"the signature is the bad endpoint's, not the first bad step's", masked, pipeline.KernelConfig{}, "", outcome.Ambiguous,
+			[]int{20, 21, 22, 23, 24, 25, 26, 27, 28, 29, 30, 31, 32, 33, 34, 35, 36, 37, 38, 39, 40}},
+		{"--endpoint-check lazy takes the first bad step's", masked, pipeline.KernelConfig{}, "lazy", outcome.Found, []int{20}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			w := newWorld(t, 64)
-			w.judge, w.kernel = judge, &c.kernel
+			w.judge, w.kernel = c.judge, &c.kernel
 			no := false
-			res, err := w.run(Input{Confirm: &no, RevertCheck: "off"})
+			res, err := w.run(Input{Confirm: &no, RevertCheck: "off", EndpointCheck: c.endpoint})
 			if err != nil {
 				t.Fatal(err)
 			}
 			if res.Outcome != c.outcome {
-				t.Fatalf("outcome %s (%s), want %s", res.Outcome, res.Message, c.outcome)
+				t.Fatalf("outcome %s %v (%s), want %s; evaluated %v", res.Outcome, w.numbers([]string{res.Culprit}), res.Message, c.outcome, w.evaluated)
 			}
 			if diff := cmp.Diff(c.want, w.numbers(res.Candidates)); diff != "" {
 				t.Errorf("candidates (-want +got):\n%s", diff)

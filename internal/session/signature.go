@@ -13,9 +13,11 @@ import (
 // when it is not 1. A step that fails otherwise is not silently the same
 // failure.
 type signature struct {
-	crash string
-	code  int
-	seq   int // the step it came from
+	crash  string
+	code   int
+	seq    int // the step it came from
+	commit string
+	kind   string
 }
 
 // learn takes the signature from a finished step, if there is none yet,
@@ -26,7 +28,7 @@ func (s *signature) learn(st journal.Step) bool {
 	}
 	for _, a := range st.Attempts {
 		if a.Verdict == "bad" {
-			s.crash, s.seq = a.Crash, st.Seq
+			s.crash, s.seq, s.commit, s.kind = a.Crash, st.Seq, st.Commit, st.Kind
 			if a.ExitCode > 1 && a.Crash == "" {
 				s.code = a.ExitCode
 			}
@@ -45,6 +47,17 @@ func (s signature) String() string {
 		return fmt.Sprintf("exit code %d", s.code)
 	}
 	return ""
+}
+
+// from says which step the signature came from ("" for none).
+func (s signature) from(termNew string) string {
+	switch {
+	case s.String() == "":
+		return ""
+	case s.kind == journal.KindEndpoint:
+		return fmt.Sprintf("the %s endpoint %s", termNew, short(s.commit))
+	}
+	return fmt.Sprintf("step %d (%s), the first %s one", s.seq, short(s.commit), termNew)
 }
 
 // apply holds a step's runs to the signature. On a kernel run a crash
