@@ -215,12 +215,37 @@ func TestDynamicBinaryRefusesToBoot(t *testing.T) {
 	}
 }
 
+// A commit whose kernel an earlier step tested takes that step's verdict,
+// without a boot: the history's last commit changes a driver outside the
+// test config, so its parent builds the same kernel (kbuild's same-kernel
+// reuse) and, for a test that only sees the kernel, tests the same. Here
+// the test fails everywhere, so the good endpoint, checked last, is bad
+// too: the run ends on the mismatch after one boot, not two.
+func TestKernelRunSameKernelVerdict(t *testing.T) {
+	k := testkernel.Get(t)
+	e := newEnv(t)
+	e.cache = k.CacheDir
+	r, res := e.runJSON("run", "--repo", k.Repo, "--good", "tip~1", "--bad", "tip", "--guest-test", script(t, "exit 1"),
+		"--kconfig", k.Fragment)
+	if r.Outcome != "endpoint-mismatch" || len(r.Endpoints) != 2 {
+		t.Fatalf("exit %d outcome %s endpoints %+v, want endpoint-mismatch after two endpoint steps\n%s", res.code, r.Outcome, r.Endpoints, res.stderr)
+	}
+	bad, good := r.Endpoints[0], r.Endpoints[1]
+	if bad.Verdict != "bad" || bad.Boot == nil {
+		t.Errorf("the bad endpoint: verdict %s, boot %v; want bad, booted", bad.Verdict, bad.Boot)
+	}
+	if good.Verdict != "bad" || good.Boot != nil || !strings.Contains(good.Reason, "same kernel as "+bad.Commit[:12]) {
+		t.Errorf("the good endpoint: verdict %s, boot %v, reason %q; want bad without a boot, the same kernel as the bad one", good.Verdict, good.Boot, good.Reason)
+	}
+}
+
 // TestKernelRunKillDuringTestAndResume kills the controller while the guest
 // test runs on the kernel path, then resumes: no QEMU is left behind, the
 // killed step's kernel comes from the artifact cache instead of a rebuild,
 // and the run finishes with the culprit. The range is the history's last
 // commit, a driver outside the test config: its image is byte-identical to
-// its parent's, which the confirmation must flag.
+// its parent's, which the confirmation must flag. The test tells the two
+// apart by $FIRSTBAD_COMMIT, so it must say --retest-same-kernel.
 func TestKernelRunKillDuringTestAndResume(t *testing.T) {
 	k := testkernel.Get(t)
 	e := newEnv(t)
@@ -228,7 +253,7 @@ func TestKernelRunKillDuringTestAndResume(t *testing.T) {
 	tip := strings.TrimSpace(gitOut(t, k.Repo, "rev-parse", "tip"))
 	test := script(t, fmt.Sprintf(`sleep 4; [ "$FIRSTBAD_COMMIT" = %s ] && exit 1; exit 0`, tip))
 	args := []string{"--state-dir", e.state, "--cache-dir", e.cache, "run", "--repo", k.Repo, "--good", "tip~1", "--bad", "tip",
-		"--guest-test", test, "--kconfig", k.Fragment, "--endpoint-check", "upfront"}
+		"--guest-test", test, "--kconfig", k.Fragment, "--endpoint-check", "upfront", "--retest-same-kernel"}
 	cmd := exec.Command(binary, args...)
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)

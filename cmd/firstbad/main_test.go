@@ -78,6 +78,7 @@ type step struct {
 	Reason   string   `json:"reason"`
 	Duration float64  `json:"duration_s"`
 	Build    *float64 `json:"build_s"`
+	Boot     *float64 `json:"boot_s"`
 	Test     *float64 `json:"test_s"`
 	Crash    *string  `json:"crash"`
 	Runs     []struct {

@@ -343,7 +343,9 @@ func TestRemoteTarget(t *testing.T) {
 }
 
 // bisectOn bisects tip~1..tip (tip is bad) with the target given by a TOML
-// config and returns the report and the VM hosts it names.
+// config and returns the report and the VM hosts it names. The two build
+// the same kernel; the test tells them apart by $FIRSTBAD_COMMIT, so each
+// must boot (--retest-same-kernel).
 func bisectOn(t *testing.T, e *env, k *testkernel.Kernel, config, target string) (report, []string) {
 	t.Helper()
 	tip := strings.TrimSpace(gitOut(t, k.Repo, "rev-parse", "tip"))
@@ -351,7 +353,7 @@ func bisectOn(t *testing.T, e *env, k *testkernel.Kernel, config, target string)
 	cfg := filepath.Join(t.TempDir(), "firstbad.toml")
 	os.WriteFile(cfg, []byte(config), 0o644)
 	r, res := e.runJSON("run", "--config", cfg, "--repo", k.Repo, "--good", "tip~1", "--bad", "tip", "--guest-test", test,
-		"--kconfig", k.Fragment, "--accept-suspect") // tip's image is tip~1's: flagged
+		"--kconfig", k.Fragment, "--accept-suspect", "--retest-same-kernel") // tip's image is tip~1's: flagged
 	if res.code != 0 || r.Culprit == nil || *r.Culprit != tip {
 		t.Fatalf("bisect on %s: exit %d culprit %v\n%s", target, res.code, r.Culprit, res.stderr)
 	}

@@ -120,6 +120,7 @@ func (rf *runFlags) register(c *cobra.Command) {
 	f.BoolVar(&rf.confirm, "confirm", true, "retest the culprit and its parent after the search (--confirm=false: not)")
 	f.StringVar(&in.RevertCheck, "revert-check", "on", "revert the culprit on the bad commit (or --revert-on) and test that: on or off")
 	f.StringVar(&in.RevertOn, "revert-on", "", "the tip the revert check reverts the culprit on (default: the bad commit), e.g. today's mainline")
+	f.BoolVar(&in.RetestSameKernel, "retest-same-kernel", false, "boot and test a commit whose kernel an earlier step tested (same artifact: its changes touch nothing the build read) instead of taking that step's verdict; for a test that reads $FIRSTBAD_COMMIT or is flaky")
 	f.BoolVar(&in.AcceptSuspect, "accept-suspect", false, "call a flagged culprit (a merge, documentation only, a revert that does not help, ...) found, not suspect")
 	f.StringVar(&in.Strategy, "strategy", "", "search strategy: classic (git bisect's choices, the default) or bayes (for flaky tests: a posterior over the culprit, repeats where they pay)")
 	f.BoolVar(&rf.flaky, "flaky", false, "short for --strategy bayes")

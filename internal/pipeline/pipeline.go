@@ -18,6 +18,10 @@ type Request struct {
 	EvidenceDir string // where to keep outputs and logs
 	// Stage, if set, is told when a stage starts (build, boot, test).
 	Stage func(stage string)
+	// Tested, if set, gives the runs of an earlier step that tested the
+	// same kernel image (by its path in the artifact cache): a kernel
+	// step takes them instead of booting it again.
+	Tested func(kernel string) ([]Run, bool)
 }
 
 func (r Request) stage(s string) {

@@ -84,6 +84,9 @@ type Params struct {
 	RevertCheck   bool   `json:"revert_check,omitempty"`
 	RevertOn      string `json:"revert_on,omitempty"`
 	AcceptSuspect bool   `json:"accept_suspect,omitempty"`
+	// RetestSameKernel boots a commit whose kernel an earlier step tested
+	// (by default that step's verdict is taken: sametested.go).
+	RetestSameKernel bool `json:"retest_same_kernel,omitempty"`
 	// MaxBuildFailures stops a kernel run after this many search steps
 	// in a row whose kernel did not build (0: never).
 	MaxBuildFailures int `json:"max_build_failures,omitempty"`
@@ -135,6 +138,8 @@ type Input struct {
 	RevertCheck   string
 	RevertOn      string
 	AcceptSuspect bool
+	// RetestSameKernel: see Params.
+	RetestSameKernel bool
 	// MaxBuildFailures: see Params (nil: DefaultMaxBuildFailures for
 	// kernel runs).
 	MaxBuildFailures *int

@@ -98,6 +98,7 @@ func (p *Params) setMode(in Input) error {
 		return outcome.InputErr("--revert-check must be on or off")
 	}
 	p.AcceptSuspect = in.AcceptSuspect
+	p.RetestSameKernel = in.RetestSameKernel
 	if in.Kernel != nil {
 		p.MaxBuildFailures = DefaultMaxBuildFailures
 	}

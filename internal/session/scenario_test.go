@@ -53,6 +53,9 @@ type world struct {
 	// kernel makes the run a kernel run (its options; the pipeline is
 	// still this world).
 	kernel *pipeline.KernelConfig
+	// reused counts the evaluations that took an earlier step's verdict
+	// for the same image (Request.Tested) instead of testing.
+	reused int
 }
 
 // newWorld makes a world whose commits each add a file of their own (so a
@@ -97,6 +100,17 @@ func (w *world) Evaluate(ctx context.Context, req pipeline.Request) (pipeline.Ou
 		return pipeline.Outcome{Build: &d, BuildLog: "build.log", Runs: []pipeline.Run{{Verdict: outcome.Skip, ExitCode: -1,
 			Reason: "make bzImage failed: x.c:1: error: implicit declaration of function"}}}, nil
 	}
+	if w.image != nil {
+		out.Kernel = filepath.Join(w.dir, w.image(i))
+		os.WriteFile(out.Kernel, []byte(w.image(i)), 0o644)
+		if req.Tested != nil {
+			if runs, ok := req.Tested(out.Kernel); ok {
+				w.reused++
+				out.Runs = runs
+				return out, nil
+			}
+		}
+	}
 	for range max(req.Repeat, 1) {
 		w.calls[i]++
 		r := w.judge(i, w.calls[i])
@@ -108,10 +122,6 @@ func (w *world) Evaluate(ctx context.Context, req pipeline.Request) (pipeline.Ou
 			out.Abort = "the reproducer exited with code 200"
 			break
 		}
-	}
-	if w.image != nil {
-		out.Kernel = filepath.Join(w.dir, w.image(i))
-		os.WriteFile(out.Kernel, []byte(w.image(i)), 0o644)
 	}
 	return out, nil
 }
@@ -501,6 +511,60 @@ func TestSessionCrashSignature(t *testing.T) {
 			}
 			if diff := cmp.Diff(c.want, w.numbers(res.Candidates)); diff != "" {
 				t.Errorf("candidates (-want +got):\n%s", diff)
+			}
+		})
+	}
+}
+
+// A kernel run takes the verdict of an earlier step that tested the same
+// image (kbuild gave a commit whose changes its build never read the
+// earlier build's artifact) instead of booting it: the culprit is the
+// same, with fewer boots. Not with --retest-same-kernel, not under bayes,
+// not once a step was flaky.
+func TestSessionSameKernelVerdict(t *testing.T) {
+	// The kernel changes only at these commits; the culprit is one.
+	changes := []int{0, 5, 9, 21, 30, 44, 50}
+	image := func(i int) string {
+		k := 0
+		for _, c := range changes {
+			if c <= i {
+				k = c
+			}
+		}
+		return fmt.Sprintf("k%d", k)
+	}
+	flakyOnce := func(i, call int) pipeline.Run {
+		if i == 63 && call == 1 { // the bad endpoint, tested first
+			return pipeline.Run{Verdict: outcome.Good, Reason: "exit 0"}
+		}
+		return from(21)(i, call)
+	}
+	for _, c := range []struct {
+		name   string
+		judge  func(i, call int) pipeline.Run
+		in     Input
+		reuse  bool
+		repeat int
+	}{
+		{"reused", from(21), Input{}, true, 1},
+		{"--retest-same-kernel", from(21), Input{RetestSameKernel: true}, false, 1},
+		{"after a flaky step", flakyOnce, Input{}, false, 2},
+		{"bayes", from(21), Input{Strategy: "bayes"}, false, 1},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			w := newWorld(t, 64)
+			w.judge, w.image, w.kernel = c.judge, image, &pipeline.KernelConfig{}
+			no := false
+			c.in.Confirm, c.in.RevertCheck, c.in.Repeat = &no, "off", c.repeat
+			res, err := w.run(c.in)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res.Outcome != outcome.Found || res.Culprit != w.repo.SHAs[21] {
+				t.Fatalf("outcome %s culprit c%d (%s), want found c21", res.Outcome, w.index[res.Culprit], res.Message)
+			}
+			if (w.reused > 0) != c.reuse {
+				t.Errorf("%d of %d evaluations took an earlier verdict; want reuse %v", w.reused, len(w.evaluated), c.reuse)
 			}
 		})
 	}

@@ -2,6 +2,7 @@ package session
 
 import (
 	"fmt"
+	"strings"
 
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/outcome"
@@ -76,7 +77,7 @@ func (s signature) apply(p Params, out pipeline.Outcome) pipeline.Outcome {
 		case mine && r.Crash != "" && r.Crash != s.crash:
 			r.Verdict = outcome.Skip
 			r.Reason = fmt.Sprintf("another crash: %s (this run is about %q; --any-crash counts any crash)", r.Crash, s.crash)
-		case s.code != 0 && r.Crash == "" && r.ExitCode > 0 && r.ExitCode != s.code:
+		case s.code != 0 && r.Crash == "" && r.ExitCode > 0 && r.ExitCode != s.code && !strings.Contains(r.Reason, "(not the exit code"):
 			r.Reason += fmt.Sprintf(" (not the exit code %d of the run's first %s step)", s.code, p.TermNew)
 		}
 		runs[i] = r

@@ -48,7 +48,7 @@ func (r *run) evaluate(ctx context.Context, at stepAt) (journal.Step, pipeline.O
 	}
 	out, err := r.pipe.Evaluate(ctx, pipeline.Request{Commit: at.commit, Step: at.no, Repeat: runs,
 		EvidenceDir: filepath.Join(r.j.Dir, "steps", strconv.Itoa(seq)),
-		Stage:       func(stage string) { show(stage, st) }})
+		Stage:       func(stage string) { show(stage, st) }, Tested: r.tested(at.kind)})
 	st.Duration = time.Since(started).Seconds()
 	out = r.sig.apply(r.p, out)
 	if err != nil {
