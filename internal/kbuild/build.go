@@ -19,6 +19,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/firstbad/firstbad/internal/cachedir"
@@ -108,6 +109,9 @@ type Builder struct {
 	CacheDir  string
 	CacheSize int64 // artifact cache bound in bytes; 0 = default
 	Log       *slog.Logger
+	// sameOff, once set, says why same-kernel reuse is off for this
+	// Builder's life (checkPremise).
+	sameOff atomic.Pointer[string]
 }
 
 // Request is one commit to build.
@@ -649,6 +653,7 @@ func (j *buildJob) cached(cache *Cache, final []byte) bool {
 	}
 	j.take(a)
 	fmt.Fprintf(j.log, "firstbad: kernel %s from the artifact cache\n", j.res.Key)
+	j.checkPremise(cache, final)
 	return true
 }
 

@@ -61,11 +61,28 @@ func rememberBuilt(list string, b built) {
 // tree in no file that build read, with the same config and compiler; it
 // says so in the log, with the files that changed.
 func (j *buildJob) sameKernel(cache *Cache, final []byte) bool {
-	if len(j.fixes) > 0 || j.req.Tree == "" {
+	if why := j.b.sameOff.Load(); why != nil {
 		return false
 	}
+	b, a, changed, ok := j.sameAs(cache, final)
+	if !ok {
+		return false
+	}
+	j.res.Key, j.res.SameAs = b.Key, b.Commit
+	j.take(a)
+	fmt.Fprintf(j.log, "firstbad: same kernel as %.12s (artifact %s): the %d file(s) changed since touch nothing its build read or the build system: %s\n",
+		b.Commit, b.Key, len(changed), strings.Join(first(changed, 5), " "))
+	return true
+}
+
+// sameAs finds the recent build whose kernel this tree's would be, and the
+// files that differ between their trees.
+func (j *buildJob) sameAs(cache *Cache, final []byte) (built, Artifact, []string, bool) {
+	if len(j.fixes) > 0 || j.req.Tree == "" {
+		return built{}, Artifact{}, nil, false
+	}
 	for _, b := range readBuilt(j.builtList) {
-		if b.Compiler != j.compiler() {
+		if b.Compiler != j.compiler() || b.Tree == j.req.Tree {
 			continue
 		}
 		a, ok := cache.Get(b.Key)
@@ -83,13 +100,35 @@ func (j *buildJob) sameKernel(cache *Cache, final []byte) bool {
 		if read, ok := ReadBy(a.Kernel, changed); !ok || len(read) > 0 {
 			continue
 		}
-		j.res.Key, j.res.SameAs = b.Key, b.Commit
-		j.take(a)
-		fmt.Fprintf(j.log, "firstbad: same kernel as %.12s (artifact %s): the %d file(s) changed since touch nothing its build read or the build system: %s\n",
-			b.Commit, b.Key, len(changed), strings.Join(first(changed, 5), " "))
-		return true
+		return b, a, changed, true
 	}
-	return false
+	return built{}, Artifact{}, nil, false
+}
+
+// checkPremise verifies same-kernel reuse where it costs nothing: a commit
+// whose own kernel is in the artifact cache, and which a recent build
+// would also have given its kernel, must have that build's image byte for
+// byte (kernel builds are reproducible). If not, reuse is off for the rest
+// of this Builder's life, and the log and a warning say why. A machine's
+// images differ anyway (the release names the artifact): not checked.
+func (j *buildJob) checkPremise(cache *Cache, final []byte) {
+	if j.o.Modules || j.b.sameOff.Load() != nil {
+		return
+	}
+	b, a, changed, ok := j.sameAs(cache, final)
+	if !ok || a.Kernel == j.res.Kernel {
+		return
+	}
+	mine, err1 := os.ReadFile(j.res.Kernel)
+	theirs, err2 := os.ReadFile(a.Kernel)
+	if err1 != nil || err2 != nil || bytes.Equal(mine, theirs) {
+		return
+	}
+	why := fmt.Sprintf("%.12s's kernel differs from %.12s's though the %d file(s) changed between them are none its build read (%s): same-kernel reuse is off for this run",
+		j.req.Commit, b.Commit, len(changed), strings.Join(first(changed, 5), " "))
+	j.b.sameOff.Store(&why)
+	fmt.Fprintf(j.log, "firstbad: %s\n", why)
+	j.b.Log.Warn(why)
 }
 
 // first is at most n of s, with "..." when there are more.

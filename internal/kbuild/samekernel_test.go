@@ -1,6 +1,8 @@
 package kbuild
 
 import (
+	"io"
+	"log/slog"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -73,6 +75,40 @@ func TestSameKernel(t *testing.T) {
 			}
 			if got && (j.res.Key != "basekey" || j.res.SameAs != repo.SHAs[base] || !j.res.Cached) {
 				t.Errorf("result %+v: want the base's artifact", j.res)
+			}
+		})
+	}
+
+	// The premise, checked where it costs nothing: the documentation
+	// commit's own kernel (built apart, in the artifact cache) must be the
+	// base's byte for byte. If it differs, reuse is off for the Builder.
+	for _, c := range []struct {
+		name, image string
+		off         bool
+	}{
+		{"identical", "kernel", false},
+		{"different", "another kernel", true},
+	} {
+		t.Run("premise "+c.name, func(t *testing.T) {
+			own := filepath.Join(t.TempDir(), "bzImage")
+			if err := os.WriteFile(own, []byte(c.image), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			log, err := os.Create(filepath.Join(t.TempDir(), "build.log"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer log.Close()
+			b := &Builder{CacheDir: cacheDir, Log: slog.New(slog.NewTextHandler(io.Discard, nil))}
+			j := &buildJob{b: b, req: Request{Src: repo.Dir, Tree: tree(docs), Commit: repo.SHAs[docs]},
+				builtList: list, cc: "gcc 12", log: log, res: &Result{Kernel: own}}
+			j.checkPremise(cache, []byte("CONFIG_X=y\n"))
+			if off := b.sameOff.Load() != nil; off != c.off {
+				t.Fatalf("reuse off %v, want %v", off, c.off)
+			}
+			j.res = &Result{}
+			if got := j.sameKernel(cache, []byte("CONFIG_X=y\n")); got == c.off {
+				t.Errorf("same kernel %v after the check, want %v", got, !c.off)
 			}
 		})
 	}
