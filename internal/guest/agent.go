@@ -97,6 +97,14 @@ func Agent() int {
 		return 1
 	}
 	network()
+	if s.HostRoot {
+		root, err := mountHostRoot(s.Files)
+		if err != nil {
+			say("%s nonce=%s %v", SetupFailedMarker, s.Nonce, err)
+			return 1
+		}
+		hostRootPath = root
+	}
 	if s.SSHKey != "" {
 		if err := serveSSH(s.SSHKey, ":"+strconv.Itoa(SSHPort)); err != nil {
 			say("firstbad-agent: SSH server: %v", err)
@@ -190,10 +198,19 @@ func runTest(s Settings, n int, root string) RunResult {
 	if root != "" {
 		cmd.Env = append(cmd.Env, "FIRSTBAD_ROOT="+root)
 	}
+	if hostRootPath != "" {
+		// The host's root: its programs, its PATH (the user's --env may
+		// still set another).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: hostRootPath}
+		cmd.Env = append(cmd.Env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
+	}
 	for k, v := range s.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setpgid = true
 	start := time.Now()
 	if err := cmd.Start(); err != nil {
 		say("firstbad-agent: starting the test: %v", err)

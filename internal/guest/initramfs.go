@@ -90,6 +90,10 @@ type Settings struct {
 	// together. NoGuestTest makes each run's guest half a plain success.
 	WaitGo      bool `json:"wait_go,omitempty"`
 	NoGuestTest bool `json:"no_guest_test,omitempty"`
+	// HostRoot runs the test on the host's root file system (--rootfs
+	// host); Files are the guest files' paths, copied in there.
+	HostRoot bool     `json:"host_root,omitempty"`
+	Files    []string `json:"files,omitempty"`
 }
 
 // GoFile is the file whose creation starts run n when Settings.WaitGo.
@@ -172,6 +176,9 @@ func Base(out io.Writer, agent, busybox string) error {
 // unpacks concatenated archives in order): settings, the test, extra files.
 func Overlay(out io.Writer, s Settings, test string, files []File) error {
 	w := &writer{w: cpio.Newc.Writer(out), ino: 1 << 20}
+	for _, f := range files {
+		s.Files = append(s.Files, f.Dest)
+	}
 	js, err := json.Marshal(s)
 	if err != nil {
 		return err

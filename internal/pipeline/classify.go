@@ -182,6 +182,12 @@ func (c *Classifier) line(ev Event) Action {
 	if !c.started && strings.Contains(ev.Line, guest.StartMarker+" nonce="+c.cfg.Nonce) {
 		return c.start(ev.At)
 	}
+	if _, why, ok := strings.Cut(ev.Line, guest.SetupFailedMarker+" nonce="+c.cfg.Nonce+" "); ok && !c.started {
+		// What the test runs on could not be set up: not the kernel's
+		// verdict, whatever it is.
+		c.err = outcome.InfraErr("guest", fmt.Errorf("the guest agent could not set up the test's root: %s", why))
+		return c.done()
+	}
 	if ev.Result != nil && c.started && ev.Result.Nonce == c.cfg.Nonce {
 		g := c.fromResult(*ev.Result)
 		if !c.cfg.HostTest {

@@ -230,6 +230,19 @@ func TestClassifyFailuresAroundTheTest(t *testing.T) {
 	}
 }
 
+// An agent that cannot set up what the test runs on (--rootfs host on a
+// kernel or QEMU without 9p) is the machine's problem: an infrastructure
+// error, never a verdict, and no retry.
+func TestClassifySetupFailed(t *testing.T) {
+	cp := loadCapture(t, "good")
+	line := guest.SetupFailedMarker + " nonce=" + cp.nonce + " mounting the host's root file system (9p tag firstbad-root): no such device"
+	out, _, err := feed(ClassifyConfig{Nonce: cp.nonce, Runs: 1, GuestTest: true, Timeout: time.Minute, BootTimeout: time.Minute},
+		append(cp.events(true)[:40], Event{Kind: EvLine, Line: line, At: time.Second}))
+	if !outcome.IsInfra(err) || outcome.CanRetry(err) || len(out.Runs) != 0 || !strings.Contains(err.Error(), "no such device") {
+		t.Fatalf("want an infrastructure error naming the cause and no verdict, got %v, %v", err, brief(out))
+	}
+}
+
 func TestClassifyHostTest(t *testing.T) {
 	cp := loadCapture(t, "good")
 	start := upTo(cp)

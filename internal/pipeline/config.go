@@ -50,6 +50,10 @@ type KernelConfig struct {
 	BootMethod   string `json:"boot_method,omitempty"`
 	Console      string `json:"console,omitempty"`
 	LeaveRunning bool   `json:"leave_running,omitempty"`
+	// Rootfs is what the guest test runs on: "" or "busybox" (firstbad's
+	// initramfs), or "host" (the host's root file system, read-only, with
+	// a tmpfs overlay).
+	Rootfs string `json:"rootfs,omitempty"`
 }
 
 // NewTarget makes the target c names; problems the user can fix are
@@ -91,6 +95,12 @@ func NewTarget(ctx context.Context, c KernelConfig, cacheDir string, log *slog.L
 // NewGuestTest checks the host (busybox, QEMU, a static firstbad) and builds
 // the boot-and-test stage. Problems the user can fix are input errors.
 func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest, error) {
+	switch {
+	case c.Rootfs != "" && c.Rootfs != "busybox" && c.Rootfs != "host":
+		return nil, outcome.InputErr("--rootfs %q: give busybox (firstbad's initramfs, the default) or host (this machine's root file system, read-only)", c.Rootfs)
+	case c.Rootfs == "host" && c.Target != "" && c.Target != "qemu":
+		return nil, outcome.InputErr("--rootfs host shares this machine's root file system with a local QEMU guest: it does not go with --target %s", c.Target)
+	}
 	var re *regexp.Regexp
 	if c.CrashMatch != "" {
 		var err error
@@ -119,7 +129,7 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	}
 	gt := &GuestTest{Target: q, BaseInitrd: base, Test: c.GuestTest, Files: c.Files, Timeout: c.Timeout,
 		BootTimeout: c.BootTimeout, RebootEach: c.RebootEach, BootFailureBad: c.BootFailureBad, CrashMatch: re,
-		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, Log: log}
+		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, HostRoot: c.Rootfs == "host", Log: log}
 	if p, ok := q.(*target.Physical); ok {
 		gt.machine = &machineBuild{p: p, dir: filepath.Join(cacheDir, "machine-configs")}
 		gt.BootTimeout = p.BootGrace()
@@ -152,6 +162,14 @@ func (g *GuestTest) BuildOptions(ctx context.Context, o kbuild.Options) (kbuild.
 		}
 		if o.TrimModules == "machine" {
 			return o, outcome.InputErr("--trim-modules machine takes the modules loaded on the machine of --target machine://HOST (or give a file of lsmod's output)")
+		}
+		if g.HostRoot {
+			// Last: what the mode needs overrides the user's fragments.
+			f, err := kbuild.TargetFragment("rootfs-host")
+			if err != nil {
+				return o, err
+			}
+			o.Fragments = append(append([]kbuild.Fragment(nil), o.Fragments...), f)
 		}
 		return o, nil
 	}

@@ -44,7 +44,10 @@ type GuestTest struct {
 	// Host, if set, runs on the host against the guest over SSH, at the
 	// same moment as the guest test (which may be absent).
 	Host *HostTest
-	Log  *slog.Logger
+	// HostRoot runs the guest test on the host's root file system
+	// (--rootfs host): shared read-only, a tmpfs overlay on top.
+	HostRoot bool
+	Log      *slog.Logger
 	// machine, for a real machine, is how its kernels are built.
 	machine *machineBuild
 	// nonce makes each boot's nonce (tests replaying a recorded console
@@ -188,7 +191,8 @@ func (g *GuestTest) prepare(p *bootPlan, kernel Kernel) (target.Boot, error) {
 	if err := os.MkdirAll(p.dir, 0o755); err != nil {
 		return target.Boot{}, outcome.InfraErr("boot", err)
 	}
-	s := guest.Settings{Nonce: p.nonce, Commit: p.commit, Step: p.step, Runs: p.runs, FirstRun: p.first, TimeoutS: g.timeout().Seconds(), Shell: g.Shell}
+	s := guest.Settings{Nonce: p.nonce, Commit: p.commit, Step: p.step, Runs: p.runs, FirstRun: p.first, TimeoutS: g.timeout().Seconds(), Shell: g.Shell,
+		HostRoot: g.HostRoot}
 	if g.Test == "" && g.Host == nil && !g.Shell {
 		s.Runs = 0
 	}
@@ -211,7 +215,7 @@ func (g *GuestTest) prepare(p *bootPlan, kernel Kernel) (target.Boot, error) {
 	}
 	b := target.Boot{Kernel: kernel.Image, Modules: kernel.Modules, Release: kernel.Release, Config: kernel.Config, Nonce: p.nonce, Extra: g.Cmdline,
 		Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: p.dir, MemMiB: g.MemMiB,
-		CPUs: g.CPUs, Net: g.Net || p.gs != nil, Forwards: forwards, Interactive: g.Shell}
+		CPUs: g.CPUs, Net: g.Net || p.gs != nil, Forwards: forwards, Interactive: g.Shell, HostRoot: g.HostRoot}
 	if p.gs != nil {
 		b.AgentSSH = guest.SSHPort
 	}

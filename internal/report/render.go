@@ -186,6 +186,9 @@ func (r *Report) Markdown(w io.Writer) error {
 	if t := r.TargetText(); t != "" {
 		fmt.Fprintf(&b, "%s\n\n", cell(t))
 	}
+	if r.GuestRoot != "" {
+		fmt.Fprintf(&b, "Guest root: %s\n\n", cell(r.GuestRoot))
+	}
 	if r.Exec != "" {
 		fmt.Fprintf(&b, "Reproducer: %s\n\n", CodeSpan(r.Exec))
 	}
@@ -304,6 +307,7 @@ var htmlTmpl = template.Must(template.New("report").Funcs(template.FuncMap{
 {{with .R.PosteriorText ""}}<p style="white-space:pre-line">{{.}}</p>{{end}}
 {{with .R.TrustText ""}}<h2>Can I trust it?</h2><p style="white-space:pre-line">{{.}}</p>{{end}}
 {{with .R.TargetText}}<p>{{.}}</p>{{end}}
+{{with .R.GuestRoot}}<p>Guest root: {{.}}</p>{{end}}
 {{if gt (len .R.Candidates) 1}}<p>Candidates:</p><ul>{{range .R.Candidates}}<li><code>{{.}}</code></li>{{end}}</ul>{{end}}
 <h2>Timeline</h2>
 <p>Left: candidates left when the step was chosen (the range narrowing). Right: the step's time.</p>
@@ -387,6 +391,7 @@ func (r *Report) cleaned() *Report {
 	c := *r
 	c.Message, c.Target, c.Exec = Clean(r.Message), Clean(r.Target), Clean(r.Exec)
 	c.TargetHosts = cleanAll(r.TargetHosts)
+	c.GuestRoot = Clean(r.GuestRoot)
 	c.Maintainers = cleanAll(r.Maintainers)
 	if r.CulpritInfo != nil {
 		ci := *r.CulpritInfo

@@ -66,6 +66,9 @@ type Report struct {
 	// TargetHosts the VM hosts the verdicts came from (name, kernel, QEMU).
 	Target      string
 	TargetHosts []string
+	// GuestRoot says what the guest test ran on when not firstbad's
+	// busybox initramfs (--rootfs host: which host).
+	GuestRoot string
 	// Flags are the reasons to doubt the culprit; RevertOn is the tip the
 	// revert check reverted it on.
 	Flags    []Flag
@@ -302,6 +305,7 @@ type jsonReport struct {
 	FalseAlarm   *float64      `json:"false_alarm_rate,omitempty"`
 	FALearned    bool          `json:"false_alarm_learned,omitempty"`
 	Target       *TargetJSON   `json:"target,omitempty"`
+	GuestRoot    string        `json:"guest_root,omitempty"`
 	Repo         string        `json:"repo"`
 	Bad          string        `json:"bad"`
 	Good         []string      `json:"good"`
@@ -352,6 +356,7 @@ func (r *Report) JSON(w io.Writer) error {
 	jr.Signature, jr.SignatureOf = r.Signature, r.SignatureFrom
 	jr.FlakyWhy = r.FlakyEvidence()
 	jr.Flaky = len(jr.FlakyWhy) > 0
+	jr.GuestRoot = r.GuestRoot
 	if r.Target != "" {
 		jr.Target = &TargetJSON{URL: r.Target, Hosts: append([]string{}, r.TargetHosts...)}
 	}

@@ -16,6 +16,7 @@ import (
 
 	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/git"
+	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/report"
@@ -71,6 +72,9 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 	r.RevertOn = p.RevertOn
 	if r.RevertOn == "" {
 		r.RevertOn = p.Bad
+	}
+	if k := p.Kernel; k != nil && k.Rootfs == "host" {
+		r.GuestRoot = guest.DescribeHostRoot()
 	}
 	if k := p.Kernel; k != nil && k.Target != "" && k.Target != "qemu" {
 		r.Target, r.TargetHosts = k.Target, targetHosts(steps)

@@ -16,6 +16,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/proc"
 )
 
@@ -78,6 +79,11 @@ func (q *QEMU) Args(b Boot, accel string) []string {
 	}
 	if b.Initrd != "" {
 		args = append(args, "-initrd", b.Initrd)
+	}
+	if b.HostRoot {
+		// multidevs=remap: the host's / spans several file systems, whose
+		// inode numbers would collide in one 9p export.
+		args = append(args, "-virtfs", "local,path=/,mount_tag="+guest.HostRootTag+",security_model=none,readonly=on,multidevs=remap")
 	}
 	if b.Net {
 		netdev := "user,id=net0"

@@ -28,6 +28,10 @@ type Boot struct {
 	Ports map[int]int
 	// Interactive attaches the console to the caller's terminal (shell).
 	Interactive bool
+	// HostRoot shares this machine's root file system with the guest,
+	// read-only, as 9p mount tag guest.HostRootTag (--rootfs host; local
+	// QEMU only).
+	HostRoot bool
 	// A real machine installs the kernel with its modules (a tar of
 	// lib/modules/Release) and boots it with its own command line plus
 	// the boot's nonce and Extra; VMs use Cmdline and ignore these.

@@ -35,7 +35,9 @@ func Root() string {
 // Fragment is the union of the options the real-kernel tests need.
 // The rest boots a test machine too (Debian 12 with systemd from a
 // virtio disk, through its own initramfs), with one module (loop) to show
-// that modules install; built in, none of it changes a VM's boot.
+// that modules install; built in, none of it changes a VM's boot. The
+// last lines are --rootfs host's options (kbuild's rootfs-host fragment),
+// so that its tests boot this same kernel.
 const Fragment = `CONFIG_SCHED_AUTOGROUP=y
 CONFIG_PROC_SYSCTL=y
 CONFIG_MAGIC_SYSRQ=y
@@ -58,6 +60,11 @@ CONFIG_SYSVIPC=y
 CONFIG_NAMESPACES=y
 CONFIG_UNIX98_PTYS=y
 CONFIG_KEXEC=y
+CONFIG_NETWORK_FILESYSTEMS=y
+CONFIG_NET_9P=y
+CONFIG_NET_9P_VIRTIO=y
+CONFIG_9P_FS=y
+CONFIG_OVERLAY_FS=y
 `
 
 // Kernel is the shared test kernel.
