@@ -17,10 +17,11 @@ sudo=""
 # that the tests use as a remote VM host and a libvirt domain; mmdebstrap
 # and bubblewrap for build roots of older toolchains (mmdebstrap and fdisk
 # also make the test machine's disk image, qemu-utils its overlays); patch for the kernel
-# histories the tests make).
+# histories the tests make; nginx-core, whose WebDAV module is the shared
+# artifact store the tests start).
 packages=(git make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio xz-utils patch
   ccache qemu-system-x86 busybox-static openssh-client openssh-server ca-certificates curl python3
-  libvirt-daemon-system libvirt-clients mmdebstrap bubblewrap fdisk qemu-utils)
+  libvirt-daemon-system libvirt-clients mmdebstrap bubblewrap fdisk qemu-utils nginx-core)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

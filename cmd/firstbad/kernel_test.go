@@ -15,6 +15,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/firstbad/firstbad/internal/artstore/davtest"
 	"github.com/firstbad/firstbad/internal/clitest"
 	"github.com/firstbad/firstbad/internal/testkernel"
 )
@@ -165,6 +166,40 @@ mount | grep -q '^overlay on / '
 	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || res.code != 1 || r.Verdict != "bad" || r.Reason != "exit 1" {
 		t.Fatalf("test tip --rootfs host: exit %d verdict %q reason %q (%v); want bad, exit 1 (tip turns autogrouping off)\n%s", res.code, r.Verdict, r.Reason, err, res.stderr)
 	}
+}
+
+// --artifact-store: a machine that has a kernel shares it (here the test
+// kernel, from the artifact cache), and another machine — a fresh cache
+// dir, its own clone and build dir — takes it from the store (nginx with
+// WebDAV) after checking it, without running make.
+func TestArtifactStore(t *testing.T) {
+	k := testkernel.Get(t)
+	url, _ := davtest.Start(t)
+	type build struct {
+		Key      string `json:"key"`
+		Cached   bool   `json:"cached"`
+		Compiled int    `json:"compiled"`
+		Log      string `json:"build_log"`
+	}
+	run := func(e *env) build {
+		t.Helper()
+		res := e.run("--json", "build", "--repo", k.Repo, "tip", "--kconfig", k.Fragment, "--artifact-store", url+"/kernels")
+		var b build
+		if err := json.Unmarshal([]byte(res.stdout), &b); err != nil || res.code != 0 {
+			t.Fatalf("build: exit %d (%v)\n%s\n%s", res.code, err, res.stdout, res.stderr)
+		}
+		return b
+	}
+	here := newEnv(t)
+	here.cache = k.CacheDir
+	shared := run(here)
+	start := time.Now()
+	b := run(newEnv(t))
+	log, _ := os.ReadFile(b.Log)
+	if b.Key != shared.Key || !b.Cached || b.Compiled != 0 || !strings.Contains(string(log), "from the artifact store") {
+		t.Fatalf("the other machine: key %s cached %v compiled %d, want %s from the store without make\n%s", b.Key, b.Cached, b.Compiled, shared.Key, tailText(string(log), 10))
+	}
+	t.Logf("the other machine had the kernel in %.0f s (clone, checkout, config, fetch)", time.Since(start).Seconds())
 }
 
 func TestQEMUKilledFromOutsideIsInfra(t *testing.T) {

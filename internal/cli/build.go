@@ -10,6 +10,7 @@ import (
 
 	"github.com/spf13/cobra"
 
+	"github.com/firstbad/firstbad/internal/artstore"
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
@@ -112,8 +113,11 @@ func (g *globals) checkout(ctx context.Context, repo, ref string) (string, *git.
 
 // kernelBuild is the build stage for a checkout, with these flags.
 func (k *kbuildFlags) kernelBuild(g *globals, wt *git.Worktree, opts kbuild.Options, log *slog.Logger) *pipeline.KernelBuild {
-	return &pipeline.KernelBuild{Worktree: wt, Opts: opts,
-		Builder: &kbuild.Builder{CacheDir: g.cacheDir, CacheSize: k.cacheSize, Log: log}}
+	b := &kbuild.Builder{CacheDir: g.cacheDir, CacheSize: k.cacheSize, Log: log}
+	if k.store != "" {
+		b.Store, _ = artstore.New(k.store) // options() checked it
+	}
+	return &pipeline.KernelBuild{Worktree: wt, Opts: opts, Builder: b}
 }
 
 // stepErr is a failed build or test: interrupted if the context was

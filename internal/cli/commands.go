@@ -196,7 +196,7 @@ func (rf *runFlags) kernelConfig(in session.Input) (pipeline.KernelConfig, error
 	if kc.Build, err = rf.kf.options(); err != nil {
 		return kc, err
 	}
-	kc.CacheSize = rf.kf.cacheSize
+	kc.CacheSize, kc.ArtifactStore = rf.kf.cacheSize, rf.kf.store
 	return kc, nil
 }
 

@@ -13,6 +13,7 @@ import (
 	"github.com/spf13/cobra"
 	"github.com/spf13/pflag"
 
+	"github.com/firstbad/firstbad/internal/artstore"
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
@@ -211,6 +212,7 @@ type kbuildFlags struct {
 	opts      kbuild.Options
 	kconfig   []string
 	cacheSize int64
+	store     string
 }
 
 func (k *kbuildFlags) register(c *cobra.Command) {
@@ -226,6 +228,7 @@ func (k *kbuildFlags) register(c *cobra.Command) {
 	f.DurationVar(&k.opts.Timeout, "build-timeout", 0, "deadline for one build (default none)")
 	f.BoolVar(&k.opts.NoCcache, "no-ccache", false, "do not use ccache")
 	f.Int64Var(&k.cacheSize, "cache-size", kbuild.DefaultCacheSize, "artifact cache bound in bytes (least recently used kernels go first)")
+	f.StringVar(&k.store, "artifact-store", "", "URL of a shared artifact store (plain HTTP GET/PUT, e.g. nginx with WebDAV): kernels missing here are fetched from it (checked by size and sha256), kernels built here are shared there; credentials from ~/.netrc")
 	f.StringVar(&k.opts.Toolchain, "toolchain", "host", "where builds run: host, auto (the kernel's era decides: a Debian release's toolchain in a build root), debian:RELEASE (bullseye gcc 10, bookworm gcc 12, trixie gcc 14), or a build root's directory")
 	f.BoolVar(&k.opts.NoBuildFixes, "no-build-fixes", false, "never apply the known upstream fixes that let older trees build with newer toolchains")
 }
@@ -242,6 +245,11 @@ func (k *kbuildFlags) options() (kbuild.Options, error) {
 		return o, outcome.InputErr("--build-timeout must be positive")
 	case k.cacheSize <= 0:
 		return o, outcome.InputErr("--cache-size must be positive (bytes)")
+	}
+	if k.store != "" {
+		if _, err := artstore.New(k.store); err != nil {
+			return o, outcome.InputErr("%v", err)
+		}
 	}
 	if _, err := toolchain.Parse(o.Toolchain); err != nil {
 		return o, err

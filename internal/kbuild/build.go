@@ -22,6 +22,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/artstore"
 	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/lock"
 	"github.com/firstbad/firstbad/internal/outcome"
@@ -109,6 +110,8 @@ type Builder struct {
 	CacheDir  string
 	CacheSize int64 // artifact cache bound in bytes; 0 = default
 	Log       *slog.Logger
+	// Store, if set, shares built kernels with other machines.
+	Store *artstore.Store
 	// sameOff, once set, says why same-kernel reuse is off for this
 	// Builder's life (checkPremise).
 	sameOff atomic.Pointer[string]
@@ -356,7 +359,7 @@ func (b *Builder) buildWith(ctx context.Context, req Request, o Options, tc *too
 	if res != nil || err != nil {
 		return res, err
 	}
-	cache := &Cache{Dir: cachedir.Dir(b.CacheDir).Artifacts(), Limit: b.CacheSize}
+	cache := &Cache{Dir: cachedir.Dir(b.CacheDir).Artifacts(), Limit: b.CacheSize, Store: b.Store, Log: b.Log}
 	for {
 		if j.cached(cache, final) || j.sameKernel(cache, final) {
 			return j.res, nil
@@ -652,8 +655,13 @@ func (j *buildJob) cached(cache *Cache, final []byte) bool {
 		return false
 	}
 	j.take(a)
-	fmt.Fprintf(j.log, "firstbad: kernel %s from the artifact cache\n", j.res.Key)
+	from := "the artifact cache"
+	if a.FromStore {
+		from = "the artifact store " + cache.Store.String() + " (sizes and sha256 checked)"
+	}
+	fmt.Fprintf(j.log, "firstbad: kernel %s from %s\n", j.res.Key, from)
 	j.checkPremise(cache, final)
+	cache.Share(j.res.Key)
 	return true
 }
 

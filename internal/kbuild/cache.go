@@ -1,15 +1,19 @@
 package kbuild
 
 import (
+	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"os"
 	"path/filepath"
 	"sort"
 	"syscall"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/artstore"
 	"github.com/firstbad/firstbad/internal/lock"
 )
 
@@ -25,6 +29,8 @@ type Artifact struct {
 	Release string    `json:"release"`
 	Commit  string    `json:"commit"`
 	Stored  time.Time `json:"stored"`
+	// FromStore: this Get brought it from the shared artifact store.
+	FromStore bool `json:"-"`
 }
 
 // Cache is the content-addressed artifact cache: one directory per key
@@ -34,14 +40,27 @@ type Artifact struct {
 type Cache struct {
 	Dir   string
 	Limit int64
+	// Store, if set, is a shared store behind this cache: a miss here is
+	// looked up there, and what is stored here is shared there.
+	Store *artstore.Store
+	Log   *slog.Logger
+	// corrupt are keys whose entry in the store failed its check: the
+	// local build replaces it there.
+	corrupt map[string]bool
 }
 
 func (c *Cache) entry(key string) string { return filepath.Join(c.Dir, key) }
 
-// Get returns the artifact for key, marking it used.
+// Get returns the artifact for key, marking it used; one the cache lacks
+// comes from the shared store, if it has it whole and intact.
 func (c *Cache) Get(key string) (Artifact, bool) {
 	dir := c.entry(key)
 	data, err := os.ReadFile(filepath.Join(dir, "meta.json"))
+	fetched := false
+	if err != nil && c.fetch(key) {
+		fetched = true
+		data, err = os.ReadFile(filepath.Join(dir, "meta.json"))
+	}
 	if err != nil {
 		return Artifact{}, false
 	}
@@ -49,6 +68,7 @@ func (c *Cache) Get(key string) (Artifact, bool) {
 	if json.Unmarshal(data, &a) != nil {
 		return Artifact{}, false
 	}
+	a.FromStore = fetched
 	a.Kernel, a.Config = filepath.Join(dir, "bzImage"), filepath.Join(dir, "config")
 	if _, err := os.Stat(a.Kernel); err != nil {
 		return Artifact{}, false
@@ -104,7 +124,76 @@ func (c *Cache) Put(key string, a Artifact, files map[string]string) (Artifact, 
 	if !ok {
 		return a, fmt.Errorf("artifact %s vanished after storing", key)
 	}
+	c.Share(key)
 	return got, nil
+}
+
+// fetch brings the entry for key from the shared store into the cache and
+// says whether it did. A store that fails, or an entry that is partial or
+// corrupt, is a warning: the kernel is built here instead.
+func (c *Cache) fetch(key string) bool {
+	if c.Store == nil {
+		return false
+	}
+	if err := os.MkdirAll(c.Dir, 0o755); err != nil {
+		return false
+	}
+	tmp, err := os.MkdirTemp(c.Dir, ".fetch-"+key+"-")
+	if err != nil {
+		return false
+	}
+	defer os.RemoveAll(tmp)
+	start := time.Now()
+	err = c.Store.Fetch(context.Background(), key, tmp)
+	switch {
+	case errors.Is(err, artstore.ErrNotFound):
+		return false
+	case err != nil:
+		if c.corrupt == nil {
+			c.corrupt = map[string]bool{}
+		}
+		c.corrupt[key] = true
+		c.warn("the artifact store's copy is unusable: building instead", "key", key, "err", err)
+		return false
+	}
+	if !fileExists(filepath.Join(tmp, "meta.json")) || !fileExists(filepath.Join(tmp, "bzImage")) {
+		c.warn("the artifact store's entry lacks meta.json or bzImage: building instead", "key", key)
+		return false
+	}
+	if err := os.Rename(tmp, c.entry(key)); err != nil && !fileExists(filepath.Join(c.entry(key), "meta.json")) {
+		return false
+	}
+	if c.Log != nil {
+		c.Log.Info("kernel from the artifact store", "key", key, "store", c.Store.String(), "seconds", time.Since(start).Round(time.Millisecond).Seconds())
+	}
+	return true
+}
+
+// Share puts the entry for key in the shared store unless the store has
+// it intact already (a good entry is never overwritten). Failures are
+// warnings: sharing never fails a build.
+func (c *Cache) Share(key string) {
+	if c.Store == nil {
+		return
+	}
+	ctx := context.Background()
+	if has, err := c.Store.Has(ctx, key); err != nil || (has && !c.corrupt[key]) {
+		if err != nil {
+			c.warn("the artifact store cannot be read: not sharing", "key", key, "err", err)
+		}
+		return
+	}
+	if err := c.Store.Put(ctx, key, c.entry(key)); err != nil {
+		c.warn("sharing the kernel in the artifact store failed", "key", key, "err", err)
+		return
+	}
+	delete(c.corrupt, key)
+}
+
+func (c *Cache) warn(msg string, args ...any) {
+	if c.Log != nil {
+		c.Log.Warn(msg, args...)
+	}
 }
 
 // complete says whether the entry for key has every file of files.

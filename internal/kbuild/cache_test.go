@@ -4,6 +4,9 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/firstbad/firstbad/internal/artstore"
+	"github.com/firstbad/firstbad/internal/artstore/davtest"
 )
 
 // An entry stored again with a file it lacks (an older firstbad's, before
@@ -46,5 +49,65 @@ func TestCachePutReplacesIncompleteEntry(t *testing.T) {
 	}
 	if len(names) != 1 {
 		t.Errorf("cache dir holds %v, want the entry k alone", names)
+	}
+}
+
+// With a shared store behind it, a cache shares what it stores and gets
+// what it lacks; an entry the store damaged is skipped (built here) and
+// replaced by the rebuilt one; an intact one is never overwritten.
+func TestCacheWithStore(t *testing.T) {
+	url, root := davtest.Start(t)
+	store, err := artstore.New(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	src := t.TempDir()
+	files := func(kernel string) map[string]string {
+		out := map[string]string{}
+		for name, text := range map[string]string{"bzImage": kernel, "config": "CONFIG_X=y\n", InputsFile: "init/main.c\n"} {
+			out[name] = filepath.Join(src, kernel+"-"+name)
+			if err := os.WriteFile(out[name], []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+		return out
+	}
+	cache := func() *Cache { return &Cache{Dir: t.TempDir(), Store: store} }
+	kernelOf := func(c *Cache) (string, bool) {
+		a, ok := c.Get("k")
+		if !ok {
+			return "", false
+		}
+		data, _ := os.ReadFile(a.Kernel)
+		if !a.FromStore {
+			t.Error("the artifact did not say it came from the store")
+		}
+		return string(data), true
+	}
+	if _, err := cache().Put("k", Artifact{Commit: "c"}, files("built")); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := kernelOf(cache()); !ok || got != "built" {
+		t.Fatalf("a fresh cache got %q (%v) from the store, want the shared kernel", got, ok)
+	}
+	// An intact entry stays as it is.
+	if _, err := cache().Put("k", Artifact{Commit: "c"}, files("another")); err != nil {
+		t.Fatal(err)
+	}
+	if got, _ := kernelOf(cache()); got != "built" {
+		t.Fatalf("the store's intact entry was overwritten: %q", got)
+	}
+	// Damaged behind the store's back: not taken, and the rebuilt one
+	// replaces it.
+	os.WriteFile(filepath.Join(root, "k", "bzImage"), []byte("bitrot"), 0o644)
+	c := cache()
+	if _, ok := c.Get("k"); ok {
+		t.Fatal("a corrupt entry was taken")
+	}
+	if _, err := c.Put("k", Artifact{Commit: "c"}, files("rebuilt")); err != nil {
+		t.Fatal(err)
+	}
+	if got, ok := kernelOf(cache()); !ok || got != "rebuilt" {
+		t.Fatalf("after the rebuild the store gives %q (%v), want the rebuilt kernel", got, ok)
 	}
 }

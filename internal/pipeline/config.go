@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/artstore"
 	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/guest"
@@ -21,15 +22,17 @@ import (
 // KernelConfig is everything a kernel step needs, serializable so that a
 // run's journal can rebuild its pipeline on resume.
 type KernelConfig struct {
-	Build          kbuild.Options `json:"build"`
-	CacheSize      int64          `json:"cache_size"`
-	GuestTest      string         `json:"guest_test"`
-	Files          []guest.File   `json:"guest_files,omitempty"`
-	Timeout        time.Duration  `json:"timeout"`
-	BootTimeout    time.Duration  `json:"boot_timeout"`
-	RebootEach     bool           `json:"reboot_each,omitempty"`
-	BootFailureBad bool           `json:"boot_failure_bad,omitempty"`
-	CrashMatch     string         `json:"crash_match,omitempty"`
+	Build     kbuild.Options `json:"build"`
+	CacheSize int64          `json:"cache_size"`
+	// ArtifactStore is the URL of a shared artifact store ("" for none).
+	ArtifactStore  string        `json:"artifact_store,omitempty"`
+	GuestTest      string        `json:"guest_test"`
+	Files          []guest.File  `json:"guest_files,omitempty"`
+	Timeout        time.Duration `json:"timeout"`
+	BootTimeout    time.Duration `json:"boot_timeout"`
+	RebootEach     bool          `json:"reboot_each,omitempty"`
+	BootFailureBad bool          `json:"boot_failure_bad,omitempty"`
+	CrashMatch     string        `json:"crash_match,omitempty"`
 	// AnyCrash counts every crash as bad; otherwise a crash titled unlike
 	// the run's signature (its first crash judged bad) is a skip.
 	AnyCrash bool      `json:"any_crash,omitempty"`
@@ -207,8 +210,13 @@ func NewKernelStep(ctx context.Context, c KernelConfig, wt *git.Worktree, gt *Gu
 	if err != nil {
 		return nil, err
 	}
-	return &KernelStep{Test: gt, Build: &KernelBuild{Worktree: wt, Opts: opts,
-		Builder: &kbuild.Builder{CacheDir: cacheDir, CacheSize: c.CacheSize, Log: log}}}, nil
+	b := &kbuild.Builder{CacheDir: cacheDir, CacheSize: c.CacheSize, Log: log}
+	if c.ArtifactStore != "" {
+		if b.Store, err = artstore.New(c.ArtifactStore); err != nil {
+			return nil, outcome.InputErr("%v", err)
+		}
+	}
+	return &KernelStep{Test: gt, Build: &KernelBuild{Worktree: wt, Opts: opts, Builder: b}}, nil
 }
 
 // ProbeKVM boots b under KVM and waits briefly for the guest agent's start

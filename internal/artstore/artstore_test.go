@@ -1,0 +1,101 @@
+package artstore
+
+import (
+	"context"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+
+	"github.com/firstbad/firstbad/internal/artstore/davtest"
+)
+
+// An entry goes up file by file, manifest last, and comes back checked: a
+// damaged file is corrupt, a missing one partial, no manifest no entry.
+func TestStore(t *testing.T) {
+	url, root := davtest.Start(t)
+	s, err := New(url + "/kernels/")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	src := t.TempDir()
+	files := map[string]string{"bzImage": strings.Repeat("kernel", 100000), "config": "CONFIG_X=y\n", "meta.json": "{}"}
+	for name, text := range files {
+		os.WriteFile(filepath.Join(src, name), []byte(text), 0o644)
+	}
+	if has, err := s.Has(ctx, "k1"); has || err != nil {
+		t.Fatalf("an empty store has k1: %v %v", has, err)
+	}
+	if err := s.Put(ctx, "k1", src); err != nil {
+		t.Fatal(err)
+	}
+	if has, err := s.Has(ctx, "k1"); !has || err != nil {
+		t.Fatalf("after Put: has %v (%v)", has, err)
+	}
+	got := t.TempDir()
+	if err := s.Fetch(ctx, "k1", got); err != nil {
+		t.Fatal(err)
+	}
+	for name, text := range files {
+		data, _ := os.ReadFile(filepath.Join(got, name))
+		if string(data) != text {
+			t.Errorf("%s came back as %d bytes, want %d", name, len(data), len(text))
+		}
+	}
+
+	entry := filepath.Join(root, "kernels", "k1")
+	for _, c := range []struct {
+		name   string
+		damage func()
+		want   string
+	}{
+		{"corrupt", func() { os.WriteFile(filepath.Join(entry, "config"), []byte("CONFIG_X=n\n"), 0o644) }, "corrupt"},
+		{"partial", func() { os.Remove(filepath.Join(entry, "config")) }, "partial"},
+		{"no manifest", func() { os.Remove(filepath.Join(entry, "manifest.json")) }, ErrNotFound.Error()},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			c.damage()
+			err := s.Fetch(ctx, "k1", t.TempDir())
+			if err == nil || !strings.Contains(err.Error(), c.want) {
+				t.Fatalf("fetch of a %s entry: %v, want an error saying %q", c.name, err, c.want)
+			}
+		})
+	}
+	if err := s.Fetch(ctx, "k1", t.TempDir()); !errors.Is(err, ErrNotFound) {
+		t.Errorf("without its manifest the entry is %v, want not found", err)
+	}
+}
+
+func TestNew(t *testing.T) {
+	for _, c := range []struct{ url, err string }{
+		{"http://store:8080/kernels", ""},
+		{"https://store", ""},
+		{"ftp://store", "http:// or https://"},
+		{"store/kernels", "http:// or https://"},
+		{"http://user:secret@store", "~/.netrc"},
+	} {
+		_, err := New(c.url)
+		if (err == nil) != (c.err == "") || (err != nil && !strings.Contains(err.Error(), c.err)) {
+			t.Errorf("New(%q): %v, want %q", c.url, err, c.err)
+		}
+	}
+}
+
+func TestNetrc(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "netrc")
+	os.WriteFile(path, []byte("machine other login o password op\nmachine store\n  login me\n  password s3cret\ndefault login anon password x\n"), 0o600)
+	t.Setenv("NETRC", path)
+	got := [][2]string{}
+	for _, h := range []string{"store", "other", "elsewhere"} {
+		u, p := netrc(h)
+		got = append(got, [2]string{u, p})
+	}
+	want := [][2]string{{"me", "s3cret"}, {"o", "op"}, {"anon", "x"}}
+	if diff := cmp.Diff(want, got); diff != "" {
+		t.Errorf("netrc (-want +got):\n%s", diff)
+	}
+}
