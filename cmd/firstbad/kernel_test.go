@@ -442,8 +442,10 @@ cmp big back || exit 5`, "", []string{"--memory", "768"}, 0, "good", "exit 0"},
 		{"stalled copy is a hang", `head -c 67108864 /dev/zero > big; scp -F "$FIRSTBAD_SSH_CONFIG" big guest:/dev/null; exit 0`,
 			`ip link set eth0 down; sleep 600`, []string{"--timeout", "15s"}, 1, "bad", "hang: the host test did not finish"},
 		// No NIC (PCI off): SSH never answers: a skip with the reason.
-		{"unreachable", `$FIRSTBAD_SSH true`, "", []string{"--append", "pci=off", "--boot-timeout", "8s"}, 125, "skip", "guest SSH not reachable"},
-		{"unreachable is bad", `$FIRSTBAD_SSH true`, "", []string{"--append", "pci=off", "--boot-timeout", "8s", "--unreachable", "bad"}, 1, "bad", "guest SSH not reachable"},
+		// The boot timeout also bounds the agent's start: under load a
+		// boot took more than 8 s to get there.
+		{"unreachable", `$FIRSTBAD_SSH true`, "", []string{"--append", "pci=off", "--boot-timeout", "20s"}, 125, "skip", "guest SSH not reachable"},
+		{"unreachable is bad", `$FIRSTBAD_SSH true`, "", []string{"--append", "pci=off", "--boot-timeout", "20s", "--unreachable", "bad"}, 1, "bad", "guest SSH not reachable"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
