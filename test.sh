@@ -24,9 +24,5 @@ fi
 start=$(date +%s)
 go run ./internal/testkernel/prepare
 echo "test.sh: test kernel ready after $(( $(date +%s) - start )) s"
-# One package at a time (-p 1): the kernel tests of cmd/firstbad and
-# machinetest build in the same clone, and run together one of them got a
-# second checkout slot and rebuilt the whole kernel there (from ccache, but
-# 1,200+ compiler runs on two cores) while the other built too.
-go test -p 1 -count=1 -timeout 75m ./...
+go test -count=1 -timeout 75m ./...
 echo "test.sh: done after $(( $(date +%s) - start )) s"

@@ -545,9 +545,12 @@ func TestKernelRunKillDuringBuildAndBoot(t *testing.T) {
 	// killWhen SIGKILLs the controller once ready returns something.
 	killWhen := func(cmd *exec.Cmd, what string, ready func() []int) []int {
 		t.Helper()
-		// Generous: on a cold machine another test may hold the warm build
-		// dir, and this build starts in a fresh one, from ccache.
-		for deadline := time.Now().Add(15 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		// Generous: on a cold machine the machine tests (another package,
+		// run at the same time) may hold the warm checkout, and this build
+		// starts in a fresh build dir of another slot: 1,200+ compiler
+		// runs, ccache hits, sharing two cores with the machine's build
+		// (a cold CI run took over 15 minutes there).
+		for deadline := time.Now().Add(30 * time.Minute); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
 			if pids := ready(); len(pids) > 0 {
 				cmd.Process.Signal(syscall.SIGKILL)
 				cmd.Wait()
