@@ -35,6 +35,24 @@ type bootResult struct {
 
 func script(t *testing.T, body string) string { return clitest.Script(t, body) }
 
+// bootWants runs firstbad boot with args and fails the test unless it
+// exits code with the verdict and a reason containing reason (showing the
+// console's end if not).
+func bootWants(t *testing.T, e *env, args []string, code int, verdict, reason string) bootResult {
+	t.Helper()
+	res := e.run(append([]string{"--json", "boot"}, args...)...)
+	var r bootResult
+	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
+		t.Fatalf("exit %d, stdout not JSON: %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
+	}
+	if res.code != code || r.Verdict != verdict || !strings.Contains(r.Reason, reason) {
+		console, _ := os.ReadFile(r.ConsoleLog)
+		t.Fatalf("exit %d verdict %s reason %q; want %d %s %q\nstderr: %s\nconsole:\n%s", res.code, r.Verdict, r.Reason,
+			code, verdict, reason, res.stderr, tailText(string(console), 30))
+	}
+	return r
+}
+
 // procs lists the live processes whose command line (arguments joined by
 // NULs) satisfies match.
 func procs(match func(cmdline string) bool) []int {
@@ -86,16 +104,7 @@ func TestBootClassifications(t *testing.T) {
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
 			start := time.Now()
-			res := e.run(append([]string{"--json", "boot", "--kernel", k.Image, "--guest-test", script(t, c.test)}, c.args...)...)
-			var r bootResult
-			if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
-				t.Fatalf("exit %d, stdout not JSON: %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
-			}
-			if res.code != c.code || r.Verdict != c.verdict || !strings.Contains(r.Reason, c.reason) {
-				console, _ := os.ReadFile(r.ConsoleLog)
-				t.Fatalf("exit %d verdict %s reason %q; want %d %s %q\nstderr: %s\nconsole:\n%s", res.code, r.Verdict, r.Reason,
-					c.code, c.verdict, c.reason, res.stderr, tailText(string(console), 30))
-			}
+			r := bootWants(t, e, append([]string{"--kernel", k.Image, "--guest-test", script(t, c.test)}, c.args...), c.code, c.verdict, c.reason)
 			if _, err := os.Stat(r.ConsoleLog); err != nil {
 				t.Errorf("no console log as evidence: %v", err)
 			}
@@ -144,17 +153,7 @@ mount | grep -q '^overlay on / '
 		{"hang", "sleep 600", []string{"--timeout", "3s"}, 1, "bad", "hang"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
-			args := append([]string{"--json", "boot", "--kernel", k.Image, "--rootfs", "host", "--guest-test", script(t, c.test)}, c.args...)
-			res := e.run(args...)
-			var r bootResult
-			if err := json.Unmarshal([]byte(res.stdout), &r); err != nil {
-				t.Fatalf("exit %d, stdout not JSON: %v\n%s\n%s", res.code, err, res.stdout, res.stderr)
-			}
-			if res.code != c.code || r.Verdict != c.verdict || !strings.Contains(r.Reason, c.reason) {
-				console, _ := os.ReadFile(r.ConsoleLog)
-				t.Fatalf("exit %d verdict %s reason %q; want %d %s %q\nstderr: %s\nconsole:\n%s", res.code, r.Verdict, r.Reason,
-					c.code, c.verdict, c.reason, res.stderr, tailText(string(console), 30))
-			}
+			bootWants(t, e, append([]string{"--kernel", k.Image, "--rootfs", "host", "--guest-test", script(t, c.test)}, c.args...), c.code, c.verdict, c.reason)
 		})
 	}
 	if _, err := os.Stat(probe); !os.IsNotExist(err) {
