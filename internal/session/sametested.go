@@ -13,26 +13,31 @@ import (
 
 // tested lets a search or endpoint step take the verdict of an earlier step
 // that tested the same kernel (a commit whose changes the build never read
-// gets the earlier build's artifact, kbuild's same-kernel reuse; or the
-// two images are byte-identical): the
-// test sees nothing of a commit but its kernel, so a deterministic test
-// cannot tell them apart, and the boot is saved. Not under the Bayesian
-// strategy (a second boot is a second, independent observation), not once
-// the run has seen a flaky step, not for checks (confirmation, revert,
-// retest: their point is a new boot), not from a commit marked by hand,
-// and not with --retest-same-kernel.
+// gets the earlier build's artifact, kbuild's same-kernel reuse; or the two
+// images are byte-identical): the test sees nothing of a commit but its
+// kernel, so a deterministic test cannot tell them apart, and the boot is
+// saved. Not under the Bayesian strategy (a second boot is a second,
+// independent observation), not once the run has seen the test flake (a
+// step whose runs disagreed, a commit tested both ways), not for checks
+// (confirmation, revert, retest: their point is a new boot), not from a
+// commit marked by hand, and not with --retest-same-kernel.
 func (r *run) tested(kind string) func(kernel string) ([]pipeline.Run, bool) {
 	if r.p.Kernel == nil || r.p.RetestSameKernel || r.p.bayes() || (kind != journal.KindSearch && kind != journal.KindEndpoint) {
 		return nil
 	}
-	marked := map[string]bool{}
+	marked, verdict := map[string]bool{}, map[string]string{}
 	for _, st := range r.steps {
-		if st.Flaky {
-			return nil
-		}
 		if st.Kind == journal.KindMark {
 			marked[st.Commit] = true
+			continue
 		}
+		if st.State != journal.StateDone || (st.Verdict != "good" && st.Verdict != "bad") {
+			continue
+		}
+		if v, seen := verdict[st.Commit]; st.Flaky || (seen && v != st.Verdict) {
+			return nil
+		}
+		verdict[st.Commit] = st.Verdict
 	}
 	return func(kernel string) ([]pipeline.Run, bool) {
 		for _, st := range r.steps {
