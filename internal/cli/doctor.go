@@ -114,7 +114,13 @@ func localChecks() []check {
 	} else {
 		checks = append(checks, check{"ccache", nil, ""})
 	}
-	return append(checks, check{"QEMU", (&target.QEMU{}).Check(), "qemu-system-x86_64"})
+	checks = append(checks, check{"QEMU", (&target.QEMU{}).Check(), "qemu-system-x86_64"})
+	// Optional: a note, never a failure.
+	ninep := "yes: --rootfs host can share this machine's root"
+	if err := (&target.QEMU{}).CheckVirtFS(); err != nil {
+		ninep = "no: " + err.Error()
+	}
+	return append(checks, check{"QEMU 9p (--rootfs host)", nil, ninep})
 }
 
 // hostCheck checks a VM host or libvirt domain, and lets it go.

@@ -126,6 +126,11 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	if err != nil {
 		return nil, err
 	}
+	if qemu, ok := q.(*target.QEMU); ok && c.Rootfs == "host" {
+		if err := qemu.CheckVirtFS(); err != nil {
+			return nil, outcome.InputErr("%v", err)
+		}
+	}
 	base, err := guest.Cached(cachedir.Dir(cacheDir).Initramfs(), self, busybox)
 	if err != nil {
 		return nil, outcome.InfraErr("initramfs", err)

@@ -50,6 +50,19 @@ func (q *QEMU) binary() string {
 	return "qemu-system-x86_64"
 }
 
+// CheckVirtFS says whether this QEMU can share a directory over 9p
+// (--rootfs host): builds without virtfs lack the virtio-9p device.
+func (q *QEMU) CheckVirtFS() error {
+	out, err := exec.Command(q.binary(), "-device", "help").Output()
+	if err != nil {
+		return fmt.Errorf("%s -device help: %v", q.binary(), err)
+	}
+	if !strings.Contains(string(out), `"virtio-9p-pci"`) {
+		return fmt.Errorf("%s has no 9p (virtio-9p-pci): --rootfs host needs a QEMU built with virtfs (Debian's qemu-system-x86 is)", q.binary())
+	}
+	return nil
+}
+
 // Check says whether QEMU is installed, with what to install if not.
 func (q *QEMU) Check() error {
 	if _, err := exec.LookPath(q.binary()); err != nil {
