@@ -562,7 +562,10 @@ func TestKernelRunKillDuringBuildAndBoot(t *testing.T) {
 		return nil
 	}
 
-	cmd := start("run", "--repo", k.Repo, "--good", "tip", "--bad", bad, "--guest-test", test, "--kconfig", k.Fragment, "--endpoint-check", "upfront")
+	// bad only adds a comment: its image is tip's, byte for byte, and the
+	// test tells them apart by $FIRSTBAD_COMMIT (--retest-same-kernel).
+	cmd := start("run", "--repo", k.Repo, "--good", "tip", "--bad", bad, "--guest-test", test, "--kconfig", k.Fragment, "--endpoint-check", "upfront",
+		"--retest-same-kernel")
 	makes := killWhen(cmd, "make bzImage", func() []int {
 		// Compiling now: make has written an object (a kill during its
 		// first walk of the tree would leave nothing to clean up).

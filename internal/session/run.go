@@ -102,7 +102,7 @@ func (r *run) replay(st journal.Step) {
 	if st.State != journal.StateDone {
 		return
 	}
-	if r.sig.learn(st) {
+	if r.sig.learn(st) && r.sig.String() != "" {
 		r.s.Log.Info("the run's signature (a step failing otherwise is told apart)", "signature", r.sig.String(), "from", r.sig.from(r.p.TermNew))
 	}
 	switch st.Kind {
