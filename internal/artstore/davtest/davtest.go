@@ -46,7 +46,10 @@ func Start(t *testing.T) (url, root string) {
 	if os.Geteuid() == 0 {
 		user = "user root;" // else workers run as nobody, locked out of dir
 	}
+	// One process (no master and workers): killing it leaves nothing
+	// behind, where a killed master leaves its workers running.
 	os.WriteFile(conf, []byte(fmt.Sprintf(`daemon off;
+master_process off;
 %[4]s
 pid %[1]s/nginx.pid;
 error_log %[1]s/error.log;
