@@ -58,5 +58,13 @@ func CloneSource(r string) string { return filepath.Join(r, "source") }
 // CloneSlots holds the checkout slots of a clone.
 func CloneSlots(r string) string { return filepath.Join(r, "wt") }
 
-// CloneBuilds holds the build dirs of a clone's checkouts.
+// CloneBuilds holds the lists of recent builds of a clone's checkouts (and
+// their build dirs, before those moved into the checkouts).
 func CloneBuilds(r string) string { return filepath.Join(r, "builds") }
+
+// BuildDirPrefix names a persistent build dir inside a checkout of a
+// clone: <slot>/.firstbad-build-<key> (a dot-dir, which the kernel ignores).
+const BuildDirPrefix = ".firstbad-build-"
+
+// CloneBuildDirs is the glob of the build dirs in a clone's checkouts.
+func CloneBuildDirs(r string) string { return filepath.Join(CloneSlots(r), "*", BuildDirPrefix+"*") }

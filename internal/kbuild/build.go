@@ -218,9 +218,6 @@ func inputsKey(src string, o Options, tc *toolchain.Root) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// buildDirPrefix names a build dir inside one of firstbad's checkouts.
-const buildDirPrefix = ".firstbad-build-"
-
 // buildDir places the persistent build dir of a checkout, and the list of
 // recent builds (samekernel.go) for its options. For firstbad's own
 // checkouts (<clone>/wt/<slot>) the build dir is inside the checkout,
@@ -234,7 +231,7 @@ const buildDirPrefix = ".firstbad-build-"
 func (b *Builder) buildDir(src string, o Options, tc *toolchain.Root) (dir, ccacheBase, builtList string) {
 	if clone := filepath.Dir(filepath.Dir(src)); filepath.Dir(src) == cachedir.CloneSlots(clone) {
 		key := inputsKey("", o, tc)
-		return filepath.Join(src, buildDirPrefix+key), clone, filepath.Join(cachedir.CloneBuilds(clone), ".built-"+key+".json")
+		return filepath.Join(src, cachedir.BuildDirPrefix+key), clone, filepath.Join(cachedir.CloneBuilds(clone), ".built-"+key+".json")
 	}
 	key := inputsKey(src, o, tc)
 	builds := cachedir.Dir(b.CacheDir).Builds()

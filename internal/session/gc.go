@@ -56,37 +56,7 @@ func (s *Session) GC(olderThan time.Duration, dry bool) (Freed, error) {
 		}
 	}
 	cache := cachedir.Dir(s.CacheDir)
-	clones, _ := filepath.Glob(cachedir.CloneSource(cache.Repo("*")))
-	for _, src := range clones {
-		root := filepath.Dir(src)
-		data, _ := os.ReadFile(src)
-		if _, err := os.Stat(string(trimNL(data))); errors.Is(err, os.ErrNotExist) {
-			if held := locked(filepath.Join(cachedir.CloneSlots(root), "*.lock"), filepath.Join(cachedir.CloneSlots(root), "*", ".firstbad-build-*.lock"), filepath.Join(cachedir.CloneBuilds(root), "*.lock")); !held {
-				remove(root, &f.Clones)
-				continue
-			}
-		}
-		// Build dirs live in the checkouts (kbuild's buildDir); those in
-		// builds/ are from firstbad before that, or lists of builds.
-		builds, _ := filepath.Glob(filepath.Join(cachedir.CloneSlots(root), "*", ".firstbad-build-*"))
-		old, _ := filepath.Glob(filepath.Join(cachedir.CloneBuilds(root), "*"))
-		builds = append(builds, old...)
-		for _, b := range builds {
-			if filepath.Ext(b) == ".lock" {
-				continue
-			}
-			fi, err := os.Stat(b)
-			if err != nil || fi.ModTime().After(cutoff) {
-				continue
-			}
-			l, err := lock.TryAcquire(b + ".lock")
-			if err != nil {
-				continue // in use
-			}
-			remove(b, &f.Builds)
-			l.Release()
-		}
-	}
+	gcClones(cache, cutoff, remove, &f)
 	roots, _ := filepath.Glob(filepath.Join(cache.Roots(), "*"))
 	for _, r := range roots {
 		fi, err := os.Stat(r)
@@ -143,4 +113,40 @@ func du(path string) int64 {
 		return nil
 	})
 	return n
+}
+
+// gcClones removes the clones of repositories that no longer exist (none
+// of their checkouts or build dirs in use), and the other clones' build
+// dirs unused since cutoff.
+func gcClones(cache cachedir.Dir, cutoff time.Time, remove func(string, *int64), f *Freed) {
+	clones, _ := filepath.Glob(cachedir.CloneSource(cache.Repo("*")))
+	for _, src := range clones {
+		root := filepath.Dir(src)
+		data, _ := os.ReadFile(src)
+		if _, err := os.Stat(string(trimNL(data))); errors.Is(err, os.ErrNotExist) {
+			if held := locked(filepath.Join(cachedir.CloneSlots(root), "*.lock"), cachedir.CloneBuildDirs(root)+".lock", filepath.Join(cachedir.CloneBuilds(root), "*.lock")); !held {
+				remove(root, &f.Clones)
+				continue
+			}
+		}
+		// Build dirs live in the checkouts; those in builds/ are from
+		// firstbad before that, or lists of builds.
+		builds, _ := filepath.Glob(cachedir.CloneBuildDirs(root))
+		old, _ := filepath.Glob(filepath.Join(cachedir.CloneBuilds(root), "*"))
+		for _, b := range append(builds, old...) {
+			if filepath.Ext(b) == ".lock" {
+				continue
+			}
+			fi, err := os.Stat(b)
+			if err != nil || fi.ModTime().After(cutoff) {
+				continue
+			}
+			l, err := lock.TryAcquire(b + ".lock")
+			if err != nil {
+				continue // in use
+			}
+			remove(b, &f.Builds)
+			l.Release()
+		}
+	}
 }
