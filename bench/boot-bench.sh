@@ -1,16 +1,20 @@
 #!/usr/bin/env bash
 # boot-bench.sh — per-run cost of boot + trivial guest test under QEMU, per
 # guest root (--rootfs): boot-to-test-start (QEMU start to the agent's start
-# marker, which under --rootfs host includes mounting the host's root over
-# 9p with its overlay), the test's own time, the whole command's wall time,
-# and the harness's own share (everything that is not QEMU booting the
-# kernel or the test running: firstbad start-up, initramfs overlay, QEMU
-# start-up and power-off, classification). The "host, git" row runs a
-# program of the host's (git --version) over 9p instead of `exit 0`.
+# marker, which includes putting the guest's root together: the host's
+# root or a Debian root over 9p, or a disk image's root file system, with
+# the overlay), the test's own time, the whole command's wall time, and the
+# harness's own share (everything that is not QEMU booting the kernel or
+# the test running: firstbad start-up, initramfs overlay, QEMU start-up and
+# power-off, classification). The ", git" and ", python3" rows run a
+# program of the root's instead of `exit 0`.
 #
 # Usage: bench/boot-bench.sh BZIMAGE [RUNS]   (default 10 runs per row)
-# The kernel needs the rootfs-host options for the host rows (the test
-# kernel has them); virtiofs is not measured: Debian 12 has no virtiofsd.
+# The kernel needs the rootfs-host and rootfs-image options (the test
+# kernel has them). The Debian root (bookworm + python3-minimal) is made
+# once in $FIRSTBAD_BENCH_CACHE (default: the test root's cache, where the
+# tests make the same root); the image rows use that root as an ext4 disk
+# image, raw and qcow2. virtiofs is not measured: Debian 12 has no virtiofsd.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 kernel=${1:?usage: bench/boot-bench.sh BZIMAGE [RUNS]}
@@ -21,7 +25,9 @@ trap 'rm -rf "$work"' EXIT
 CGO_ENABLED=0 go build -o "$work/firstbad" ./cmd/firstbad
 printf 'exit 0\n' > "$work/t.sh"
 printf 'git --version >/dev/null\n' > "$work/git.sh"
-fb() { "$work/firstbad" --state-dir "$work/state" --cache-dir "$work/cache" "$@"; }
+printf 'python3 -c pass\n' > "$work/py.sh"
+cache=${FIRSTBAD_BENCH_CACHE:-${FIRSTBAD_TEST_ROOT:-/var/tmp/firstbad-test}/cache}
+fb() { "$work/firstbad" --state-dir "$work/state" --cache-dir "$cache" "$@"; }
 fb --json boot --kernel "$kernel" --guest-test "$work/t.sh" --accel tcg > /dev/null   # warm: initramfs cache
 
 # row NAME ROOTFS TEST: RUNS boots, then one line of means.
@@ -43,3 +49,15 @@ printf '%-16s %9s %17s %9s %11s   (means of %d runs, TCG)\n' rootfs wall boot-to
 row busybox busybox "$work/t.sh"
 row "host (9p)" host "$work/t.sh"
 row "host (9p), git" host "$work/git.sh"
+debian=debian:bookworm+python3-minimal
+fb --json boot --kernel "$kernel" --rootfs "$debian" --guest-test "$work/t.sh" --accel tcg > "$work/r.json"   # makes the root once
+root=$(python3 -c 'import json,sys; g=json.load(open(sys.argv[1]))["guest_root"]; print(g[g.rindex(": ")+2:].split(",")[0])' "$work/r.json")
+truncate -s 1G "$work/disk.img"
+echo 'start=2048, type=83' | sfdisk -q "$work/disk.img"
+mkfs.ext4 -q -F -E offset=1048576 -d "$root" "$work/disk.img" 1046528K
+qemu-img convert -O qcow2 "$work/disk.img" "$work/disk.qcow2"
+row "debian (9p)" "$debian" "$work/t.sh"
+row "debian, python3" "$debian" "$work/py.sh"
+row "image (raw)" "image:$work/disk.img" "$work/t.sh"
+row "image (qcow2)" "image:$work/disk.qcow2" "$work/t.sh"
+row "image, python3" "image:$work/disk.qcow2" "$work/py.sh"

@@ -20,6 +20,7 @@ import (
 
 	"github.com/firstbad/firstbad/internal/clitest"
 	"github.com/firstbad/firstbad/internal/gittest"
+	"github.com/firstbad/firstbad/internal/lock"
 )
 
 var binary string
@@ -827,7 +828,25 @@ func TestGC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// Debian roots: an idle one goes, with what a killed or failed
+	// mmdebstrap left (ROOT.tmp, the lock of a root never made); one held
+	// by a firstbad stays.
+	roots := filepath.Join(e.cache, "roots")
+	for _, d := range []string{"idle-1/usr", "killed-2.tmp/usr", "busy-3/usr"} {
+		os.MkdirAll(filepath.Join(roots, d), 0o755)
+	}
+	for _, l := range []string{"idle-1.lock", "failed-4.lock", "busy-3.lock"} {
+		os.WriteFile(filepath.Join(roots, l), nil, 0o644)
+	}
+	held, err := lock.TryAcquire(filepath.Join(roots, "busy-3.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer held.Release()
 	res = e.run("gc", "--older-than", "0s")
+	if names, _ := filepath.Glob(filepath.Join(roots, "*")); !cmp.Equal(names, []string{filepath.Join(roots, "busy-3"), filepath.Join(roots, "busy-3.lock"), filepath.Join(roots, "idle-1.lock")}) {
+		t.Errorf("roots after gc: %v, want the busy root and its lock, and the idle root's lock", names)
+	}
 	if res.code != 0 || strings.Contains(res.stdout, "in 0 items") {
 		t.Fatalf("gc --older-than 0s: exit %d %s %s", res.code, res.stdout, res.stderr)
 	}

@@ -11,7 +11,9 @@
 //	configs/<key>            assembled configs, by their inputs' hash
 //	initramfs/               the initramfs base (busybox + agent)
 //	probe/accel-*            KVM probe answers, per host boot and QEMU
-//	roots/<release>-<key>    build roots of other Debian releases' toolchains
+//	roots/<release>-<key>    Debian roots: build roots of other releases' toolchains,
+//	                         guest roots (--rootfs debian:)
+//	image-sums/<key>         sha256 of --rootfs images, by path, inode, size, mtime
 //	children/                process groups of running firstbads
 package cachedir
 
@@ -41,8 +43,13 @@ func (d Dir) Initramfs() string { return filepath.Join(string(d), "initramfs") }
 // Probes holds the KVM probe answers.
 func (d Dir) Probes() string { return filepath.Join(string(d), "probe") }
 
-// Roots holds the build roots (toolchains of other Debian releases).
+// Roots holds the Debian roots: build roots (toolchains of other
+// releases) and guest roots (--rootfs debian:).
 func (d Dir) Roots() string { return filepath.Join(string(d), "roots") }
+
+// ImageSums remembers the sha256 of disk images (--rootfs image:) by
+// their identity (device, inode, size, time).
+func (d Dir) ImageSums() string { return filepath.Join(string(d), "image-sums") }
 
 // Children is the registry of process groups a firstbad started.
 func (d Dir) Children() string { return filepath.Join(string(d), "children") }

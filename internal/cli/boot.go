@@ -73,7 +73,7 @@ func bootCmd(g *globals) *cobra.Command {
 			if shell {
 				return nil
 			}
-			return g.printOutcome(pipeline.Outcome{Runs: o.Runs, Boot: &o.Boot, ConsoleLog: o.ConsoleLog})
+			return g.printOutcome(pipeline.Outcome{Runs: o.Runs, Boot: &o.Boot, ConsoleLog: o.ConsoleLog, GuestRoot: o.GuestRoot})
 		}),
 	}
 	c.Flags().StringVar(&kernel, "kernel", "", "the kernel image (bzImage)")
@@ -143,6 +143,7 @@ type testResult struct {
 	Kernel     string         `json:"kernel,omitempty"`
 	ConsoleLog string         `json:"console_log"`
 	BuildLog   string         `json:"build_log,omitempty"`
+	GuestRoot  string         `json:"guest_root,omitempty"`
 	Runs       []testRunEntry `json:"runs"`
 }
 
@@ -157,7 +158,7 @@ type testRunEntry struct {
 // printOutcome prints a boot or test outcome and returns its exit code.
 func (g *globals) printOutcome(out pipeline.Outcome) error {
 	v, _ := pipeline.Combine(out.Runs)
-	res := testResult{Verdict: v.String(), ConsoleLog: out.ConsoleLog, BuildLog: out.BuildLog, Kernel: out.Kernel, Runs: []testRunEntry{}}
+	res := testResult{Verdict: v.String(), ConsoleLog: out.ConsoleLog, BuildLog: out.BuildLog, Kernel: out.Kernel, GuestRoot: out.GuestRoot, Runs: []testRunEntry{}}
 	res.BootS, res.BuildS = pipeline.Seconds(out.Boot), pipeline.Seconds(out.Build)
 	for i, r := range out.Runs {
 		res.TestS += r.Duration.Seconds()
@@ -192,6 +193,9 @@ func (g *globals) printOutcome(out pipeline.Outcome) error {
 		}
 		if res.BootS != nil {
 			fmt.Fprintf(g.stdout, "boot:    %.2f s\n", *res.BootS)
+		}
+		if res.GuestRoot != "" {
+			fmt.Fprintf(g.stdout, "root:    %s\n", res.GuestRoot)
 		}
 		fmt.Fprintf(g.stdout, "test:    %.2f s in %d run(s)\nconsole: %s\n", res.TestS, len(res.Runs), res.ConsoleLog)
 		if v != outcome.Good && res.ConsoleLog != "" {

@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/firstbad/firstbad/internal/cachedir"
+	"github.com/firstbad/firstbad/internal/debroot"
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
@@ -88,7 +89,7 @@ func toolchainCheck(spec, cacheDir string) (check, error) {
 	if s.Kind == "debian" {
 		dir = toolchain.RootDir(cachedir.Dir(cacheDir).Roots(), s.Release)
 	}
-	m := toolchain.ReadMade(dir)
+	m := debroot.ReadMade(dir)
 	if m == nil && s.Kind == "debian" {
 		return check{name, nil, "not made yet: the first build makes it with mmdebstrap (a few minutes, a few hundred MiB)"}, nil
 	}
@@ -116,11 +117,15 @@ func localChecks() []check {
 	}
 	checks = append(checks, check{"QEMU", (&target.QEMU{}).Check(), "qemu-system-x86_64"})
 	// Optional: a note, never a failure.
-	ninep := "yes: --rootfs host can share this machine's root"
+	ninep := "yes: --rootfs host and debian: can share a root directory"
 	if err := (&target.QEMU{}).CheckVirtFS(); err != nil {
 		ninep = "no: " + err.Error()
 	}
-	return append(checks, check{"QEMU 9p (--rootfs host)", nil, ninep})
+	debian := "yes: --rootfs debian:RELEASE can make a guest root"
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		debian = "no: mmdebstrap not found (apt-get install mmdebstrap)"
+	}
+	return append(checks, check{"QEMU 9p (--rootfs host, debian:)", nil, ninep}, check{"mmdebstrap (--rootfs debian:)", nil, debian})
 }
 
 // hostCheck checks a VM host or libvirt domain, and lets it go.

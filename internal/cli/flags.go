@@ -18,6 +18,7 @@ import (
 	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/pipeline"
+	"github.com/firstbad/firstbad/internal/rootfs"
 	"github.com/firstbad/firstbad/internal/target"
 	"github.com/firstbad/firstbad/internal/toolchain"
 )
@@ -63,7 +64,7 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f := c.Flags()
 	f.StringVar(&gf.test, "guest-test", "", "script run with /bin/sh inside the guest (exit 0 good, 1-127 bad, 125 skip)")
 	f.StringArrayVar(&gf.files, "guest-file", nil, "extra file for the guest, SRC[:DEST]; repeatable")
-	f.StringVar(&gf.rootfs, "rootfs", "busybox", "what the guest test runs on: busybox (firstbad's initramfs) or host (this machine's root file system over 9p, read-only, with a tmpfs overlay: its programs and libraries; local QEMU)")
+	f.StringVar(&gf.rootfs, "rootfs", "busybox", rootfs.Usage)
 	if withRunFlags {
 		f.DurationVar(&gf.timeout, "timeout", pipeline.DefaultTestTimeout, "deadline for one run of the guest test; overrunning is bad (hang)")
 		f.IntVar(&gf.repeat, "repeat", 1, "runs of the guest test per step, in one boot (see --reboot-each)")
@@ -131,7 +132,17 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, AnyCrash: gf.anyCrash, Accel: gf.accel,
 		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
 		TakeOver: gf.takeOver, PowerCycle: gf.powerCycle, Console: gf.console, BootMethod: gf.bootMethod, LeaveRunning: gf.leave,
-		Rootfs: strings.TrimPrefix(gf.rootfs, "busybox")}, nil
+		Rootfs: rootfsValue(gf.rootfs)}, nil
+}
+
+// rootfsValue is --rootfs as the run keeps it: "" for busybox, an image's
+// path absolute (checkValues parsed it already).
+func rootfsValue(s string) string {
+	spec, _ := rootfs.Parse(s)
+	if spec.Busybox() {
+		return ""
+	}
+	return spec.String()
 }
 
 // checkValues rejects values that would silently mean something else.
@@ -158,10 +169,9 @@ func (gf *guestFlags) checkValues() error {
 		return outcome.InputErr("--memory %d: give at least 64 (MiB)", gf.memory)
 	case gf.cpus < 1 || gf.cpus > 64:
 		return outcome.InputErr("--cpus %d: give 1 to 64", gf.cpus)
-	case gf.rootfs != "busybox" && gf.rootfs != "host":
-		return outcome.InputErr("--rootfs %q: give busybox (firstbad's initramfs) or host (this machine's root file system, read-only)", gf.rootfs)
-	case gf.rootfs == "host" && gf.target != "qemu":
-		return outcome.InputErr("--rootfs host shares this machine's root file system with a local QEMU guest: it does not go with --target %s", gf.target)
+	}
+	if _, err := pipeline.CheckRootfs(gf.rootfs, gf.target); err != nil {
+		return err
 	}
 	if gf.crashMatch != "" {
 		if _, err := regexp.Compile(gf.crashMatch); err != nil {

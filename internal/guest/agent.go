@@ -97,13 +97,13 @@ func Agent() int {
 		return 1
 	}
 	network()
-	if s.HostRoot {
-		root, err := mountHostRoot(s.Files)
+	if s.Root != "" {
+		root, err := mountRoot(s.Root, s.Files)
 		if err != nil {
 			say("%s nonce=%s %v", SetupFailedMarker, s.Nonce, err)
 			return 1
 		}
-		hostRootPath = root
+		chrootPath = root
 	}
 	if s.SSHKey != "" {
 		if err := serveSSH(s.SSHKey, ":"+strconv.Itoa(SSHPort)); err != nil {
@@ -198,10 +198,10 @@ func runTest(s Settings, n int, root string) RunResult {
 	if root != "" {
 		cmd.Env = append(cmd.Env, "FIRSTBAD_ROOT="+root)
 	}
-	if hostRootPath != "" {
-		// The host's root: its programs, its PATH (the user's --env may
-		// still set another).
-		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: hostRootPath}
+	if chrootPath != "" {
+		// The guest's root: its programs, a usual PATH (the user's --env
+		// may still set another).
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: chrootPath}
 		cmd.Env = append(cmd.Env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
 	}
 	for k, v := range s.Env {

@@ -90,10 +90,11 @@ type Settings struct {
 	// together. NoGuestTest makes each run's guest half a plain success.
 	WaitGo      bool `json:"wait_go,omitempty"`
 	NoGuestTest bool `json:"no_guest_test,omitempty"`
-	// HostRoot runs the test on the host's root file system (--rootfs
-	// host); Files are the guest files' paths, copied in there.
-	HostRoot bool     `json:"host_root,omitempty"`
-	Files    []string `json:"files,omitempty"`
+	// Root, if set, is what the test's root is made of (RootShare,
+	// RootDisk; --rootfs); Files are the guest files' paths, copied in
+	// there.
+	Root  string   `json:"root,omitempty"`
+	Files []string `json:"files,omitempty"`
 }
 
 // GoFile is the file whose creation starts run n when Settings.WaitGo.

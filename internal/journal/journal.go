@@ -83,6 +83,9 @@ type Evidence struct {
 	// and BuildFixes the upstream fixes applied to the tree for it.
 	Toolchain  string   `json:"toolchain,omitempty"`
 	BuildFixes []string `json:"build_fixes,omitempty"`
+	// GuestRoot is what the test ran on when not firstbad's initramfs
+	// (--rootfs): the host, the image or the Debian root, with its hash.
+	GuestRoot string `json:"guest_root,omitempty"`
 }
 
 // Attempt is one run of the reproducer within a step.

@@ -16,6 +16,7 @@ import (
 	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/remote"
+	"github.com/firstbad/firstbad/internal/rootfs"
 	"github.com/firstbad/firstbad/internal/target"
 )
 
@@ -53,9 +54,9 @@ type KernelConfig struct {
 	BootMethod   string `json:"boot_method,omitempty"`
 	Console      string `json:"console,omitempty"`
 	LeaveRunning bool   `json:"leave_running,omitempty"`
-	// Rootfs is what the guest test runs on: "" or "busybox" (firstbad's
-	// initramfs), or "host" (the host's root file system, read-only, with
-	// a tmpfs overlay).
+	// Rootfs is what the guest test runs on (--rootfs, rootfs.Parse):
+	// "" or "busybox" (firstbad's initramfs), host, image:FILE or
+	// debian:RELEASE[+PKG,...].
 	Rootfs string `json:"rootfs,omitempty"`
 }
 
@@ -95,14 +96,24 @@ func NewTarget(ctx context.Context, c KernelConfig, cacheDir string, log *slog.L
 	return r, nil
 }
 
+// CheckRootfs parses --rootfs: every mode but busybox runs on local QEMU.
+func CheckRootfs(s, tgt string) (rootfs.Spec, error) {
+	spec, err := rootfs.Parse(s)
+	if err != nil {
+		return spec, err
+	}
+	if !spec.Busybox() && tgt != "" && tgt != "qemu" {
+		return spec, outcome.InputErr("--rootfs %s runs on a local QEMU guest: it does not go with --target %s", s, tgt)
+	}
+	return spec, nil
+}
+
 // NewGuestTest checks the host (busybox, QEMU, a static firstbad) and builds
 // the boot-and-test stage. Problems the user can fix are input errors.
 func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slog.Logger) (*GuestTest, error) {
-	switch {
-	case c.Rootfs != "" && c.Rootfs != "busybox" && c.Rootfs != "host":
-		return nil, outcome.InputErr("--rootfs %q: give busybox (firstbad's initramfs, the default) or host (this machine's root file system, read-only)", c.Rootfs)
-	case c.Rootfs == "host" && c.Target != "" && c.Target != "qemu":
-		return nil, outcome.InputErr("--rootfs host shares this machine's root file system with a local QEMU guest: it does not go with --target %s", c.Target)
+	spec, err := CheckRootfs(c.Rootfs, c.Target)
+	if err != nil {
+		return nil, err
 	}
 	var re *regexp.Regexp
 	if c.CrashMatch != "" {
@@ -126,10 +137,14 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	if err != nil {
 		return nil, err
 	}
-	if qemu, ok := q.(*target.QEMU); ok && c.Rootfs == "host" {
+	if qemu, ok := q.(*target.QEMU); ok && spec.Fragment() == "rootfs-host" {
 		if err := qemu.CheckVirtFS(); err != nil {
 			return nil, outcome.InputErr("%v", err)
 		}
+	}
+	root, err := rootfs.Prepare(ctx, spec, cachedir.Dir(cacheDir), log)
+	if err != nil {
+		return nil, err
 	}
 	base, err := guest.Cached(cachedir.Dir(cacheDir).Initramfs(), self, busybox)
 	if err != nil {
@@ -137,7 +152,7 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	}
 	gt := &GuestTest{Target: q, BaseInitrd: base, Test: c.GuestTest, Files: c.Files, Timeout: c.Timeout,
 		BootTimeout: c.BootTimeout, RebootEach: c.RebootEach, BootFailureBad: c.BootFailureBad, CrashMatch: re,
-		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, HostRoot: c.Rootfs == "host", Log: log}
+		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, Root: root, Log: log}
 	if p, ok := q.(*target.Physical); ok {
 		gt.machine = &machineBuild{p: p, dir: filepath.Join(cacheDir, "machine-configs")}
 		gt.BootTimeout = p.BootGrace()
@@ -171,9 +186,9 @@ func (g *GuestTest) BuildOptions(ctx context.Context, o kbuild.Options) (kbuild.
 		if o.TrimModules == "machine" {
 			return o, outcome.InputErr("--trim-modules machine takes the modules loaded on the machine of --target machine://HOST (or give a file of lsmod's output)")
 		}
-		if g.HostRoot {
+		if g.Root != nil {
 			// Last: what the mode needs overrides the user's fragments.
-			f, err := kbuild.TargetFragment("rootfs-host")
+			f, err := kbuild.TargetFragment(g.Root.Spec.Fragment())
 			if err != nil {
 				return o, err
 			}

@@ -19,6 +19,7 @@ import (
 	"github.com/firstbad/firstbad/internal/outcome"
 
 	"github.com/firstbad/firstbad/internal/guest"
+	"github.com/firstbad/firstbad/internal/rootfs"
 	"github.com/firstbad/firstbad/internal/target"
 )
 
@@ -44,10 +45,10 @@ type GuestTest struct {
 	// Host, if set, runs on the host against the guest over SSH, at the
 	// same moment as the guest test (which may be absent).
 	Host *HostTest
-	// HostRoot runs the guest test on the host's root file system
-	// (--rootfs host): shared read-only, a tmpfs overlay on top.
-	HostRoot bool
-	Log      *slog.Logger
+	// Root, if set, is what the guest test runs on instead of the
+	// initramfs (--rootfs): read-only, a tmpfs overlay on top.
+	Root *rootfs.Root
+	Log  *slog.Logger
 	// machine, for a real machine, is how its kernels are built.
 	machine *machineBuild
 	// nonce makes each boot's nonce (tests replaying a recorded console
@@ -64,6 +65,7 @@ const (
 // GuestOutcome is a boot-and-test's result, with its evidence.
 type GuestOutcome struct {
 	Runs       []Run
+	GuestRoot  string        // what the test ran on, when not the initramfs (rootfs.Root.Describe)
 	Boot       time.Duration // QEMU start to the start marker (first boot)
 	ConsoleLog string
 	Crash      string
@@ -96,6 +98,9 @@ type Kernel struct {
 // infrastructure failures (never verdicts).
 func (g *GuestTest) Run(ctx context.Context, kernel Kernel, commit string, step, repeat int, dir string) (GuestOutcome, error) {
 	var out GuestOutcome
+	if g.Root != nil {
+		out.GuestRoot = g.Root.Describe
+	}
 	repeat = max(repeat, 1)
 	boots, perBoot := 1, repeat
 	if g.RebootEach {
@@ -192,7 +197,7 @@ func (g *GuestTest) prepare(p *bootPlan, kernel Kernel) (target.Boot, error) {
 		return target.Boot{}, outcome.InfraErr("boot", err)
 	}
 	s := guest.Settings{Nonce: p.nonce, Commit: p.commit, Step: p.step, Runs: p.runs, FirstRun: p.first, TimeoutS: g.timeout().Seconds(), Shell: g.Shell,
-		HostRoot: g.HostRoot}
+		Root: g.Root.Settings()}
 	if g.Test == "" && g.Host == nil && !g.Shell {
 		s.Runs = 0
 	}
@@ -215,7 +220,10 @@ func (g *GuestTest) prepare(p *bootPlan, kernel Kernel) (target.Boot, error) {
 	}
 	b := target.Boot{Kernel: kernel.Image, Modules: kernel.Modules, Release: kernel.Release, Config: kernel.Config, Nonce: p.nonce, Extra: g.Cmdline,
 		Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: p.dir, MemMiB: g.MemMiB,
-		CPUs: g.CPUs, Net: g.Net || p.gs != nil, Forwards: forwards, Interactive: g.Shell, HostRoot: g.HostRoot}
+		CPUs: g.CPUs, Net: g.Net || p.gs != nil, Forwards: forwards, Interactive: g.Shell}
+	if r := g.Root; r != nil {
+		b.Share, b.Disk, b.DiskFormat = r.Share, r.Disk, r.Format
+	}
 	if p.gs != nil {
 		b.AgentSSH = guest.SSHPort
 	}

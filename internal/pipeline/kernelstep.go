@@ -46,7 +46,7 @@ func (k *KernelStep) Evaluate(ctx context.Context, req Request) (Outcome, error)
 	if err != nil {
 		return out, err
 	}
-	out.Boot, out.ConsoleLog, out.Runs = &g.Boot, g.ConsoleLog, g.Runs
+	out.Boot, out.ConsoleLog, out.Runs, out.GuestRoot = &g.Boot, g.ConsoleLog, g.Runs, g.GuestRoot
 	for i := range out.Runs {
 		if out.Runs[i].Output == "" {
 			out.Runs[i].Output = g.ConsoleLog

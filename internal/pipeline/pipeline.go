@@ -54,6 +54,7 @@ type Outcome struct {
 	ConsoleLog string
 	Kernel     string   // the built image (kernel steps)
 	Toolchain  string   // what built it: release or root, gcc, binutils
+	GuestRoot  string   // what the test ran on, when not the initramfs
 	BuildFixes []string // upstream fixes applied to the tree for the build
 }
 

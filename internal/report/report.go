@@ -67,7 +67,7 @@ type Report struct {
 	Target      string
 	TargetHosts []string
 	// GuestRoot says what the guest test ran on when not firstbad's
-	// busybox initramfs (--rootfs host: which host).
+	// busybox initramfs (--rootfs: which host, image or Debian root).
 	GuestRoot string
 	// Flags are the reasons to doubt the culprit; RevertOn is the tip the
 	// revert check reverted it on.

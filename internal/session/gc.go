@@ -4,6 +4,7 @@ import (
 	"errors"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/firstbad/firstbad/internal/cachedir"
@@ -57,19 +58,7 @@ func (s *Session) GC(olderThan time.Duration, dry bool) (Freed, error) {
 	}
 	cache := cachedir.Dir(s.CacheDir)
 	gcClones(cache, cutoff, remove, &f)
-	roots, _ := filepath.Glob(filepath.Join(cache.Roots(), "*"))
-	for _, r := range roots {
-		fi, err := os.Stat(r)
-		if err != nil || !fi.IsDir() || fi.ModTime().After(cutoff) {
-			continue
-		}
-		// A root in use is held (by its lock) only while it is made;
-		// builds refresh its time, so one unused this long is idle.
-		if l, err := lock.TryAcquire(r + ".lock"); err == nil {
-			remove(r, &f.Roots)
-			l.Release()
-		}
-	}
+	gcRoots(cache, cutoff, remove, &f)
 	arts, _ := filepath.Glob(filepath.Join(cache.Artifacts(), "*"))
 	for _, a := range arts {
 		if fi, err := os.Stat(a); err == nil && fi.IsDir() && fi.ModTime().Before(cutoff) {
@@ -77,6 +66,47 @@ func (s *Session) GC(olderThan time.Duration, dry bool) (Freed, error) {
 		}
 	}
 	return f, nil
+}
+
+// gcRoots removes the Debian roots (build and guest roots) unused since
+// cutoff, what a killed mmdebstrap left (ROOT.tmp), and the lock files of
+// roots that are not there (mmdebstrap failed), each only while no
+// firstbad holds the root's lock.
+func gcRoots(cache cachedir.Dir, cutoff time.Time, remove func(string, *int64), f *Freed) {
+	entries, _ := filepath.Glob(filepath.Join(cache.Roots(), "*"))
+	for _, r := range entries {
+		fi, err := os.Stat(r)
+		if err != nil || fi.ModTime().After(cutoff) {
+			continue
+		}
+		root, lockFile := r, r+".lock"
+		if base, ok := strings.CutSuffix(r, ".lock"); ok {
+			if _, err := os.Stat(base); !os.IsNotExist(err) {
+				continue // the lock of a root that is there
+			}
+			root, lockFile = "", r
+		} else if base, ok := strings.CutSuffix(r, ".tmp"); ok {
+			lockFile = base + ".lock"
+			if _, err := os.Stat(lockFile); os.IsNotExist(err) {
+				remove(r, &f.Roots) // nobody made the lock to hold it
+				continue
+			}
+		} else if !fi.IsDir() {
+			continue
+		}
+		// A root is held (by its lock) only while it is made; builds and
+		// guests refresh its time, so one unused this long is idle.
+		l, err := lock.TryAcquire(lockFile)
+		if err != nil {
+			continue
+		}
+		if root != "" {
+			remove(root, &f.Roots)
+		} else {
+			os.Remove(lockFile)
+		}
+		l.Release()
+	}
 }
 
 // locked reports whether any lock file matching the patterns is held.

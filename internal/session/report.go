@@ -16,7 +16,6 @@ import (
 
 	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/git"
-	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/report"
@@ -73,8 +72,11 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 	if r.RevertOn == "" {
 		r.RevertOn = p.Bad
 	}
-	if k := p.Kernel; k != nil && k.Rootfs == "host" {
-		r.GuestRoot = guest.DescribeHostRoot()
+	for _, st := range steps {
+		if st.Evidence.GuestRoot != "" {
+			r.GuestRoot = st.Evidence.GuestRoot
+			break
+		}
 	}
 	if k := p.Kernel; k != nil && k.Target != "" && k.Target != "qemu" {
 		r.Target, r.TargetHosts = k.Target, targetHosts(steps)

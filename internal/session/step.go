@@ -105,7 +105,7 @@ func withOutcome(st journal.Step, out pipeline.Outcome) journal.Step {
 	st.Test = &test
 	st.Build, st.Boot = pipeline.Seconds(out.Build), pipeline.Seconds(out.Boot)
 	st.Evidence.BuildLog, st.Evidence.ConsoleLog, st.Evidence.Kernel = out.BuildLog, out.ConsoleLog, out.Kernel
-	st.Evidence.Toolchain, st.Evidence.BuildFixes = out.Toolchain, out.BuildFixes
+	st.Evidence.Toolchain, st.Evidence.BuildFixes, st.Evidence.GuestRoot = out.Toolchain, out.BuildFixes, out.GuestRoot
 	if out.Abort != "" {
 		st.State, st.Verdict, st.Reason = journal.StateError, "error", out.Abort
 	}

@@ -51,14 +51,14 @@ func (q *QEMU) binary() string {
 }
 
 // CheckVirtFS says whether this QEMU can share a directory over 9p
-// (--rootfs host): builds without virtfs lack the virtio-9p device.
+// (--rootfs host, debian:): builds without virtfs lack the virtio-9p device.
 func (q *QEMU) CheckVirtFS() error {
 	out, err := exec.Command(q.binary(), "-device", "help").Output()
 	if err != nil {
 		return fmt.Errorf("%s -device help: %v", q.binary(), err)
 	}
 	if !strings.Contains(string(out), `"virtio-9p-pci"`) {
-		return fmt.Errorf("%s has no 9p (virtio-9p-pci): --rootfs host needs a QEMU built with virtfs (Debian's qemu-system-x86 is)", q.binary())
+		return fmt.Errorf("%s has no 9p (virtio-9p-pci): --rootfs host and debian: need a QEMU built with virtfs (Debian's qemu-system-x86 is)", q.binary())
 	}
 	return nil
 }
@@ -93,10 +93,15 @@ func (q *QEMU) Args(b Boot, accel string) []string {
 	if b.Initrd != "" {
 		args = append(args, "-initrd", b.Initrd)
 	}
-	if b.HostRoot {
+	if b.Share != "" {
 		// multidevs=remap: the host's / spans several file systems, whose
 		// inode numbers would collide in one 9p export.
-		args = append(args, "-virtfs", "local,path=/,mount_tag="+guest.HostRootTag+",security_model=none,readonly=on,multidevs=remap")
+		args = append(args, "-virtfs", "local,path="+optValue(b.Share)+",mount_tag="+guest.RootTag+",security_model=none,readonly=on,multidevs=remap")
+	}
+	if b.Disk != "" {
+		// readonly: QEMU opens the file read-only, so nothing the guest
+		// does can change the user's image.
+		args = append(args, "-drive", "file="+optValue(b.Disk)+",format="+b.DiskFormat+",if=virtio,readonly=on")
 	}
 	if b.Net {
 		netdev := "user,id=net0"
@@ -114,6 +119,9 @@ func (q *QEMU) Args(b Boot, accel string) []string {
 	}
 	return args
 }
+
+// optValue escapes a value inside QEMU's comma-separated options.
+func optValue(s string) string { return strings.ReplaceAll(s, ",", ",,") }
 
 // accel decides the accelerator: the user's choice, or the cached answer of
 // a KVM probe for this boot of the host and this QEMU version.

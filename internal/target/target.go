@@ -28,10 +28,12 @@ type Boot struct {
 	Ports map[int]int
 	// Interactive attaches the console to the caller's terminal (shell).
 	Interactive bool
-	// HostRoot shares this machine's root file system with the guest,
-	// read-only, as 9p mount tag guest.HostRootTag (--rootfs host; local
-	// QEMU only).
-	HostRoot bool
+	// Share, when set, is a directory of this machine shared read-only
+	// with the guest as 9p mount tag guest.RootTag; Disk a disk image
+	// attached read-only as its first virtio disk, in DiskFormat (raw or
+	// qcow2). What the guest test runs on (--rootfs; local QEMU only).
+	Share            string
+	Disk, DiskFormat string
 	// A real machine installs the kernel with its modules (a tar of
 	// lib/modules/Release) and boots it with its own command line plus
 	// the boot's nonce and Extra; VMs use Cmdline and ignore these.

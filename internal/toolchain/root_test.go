@@ -2,6 +2,7 @@ package toolchain
 
 import (
 	"context"
+	"github.com/firstbad/firstbad/internal/debroot"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -36,9 +37,9 @@ func TestDebianRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m := ReadMade(r.Dir)
+	m := debroot.ReadMade(r.Dir)
 	if m == nil {
-		t.Fatalf("%s has no %s", r.Dir, made)
+		t.Fatalf("%s has no marker of a finished root", r.Dir)
 	}
 	t.Logf("root %s: %d MiB, made %s in %.0f s; ready after %v here", r.Dir, m.Bytes>>20, m.Created.Format(time.RFC3339), m.Seconds, time.Since(start).Round(time.Second))
 	if !strings.HasPrefix(r.ID, "debian:bullseye: gcc (Debian 10.") || !strings.Contains(r.ID, "GNU ld (GNU Binutils for Debian) 2.35") {

@@ -7,9 +7,6 @@
 package toolchain
 
 import (
-	"bufio"
-	"crypto/sha256"
-	"encoding/hex"
 	"fmt"
 	"os"
 	"os/exec"
@@ -163,35 +160,6 @@ func (r *Root) identify() {
 // the headers it builds against (libelf, libssl), and ccache.
 var Packages = []string{"gcc", "libc6-dev", "make", "bc", "bison", "flex", "perl", "python3", "cpio", "kmod",
 	"xz-utils", "libelf-dev", "libssl-dev", "ccache", "git"}
-
-// rootKey names a release's root by its package list: another list is
-// another root.
-func rootKey(release string) string {
-	sum := sha256.Sum256([]byte(release + "\x00" + strings.Join(Packages, ",")))
-	return release + "-" + hex.EncodeToString(sum[:6])
-}
-
-// mirror is the Debian mirror the host's apt uses (a build root is made
-// from the same place).
-func mirror() string {
-	for _, f := range []string{"/etc/apt/sources.list.d/debian.sources", "/etc/apt/sources.list"} {
-		data, err := os.ReadFile(f)
-		if err != nil {
-			continue
-		}
-		sc := bufio.NewScanner(strings.NewReader(string(data)))
-		for sc.Scan() {
-			fields := strings.Fields(sc.Text())
-			switch {
-			case len(fields) >= 2 && fields[0] == "URIs:":
-				return fields[1]
-			case len(fields) >= 3 && fields[0] == "deb" && strings.HasPrefix(fields[1], "http"):
-				return fields[1]
-			}
-		}
-	}
-	return "http://deb.debian.org/debian"
-}
 
 // Installed is a short note on what is missing to make build roots.
 func Installed() error {
