@@ -273,7 +273,9 @@ func TestBadInput(t *testing.T) {
 		{"kconfig with exec", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--kconfig", "/nonexistent"), "--kconfig only apply to kernel runs", 0},
 		{"target with exec", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--target", "bogus://x"), "--target only apply", 0},
 		{"memory and cpus with exec", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--memory", "1", "--cpus", "0"), "--cpus, --memory only apply", 0},
-		{"unknown rootfs", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "image:disk.qcow2"), "--rootfs", 0},
+		{"unknown rootfs", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "nixos"), "--rootfs \"nixos\": give busybox, host, image:FILE or debian:RELEASE", 0},
+		{"missing image", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "image:disk.qcow2"), "--rootfs image:disk.qcow2: stat", 0},
+		{"bad debian package", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "debian:bookworm+a;b"), `"a;b" is not a Debian package name`, 0},
 		{"host rootfs remote", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "host", "--target", "ssh://vmhost"), "--rootfs host", 0},
 		{"symmetric skip range", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--skip", "c1...main"), "symmetric", 0},
 	}

@@ -105,6 +105,11 @@ func CheckRootfs(s, tgt string) (rootfs.Spec, error) {
 	if !spec.Busybox() && tgt != "" && tgt != "qemu" {
 		return spec, outcome.InputErr("--rootfs %s runs on a local QEMU guest: it does not go with --target %s", s, tgt)
 	}
+	if spec.Kind == "image" {
+		if _, err := os.Stat(spec.Image); err != nil {
+			return spec, outcome.InputErr("--rootfs %s: %v", s, err)
+		}
+	}
 	return spec, nil
 }
 
