@@ -122,7 +122,7 @@ func (rf *runFlags) register(c *cobra.Command) {
 	f.StringVar(&in.RevertOn, "revert-on", "", "the tip the revert check reverts the culprit on (default: the bad commit), e.g. today's mainline")
 	f.BoolVar(&in.RetestSameKernel, "retest-same-kernel", false, "boot and test a commit whose kernel an earlier step tested (same artifact: its changes touch nothing the build read) instead of taking that step's verdict; for a test that reads $FIRSTBAD_COMMIT or is flaky")
 	f.BoolVar(&in.AcceptSuspect, "accept-suspect", false, "call a flagged culprit (a merge, documentation only, a revert that does not help, ...) found, not suspect")
-	f.StringVar(&in.Strategy, "strategy", "", "search strategy: classic (git bisect's choices, the default) or bayes (for flaky tests: a posterior over the culprit, repeats where they pay)")
+	f.StringVar(&in.Strategy, "strategy", "", "search strategy: fast (kernel runs, the default there: one test per distinct kernel, commits that change no file the builds read are never built), classic (git bisect's choices; the default for --exec and with paths or --retest-same-kernel) or bayes (for flaky tests: a posterior over the culprit, repeats where they pay)")
 	f.BoolVar(&rf.flaky, "flaky", false, "short for --strategy bayes")
 	f.BoolVar(&in.NoSubmodules, "no-submodules", false, "leave submodules empty in firstbad's checkout (default: checked out from your repository's own submodule clones)")
 	f.StringVar(&in.FalseAlarm, "false-alarm-rate", "", "bayes: probability that a run fails on a good commit, or auto: learned from the runs (default auto)")

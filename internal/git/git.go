@@ -217,6 +217,29 @@ func (r *Repo) RevList(ctx context.Context, rg Range) ([]Commit, error) {
 	return commits, nil
 }
 
+// ChangedFiles lists the paths each commit of the range changes against
+// its first parent (a root commit: every file it has), in one git log pass.
+func (r *Repo) ChangedFiles(ctx context.Context, rg Range) (map[string][]string, error) {
+	args := rg.args("--format=%x01%H", "-z", "--name-only", "--no-renames", "--diff-merges=first-parent", "--root")
+	args[0] = "log"
+	out, err := r.Run(ctx, args...)
+	if err != nil {
+		return nil, err
+	}
+	files := map[string][]string{}
+	for _, chunk := range strings.Split(string(out), "\x01")[1:] {
+		parts := strings.Split(chunk, "\x00")
+		changed := []string{}
+		for _, p := range parts[1:] {
+			if p = strings.TrimLeft(p, "\n"); p != "" {
+				changed = append(changed, p)
+			}
+		}
+		files[parts[0]] = changed
+	}
+	return files, nil
+}
+
 // revList runs rev-list over the range and parses its lines: with
 // --timestamp a time first, then the commit and (with --parents) its
 // parents.

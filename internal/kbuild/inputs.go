@@ -59,9 +59,9 @@ func buildInputs(dir, src string) ([]string, error) {
 	return out, err
 }
 
-// buildSystem says whether a tree path can change what is built or how,
+// BuildSystem says whether a tree path can change what is built or how,
 // whatever the .cmd files say: Kconfig, Makefiles, scripts, host tools.
-func buildSystem(p string) bool {
+func BuildSystem(p string) bool {
 	base := path.Base(p)
 	return configInput(p, "") || strings.HasPrefix(base, "Makefile") || strings.HasPrefix(base, "Kbuild") ||
 		strings.HasPrefix(p, "tools/") || strings.Contains(p, "/tools/")
@@ -82,7 +82,7 @@ func ReadBy(kernel string, changed []string) (read []string, ok bool) {
 		inputs[l] = true
 	}
 	for _, f := range changed {
-		if inputs[f] || buildSystem(f) {
+		if inputs[f] || BuildSystem(f) {
 			read = append(read, f)
 		}
 	}

@@ -183,6 +183,10 @@ func (r *Report) Markdown(w io.Writer) error {
 	search := r.stepsOf(journal.KindSearch)
 	fmt.Fprintf(&b, "Range: %s (%s) .. %s (%s), %d candidates, %d steps; %.1f s in all (build %.1f s, boot %.1f s, test %.1f s).\n\n",
 		r.Terms.Old, Short(strings.Join(r.Good, ",")), r.Terms.New, Short(r.Bad), r.NumCands, len(search), all, build, boot, test)
+	if r.Strategy == "fast" {
+		fmt.Fprintf(&b, "Search over kernels: %d of the %d candidates change no file the builds read, nor the build system, so they build a neighbour's kernel: never built or tested.\n\n",
+			r.SameKernel, r.NumCands)
+	}
 	if t := r.TargetText(); t != "" {
 		fmt.Fprintf(&b, "%s\n\n", cell(t))
 	}

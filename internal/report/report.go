@@ -46,12 +46,15 @@ type Report struct {
 	CulpritInfo *git.Info // nil if not found
 	Maintainers []string  // to CC, when the tree can tell
 	NumCands    int       // size of the initial candidate set
+	// SameKernel is, in a search over kernels (--strategy fast), how many
+	// candidates change no file the builds read: never built or tested.
+	SameKernel int
 	// Remaining is, per step, the candidates left when it was chosen
 	// (0 where unknown, e.g. endpoint checks).
 	Remaining []int
 	// Rerun gives the command line that re-runs one step (nil: none).
 	Rerun func(commit string) string
-	// Strategy is classic or bayes. A Bayesian run also has its answer's
+	// Strategy is fast, classic or bayes. A Bayesian run also has its answer's
 	// posterior probability, the most likely first bad commits and the
 	// estimated probability that a run fails on a bad commit.
 	Strategy   string
@@ -299,6 +302,7 @@ type jsonReport struct {
 	FlakyWhy     []string      `json:"flaky_evidence,omitempty"`
 	Message      string        `json:"message,omitempty"`
 	Strategy     string        `json:"strategy"`
+	SameKernel   *int          `json:"same_kernel_commits,omitempty"`
 	Confidence   *float64      `json:"confidence,omitempty"`
 	Posterior    []Likely      `json:"posterior,omitempty"`
 	FailProb     *float64      `json:"fail_probability,omitempty"`
@@ -345,7 +349,7 @@ func (r *Report) JSON(w io.Writer) error {
 	}
 	jr := jsonReport{RunID: r.RunID, Outcome: r.Outcome, Culprit: nullable(r.Culprit), Candidates: cands,
 		Terms: r.Terms, Endpoints: r.toJSONSteps(r.stepsOf(journal.KindEndpoint, journal.KindCheck)), Steps: r.toJSONSteps(r.stepsOf(journal.KindSearch)),
-		Message: r.Message, Strategy: r.Strategy, Confidence: r.Confidence, Posterior: r.Posterior, FailProb: r.FailProb,
+		Message: r.Message, Strategy: r.Strategy, SameKernel: sameKernel(r), Confidence: r.Confidence, Posterior: r.Posterior, FailProb: r.FailProb,
 		FalseAlarm: r.FalseAlarm, FALearned: r.FalseAlarmLearned, Repo: r.Repo, Bad: r.Bad, Good: r.Good}
 	if c := r.confirmation(); c != nil {
 		jr.Confirmation = c
@@ -459,4 +463,13 @@ type Flag struct {
 	Kind string `json:"kind"`
 	Text string `json:"text"`
 	Next string `json:"next"`
+}
+
+// sameKernel is the JSON's count of candidates a search over kernels never
+// built (absent for the other strategies).
+func sameKernel(r *Report) *int {
+	if r.Strategy != "fast" {
+		return nil
+	}
+	return &r.SameKernel
 }

@@ -104,7 +104,34 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 		// run's posterior: replay the search over the graph.
 		replay(ctx, repo, p, steps, r)
 	}
+	if p.fast() {
+		r.SameKernel = neverBuilt(ctx, repo, p, steps)
+	}
 	return r, nil
+}
+
+// neverBuilt is, for a search over kernels, how many candidates the marks
+// as the run's steps leave them kept from being built.
+func neverBuilt(ctx context.Context, repo *git.Repo, p Params, steps []journal.Step) int {
+	cs, err := repo.RevList(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths})
+	if err != nil {
+		return 0
+	}
+	files, err := repo.ChangedFiles(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent})
+	if err != nil {
+		return 0
+	}
+	nodes, _ := graphOf(cs, p)
+	f, err := newFast(nodes, files, p)
+	for _, st := range steps {
+		if err == nil {
+			err = f.learn(st)
+		}
+	}
+	if err != nil {
+		return 0
+	}
+	return f.neverBuilt(steps)
 }
 
 // readRepo is a repository to read commit details from: firstbad's clone if
@@ -167,7 +194,10 @@ func replay(ctx context.Context, repo *git.Repo, p Params, steps []journal.Step,
 	if err != nil {
 		return
 	}
-	strategy := p.strategy(g, steps)
+	strategy, err := p.strategy(g, nodes, nil, steps)
+	if err != nil {
+		return
+	}
 	obs := p.observations()
 	for i, st := range steps {
 		if st.Kind == journal.KindSearch {

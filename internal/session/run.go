@@ -71,7 +71,10 @@ func (s *Session) setUp(ctx context.Context, j *journal.Journal, p Params, prep 
 		wt.Release()
 		return nil, nil, err
 	}
-	r.strategy = p.strategy(prep.graph, steps)
+	if r.strategy, err = p.strategy(prep.graph, prep.nodes, prep.files, steps); err != nil {
+		wt.Release()
+		return nil, nil, outcome.InfraErr("search", err)
+	}
 	r.obs = p.observations()
 	for _, st := range steps {
 		r.replay(st)
@@ -112,8 +115,17 @@ func (r *run) replay(st journal.Step) {
 		r.done++
 	}
 	r.obs = r.p.fold(r.obs, st)
-	if b, ok := r.strategy.(*search.Bayes); ok {
-		b.SetCosts(r.p.costs(r.steps))
+	switch s := r.strategy.(type) {
+	case *search.Bayes:
+		s.SetCosts(r.p.costs(r.steps))
+	case *fast:
+		before := len(s.marked)
+		if err := s.learn(st); err != nil {
+			r.s.Log.Warn("the search over kernels failed to redo its marks", "err", err)
+		} else if len(s.marked) != before {
+			r.s.Log.Info("commits that cannot change the kernel (no file the builds read, nothing of the build system): not to be built",
+				"same_kernel", len(s.marked), "of", r.total)
+		}
 	}
 }
 
@@ -140,12 +152,35 @@ func (r *run) loop(ctx context.Context) (*Result, error) {
 			return r.inconsistent(err)
 		}
 		if d.Done {
+			if retry, err := r.proveParents(ctx, d); err != nil || retry {
+				if err != nil {
+					return r.fail(ctx, err)
+				}
+				continue
+			}
 			return r.conclude(ctx, d)
 		}
 		if end, err := r.searchStep(ctx, d); end != nil || err != nil {
 			return end, err
 		}
 	}
+}
+
+// proveParents, in a search over kernels, makes sure the culprit's parents
+// are good by test or by proof; retry says one is to be tested first.
+func (r *run) proveParents(ctx context.Context, d search.Decision) (bool, error) {
+	f, ok := r.strategy.(*fast)
+	if !ok || d.Culprit == "" {
+		return false, nil
+	}
+	retry, why, err := f.prove(ctx, r.repo, d.Culprit, r.obs, r.steps)
+	if err != nil {
+		return false, outcome.InfraErr("git diff-tree", err)
+	}
+	if retry {
+		r.s.Log.Info(why, "culprit", short(d.Culprit))
+	}
+	return retry, nil
 }
 
 // searchStep tests the commit the search chose.
@@ -319,6 +354,10 @@ func (r *run) inconsistent(err error) (*Result, error) {
 // conclude ends a search that is done.
 func (r *run) conclude(ctx context.Context, d search.Decision) (*Result, error) {
 	switch {
+	case d.NoTestable && r.p.fast():
+		return r.end(outcome.Ambiguous, "", d.Ambiguous, fmt.Sprintf(
+			"every commit that can change the kernel tested %s, so the first %s commit builds the same kernel as a %s one: the test tells apart what the kernel does not (it reads $FIRSTBAD_COMMIT, or is flaky); run again with --strategy classic --retest-same-kernel, or --flaky",
+			r.p.TermOld, r.p.TermNew, r.p.TermOld))
 	case d.NoTestable:
 		return r.end(outcome.Ambiguous, "", d.Ambiguous, fmt.Sprintf(
 			"no testable commit left: every commit that touches %v tested %s, and the first %s commit is one that does not (git bisect: \"No testable commit found\")",

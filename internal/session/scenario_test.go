@@ -2,6 +2,7 @@ package session
 
 import (
 	"context"
+	"crypto/sha256"
 	"errors"
 	"fmt"
 	"io"
@@ -18,6 +19,7 @@ import (
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/gittest"
 	"github.com/firstbad/firstbad/internal/journal"
+	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/pipeline"
 )
@@ -34,6 +36,9 @@ type world struct {
 	judge func(i, call int) pipeline.Run
 	// image names the kernel commit i builds (same name: same bytes).
 	image func(i int) string
+	// inputs, if set, lists the files commit i's build reads: kept beside
+	// its kernel as a real build keeps them (kbuild.InputsFile).
+	inputs func(i int) []string
 	// fail, if set, makes evaluation number n an infrastructure error.
 	fail  map[int]bool
 	calls map[int]int
@@ -53,6 +58,8 @@ type world struct {
 	// kernel makes the run a kernel run (its options; the pipeline is
 	// still this world).
 	kernel *pipeline.KernelConfig
+	// last is the session of the last run.
+	last *Session
 	// reused counts the evaluations that took an earlier step's verdict
 	// for the same image (Request.Tested) instead of testing.
 	reused int
@@ -102,6 +109,12 @@ func (w *world) Evaluate(ctx context.Context, req pipeline.Request) (pipeline.Ou
 	}
 	if w.image != nil {
 		out.Kernel = filepath.Join(w.dir, w.image(i))
+		if w.inputs != nil {
+			art := filepath.Join(w.dir, fmt.Sprintf("%x", sha256.Sum256([]byte(w.image(i)))))
+			os.MkdirAll(art, 0o755)
+			os.WriteFile(filepath.Join(art, kbuild.InputsFile), []byte(strings.Join(w.inputs(i), "\n")), 0o644)
+			out.Kernel = filepath.Join(art, "bzImage")
+		}
 		os.WriteFile(out.Kernel, []byte(w.image(i)), 0o644)
 		if req.Tested != nil {
 			if runs, ok := req.Tested(out.Kernel); ok {
@@ -165,12 +178,20 @@ func (w *world) run(in Input) (*Result, error) {
 	if w.kernel != nil && in.EndpointCheck == "" {
 		in.EndpointCheck = "bad" // Resolve's default for a kernel run
 	}
+	strategy := in.Strategy
+	if strategy == "fast" {
+		in.Strategy = "" // Resolve sees an --exec run: fast is set below
+	}
 	p, _, err := Resolve(context.Background(), in)
 	if err != nil {
 		w.t.Fatal(err)
 	}
 	p.Kernel = w.kernel
-	return w.session().Start(context.Background(), p, false)
+	if w.kernel != nil && (strategy == "fast" || strategy == "" && !p.RetestSameKernel) {
+		p.Strategy = "fast" // Resolve's default for a kernel run
+	}
+	w.last = w.session()
+	return w.last.Start(context.Background(), p, false)
 }
 
 func (w *world) numbers(shas []string) []int {

@@ -205,7 +205,9 @@ func (s *Session) Resume(ctx context.Context, id string) (*Result, error) {
 type prepared struct {
 	clone *git.Clone
 	graph *search.Graph
-	total int // candidates that can be tested (touching the paths, if any)
+	nodes []search.Commit
+	files map[string][]string // what each commit changes (--strategy fast)
+	total int                 // candidates that can be tested (touching the paths, if any)
 }
 
 // prepare brings firstbad's clone up to date and reads the candidate graph
@@ -239,7 +241,13 @@ func (s *Session) prepare(ctx context.Context, p Params) (*prepared, error) {
 	if err != nil {
 		return nil, outcome.InfraErr("graph", err)
 	}
-	return &prepared{clone: clone, graph: graph, total: total}, nil
+	prep := &prepared{clone: clone, graph: graph, nodes: g, total: total}
+	if p.fast() {
+		if prep.files, err = clone.ChangedFiles(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent}); err != nil {
+			return nil, outcome.InfraErr("git log", err)
+		}
+	}
+	return prep, nil
 }
 
 // graphOf turns a rev-list into search nodes and counts the testable ones.

@@ -14,15 +14,30 @@ import (
 // setStrategy checks and records the search strategy and its options.
 func (p *Params) setStrategy(in Input) error {
 	switch in.Strategy {
-	case "", "classic":
+	case "":
+		// Kernel runs search over kernels, unless the test may tell apart
+		// commits that build the same kernel, or the range is limited to
+		// paths (git's own path-limited search).
 		p.Strategy = "classic"
-		if in.FalseAlarm != "" || in.Confidence != 0 || in.MaxRuns != 0 {
-			return outcome.InputErr("--false-alarm-rate, --confidence and --max-runs belong to the Bayesian strategy: add --strategy bayes (or --flaky)")
+		if p.Kernel != nil && !p.RetestSameKernel && len(p.Paths) == 0 {
+			p.Strategy = "fast"
 		}
-		return nil
+		return p.noBayesOptions(in)
+	case "classic":
+		p.Strategy = "classic"
+		return p.noBayesOptions(in)
+	case "fast":
+		p.Strategy = "fast"
+		if p.Kernel == nil {
+			return outcome.InputErr("--strategy fast searches over the kernels a range builds: it needs a kernel run (--guest-test or --host-test), not --exec")
+		}
+		if p.RetestSameKernel {
+			return outcome.InputErr("--strategy fast tests one commit per kernel: a test that tells apart commits building the same kernel (--retest-same-kernel) needs --strategy classic")
+		}
+		return p.noBayesOptions(in)
 	case "bayes":
 	default:
-		return outcome.InputErr("unknown --strategy %q: use classic (git bisect's choices) or bayes (for flaky tests)", in.Strategy)
+		return outcome.InputErr("unknown --strategy %q: use fast (kernel runs: one test per distinct kernel), classic (git bisect's choices) or bayes (for flaky tests)", in.Strategy)
 	}
 	p.Strategy = "bayes"
 	switch {
@@ -39,6 +54,14 @@ func (p *Params) setStrategy(in Input) error {
 	}
 	if p.Confidence == 0 {
 		p.Confidence = 0.99
+	}
+	return nil
+}
+
+// noBayesOptions refuses the Bayesian strategy's options without it.
+func (p *Params) noBayesOptions(in Input) error {
+	if in.FalseAlarm != "" || in.Confidence != 0 || in.MaxRuns != 0 {
+		return outcome.InputErr("--false-alarm-rate, --confidence and --max-runs belong to the Bayesian strategy: add --strategy bayes (or --flaky)")
 	}
 	return nil
 }
@@ -60,6 +83,9 @@ func (p *Params) setFalseAlarm(s string) error {
 // bayes reports whether the run uses the Bayesian strategy.
 func (p Params) bayes() bool { return p.Strategy == "bayes" }
 
+// fast reports whether the run searches over kernels (--strategy fast).
+func (p Params) fast() bool { return p.Strategy == "fast" }
+
 // budget is the run budget of a Bayesian run over n candidates: the user's,
 // or enough for a test that fails one time in ten.
 func (p Params) budget(n int) int {
@@ -69,13 +95,17 @@ func (p Params) budget(n int) int {
 	return 40 * int(math.Ceil(math.Log2(float64(n+1))))
 }
 
-// strategy makes the run's search strategy over g.
-func (p Params) strategy(g *search.Graph, steps []journal.Step) search.Strategy {
-	if !p.bayes() {
-		return search.NewClassic(g, p.FirstParent)
+// strategy makes the run's search strategy over the range (a graph of
+// nodes; files are what each commit changes, for fast).
+func (p Params) strategy(g *search.Graph, nodes []search.Commit, files map[string][]string, steps []journal.Step) (search.Strategy, error) {
+	switch {
+	case p.fast():
+		return newFast(nodes, files, p) // the steps teach it as they are replayed (learn)
+	case !p.bayes():
+		return search.NewClassic(g, p.FirstParent), nil
 	}
 	return search.NewBayes(g, p.FirstParent, search.BayesOptions{
-		FalseAlarm: p.FalseAlarm, LearnFalseAlarm: p.FalseAlarmAuto, Confidence: p.Confidence, MaxRuns: p.budget(g.Len()), Costs: p.costs(steps)})
+		FalseAlarm: p.FalseAlarm, LearnFalseAlarm: p.FalseAlarmAuto, Confidence: p.Confidence, MaxRuns: p.budget(g.Len()), Costs: p.costs(steps)}), nil
 }
 
 // feeds says whether a step's verdict feeds the search: search steps,

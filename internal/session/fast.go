@@ -1,0 +1,213 @@
+package session
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+
+	"github.com/firstbad/firstbad/internal/git"
+	"github.com/firstbad/firstbad/internal/journal"
+	"github.com/firstbad/firstbad/internal/kbuild"
+	"github.com/firstbad/firstbad/internal/outcome"
+	"github.com/firstbad/firstbad/internal/search"
+)
+
+// fast is --strategy fast: git bisect's choices over the commits that can
+// change the kernel. A commit whose change (against its first parent)
+// touches no file a build of this run read, and nothing of the build
+// system, builds its parent's kernel: like a commit outside the paths of a
+// path-limited bisect, it links the graph and is never tested, so a
+// search takes log2 of the distinct kernels in the range, not of its
+// commits. The builds' inputs grow as the run builds, and the marks with
+// them.
+//
+// The marks only choose what to test; the answer does not rest on them:
+// the culprit was tested, and each of its parents was tested or is the
+// same kernel as a commit that tested good, proved as a build would (their
+// trees differ in no file that commit's build read). A parent that cannot
+// be proved is tested next; after maxUnproved of those the marks are off
+// and the search is classic's.
+type fast struct {
+	nodes       []search.Commit     // the range, TreeSame where the paths say
+	files       map[string][]string // what each commit changes
+	bad         string
+	firstParent bool
+
+	inputs   map[string]bool // every file a build of the run read
+	read     map[string]bool // kernels whose inputs are in
+	unproved map[string]bool // parents the end could not prove: tested
+	off      string          // why the marks are off ("" while on)
+	marked   map[string]bool // candidates marked: the same kernel as a parent
+	classic  *search.Classic
+}
+
+// maxUnproved bounds the parents tested because the marks were wrong
+// about them before the search goes on without marks.
+const maxUnproved = 3
+
+func newFast(nodes []search.Commit, files map[string][]string, p Params) (*fast, error) {
+	f := &fast{nodes: nodes, files: files, bad: p.Bad, firstParent: p.FirstParent,
+		inputs: map[string]bool{}, read: map[string]bool{}, unproved: map[string]bool{}}
+	return f, f.mark()
+}
+
+// Decide implements search.Strategy.
+func (f *fast) Decide(obs []search.Observation) (search.Decision, error) {
+	return f.classic.Decide(obs)
+}
+
+// mark redoes the marks from what the builds read so far: none before the
+// first build says.
+func (f *fast) mark() error {
+	nodes := slices.Clone(f.nodes)
+	f.marked = map[string]bool{}
+	for i, n := range nodes {
+		if len(f.inputs) == 0 || f.off != "" || n.TreeSame || n.ID == f.bad || f.unproved[n.ID] || f.changesKernel(n.ID) {
+			continue
+		}
+		nodes[i].TreeSame = true
+		f.marked[n.ID] = true
+	}
+	g, err := search.NewGraph(nodes, f.bad, f.firstParent)
+	if err != nil {
+		return err
+	}
+	f.classic = search.NewClassic(g, f.firstParent)
+	return nil
+}
+
+// neverBuilt counts the marked candidates no step evaluated.
+func (f *fast) neverBuilt(steps []journal.Step) int {
+	n := len(f.marked)
+	for _, st := range steps {
+		if f.marked[st.Commit] {
+			n--
+			delete(f.marked, st.Commit) // counted once
+		}
+	}
+	return n
+}
+
+// changesKernel says whether a commit's change touches a file a build
+// read, or the build system.
+func (f *fast) changesKernel(id string) bool {
+	files, ok := f.files[id]
+	if !ok {
+		return true
+	}
+	for _, p := range files {
+		if f.inputs[p] || kbuild.BuildSystem(p) {
+			return true
+		}
+	}
+	return false
+}
+
+// learn takes in what the build of a step's kernel read; the marks are
+// redone when that adds files.
+func (f *fast) learn(st journal.Step) error {
+	k := st.Evidence.Kernel
+	if st.State != journal.StateDone || k == "" || f.read[k] {
+		return nil
+	}
+	f.read[k] = true
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(k), kbuild.InputsFile))
+	if err != nil {
+		return nil // an artifact from before firstbad kept its inputs
+	}
+	grew := false
+	for _, p := range strings.Split(string(data), "\n") {
+		if p != "" && !f.inputs[p] {
+			f.inputs[p], grew = true, true
+		}
+	}
+	if !grew {
+		return nil
+	}
+	return f.mark()
+}
+
+// prove checks the culprit's parents inside the range: each good as git
+// bisect would take it (tested good, or an ancestor of a commit that
+// tested good), or the same kernel as a commit that tested good. A parent
+// that is none of these was only marked, never seen: it is to be tested
+// (retry true, with why) and the search goes on.
+func (f *fast) prove(ctx context.Context, repo *git.Repo, culprit string, obs []search.Observation, steps []journal.Step) (retry bool, why string, err error) {
+	if f.off != "" {
+		return false, "", nil
+	}
+	good := f.goodByAncestry(obs)
+	i := slices.IndexFunc(f.nodes, func(n search.Commit) bool { return n.ID == culprit })
+	if i < 0 {
+		return false, "", nil
+	}
+	for _, parent := range f.nodes[i].Parents {
+		if _, in := good[parent]; !in || good[parent] {
+			continue // outside the range (a good endpoint's, as git takes it), or good
+		}
+		ok, err := sameAsGood(ctx, repo, parent, steps)
+		if err != nil || ok {
+			if err != nil {
+				return false, "", err
+			}
+			continue
+		}
+		f.unproved[parent] = true
+		why = fmt.Sprintf("the culprit's parent %s was not tested and is not provably the same kernel as a commit that tested good: testing it", short(parent))
+		if len(f.unproved) > maxUnproved {
+			f.off = fmt.Sprintf("%d parents of would-be culprits were not the kernels the marks said: searching over every commit from here", len(f.unproved))
+			why = f.off
+		}
+		return true, why, f.mark()
+	}
+	return false, "", nil
+}
+
+// goodByAncestry maps every commit of the range to whether it is good as
+// git bisect takes it: observed good, or an ancestor of one observed good.
+func (f *fast) goodByAncestry(obs []search.Observation) map[string]bool {
+	parents := make(map[string][]string, len(f.nodes))
+	good := make(map[string]bool, len(f.nodes))
+	for _, n := range f.nodes {
+		parents[n.ID], good[n.ID] = n.Parents, false
+	}
+	var stack []string
+	for _, o := range obs {
+		if o.Verdict == outcome.Good {
+			stack = append(stack, o.Commit)
+		}
+	}
+	for len(stack) > 0 {
+		c := stack[len(stack)-1]
+		stack = stack[:len(stack)-1]
+		if seen, in := good[c]; !in || seen {
+			continue
+		}
+		good[c] = true
+		stack = append(stack, parents[c]...)
+	}
+	return good
+}
+
+// sameAsGood says whether commit builds the same kernel as a commit that
+// tested good: their trees differ in no file that commit's build read and
+// in nothing of the build system (kbuild would recompile nothing).
+func sameAsGood(ctx context.Context, repo *git.Repo, commit string, steps []journal.Step) (bool, error) {
+	for _, st := range steps {
+		if st.State != journal.StateDone || st.Verdict != "good" || st.Evidence.Kernel == "" || len(st.Evidence.BuildFixes) > 0 {
+			continue
+		}
+		out, err := repo.Run(ctx, "diff-tree", "-r", "--name-only", "--no-renames", "-z", st.Commit, commit)
+		if err != nil {
+			return false, err
+		}
+		changed := strings.FieldsFunc(string(out), func(r rune) bool { return r == 0 })
+		if read, ok := kbuild.ReadBy(st.Evidence.Kernel, changed); ok && len(read) == 0 {
+			return true, nil
+		}
+	}
+	return false, nil
+}
