@@ -715,7 +715,7 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 		inputs = nil
 	}
 	list := filepath.Join(dir, ".firstbad-inputs")
-	if err := os.WriteFile(list, []byte(strings.Join(inputs, "\n")), 0o644); err != nil {
+	if err := os.WriteFile(list, []byte(formatInputs(inputs)), 0o644); err != nil {
 		return nil, outcome.InfraErr("build", err)
 	}
 	files[InputsFile] = list

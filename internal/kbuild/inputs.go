@@ -7,11 +7,14 @@ import (
 	"path"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 )
 
 // InputsFile, in an artifact, lists the source files its build read, one
-// path (relative to the tree) per line.
+// path (relative to the tree) per line, with a tab and the number of
+// kbuild's .cmd files that name it: about how many targets make rebuilds
+// when it changes (artifacts from before the counts have paths alone).
 const InputsFile = "inputs"
 
 // buildInputs lists the files under src that the build in dir read: every
@@ -22,13 +25,13 @@ const InputsFile = "inputs"
 //
 // The paths are absolute, or relative to the build dir where ccache's base
 // dir rewrote them (../../wt/0/kernel/sched/autogroup.c): both count.
-func buildInputs(dir, src string) ([]string, error) {
+func buildInputs(dir, src string) (map[string]int, error) {
 	src = filepath.Clean(src)
 	prefixes := []string{src + "/"}
 	if rel, err := filepath.Rel(dir, src); err == nil && rel != "." {
 		prefixes = append(prefixes, rel+"/")
 	}
-	seen := map[string]bool{}
+	seen := map[string]int{}
 	err := filepath.WalkDir(dir, func(p string, d fs.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !strings.HasSuffix(d.Name(), ".cmd") || !strings.HasPrefix(d.Name(), ".") {
 			return err
@@ -38,25 +41,57 @@ func buildInputs(dir, src string) ([]string, error) {
 			return err
 		}
 		defer f.Close()
+		named := map[string]bool{}
 		sc := bufio.NewScanner(f)
 		sc.Buffer(make([]byte, 64*1024), 4*1024*1024)
 		for sc.Scan() {
 			for _, field := range strings.Fields(sc.Text()) {
 				for _, pre := range prefixes {
 					if rest, ok := strings.CutPrefix(field, pre); ok {
-						seen[path.Clean(strings.TrimRight(rest, `\:;,'")`))] = true
+						named[path.Clean(strings.TrimRight(rest, `\:;,'")`))] = true
 					}
 				}
 			}
 		}
+		for p := range named {
+			seen[p]++
+		}
 		return sc.Err()
 	})
-	out := make([]string, 0, len(seen))
-	for p := range seen {
-		out = append(out, p)
+	return seen, err
+}
+
+// formatInputs is the InputsFile's text: sorted paths, each with its count.
+func formatInputs(inputs map[string]int) string {
+	lines := make([]string, 0, len(inputs))
+	for p, n := range inputs {
+		lines = append(lines, p+"\t"+strconv.Itoa(n))
 	}
-	slices.Sort(out)
-	return out, err
+	slices.Sort(lines)
+	return strings.Join(lines, "\n")
+}
+
+// ReadInputs reads what the build of the artifact whose kernel is given
+// read: each path with the number of targets that depend on it (1 where
+// the artifact does not say). ok is false when the artifact does not list
+// its inputs (built before firstbad kept them).
+func ReadInputs(kernel string) (inputs map[string]int, ok bool) {
+	data, err := os.ReadFile(filepath.Join(filepath.Dir(kernel), InputsFile))
+	if err != nil || len(data) == 0 {
+		return nil, false
+	}
+	inputs = map[string]int{}
+	for _, l := range strings.Split(string(data), "\n") {
+		p, count, _ := strings.Cut(l, "\t")
+		n, err := strconv.Atoi(count)
+		if err != nil || n < 1 {
+			n = 1
+		}
+		if p != "" {
+			inputs[p] = n
+		}
+	}
+	return inputs, true
 }
 
 // BuildSystem says whether a tree path can change what is built or how,
@@ -73,16 +108,12 @@ func BuildSystem(p string) bool {
 // false when the artifact does not say what its build read (built before
 // firstbad kept that).
 func ReadBy(kernel string, changed []string) (read []string, ok bool) {
-	data, err := os.ReadFile(filepath.Join(filepath.Dir(kernel), InputsFile))
-	if err != nil || len(data) == 0 {
+	inputs, ok := ReadInputs(kernel)
+	if !ok {
 		return nil, false
 	}
-	inputs := map[string]bool{}
-	for _, l := range strings.Split(string(data), "\n") {
-		inputs[l] = true
-	}
 	for _, f := range changed {
-		if inputs[f] || BuildSystem(f) {
+		if inputs[f] > 0 || BuildSystem(f) {
 			read = append(read, f)
 		}
 	}

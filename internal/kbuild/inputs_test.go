@@ -33,6 +33,11 @@ init/version.o: $(deps_init/version.o)
 `,
 		"arch/x86/include/generated/uapi/asm/.unistd_64.h.cmd": `cmd_arch/x86/include/generated/uapi/asm/unistd_64.h := sh /work/linux/scripts/syscallhdr.sh --abis common,64 --emit-nr   /work/linux/arch/x86/entry/syscalls/syscall_64.tbl arch/x86/include/generated/uapi/asm/unistd_64.h
 `,
+		"kernel/sched/.autogroup.o.cmd": `deps_kernel/sched/autogroup.o := \
+  /work/linux/kernel/sched/autogroup.c \
+  REL/include/linux/export.h \
+  /work/linux/include/linux/export.h \
+`,
 		"not-a-cmd-file.txt": "/work/linux/Documentation/index.rst\n",
 	}
 	for _, layout := range []struct{ dir, rel string }{
@@ -55,10 +60,28 @@ init/version.o: $(deps_init/version.o)
 		if err != nil {
 			t.Fatal(err)
 		}
-		want := []string{"arch/x86/entry/syscalls/syscall_64.tbl", "include/linux/compiler-version.h",
-			"include/linux/export.h", "init/version.c", "kernel/sched/autogroup.c", "scripts/syscallhdr.sh"}
+		// Each path with the number of .cmd files naming it (once per file).
+		want := map[string]int{"arch/x86/entry/syscalls/syscall_64.tbl": 1, "include/linux/compiler-version.h": 1,
+			"include/linux/export.h": 2, "init/version.c": 1, "kernel/sched/autogroup.c": 2, "scripts/syscallhdr.sh": 1}
 		if diff := cmp.Diff(want, got); diff != "" {
 			t.Errorf("inputs, build dir %s (-want +got):\n%s", layout.rel, diff)
+		}
+	}
+
+	// The inputs file keeps the counts; one from before them (paths alone)
+	// reads as 1 each.
+	for _, c := range []struct {
+		text string
+		want map[string]int
+	}{
+		{formatInputs(map[string]int{"b.h": 3, "a.c": 1}), map[string]int{"a.c": 1, "b.h": 3}},
+		{"a.c\nb.h\n", map[string]int{"a.c": 1, "b.h": 1}},
+	} {
+		kernel := filepath.Join(t.TempDir(), "bzImage")
+		os.WriteFile(filepath.Join(filepath.Dir(kernel), InputsFile), []byte(c.text), 0o644)
+		got, ok := ReadInputs(kernel)
+		if diff := cmp.Diff(c.want, got); !ok || diff != "" {
+			t.Errorf("ReadInputs of %q (ok %v) (-want +got):\n%s", c.text, ok, diff)
 		}
 	}
 

@@ -217,11 +217,7 @@ func stepsLeft(n int) int {
 // it returns the single best commit (possibly found by the halfway
 // shortcut); with all, every candidate sorted by distance, best first.
 func (c *Classic) bisect(list []int, all bool) []int {
-	// find_bisection reverses the walk order.
-	rev := make([]int, len(list))
-	for i, n := range list {
-		rev[len(list)-1-i] = n
-	}
+	rev := reversed(list)
 	ws := c.newWeights(rev)
 	if n, ok := ws.count(rev, all); ok {
 		return []int{n}
@@ -230,6 +226,68 @@ func (c *Classic) bisect(list []int, all bool) []int {
 		return []int{ws.best(rev)}
 	}
 	return ws.sorted(rev)
+}
+
+// reversed is list backwards: find_bisection reverses the walk order.
+func reversed(list []int) []int {
+	rev := make([]int, len(list))
+	for i, n := range list {
+		rev[len(list)-1-i] = n
+	}
+	return rev
+}
+
+// Ranked is a candidate for the next step with git's distance for it: the
+// candidates on the smaller side of the split it makes.
+type Ranked struct {
+	Commit string
+	Dist   int
+}
+
+// Ranked lists the candidates the next step could test, best split first,
+// when no commit is skipped (none otherwise: git's step away from skipped
+// commits decides then).
+func (c *Classic) Ranked(obs []Observation) ([]Ranked, error) {
+	bad, goods, skipped, err := c.state(obs)
+	if err != nil || len(skipped) > 0 {
+		return nil, err
+	}
+	rev := reversed(c.g.candidates(bad, goods))
+	if len(rev) == 0 {
+		return nil, nil
+	}
+	ws := c.newWeights(rev)
+	ws.count(rev, true)
+	var out []Ranked
+	for _, n := range ws.sorted(rev) {
+		out = append(out, Ranked{Commit: c.g.ids[n], Dist: ws.dist(n)})
+	}
+	return out, nil
+}
+
+// Cheapest is the commit to test among the ranked ones whose split is
+// within a tenth of the best's (at most the first eight): the one cost
+// says is cheapest, next when it is among the cheapest. A split that much
+// less even costs a fraction of a step; a build that recompiles a tenth of
+// the kernel costs minutes.
+func Cheapest(ranked []Ranked, next string, cost func(commit string) int) (string, int) {
+	best := 0
+	for _, r := range ranked {
+		best = max(best, r.Dist)
+	}
+	choice, least := next, cost(next)
+	for i, r := range ranked {
+		if i == 8 || r.Dist*10 < best*9 {
+			break
+		}
+		if r.Commit == next {
+			continue
+		}
+		if c := cost(r.Commit); c < least {
+			choice, least = r.Commit, c
+		}
+	}
+	return choice, least
 }
 
 // weights is do_find_bisection's state over one candidate list: each

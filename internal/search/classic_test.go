@@ -97,3 +97,28 @@ func TestSkipAwayMatchesGitArithmetic(t *testing.T) {
 		t.Errorf("sqrti(32768) = %d, want 181", sqrti(prnModulo))
 	}
 }
+
+// Cheapest trades the best split for one within a tenth of it that costs
+// less, never for a worse split, and keeps the choice on a tie.
+func TestCheapest(t *testing.T) {
+	ranked := []Ranked{{"a", 50}, {"b", 48}, {"c", 46}, {"d", 44}, {"e", 30}}
+	for _, c := range []struct {
+		name  string
+		costs map[string]int
+		want  string
+	}{
+		{"the best is cheapest", map[string]int{"a": 1, "b": 5, "c": 5, "d": 5, "e": 0}, "a"},
+		{"a near split is cheaper", map[string]int{"a": 900, "b": 900, "c": 3, "d": 10, "e": 0}, "c"},
+		{"a far split is never taken", map[string]int{"a": 900, "b": 900, "c": 900, "d": 900, "e": 0}, "a"},
+		{"ties keep the choice", map[string]int{"a": 7, "b": 7, "c": 7, "d": 7, "e": 7}, "a"},
+	} {
+		got, cost := Cheapest(ranked, "a", func(id string) int { return c.costs[id] })
+		if got != c.want || cost != c.costs[c.want] {
+			t.Errorf("%s: %s (cost %d), want %s", c.name, got, cost, c.want)
+		}
+	}
+	// The choice need not be ranked first (git's halfway shortcut).
+	if got, _ := Cheapest(ranked, "b", func(id string) int { return map[string]int{"a": 1, "b": 2}[id] + 10*map[string]int{"c": 1, "d": 1}[id] }); got != "a" {
+		t.Errorf("from b: %s, want the cheaper a", got)
+	}
+}

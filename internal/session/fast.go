@@ -3,8 +3,7 @@ package session
 import (
 	"context"
 	"fmt"
-	"os"
-	"path/filepath"
+	"math"
 	"slices"
 	"strings"
 
@@ -36,7 +35,8 @@ type fast struct {
 	bad         string
 	firstParent bool
 
-	inputs   map[string]bool // every file a build of the run read
+	inputs   map[string]int  // every file a build of the run read, with the targets that depend on it
+	last     string          // the commit of the latest build: what the build dir holds
 	read     map[string]bool // kernels whose inputs are in
 	unproved map[string]bool // parents the end could not prove: tested
 	off      string          // why the marks are off ("" while on)
@@ -50,7 +50,7 @@ const maxUnproved = 3
 
 func newFast(nodes []search.Commit, files map[string][]string, p Params) (*fast, error) {
 	f := &fast{nodes: nodes, files: files, bad: p.Bad, firstParent: p.FirstParent,
-		inputs: map[string]bool{}, read: map[string]bool{}, unproved: map[string]bool{}}
+		inputs: map[string]int{}, read: map[string]bool{}, unproved: map[string]bool{}}
 	return f, f.mark()
 }
 
@@ -99,7 +99,7 @@ func (f *fast) changesKernel(id string) bool {
 		return true
 	}
 	for _, p := range files {
-		if f.inputs[p] || kbuild.BuildSystem(p) {
+		if f.inputs[p] > 0 || kbuild.BuildSystem(p) {
 			return true
 		}
 	}
@@ -110,24 +110,69 @@ func (f *fast) changesKernel(id string) bool {
 // redone when that adds files.
 func (f *fast) learn(st journal.Step) error {
 	k := st.Evidence.Kernel
-	if st.State != journal.StateDone || k == "" || f.read[k] {
+	if st.State != journal.StateDone || k == "" {
+		return nil
+	}
+	if st.Build != nil {
+		f.last = st.Commit
+	}
+	if f.read[k] {
 		return nil
 	}
 	f.read[k] = true
-	data, err := os.ReadFile(filepath.Join(filepath.Dir(k), kbuild.InputsFile))
-	if err != nil {
+	inputs, ok := kbuild.ReadInputs(k)
+	if !ok {
 		return nil // an artifact from before firstbad kept its inputs
 	}
 	grew := false
-	for _, p := range strings.Split(string(data), "\n") {
-		if p != "" && !f.inputs[p] {
-			f.inputs[p], grew = true, true
+	for p, n := range inputs {
+		if f.inputs[p] == 0 {
+			grew = true
 		}
+		f.inputs[p] = max(f.inputs[p], n)
 	}
 	if !grew {
 		return nil
 	}
 	return f.mark()
+}
+
+// cheaper is the commit to test next: next, or one that splits the
+// candidates almost as evenly and recompiles less from what the build dir
+// holds (search.Cheapest), with the objects each is expected to recompile.
+func (f *fast) cheaper(ctx context.Context, repo *git.Repo, obs []search.Observation, next string) (choice string, expected, instead int) {
+	ranked, err := f.classic.Ranked(obs)
+	if err != nil || len(ranked) < 2 || f.last == "" || len(f.inputs) == 0 {
+		return next, -1, -1
+	}
+	cost := func(commit string) int { return f.recompiles(ctx, repo, commit) }
+	choice, expected = search.Cheapest(ranked, next, cost)
+	return choice, expected, cost(next)
+}
+
+// recompiles estimates the targets make rebuilds to go from the latest
+// build to commit: for each file that differs, the targets that depend on
+// it; a change to the build system may rebuild anything (the most any file
+// has).
+func (f *fast) recompiles(ctx context.Context, repo *git.Repo, commit string) int {
+	out, err := repo.Run(ctx, "diff-tree", "-r", "--name-only", "--no-renames", "-z", f.last, commit)
+	if err != nil {
+		return math.MaxInt32
+	}
+	most := 0
+	for _, n := range f.inputs {
+		most = max(most, n)
+	}
+	total := 0
+	for _, p := range strings.FieldsFunc(string(out), func(r rune) bool { return r == 0 }) {
+		switch {
+		case kbuild.BuildSystem(p):
+			total += most
+		default:
+			total += f.inputs[p]
+		}
+	}
+	return total
 }
 
 // prove checks the culprit's parents inside the range: each good as git

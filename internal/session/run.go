@@ -160,7 +160,7 @@ func (r *run) loop(ctx context.Context) (*Result, error) {
 			}
 			return r.conclude(ctx, d)
 		}
-		if end, err := r.searchStep(ctx, d); end != nil || err != nil {
+		if end, err := r.searchStep(ctx, r.cheaper(ctx, d)); end != nil || err != nil {
 			return end, err
 		}
 	}
@@ -181,6 +181,25 @@ func (r *run) proveParents(ctx context.Context, d search.Decision) (bool, error)
 		r.s.Log.Info(why, "culprit", short(d.Culprit))
 	}
 	return retry, nil
+}
+
+// cheaper, in a search over kernels, may trade the best split for one
+// almost as even that recompiles much less from what the build dir holds.
+func (r *run) cheaper(ctx context.Context, d search.Decision) search.Decision {
+	f, ok := r.strategy.(*fast)
+	if !ok {
+		return d
+	}
+	choice, expected, instead := f.cheaper(ctx, r.repo, r.obs, d.Next)
+	switch {
+	case choice != d.Next:
+		r.s.Log.Info("a split almost as even, cheaper to build", "commit", short(choice), "expected_recompiles", expected,
+			"instead_of", short(d.Next), "which_recompiles", instead)
+		d.Next = choice
+	case expected >= 0:
+		r.s.Log.Info("next", "commit", short(choice), "expected_recompiles", expected)
+	}
+	return d
 }
 
 // searchStep tests the commit the search chose.
