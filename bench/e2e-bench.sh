@@ -157,7 +157,7 @@ import json, os, sys
 r = json.load(open(sys.argv[1]))
 steps = r["endpoints"] + r["steps"]
 c = r.get("confirmation") or {}
-steps += [s for s in (c.get("culprit"), c.get("parent")) if s]
+steps += [s for s in (c.get("culprit"), c.get("parent"), (c.get("revert") or {}).get("step")) if s]
 work = sum((s.get(k) or 0) for s in steps for k in ("build_s", "boot_s", "test_s"))
 build = sum((s.get("build_s") or 0) for s in steps)
 print(len([d for d in os.listdir(sys.argv[2]) if not d.startswith(".")]), work, len(steps), build)
@@ -175,7 +175,7 @@ printf 'history %s, %d candidates; same config and test for all flows\n' \
 printf '%-44s %-12s %6s %9s\n' flow culprit builds wall
 printf '%-44s %-12.12s %6d %8.0fs  (%s)\n' "(a) git bisect run, clean build, no ccache" "$a_culprit" "$a_builds" "$a_wall" "$a_note"
 printf '%-44s %-12.12s %6d %8.0fs\n' "(b) git bisect run, O= build dir + ccache" "$b_culprit" "$b_builds" "$b_wall"
-printf '%-44s %-12.12s %6d %8.0fs  (%d kernels tested: endpoints, steps, confirmation)\n' "(c) firstbad run, cold" "$culprit" "$c_builds" "$c_wall" "$c_steps"
+printf '%-44s %-12.12s %6d %8.0fs  (%d kernels tested: endpoints, steps, confirmation, revert)\n' "(c) firstbad run, cold" "$culprit" "$c_builds" "$c_wall" "$c_steps"
 printf '%-44s %-12.12s %6s %8.0fs\n' "(c) firstbad run, warm" "$w_culprit" - "$w_wall"
 read -r c_strategy c_search c_same < <(jq_ 'r["strategy"], len(r["steps"]), r.get("same_kernel_commits", 0)' "$work/cold.json" | tr -d '(),')
 printf 'search steps: (b) git bisect %d; (c) --strategy %s %d, %s candidates never built (they change no file the builds read)\n' \

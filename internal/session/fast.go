@@ -139,30 +139,39 @@ func (f *fast) learn(st journal.Step) error {
 
 // cheaper is the commit to test next: next, or one that splits the
 // candidates almost as evenly and recompiles less from what the build dir
-// holds (search.Cheapest), with the objects each is expected to recompile.
-func (f *fast) cheaper(ctx context.Context, repo *git.Repo, obs []search.Observation, next string) (choice string, expected, instead int) {
+// holds (search.Cheapest), with the weights of both (see recompiles) and
+// the most targets a build has (what a weight means at most).
+func (f *fast) cheaper(ctx context.Context, repo *git.Repo, obs []search.Observation, next string) (choice string, weight, instead, targets int) {
 	ranked, err := f.classic.Ranked(obs)
 	if err != nil || len(ranked) < 2 || f.last == "" || len(f.inputs) == 0 {
-		return next, -1, -1
+		return next, -1, -1, 0
 	}
 	cost := func(commit string) int { return f.recompiles(ctx, repo, commit) }
-	choice, expected = search.Cheapest(ranked, next, cost)
-	return choice, expected, cost(next)
+	choice, weight = search.Cheapest(ranked, next, cost)
+	return choice, weight, cost(next), f.targets()
 }
 
-// recompiles estimates the targets make rebuilds to go from the latest
-// build to commit: for each file that differs, the targets that depend on
-// it; a change to the build system may rebuild anything (the most any file
-// has).
+// targets is the most targets any input has: every object depends on the
+// kernel's config headers, so about the build's objects.
+func (f *fast) targets() int {
+	most := 0
+	for _, n := range f.inputs {
+		most = max(most, n)
+	}
+	return most
+}
+
+// recompiles weighs what make rebuilds to go from the latest build to
+// commit: for each file that differs, the targets that depend on it, and
+// for a build-system file all of them. Targets that depend on several
+// changed files count once for each, so the weight ranks candidates; at
+// most the build's targets are rebuilt.
 func (f *fast) recompiles(ctx context.Context, repo *git.Repo, commit string) int {
 	out, err := repo.Run(ctx, "diff-tree", "-r", "--name-only", "--no-renames", "-z", f.last, commit)
 	if err != nil {
 		return math.MaxInt32
 	}
-	most := 0
-	for _, n := range f.inputs {
-		most = max(most, n)
-	}
+	most := f.targets()
 	total := 0
 	for _, p := range strings.FieldsFunc(string(out), func(r rune) bool { return r == 0 }) {
 		switch {
@@ -190,8 +199,11 @@ func (f *fast) prove(ctx context.Context, repo *git.Repo, culprit string, obs []
 		return false, "", nil
 	}
 	for _, parent := range f.nodes[i].Parents {
-		if _, in := good[parent]; !in || good[parent] {
-			continue // outside the range (a good endpoint's, as git takes it), or good
+		if _, in := good[parent]; !in || good[parent] || f.unproved[parent] {
+			// Outside the range (a good endpoint's, as git takes it),
+			// good, or already unmarked for a test: what the search
+			// concluded with it testable stands.
+			continue
 		}
 		ok, err := sameAsGood(ctx, repo, parent, steps)
 		if err != nil || ok {

@@ -190,14 +190,14 @@ func (r *run) cheaper(ctx context.Context, d search.Decision) search.Decision {
 	if !ok {
 		return d
 	}
-	choice, expected, instead := f.cheaper(ctx, r.repo, r.obs, d.Next)
+	choice, weight, instead, targets := f.cheaper(ctx, r.repo, r.obs, d.Next)
 	switch {
 	case choice != d.Next:
-		r.s.Log.Info("a split almost as even, cheaper to build", "commit", short(choice), "expected_recompiles", expected,
-			"instead_of", short(d.Next), "which_recompiles", instead)
+		r.s.Log.Info("a split almost as even, cheaper to build", "commit", short(choice), "expected_recompiles", min(weight, targets),
+			"weight", weight, "instead_of", short(d.Next), "its_weight", instead)
 		d.Next = choice
-	case expected >= 0:
-		r.s.Log.Info("next", "commit", short(choice), "expected_recompiles", expected)
+	case weight >= 0:
+		r.s.Log.Info("next", "commit", short(choice), "expected_recompiles", min(weight, targets), "weight", weight)
 	}
 	return d
 }
