@@ -240,6 +240,15 @@ func (r *Repo) ChangedFiles(ctx context.Context, rg Range) (map[string][]string,
 	return files, nil
 }
 
+// DiffNames lists the paths whose contents differ between two commits.
+func (r *Repo) DiffNames(ctx context.Context, a, b string) ([]string, error) {
+	out, err := r.Run(ctx, "diff-tree", "-r", "--name-only", "--no-renames", "-z", a, b)
+	if err != nil {
+		return nil, err
+	}
+	return strings.FieldsFunc(string(out), func(r rune) bool { return r == 0 }), nil
+}
+
 // revList runs rev-list over the range and parses its lines: with
 // --timestamp a time first, then the commit and (with --parents) its
 // parents.

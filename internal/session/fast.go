@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"math"
 	"slices"
-	"strings"
 
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/journal"
@@ -81,11 +80,14 @@ func (f *fast) mark() error {
 
 // neverBuilt counts the marked candidates no step evaluated.
 func (f *fast) neverBuilt(steps []journal.Step) int {
-	n := len(f.marked)
+	evaluated := map[string]bool{}
 	for _, st := range steps {
-		if f.marked[st.Commit] {
-			n--
-			delete(f.marked, st.Commit) // counted once
+		evaluated[st.Commit] = true
+	}
+	n := 0
+	for c := range f.marked {
+		if !evaluated[c] {
+			n++
 		}
 	}
 	return n
@@ -146,7 +148,13 @@ func (f *fast) cheaper(ctx context.Context, repo *git.Repo, obs []search.Observa
 	if err != nil || len(ranked) < 2 || f.last == "" || len(f.inputs) == 0 {
 		return next, -1, -1, 0
 	}
-	cost := func(commit string) int { return f.recompiles(ctx, repo, commit) }
+	weights := map[string]int{} // each a git diff-tree: asked once
+	cost := func(commit string) int {
+		if _, ok := weights[commit]; !ok {
+			weights[commit] = f.recompiles(ctx, repo, commit)
+		}
+		return weights[commit]
+	}
 	choice, weight = search.Cheapest(ranked, next, cost)
 	return choice, weight, cost(next), f.targets()
 }
@@ -167,13 +175,13 @@ func (f *fast) targets() int {
 // changed files count once for each, so the weight ranks candidates; at
 // most the build's targets are rebuilt.
 func (f *fast) recompiles(ctx context.Context, repo *git.Repo, commit string) int {
-	out, err := repo.Run(ctx, "diff-tree", "-r", "--name-only", "--no-renames", "-z", f.last, commit)
+	changed, err := repo.DiffNames(ctx, f.last, commit)
 	if err != nil {
 		return math.MaxInt32
 	}
 	most := f.targets()
 	total := 0
-	for _, p := range strings.FieldsFunc(string(out), func(r rune) bool { return r == 0 }) {
+	for _, p := range changed {
 		switch {
 		case kbuild.BuildSystem(p):
 			total += most
@@ -257,11 +265,10 @@ func sameAsGood(ctx context.Context, repo *git.Repo, commit string, steps []jour
 		if st.State != journal.StateDone || st.Verdict != "good" || st.Evidence.Kernel == "" || len(st.Evidence.BuildFixes) > 0 {
 			continue
 		}
-		out, err := repo.Run(ctx, "diff-tree", "-r", "--name-only", "--no-renames", "-z", st.Commit, commit)
+		changed, err := repo.DiffNames(ctx, st.Commit, commit)
 		if err != nil {
 			return false, err
 		}
-		changed := strings.FieldsFunc(string(out), func(r rune) bool { return r == 0 })
 		if read, ok := kbuild.ReadBy(st.Evidence.Kernel, changed); ok && len(read) == 0 {
 			return true, nil
 		}

@@ -113,15 +113,10 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 // neverBuilt is, for a search over kernels, how many candidates the marks
 // as the run's steps leave them kept from being built.
 func neverBuilt(ctx context.Context, repo *git.Repo, p Params, steps []journal.Step) int {
-	cs, err := repo.RevList(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths})
+	nodes, _, files, err := readRange(ctx, repo, p)
 	if err != nil {
 		return 0
 	}
-	files, err := repo.ChangedFiles(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent})
-	if err != nil {
-		return 0
-	}
-	nodes, _ := graphOf(cs, p)
 	f, err := newFast(nodes, files, p)
 	for _, st := range steps {
 		if err == nil {
@@ -184,17 +179,16 @@ func rerun(id string) func(string) string {
 // steps: how many candidates were left at each search step and, for a
 // Bayesian run, the posterior as the journal leaves it.
 func replay(ctx context.Context, repo *git.Repo, p Params, steps []journal.Step, r *report.Report) {
-	cs, err := repo.RevList(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths})
+	nodes, total, files, err := readRange(ctx, repo, p)
 	if err != nil {
 		return
 	}
-	nodes, total := graphOf(cs, p)
 	r.NumCands = total
 	g, err := search.NewGraph(nodes, p.Bad, p.FirstParent)
 	if err != nil {
 		return
 	}
-	strategy, err := p.strategy(g, nodes, nil, steps)
+	strategy, err := p.strategy(g, nodes, files, steps)
 	if err != nil {
 		return
 	}

@@ -228,11 +228,10 @@ func (s *Session) prepare(ctx context.Context, p Params) (*prepared, error) {
 	if err := clone.Sync(ctx, ends...); err != nil {
 		return nil, outcome.InfraErr("clone", err)
 	}
-	commits, err := clone.RevList(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths})
+	g, total, files, err := readRange(ctx, &clone.Repo, p)
 	if err != nil {
-		return nil, outcome.InfraErr("rev-list", err)
+		return nil, err
 	}
-	g, total := graphOf(commits, p)
 	if total == 0 {
 		return nil, outcome.InputErr("no commit between %s and %s touches %s: nothing to test (git bisect: \"No testable commit found\"); check the paths after --",
 			short(p.Good[0]), short(p.Bad), strings.Join(p.Paths, " "))
@@ -241,13 +240,23 @@ func (s *Session) prepare(ctx context.Context, p Params) (*prepared, error) {
 	if err != nil {
 		return nil, outcome.InfraErr("graph", err)
 	}
-	prep := &prepared{clone: clone, graph: graph, nodes: g, total: total}
+	return &prepared{clone: clone, graph: graph, nodes: g, files: files, total: total}, nil
+}
+
+// readRange reads the run's range: its commits as search nodes, how many
+// can be tested and, for a search over kernels, what each commit changes.
+func readRange(ctx context.Context, repo *git.Repo, p Params) (nodes []search.Commit, total int, files map[string][]string, err error) {
+	commits, err := repo.RevList(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent, Paths: p.Paths})
+	if err != nil {
+		return nil, 0, nil, outcome.InfraErr("rev-list", err)
+	}
+	nodes, total = graphOf(commits, p)
 	if p.fast() {
-		if prep.files, err = clone.ChangedFiles(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent}); err != nil {
-			return nil, outcome.InfraErr("git log", err)
+		if files, err = repo.ChangedFiles(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent}); err != nil {
+			return nil, 0, nil, outcome.InfraErr("git log", err)
 		}
 	}
-	return prep, nil
+	return nodes, total, files, nil
 }
 
 // graphOf turns a rev-list into search nodes and counts the testable ones.
