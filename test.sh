@@ -24,5 +24,17 @@ fi
 start=$(date +%s)
 go run ./internal/testkernel/prepare
 echo "test.sh: test kernel ready after $(( $(date +%s) - start )) s"
-go test -count=1 -timeout 75m ./...
+# Verbose into a file: the summary below gives every test's time (what a
+# cold run spends where); on a failure the whole log is printed.
+log=$(mktemp -t firstbad-test.XXXXXX)
+trap 'rm -f "$log"' EXIT
+rc=0
+go test -count=1 -timeout 75m -v ./... > "$log" 2>&1 || rc=$?
+grep -E '^--- |^    --- ' "$log" | grep -vE '\((0\.[0-9]+|[0-9]\.[0-9]+)s\)$' || true
+grep -E '^(ok|FAIL|\?) ' "$log" || true
+if [ "$rc" != 0 ]; then
+  echo "test.sh: go test failed (exit $rc); its whole output:"
+  cat "$log"
+  exit "$rc"
+fi
 echo "test.sh: done after $(( $(date +%s) - start )) s"

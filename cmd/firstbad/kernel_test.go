@@ -448,6 +448,16 @@ func uniqueCommit(t *testing.T, repo string) string {
 // path, without touching any work tree.
 func commitOnTip(t *testing.T, repo, path, line, branch string) string {
 	t.Helper()
+	return commitEdits(t, repo, branch, path+": a line ("+branch+")", edit{path, line})
+}
+
+// edit adds a line at the end of a file.
+type edit struct{ path, line string }
+
+// commitEdits makes a commit on tip with the edits, on branch (the
+// repository's work tree and index untouched).
+func commitEdits(t *testing.T, repo, branch, msg string, edits ...edit) string {
+	t.Helper()
 	idx := filepath.Join(t.TempDir(), "index")
 	git := func(stdin string, args ...string) string {
 		cmd := exec.Command("git", args...)
@@ -461,11 +471,13 @@ func commitOnTip(t *testing.T, repo, path, line, branch string) string {
 		}
 		return strings.TrimSpace(string(out))
 	}
-	src := git("", "show", "tip:"+path)
-	blob := git(fmt.Sprintf("%s\n%s\n", src, line), "hash-object", "-w", "--stdin")
 	git("", "read-tree", "tip")
-	git("", "update-index", "--cacheinfo", "100644,"+blob+","+path)
-	commit := git("", "commit-tree", git("", "write-tree"), "-p", "tip", "-m", path+": a line ("+branch+")")
+	for _, e := range edits {
+		src := git("", "show", "tip:"+e.path)
+		blob := git(fmt.Sprintf("%s\n%s\n", src, e.line), "hash-object", "-w", "--stdin")
+		git("", "update-index", "--cacheinfo", "100644,"+blob+","+e.path)
+	}
+	commit := git("", "commit-tree", git("", "write-tree"), "-p", "tip", "-m", msg)
 	git("", "update-ref", "refs/heads/"+branch, commit)
 	return commit
 }

@@ -277,6 +277,11 @@ func TestBadInput(t *testing.T) {
 		{"missing image", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "image:disk.qcow2"), "--rootfs image:disk.qcow2: stat", 0},
 		{"bad debian package", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "debian:bookworm+a;b"), `"a;b" is not a Debian package name`, 0},
 		{"host rootfs remote", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "host", "--target", "ssh://vmhost"), "--rootfs host", 0},
+		{"unknown cluster", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--cluster", "icecc:sched"), "give distcc or distcc:HOSTS", 0},
+		{"cluster without ccache", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--cluster", "distcc:node1/8", "--no-ccache"), "work through ccache", 0},
+		{"credentials in ccache remote", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--ccache-remote", "redis://me:s3cret@cache"), "not in the URL", 0},
+		{"ccache remote not a backend", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--ccache-remote", "ftp://cache"), "give redis://HOST", 0},
+		{"cluster with exec", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--cluster", "distcc:node1"), "--cluster only apply", 0},
 		{"symmetric skip range", append(base_, "--good", "c0", "--bad", "main", "--exec", "true", "--skip", "c1...main"), "symmetric", 0},
 	}
 	os.MkdirAll(filepath.Join(e.state, "runs", "corrupt"), 0o755)

@@ -21,6 +21,8 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/firstbad/firstbad/internal/netrc"
 )
 
 // ErrNotFound is an entry the store does not have (whole).
@@ -56,7 +58,7 @@ func New(rawURL string) (*Store, error) {
 		return nil, fmt.Errorf("--artifact-store: put credentials in ~/.netrc (or $NETRC), not in the URL")
 	}
 	s := &Store{base: u, client: &http.Client{Timeout: 10 * time.Minute}}
-	s.user, s.pass = netrc(u.Hostname())
+	s.user, s.pass = netrc.Lookup(u.Hostname())
 	return s, nil
 }
 
@@ -206,42 +208,4 @@ func (s *Store) put(ctx context.Context, u string, body io.Reader, size int64) e
 		return fmt.Errorf("PUT %s: %s", u, resp.Status)
 	}
 	return nil
-}
-
-// netrc finds the login and password for host in the netrc file.
-func netrc(host string) (user, pass string) {
-	path := os.Getenv("NETRC")
-	if path == "" {
-		home, err := os.UserHomeDir()
-		if err != nil {
-			return "", ""
-		}
-		path = filepath.Join(home, ".netrc")
-	}
-	data, err := os.ReadFile(path)
-	if err != nil {
-		return "", ""
-	}
-	fields := strings.Fields(string(data))
-	match := false
-	for i := 0; i+1 < len(fields); i++ {
-		switch fields[i] {
-		case "machine":
-			match = fields[i+1] == host
-			i++
-		case "default":
-			match = user == ""
-		case "login":
-			if match {
-				user = fields[i+1]
-			}
-			i++
-		case "password":
-			if match {
-				pass = fields[i+1]
-			}
-			i++
-		}
-	}
-	return user, pass
 }

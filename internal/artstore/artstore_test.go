@@ -8,8 +8,6 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/google/go-cmp/cmp"
-
 	"github.com/firstbad/firstbad/internal/artstore/davtest"
 )
 
@@ -82,20 +80,5 @@ func TestNew(t *testing.T) {
 		if (err == nil) != (c.err == "") || (err != nil && !strings.Contains(err.Error(), c.err)) {
 			t.Errorf("New(%q): %v, want %q", c.url, err, c.err)
 		}
-	}
-}
-
-func TestNetrc(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "netrc")
-	os.WriteFile(path, []byte("machine other login o password op\nmachine store\n  login me\n  password s3cret\ndefault login anon password x\n"), 0o600)
-	t.Setenv("NETRC", path)
-	got := [][2]string{}
-	for _, h := range []string{"store", "other", "elsewhere"} {
-		u, p := netrc(h)
-		got = append(got, [2]string{u, p})
-	}
-	want := [][2]string{{"me", "s3cret"}, {"o", "op"}, {"anon", "x"}}
-	if diff := cmp.Diff(want, got); diff != "" {
-		t.Errorf("netrc (-want +got):\n%s", diff)
 	}
 }

@@ -51,6 +51,9 @@ func (d Dir) Roots() string { return filepath.Join(string(d), "roots") }
 // their identity (device, inode, size, time).
 func (d Dir) ImageSums() string { return filepath.Join(string(d), "image-sums") }
 
+// Distcc keeps distcc's locks and node backoff state for --cluster.
+func (d Dir) Distcc() string { return filepath.Join(string(d), "distcc") }
+
 // Children is the registry of process groups a firstbad started.
 func (d Dir) Children() string { return filepath.Join(string(d), "children") }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/spf13/cobra"
@@ -79,6 +80,12 @@ func printBuild(g *globals, sha string, r *kbuild.Result) {
 		return
 	}
 	how := fmt.Sprintf("built in %.1f s (%d objects compiled, %d from ccache)", r.BuildS, r.Compiled, r.CcacheHits)
+	if r.RemoteHits > 0 {
+		how = strings.TrimSuffix(how, ")") + fmt.Sprintf(", %d of them from the team ccache)", r.RemoteHits)
+	}
+	if r.Cluster != "" {
+		how += "\ncluster: " + r.Cluster
+	}
 	switch {
 	case r.SameAs != "":
 		how = fmt.Sprintf("the kernel of %.12s, from the artifact cache (%.1f s): nothing its build read changed since", r.SameAs, r.BuildS)

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"syscall"
 	"time"
@@ -15,6 +16,7 @@ import (
 
 	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/debroot"
+	"github.com/firstbad/firstbad/internal/distcc"
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
@@ -31,7 +33,7 @@ type check struct {
 }
 
 func doctorCmd(g *globals) *cobra.Command {
-	var targetURL, sshConfig, tc, power, console, method string
+	var targetURL, sshConfig, tc, power, console, method, cluster string
 	c := &cobra.Command{
 		Use:   "doctor [--target ssh://HOST]",
 		Short: "check that this machine has everything a kernel bisect needs",
@@ -54,6 +56,13 @@ func doctorCmd(g *globals) *cobra.Command {
 				}
 				checks = append(checks, c)
 			}
+			if cluster != "" {
+				c, err := clusterChecks(cmd.Context(), cluster)
+				if err != nil {
+					return err
+				}
+				checks = append(checks, c...)
+			}
 			checks = append(checks, kvmCheck(g.cacheDir), diskCheck(g.cacheDir))
 			if printChecks(g, checks) > 0 {
 				fmt.Fprintln(g.stdout, "\nrun ./setup.sh (apt-get installs everything above) and try again")
@@ -67,6 +76,7 @@ func doctorCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&power, "power-cycle", "", "with --target machine://: the power-cycle command to check (found, not run)")
 	c.Flags().StringVar(&method, "boot-method", "", "with --target machine://: the boot method to check (auto, grub or kexec)")
 	c.Flags().StringVar(&console, "console", "", "with --target machine://: the console command to check (it must keep running)")
+	c.Flags().StringVar(&cluster, "cluster", "", "also list a compile cluster's nodes and slots: distcc or distcc:HOSTS (as build, test and run take it)")
 	c.Flags().StringVar(&tc, "toolchain", "", "also show a build root: debian:RELEASE or a root's directory (its versions and size)")
 	return c
 }
@@ -99,6 +109,42 @@ func toolchainCheck(spec, cacheDir string) (check, error) {
 		note += fmt.Sprintf("; %d MiB, made %s in %.0f s", m.Bytes>>20, m.Created.Format("2006-01-02"), m.Seconds)
 	}
 	return check{name, nil, note}, nil
+}
+
+// clusterChecks list a --cluster's nodes: each with its slots and whether
+// it answers now, then what make -j the next build would use.
+func clusterChecks(ctx context.Context, spec string) ([]check, error) {
+	c, err := distcc.Parse(spec)
+	if err != nil {
+		return nil, outcome.InputErr("%v", err)
+	}
+	if err := distcc.Installed(); err != nil {
+		return []check{{"distcc", err, ""}}, nil
+	}
+	nodes, err := c.Probe(ctx)
+	if err != nil {
+		return nil, err
+	}
+	var checks []check
+	for _, n := range nodes {
+		ch := check{name: "cluster node " + n.Host}
+		switch {
+		case n.Local:
+			ch.note = fmt.Sprintf("this machine, %d slots", n.Slots)
+		case n.SSH:
+			ch.note = fmt.Sprintf("over SSH, %d slots (distcc starts its distccd; not probed)", n.Slots)
+		case n.Up:
+			ch.name += fmt.Sprintf(":%d", n.Port)
+			ch.note = fmt.Sprintf("distccd answers, %d slots", n.Slots)
+		default:
+			ch.name += fmt.Sprintf(":%d", n.Port)
+			ch.err = fmt.Errorf("distccd does not answer (%s): its share of a build would compile here", n.Err)
+		}
+		checks = append(checks, ch)
+	}
+	up, slots := distcc.Up(nodes)
+	note := fmt.Sprintf("%s: %d remote nodes answer with %d slots; a build runs make -j%d", c, up, slots, distcc.Jobs(nodes, runtime.NumCPU()))
+	return append(checks, check{"cluster", nil, note}), nil
 }
 
 // localChecks are the tools a kernel bisect runs here.

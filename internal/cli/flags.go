@@ -14,6 +14,7 @@ import (
 	"github.com/spf13/pflag"
 
 	"github.com/firstbad/firstbad/internal/artstore"
+	"github.com/firstbad/firstbad/internal/distcc"
 	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
@@ -239,6 +240,8 @@ func (k *kbuildFlags) register(c *cobra.Command) {
 	f.BoolVar(&k.opts.NoCcache, "no-ccache", false, "do not use ccache")
 	f.Int64Var(&k.cacheSize, "cache-size", kbuild.DefaultCacheSize, "artifact cache bound in bytes (least recently used kernels go first)")
 	f.StringVar(&k.store, "artifact-store", "", "URL of a shared artifact store (plain HTTP GET/PUT, e.g. nginx with WebDAV): kernels missing here are fetched from it (checked by size and sha256), kernels built here are shared there; credentials from ~/.netrc")
+	f.StringVar(&k.opts.Cluster, "cluster", "", distcc.Usage)
+	f.StringVar(&k.opts.CcacheRemote, "ccache-remote", "", "team ccache behind the local one: ccache's remote storage, redis://HOST[:PORT] or http://HOST/PATH; credentials from FIRSTBAD_CCACHE_REMOTE_USER/_PASSWORD or ~/.netrc")
 	f.StringVar(&k.opts.Toolchain, "toolchain", "host", "where builds run: host, auto (the kernel's era decides: a Debian release's toolchain in a build root), debian:RELEASE (bullseye gcc 10, bookworm gcc 12, trixie gcc 14), or a build root's directory")
 	f.BoolVar(&k.opts.NoBuildFixes, "no-build-fixes", false, "never apply the known upstream fixes that let older trees build with newer toolchains")
 }
@@ -262,6 +265,9 @@ func (k *kbuildFlags) options() (kbuild.Options, error) {
 		}
 	}
 	if _, err := toolchain.Parse(o.Toolchain); err != nil {
+		return o, err
+	}
+	if err := kbuild.CheckSharing(o); err != nil {
 		return o, err
 	}
 	if o.TrimModules != "" && o.TrimModules != "machine" {

@@ -58,6 +58,12 @@ type Options struct {
 	// the base that it does not list is turned off (make localmodconfig),
 	// so a distribution's config builds only what the machine loads.
 	TrimModules string `json:"trim_modules,omitempty"`
+	// Cluster routes ccache's misses through distcc (package distcc);
+	// CcacheRemote is ccache's remote storage behind the local cache
+	// (a URL without credentials). Neither changes the kernel: not part
+	// of any key.
+	Cluster      string `json:"cluster,omitempty"`
+	CcacheRemote string `json:"ccache_remote,omitempty"`
 }
 
 func (o Options) withDefaults() Options {
@@ -102,6 +108,12 @@ type Result struct {
 	// SameAs is the commit whose kernel this one is (the tree changed
 	// since in no file that build read): taken, not built.
 	SameAs string `json:"same_as,omitempty"`
+	// RemoteHits are the compiles the team ccache served (--ccache-remote).
+	RemoteHits int `json:"ccache_remote_hits,omitempty"`
+	// Cluster says how the compiles went out (--cluster): the nodes that
+	// answered, make -j, and the compiles given back to this machine.
+	Cluster      string `json:"cluster,omitempty"`
+	ClusterLocal int    `json:"cluster_local,omitempty"`
 }
 
 // Builder builds kernels under a cache dir: build dirs, the artifact cache
@@ -419,6 +431,9 @@ type buildJob struct {
 	// localVersion is LOCALVERSION for make: empty, or -firstbad-KEY
 	// for a kernel with modules.
 	localVersion string
+	// shareEnv is the compile's environment for the cluster and the team
+	// ccache (share.go).
+	shareEnv []string
 }
 
 func (j *buildJob) openLog() error {
@@ -445,7 +460,7 @@ func (j *buildJob) makeIn(ctx context.Context, dir string, timeout time.Duration
 	args = append(j.b.makeArgs(j.o, j.req.Src, dir), args...)
 	j.mark, _ = j.log.Seek(0, io.SeekCurrent)
 	cmd := j.tc.Command("make", args, j.binds()...)
-	cmd.Env = append(j.b.env(j.ccacheBase, statsLog, j.o), "LOCALVERSION="+j.localVersion)
+	cmd.Env = append(append(j.b.env(j.ccacheBase, statsLog, j.o), j.shareEnv...), "LOCALVERSION="+j.localVersion)
 	cmd.Stdout, cmd.Stderr, cmd.Stdin = j.log, j.log, strings.NewReader("")
 	fmt.Fprintf(j.log, "$ make %s\n", strings.Join(args, " "))
 	return proc.Run(ctx, cmd, timeout)
@@ -696,11 +711,13 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	if withModules {
 		targets = append(targets, "modules")
 	}
+	j.shareEnv = j.sharingEnv(ctx)
 	r, err := j.make(ctx, j.o.Timeout, stats, append([]string{"-j" + strconv.Itoa(j.o.Jobs)}, targets...)...)
 	if err == nil && r.Signal == 0 {
 		os.Remove(marker) // make ended on its own: what it wrote is whole
 	}
-	res.Compiled, res.CcacheHits = compileStats(res.Log, logStart, stats)
+	res.Compiled, res.CcacheHits, res.RemoteHits = compileStats(res.Log, logStart, stats)
+	j.noteGivenBack(logStart)
 	if err != nil || r.ExitCode != 0 {
 		return j.b.failed(ctx, res, j.log, j.mark, r, err, "make "+strings.Join(targets, " "))
 	}
@@ -944,8 +961,9 @@ func compilerVersion(o Options) string {
 }
 
 // compileStats counts the objects this build compiled (kbuild's "  CC"
-// lines after logStart) and how many ccache served.
-func compileStats(logPath string, logStart int64, statsLog string) (compiled, hits int) {
+// lines after logStart), how many ccache served, and how many of those
+// came from its remote storage.
+func compileStats(logPath string, logStart int64, statsLog string) (compiled, hits, remote int) {
 	if f, err := os.Open(logPath); err == nil {
 		f.Seek(logStart, io.SeekStart)
 		sc := bufio.NewScanner(f)
@@ -968,12 +986,15 @@ func compileStats(logPath string, logStart int64, statsLog string) (compiled, hi
 			if hit {
 				hits++
 			}
+			if strings.Contains(rec, "remote_storage_hit") {
+				remote++
+			}
 			if source && (hit || strings.Contains(rec, "cache_miss")) && !strings.Contains(rec, "error") {
 				byCcache++
 			}
 		}
 	}
-	return max(compiled, byCcache), hits
+	return max(compiled, byCcache), hits, remote
 }
 
 // buildSystemChanged says whether the build machinery (top Makefile,

@@ -165,14 +165,14 @@ func TestCompileStatsSilentKbuild(t *testing.T) {
 	log, stats := filepath.Join(dir, "build.log"), filepath.Join(dir, "stats.log")
 	os.WriteFile(log, []byte("$ make bzImage\nsome warning\n"), 0o644)
 	os.WriteFile(stats, []byte("# /dev/null\ndirect_cache_hit\n# /k/kernel/fork.c\ndirect_cache_hit\nlocal_storage_hit\n"+
-		"# /k/kernel/exit.c\ndirect_cache_miss\nlocal_storage_read_miss\n# /k/arch/x86/entry/entry_64.S\npreprocessed_cache_hit\n"+
+		"# /k/kernel/exit.c\ndirect_cache_miss\nlocal_storage_read_miss\n# /k/kernel/sys.c\ndirect_cache_hit\nlocal_storage_miss\nremote_storage_hit\n# /k/arch/x86/entry/entry_64.S\npreprocessed_cache_hit\n"+
 		"# /k/x.c\ndirect_cache_miss\npreprocessor_error\n"), 0o644)
-	compiled, hits := compileStats(log, 0, stats)
-	if compiled != 3 || hits != 3 {
-		t.Errorf("compiled %d, hits %d; want 3 and 3", compiled, hits)
+	compiled, hits, remote := compileStats(log, 0, stats)
+	if compiled != 4 || hits != 4 || remote != 1 {
+		t.Errorf("compiled %d, hits %d, remote %d; want 4, 4 and 1", compiled, hits, remote)
 	}
 	os.WriteFile(log, []byte("  CC      a.o\n  CC      b.o\n  CC      c.o\n  CC      d.o\n"), 0o644)
-	if compiled, _ := compileStats(log, 0, filepath.Join(dir, "none")); compiled != 4 {
+	if compiled, _, _ := compileStats(log, 0, filepath.Join(dir, "none")); compiled != 4 {
 		t.Errorf("from kbuild's lines: %d, want 4", compiled)
 	}
 }
