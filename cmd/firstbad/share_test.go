@@ -93,15 +93,19 @@ func TestBuildSharing(t *testing.T) {
 			}
 		}
 	})
-	t.Run("a node drops its jobs", func(t *testing.T) {
-		// It answers the probe, then closes every connection: distcc
-		// gives the jobs back and the build finishes here, with a note.
+	t.Run("a node drops its jobs, the team ccache is down", func(t *testing.T) {
+		// The node answers the probe, then closes every connection:
+		// distcc gives the jobs back. Nothing listens where the team
+		// ccache should be. The build finishes here and says both.
 		node := startDropper(t)
 		c := commitEdits(t, k.Repo, "firstbad-share-5", "share test 5", edit{"kernel/panic.c", line("panic dropped")})
-		b := build(c, "--cluster", "distcc:"+node+"/4")
+		b := build(c, "--cluster", "distcc:"+node+"/4", "--ccache-remote", fmt.Sprintf("redis://127.0.0.1:%d", freePort(t)))
 		t.Logf("cluster: %s", b.Cluster)
 		if b.ClusterLocal < 1 || !strings.Contains(b.Cluster, "ran here instead") || !strings.Contains(logOf(b), "the cluster gave") {
 			t.Errorf("cluster %q, %d given back; want the compiles given back and said\n%s", b.Cluster, b.ClusterLocal, tailText(logOf(b), 20))
+		}
+		if !strings.Contains(logOf(b), "the team ccache redis://127.0.0.1") || !strings.Contains(logOf(b), "those compiles ran here") {
+			t.Errorf("the build log does not say the team ccache failed:\n%s", tailText(logOf(b), 20))
 		}
 	})
 }

@@ -33,7 +33,7 @@ type check struct {
 }
 
 func doctorCmd(g *globals) *cobra.Command {
-	var targetURL, sshConfig, tc, power, console, method, cluster string
+	var targetURL, sshConfig, tc, power, console, method, cluster, ccacheRemote string
 	c := &cobra.Command{
 		Use:   "doctor [--target ssh://HOST]",
 		Short: "check that this machine has everything a kernel bisect needs",
@@ -63,6 +63,10 @@ func doctorCmd(g *globals) *cobra.Command {
 				}
 				checks = append(checks, c...)
 			}
+			if ccacheRemote != "" {
+				note, err := kbuild.CheckRemote(cmd.Context(), ccacheRemote)
+				checks = append(checks, check{"team ccache", err, note})
+			}
 			checks = append(checks, kvmCheck(g.cacheDir), diskCheck(g.cacheDir))
 			if printChecks(g, checks) > 0 {
 				fmt.Fprintln(g.stdout, "\nrun ./setup.sh (apt-get installs everything above) and try again")
@@ -77,6 +81,7 @@ func doctorCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&method, "boot-method", "", "with --target machine://: the boot method to check (auto, grub or kexec)")
 	c.Flags().StringVar(&console, "console", "", "with --target machine://: the console command to check (it must keep running)")
 	c.Flags().StringVar(&cluster, "cluster", "", "also list a compile cluster's nodes and slots: distcc or distcc:HOSTS (as build, test and run take it)")
+	c.Flags().StringVar(&ccacheRemote, "ccache-remote", "", "also check a team ccache: redis://HOST[:PORT] or http://HOST/PATH (ccache's version, the server answering, where credentials come from)")
 	c.Flags().StringVar(&tc, "toolchain", "", "also show a build root: debian:RELEASE or a root's directory (its versions and size)")
 	return c
 }

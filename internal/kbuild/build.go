@@ -716,8 +716,10 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	if err == nil && r.Signal == 0 {
 		os.Remove(marker) // make ended on its own: what it wrote is whole
 	}
-	res.Compiled, res.CcacheHits, res.RemoteHits = compileStats(res.Log, logStart, stats)
+	c := compileStats(res.Log, logStart, stats)
+	res.Compiled, res.CcacheHits, res.RemoteHits = c.n, c.hits, c.remoteHits
 	j.noteGivenBack(logStart)
+	j.noteRemoteErrors(c.remoteErrors)
 	if err != nil || r.ExitCode != 0 {
 		return j.b.failed(ctx, res, j.log, j.mark, r, err, "make "+strings.Join(targets, " "))
 	}
@@ -960,16 +962,25 @@ func compilerVersion(o Options) string {
 	return first
 }
 
+// compiles is what a build compiled, as kbuild and ccache tell.
+type compiles struct {
+	n, hits int
+	// remoteHits came from ccache's remote storage; remoteErrors are
+	// lookups or stores it failed (the compile ran here).
+	remoteHits, remoteErrors int
+}
+
 // compileStats counts the objects this build compiled (kbuild's "  CC"
-// lines after logStart), how many ccache served, and how many of those
-// came from its remote storage.
-func compileStats(logPath string, logStart int64, statsLog string) (compiled, hits, remote int) {
+// lines after logStart), how many ccache served, and its remote storage's
+// part.
+func compileStats(logPath string, logStart int64, statsLog string) compiles {
+	var c compiles
 	if f, err := os.Open(logPath); err == nil {
 		f.Seek(logStart, io.SeekStart)
 		sc := bufio.NewScanner(f)
 		for sc.Scan() {
 			if strings.HasPrefix(sc.Text(), "  CC ") {
-				compiled++
+				c.n++
 			}
 		}
 		f.Close()
@@ -984,17 +995,22 @@ func compileStats(logPath string, logStart int64, statsLog string) (compiled, hi
 			source := strings.HasSuffix(file, ".c") || strings.HasSuffix(file, ".S")
 			hit := strings.Contains(rec, "direct_cache_hit") || strings.Contains(rec, "preprocessed_cache_hit")
 			if hit {
-				hits++
+				c.hits++
 			}
 			if strings.Contains(rec, "remote_storage_hit") {
-				remote++
+				c.remoteHits++
 			}
-			if source && (hit || strings.Contains(rec, "cache_miss")) && !strings.Contains(rec, "error") {
+			if strings.Contains(rec, "remote_storage_error") || strings.Contains(rec, "remote_storage_timeout") {
+				c.remoteErrors++
+			}
+			failed := strings.Contains(strings.ReplaceAll(rec, "remote_storage_error", ""), "error")
+			if source && (hit || strings.Contains(rec, "cache_miss")) && !failed {
 				byCcache++
 			}
 		}
 	}
-	return max(compiled, byCcache), hits, remote
+	c.n = max(c.n, byCcache)
+	return c
 }
 
 // buildSystemChanged says whether the build machinery (top Makefile,

@@ -166,13 +166,13 @@ func TestCompileStatsSilentKbuild(t *testing.T) {
 	os.WriteFile(log, []byte("$ make bzImage\nsome warning\n"), 0o644)
 	os.WriteFile(stats, []byte("# /dev/null\ndirect_cache_hit\n# /k/kernel/fork.c\ndirect_cache_hit\nlocal_storage_hit\n"+
 		"# /k/kernel/exit.c\ndirect_cache_miss\nlocal_storage_read_miss\n# /k/kernel/sys.c\ndirect_cache_hit\nlocal_storage_miss\nremote_storage_hit\n# /k/arch/x86/entry/entry_64.S\npreprocessed_cache_hit\n"+
-		"# /k/x.c\ndirect_cache_miss\npreprocessor_error\n"), 0o644)
-	compiled, hits, remote := compileStats(log, 0, stats)
-	if compiled != 4 || hits != 4 || remote != 1 {
-		t.Errorf("compiled %d, hits %d, remote %d; want 4, 4 and 1", compiled, hits, remote)
+		"# /k/x.c\ndirect_cache_miss\npreprocessor_error\n# /k/kernel/fork.c\ndirect_cache_miss\nremote_storage_error\n"), 0o644)
+	got := compileStats(log, 0, stats)
+	if want := (compiles{n: 5, hits: 4, remoteHits: 1, remoteErrors: 1}); got != want {
+		t.Errorf("compileStats = %+v, want %+v", got, want)
 	}
 	os.WriteFile(log, []byte("  CC      a.o\n  CC      b.o\n  CC      c.o\n  CC      d.o\n"), 0o644)
-	if compiled, _, _ := compileStats(log, 0, filepath.Join(dir, "none")); compiled != 4 {
-		t.Errorf("from kbuild's lines: %d, want 4", compiled)
+	if c := compileStats(log, 0, filepath.Join(dir, "none")); c.n != 4 {
+		t.Errorf("from kbuild's lines: %d, want 4", c.n)
 	}
 }

@@ -3,10 +3,13 @@ package kbuild
 import (
 	"context"
 	"fmt"
+	"net"
 	"net/url"
 	"os"
+	"os/exec"
 	"runtime"
 	"strings"
+	"time"
 
 	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/distcc"
@@ -29,11 +32,59 @@ func CheckSharing(o Options) error {
 		if _, err := remoteURL(o.CcacheRemote); err != nil {
 			return outcome.InputErr("%v", err)
 		}
+		if err := remoteCapable(); err != nil {
+			return outcome.InputErr("%v", err)
+		}
 	}
 	if (o.Cluster != "" || o.CcacheRemote != "") && !strings.HasPrefix(resolveCC(o).CC, "ccache ") {
 		return outcome.InputErr("--cluster and --ccache-remote work through ccache: drop --no-ccache, --llvm or a --cc without ccache (or install ccache)")
 	}
 	return nil
+}
+
+// remoteCapable checks that ccache has remote storage (4.4 and later).
+func remoteCapable() error {
+	out, err := exec.Command("ccache", "--version").Output()
+	if err != nil {
+		return fmt.Errorf("--ccache-remote: ccache is not installed here: apt-get install ccache")
+	}
+	var major, minor int
+	first, _, _ := strings.Cut(string(out), "\n")
+	if _, err := fmt.Sscanf(strings.TrimPrefix(first, "ccache version "), "%d.%d", &major, &minor); err != nil || major < 4 || (major == 4 && minor < 4) {
+		return fmt.Errorf("--ccache-remote: %s has no remote storage (ccache 4.4 or later has)", strings.TrimSpace(first))
+	}
+	return nil
+}
+
+// CheckRemote is doctor's look at a --ccache-remote: the URL, ccache's
+// version, and whether the server answers a TCP connect now (a build
+// whose team cache is down compiles here: slower, not failed).
+func CheckRemote(ctx context.Context, raw string) (string, error) {
+	u, err := remoteURL(raw)
+	if err != nil {
+		return "", err
+	}
+	if err := remoteCapable(); err != nil {
+		return "", err
+	}
+	port := u.Port()
+	if port == "" {
+		port = map[string]string{"redis": "6379", "http": "80"}[u.Scheme]
+	}
+	d := net.Dialer{Timeout: 3 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(u.Hostname(), port))
+	if err != nil {
+		return "", fmt.Errorf("%s does not answer (%v): builds would compile here", raw, err)
+	}
+	conn.Close()
+	user, pass := os.Getenv("FIRSTBAD_CCACHE_REMOTE_USER"), os.Getenv("FIRSTBAD_CCACHE_REMOTE_PASSWORD")
+	creds := "no credentials"
+	if user != "" || pass != "" {
+		creds = "credentials from FIRSTBAD_CCACHE_REMOTE_*"
+	} else if user, pass = netrc.Lookup(u.Hostname()); user != "" || pass != "" {
+		creds = "credentials from netrc"
+	}
+	return fmt.Sprintf("%s answers; %s", raw, creds), nil
 }
 
 // remoteURL parses a --ccache-remote value: redis:// or http:// (ccache's
@@ -137,4 +188,14 @@ func (j *buildJob) noteGivenBack(logStart int64) {
 	j.res.Cluster += fmt.Sprintf("; %d compiles ran here instead (a node was down or failed them)", n)
 	fmt.Fprintf(j.log, "firstbad: the cluster gave %d compiles back: they ran here\n", n)
 	j.b.Log.Warn("the cluster gave compiles back: they ran here", "compiles", n)
+}
+
+// noteRemoteErrors says when the team ccache failed lookups or stores:
+// those compiles ran here (ccache itself is silent about it).
+func (j *buildJob) noteRemoteErrors(n int) {
+	if n == 0 || j.o.CcacheRemote == "" {
+		return
+	}
+	fmt.Fprintf(j.log, "firstbad: the team ccache %s failed %d lookups or stores: those compiles ran here\n", j.o.CcacheRemote, n)
+	j.b.Log.Warn("the team ccache failed: compiles ran here", "remote", j.o.CcacheRemote, "errors", n)
 }
