@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"regexp"
 	"strconv"
 	"strings"
 	"syscall"
@@ -199,4 +200,31 @@ func grepLines(s, sub string) string {
 		}
 	}
 	return strings.Join(out, "\n")
+}
+
+// A new build dir starts as a copy of a sibling that built the same final
+// .config (here: the test kernel's options plus a fragment restating one
+// of them, so another build dir): the first build in it is incremental.
+// The build dir is removed at the end, so every run starts it afresh.
+func TestSeededBuildDir(t *testing.T) {
+	k := testkernel.Get(t)
+	e := newEnv(t)
+	e.cache = k.CacheDir
+	restate := filepath.Join(t.TempDir(), "restate.config")
+	os.WriteFile(restate, []byte("CONFIG_SCHED_AUTOGROUP=y\n"), 0o644)
+	c := commitEdits(t, k.Repo, "firstbad-seed", "seed test", edit{"kernel/reboot.c", "/* firstbad seed test " + strconv.FormatInt(time.Now().UnixNano(), 36) + " */"})
+	res := e.run("--json", "build", "--repo", k.Repo, c, "--kconfig", k.Fragment, "--kconfig", restate)
+	var b shareBuild
+	if err := json.Unmarshal([]byte(res.stdout), &b); err != nil || res.code != 0 || b.Verdict != "ok" {
+		t.Fatalf("build: exit %d (%v)\n%s\n%s", res.code, err, res.stdout, res.stderr)
+	}
+	data, _ := os.ReadFile(b.Log)
+	log := string(data)
+	if m := regexp.MustCompile(`O=(\S+)`).FindStringSubmatch(log); m != nil {
+		t.Cleanup(func() { os.RemoveAll(m[1]); os.Remove(m[1] + ".lock") })
+	}
+	if !strings.Contains(log, "starts as a copy of") || b.Compiled > 20 {
+		t.Fatalf("a new build dir of a config built next door: %d objects compiled, want an incremental build\n%s", b.Compiled, tailText(log, 30))
+	}
+	t.Logf("%d objects compiled: %s", b.Compiled, grepLines(log, "starts as a copy"))
 }

@@ -688,6 +688,7 @@ func (j *buildJob) take(a Artifact) {
 // stores it in the artifact cache.
 func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Result, error) {
 	res, dir := j.res, j.dir
+	j.seed(ctx, final)
 	if cur, _ := os.ReadFile(filepath.Join(dir, ".config")); !bytes.Equal(cur, final) {
 		if err := os.WriteFile(filepath.Join(dir, ".config"), final, 0o644); err != nil {
 			return nil, outcome.InfraErr("build", err)
