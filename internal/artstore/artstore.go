@@ -1,13 +1,15 @@
 // Package artstore shares built kernels between machines: a plain HTTP
 // store (GET and PUT, as nginx with WebDAV, bazel-remote or an object
 // store's HTTP gateway serve) that holds firstbad's artifact cache entries
-// by their content key. An entry is its files under KEY/ and, written
-// last, KEY/manifest.json with each file's size and sha256: readers see an
-// entry only once it is whole, and check every file they fetch.
+// by their content key. An entry is its files under KEY/UPLOAD/ and,
+// written last, KEY/manifest.json naming the upload and each file's size
+// and sha256: readers see an entry only once it is whole (also while two
+// machines store it at once), and check every file they fetch.
 package artstore
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
@@ -44,6 +46,20 @@ type File struct {
 
 type manifest struct {
 	Files []File `json:"files"`
+	// Upload is the dir under KEY/ holding these files: each upload has
+	// its own, so two machines storing one key at once never mix their
+	// files, and the manifest (one PUT, which the server renames into
+	// place) is the only switch. Empty in entries of older firstbads:
+	// their files are right under KEY/.
+	Upload string `json:"upload,omitempty"`
+}
+
+// path is where a file of the entry lives, below KEY/.
+func (m manifest) path(name string) string {
+	if m.Upload == "" {
+		return url.PathEscape(name)
+	}
+	return url.PathEscape(m.Upload) + "/" + url.PathEscape(name)
 }
 
 // New opens the store at rawURL (http or https). Credentials come from
@@ -65,8 +81,9 @@ func New(rawURL string) (*Store, error) {
 // String is the store's URL (it holds no credentials).
 func (s *Store) String() string { return s.base.String() }
 
-func (s *Store) url(key, name string) string {
-	return s.base.String() + "/" + url.PathEscape(key) + "/" + url.PathEscape(name)
+// url is the URL of a path below KEY/ (already escaped).
+func (s *Store) url(key, path string) string {
+	return s.base.String() + "/" + url.PathEscape(key) + "/" + path
 }
 
 func (s *Store) do(ctx context.Context, method, u string, body io.Reader, size int64) (*http.Response, error) {
@@ -108,6 +125,9 @@ func (s *Store) manifest(ctx context.Context, key string) (manifest, error) {
 	if err := json.NewDecoder(io.LimitReader(resp.Body, 1<<20)).Decode(&m); err != nil || len(m.Files) == 0 {
 		return m, fmt.Errorf("the manifest of %s is damaged (%v)", key, err)
 	}
+	if strings.Trim(m.Upload, "0123456789abcdef") != "" {
+		return m, fmt.Errorf("the manifest of %s names the upload %q, not one of firstbad's", key, m.Upload)
+	}
 	return m, nil
 }
 
@@ -123,15 +143,15 @@ func (s *Store) Fetch(ctx context.Context, key, dir string) error {
 		if f.Name != filepath.Base(f.Name) || f.Name == "." || f.Name == ".." {
 			return fmt.Errorf("the manifest of %s names %q, not a file of the entry", key, f.Name)
 		}
-		if err := s.fetchFile(ctx, key, f, filepath.Join(dir, f.Name)); err != nil {
+		if err := s.fetchFile(ctx, s.url(key, m.path(f.Name)), key, f, filepath.Join(dir, f.Name)); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-func (s *Store) fetchFile(ctx context.Context, key string, f File, dst string) error {
-	resp, err := s.do(ctx, http.MethodGet, s.url(key, f.Name), nil, 0)
+func (s *Store) fetchFile(ctx context.Context, u, key string, f File, dst string) error {
+	resp, err := s.do(ctx, http.MethodGet, u, nil, 0)
 	if err != nil {
 		return err
 	}
@@ -158,18 +178,22 @@ func (s *Store) fetchFile(ctx context.Context, key string, f File, dst string) e
 }
 
 // Put uploads the entry in dir (its regular files) under key: the files
-// first, the manifest last.
+// first, into this upload's own dir, the manifest last.
 func (s *Store) Put(ctx context.Context, key, dir string) error {
 	entries, err := os.ReadDir(dir)
 	if err != nil {
 		return err
 	}
-	var m manifest
+	id := make([]byte, 8)
+	if _, err := rand.Read(id); err != nil {
+		return err
+	}
+	m := manifest{Upload: hex.EncodeToString(id)}
 	for _, e := range entries {
 		if !e.Type().IsRegular() {
 			continue
 		}
-		f, err := s.putFile(ctx, key, filepath.Join(dir, e.Name()))
+		f, err := s.putFile(ctx, key, m, filepath.Join(dir, e.Name()))
 		if err != nil {
 			return err
 		}
@@ -180,7 +204,7 @@ func (s *Store) Put(ctx context.Context, key, dir string) error {
 	return s.put(ctx, s.url(key, "manifest.json"), strings.NewReader(string(data)), int64(len(data)))
 }
 
-func (s *Store) putFile(ctx context.Context, key, path string) (File, error) {
+func (s *Store) putFile(ctx context.Context, key string, m manifest, path string) (File, error) {
 	in, err := os.Open(path)
 	if err != nil {
 		return File{}, err
@@ -195,7 +219,7 @@ func (s *Store) putFile(ctx context.Context, key, path string) (File, error) {
 		return File{}, err
 	}
 	f := File{Name: filepath.Base(path), Size: size, SHA256: hex.EncodeToString(h.Sum(nil))}
-	return f, s.put(ctx, s.url(key, f.Name), in, size)
+	return f, s.put(ctx, s.url(key, m.path(f.Name)), in, size)
 }
 
 func (s *Store) put(ctx context.Context, u string, body io.Reader, size int64) error {

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 
 	"github.com/firstbad/firstbad/internal/artstore/davtest"
@@ -46,13 +47,18 @@ func TestStore(t *testing.T) {
 	}
 
 	entry := filepath.Join(root, "kernels", "k1")
+	uploads, _ := filepath.Glob(filepath.Join(entry, "*", "config"))
+	if len(uploads) != 1 {
+		t.Fatalf("the entry's files: %v, want one upload dir", uploads)
+	}
+	upload := filepath.Dir(uploads[0])
 	for _, c := range []struct {
 		name   string
 		damage func()
 		want   string
 	}{
-		{"corrupt", func() { os.WriteFile(filepath.Join(entry, "config"), []byte("CONFIG_X=n\n"), 0o644) }, "corrupt"},
-		{"partial", func() { os.Remove(filepath.Join(entry, "config")) }, "partial"},
+		{"corrupt", func() { os.WriteFile(filepath.Join(upload, "config"), []byte("CONFIG_X=n\n"), 0o644) }, "corrupt"},
+		{"partial", func() { os.Remove(filepath.Join(upload, "config")) }, "partial"},
 		{"no manifest", func() { os.Remove(filepath.Join(entry, "manifest.json")) }, ErrNotFound.Error()},
 	} {
 		t.Run(c.name, func(t *testing.T) {
@@ -81,4 +87,65 @@ func TestNew(t *testing.T) {
 			t.Errorf("New(%q): %v, want %q", c.url, err, c.err)
 		}
 	}
+}
+
+// Two machines store one key at once, again and again, with different
+// files (a build that is not byte-reproducible), while a third reads:
+// every read is one whole upload, never a mix and never corrupt.
+func TestStoreConcurrentWriters(t *testing.T) {
+	url, _ := davtest.Start(t)
+	s, err := New(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	dirs := map[string]string{}
+	for _, who := range []string{"a", "b"} {
+		dirs[who] = t.TempDir()
+		os.WriteFile(filepath.Join(dirs[who], "bzImage"), []byte(strings.Repeat(who, 200000)), 0o644)
+		os.WriteFile(filepath.Join(dirs[who], "config"), []byte("built by "+who), 0o644)
+	}
+	var wg sync.WaitGroup
+	errs := make(chan error, 100)
+	for _, who := range []string{"a", "b"} {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for range 20 {
+				if err := s.Put(ctx, "k", dirs[who]); err != nil {
+					errs <- err
+					return
+				}
+			}
+		}()
+	}
+	reads := 0
+	done := make(chan struct{})
+	go func() { wg.Wait(); close(done) }()
+	for finished := false; !finished; {
+		select {
+		case <-done:
+			finished = true
+		default:
+		}
+		got := t.TempDir()
+		err := s.Fetch(ctx, "k", got)
+		if errors.Is(err, ErrNotFound) {
+			continue
+		}
+		if err != nil {
+			t.Fatalf("a read while two machines store: %v", err)
+		}
+		k, _ := os.ReadFile(filepath.Join(got, "bzImage"))
+		c, _ := os.ReadFile(filepath.Join(got, "config"))
+		if len(k) == 0 || string(c) != "built by "+string(k[:1]) {
+			t.Fatalf("a read mixed two uploads: kernel of %q, config %q", k[:1], c)
+		}
+		reads++
+	}
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	t.Logf("%d whole reads during 40 concurrent stores", reads)
 }

@@ -99,7 +99,10 @@ func TestCacheWithStore(t *testing.T) {
 	}
 	// Damaged behind the store's back: not taken, and the rebuilt one
 	// replaces it.
-	os.WriteFile(filepath.Join(root, "k", "bzImage"), []byte("bitrot"), 0o644)
+	kernels, _ := filepath.Glob(filepath.Join(root, "k", "*", "bzImage"))
+	for _, k := range kernels {
+		os.WriteFile(k, []byte("bitrot"), 0o644)
+	}
 	c := cache()
 	if _, ok := c.Get("k"); ok {
 		t.Fatal("a corrupt entry was taken")
