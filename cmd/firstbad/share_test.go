@@ -10,6 +10,7 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -80,7 +81,7 @@ func TestBuildSharing(t *testing.T) {
 		}
 	})
 	t.Run("cluster", func(t *testing.T) {
-		node, log := startDistccd(t)
+		node, log, _ := startDistccd(t, 2)
 		c := commitEdits(t, k.Repo, "firstbad-share-4", "share test 4", edit{"kernel/panic.c", line("panic")}, edit{"lib/string.c", line("string")})
 		b := build(c, "--cluster", "distcc:"+node+"/2")
 		served, _ := os.ReadFile(log)
@@ -92,6 +93,37 @@ func TestBuildSharing(t *testing.T) {
 			if !strings.Contains(string(served), f) {
 				t.Errorf("distccd did not compile %s:\n%s\nbuild log:\n%s", f, served, tailText(logOf(b), 20))
 			}
+		}
+	})
+	t.Run("the node stops mid-build", func(t *testing.T) {
+		// A line in a header 19 of the kernel's objects include; the
+		// node takes one job at a time and is killed once it has done
+		// one: the build finishes here and says how many came back.
+		node, log, stop := startDistccd(t, 1)
+		c := commitEdits(t, k.Repo, "firstbad-share-6", "share test 6", edit{"include/linux/pagevec.h", line("pagevec")})
+		cmd := exec.Command(binary, "--state-dir", e.state, "--cache-dir", e.cache, "--json", "build", "--repo", k.Repo, c,
+			"--kconfig", k.Fragment, "--cluster", "distcc:"+node+"/1")
+		var stdout strings.Builder
+		cmd.Stdout = &stdout
+		if err := cmd.Start(); err != nil {
+			t.Fatal(err)
+		}
+		done := make(chan error, 1)
+		go func() { done <- cmd.Wait() }()
+		served := ""
+		for deadline := time.Now().Add(10 * time.Minute); time.Now().Before(deadline) && !strings.Contains(served, "COMPILE_OK"); time.Sleep(200 * time.Millisecond) {
+			data, _ := os.ReadFile(log)
+			served = string(data)
+		}
+		stop()
+		err := <-done
+		var b shareBuild
+		if jerr := json.Unmarshal([]byte(stdout.String()), &b); err != nil || jerr != nil || b.Verdict != "ok" {
+			t.Fatalf("build: %v %v\n%s", err, jerr, stdout.String())
+		}
+		t.Logf("distccd compiled %d before it was killed; %d compiled; cluster: %s", strings.Count(served, "COMPILE_OK"), b.Compiled, b.Cluster)
+		if !strings.Contains(served, "COMPILE_OK") || b.ClusterLocal < 1 || b.Compiled < 15 {
+			t.Errorf("served %d, given back %d, compiled %d: want some on the node, the rest here\n%s", strings.Count(served, "COMPILE_OK"), b.ClusterLocal, b.Compiled, tailText(logOf(b), 20))
 		}
 	})
 	t.Run("a node drops its jobs, the team ccache is down", func(t *testing.T) {
@@ -123,8 +155,8 @@ func freePort(t *testing.T) int {
 }
 
 // daemon starts a server in its own process group, stopped (group and
-// all) when the test ends, and waits for its port.
-func daemon(t *testing.T, port int, name string, args ...string) {
+// all) when the test ends or stop is called, and waits for its port.
+func daemon(t *testing.T, port int, name string, args ...string) (stop func()) {
 	t.Helper()
 	if _, err := exec.LookPath(name); err != nil {
 		t.Fatalf("%s is not installed (./setup.sh installs it)", name)
@@ -136,16 +168,19 @@ func daemon(t *testing.T, port int, name string, args ...string) {
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait(); out.Close() })
+	var once sync.Once
+	stop = func() { once.Do(func() { syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL); cmd.Wait(); out.Close() }) }
+	t.Cleanup(stop)
 	for i := 0; i < 100; i++ {
 		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", port)); err == nil {
 			c.Close()
-			return
+			return stop
 		}
 		time.Sleep(100 * time.Millisecond)
 	}
 	data, _ := os.ReadFile(out.Name())
 	t.Fatalf("%s did not listen on %d:\n%s", name, port, data)
+	return nil
 }
 
 func startRedis(t *testing.T) string {
@@ -156,7 +191,7 @@ func startRedis(t *testing.T) string {
 
 // startDistccd starts a distccd for loopback clients; it drops root for
 // its own user, so its log is in a dir anyone can write.
-func startDistccd(t *testing.T) (node, log string) {
+func startDistccd(t *testing.T, jobs int) (node, log string, stop func()) {
 	// Not under t.TempDir(): its parent is private to root.
 	dir, err := os.MkdirTemp("", "firstbad-distccd-")
 	if err != nil {
@@ -166,9 +201,9 @@ func startDistccd(t *testing.T) (node, log string) {
 	os.Chmod(dir, 0o1777)
 	log = filepath.Join(dir, "distccd.log")
 	port := freePort(t)
-	daemon(t, port, "distccd", "--no-detach", "--daemon", "--allow", "127.0.0.1", "--listen", "127.0.0.1", "--port", strconv.Itoa(port),
-		"--log-file", log, "--log-level", "info", "--jobs", "2")
-	return fmt.Sprintf("127.0.0.1:%d", port), log
+	stop = daemon(t, port, "distccd", "--no-detach", "--daemon", "--allow", "127.0.0.1", "--listen", "127.0.0.1", "--port", strconv.Itoa(port),
+		"--log-file", log, "--log-level", "info", "--jobs", strconv.Itoa(jobs))
+	return fmt.Sprintf("127.0.0.1:%d", port), log, stop
 }
 
 // startDropper is a node that accepts connections and closes them.

@@ -135,6 +135,9 @@ func (j *buildJob) sharingEnv(ctx context.Context) []string {
 	if j.o.CcacheRemote != "" {
 		env = append(env, "CCACHE_REMOTE_STORAGE="+remoteStorage(j.o.CcacheRemote))
 		fmt.Fprintf(j.log, "firstbad: team ccache %s behind the local one\n", j.o.CcacheRemote)
+		if j.tc.Dir != "" {
+			fmt.Fprintf(j.log, "firstbad: the build root %s uses the team ccache only if its own ccache is 4.4 or later (bullseye's 4.2 is not)\n", j.tc.ID)
+		}
 	}
 	if j.o.Cluster == "" {
 		return env
