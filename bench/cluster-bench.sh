@@ -108,7 +108,7 @@ build first "$work/machine-a" tip --ccache-remote "$remote" --artifact-store "$s
 echo "  first machine, empty caches (fills the team ccache): $(wall first) s, $(j 'r["compiled"]' "$work/first.json") objects"
 export CCACHE_DIR=$work/ccache-b
 build second "$work/machine-b" tip --ccache-remote "$remote"
-echo "  second machine, its own empty local ccache: $(wall second) s, $(j 'r["compiled"]' "$work/second.json") objects, $(j 'r.get("ccache_remote_hits", 0)' "$work/second.json") from the team ccache"
+echo "  second machine, its own empty local ccache: $(wall second) s, $(j 'r["compiled"]' "$work/second.json") objects, $(j 'r.get("ccache_remote_hits", 0)' "$work/second.json") remote hits (the objects and the config's compiler probes)"
 unset CCACHE_DIR
 
 echo "== 3. the artifact store"
