@@ -24,8 +24,7 @@ import (
 // within one checkout: its sources are the ones both dirs' timestamps
 // were made against, and kbuild reaches them by the same relative path.
 func (j *buildJob) seed(ctx context.Context, final []byte) {
-	if fileExists(filepath.Join(j.dir, "vmlinux")) || filepath.Base(filepath.Dir(j.dir)) == "" ||
-		!strings.HasPrefix(filepath.Base(j.dir), cachedir.BuildDirPrefix) {
+	if fileExists(filepath.Join(j.dir, "vmlinux")) || !strings.HasPrefix(filepath.Base(j.dir), cachedir.BuildDirPrefix) {
 		return
 	}
 	for _, sib := range siblings(j.dir) {
