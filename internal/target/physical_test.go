@@ -72,6 +72,15 @@ func TestMachineCommandsChecked(t *testing.T) {
 	if _, err := p.Check(context.Background()); !outcome.Is(err, outcome.Input) || !strings.Contains(err.Error(), "no-such-ipmitool is not found") {
 		t.Errorf("a power command that is not there: %v, want an input error naming it", err)
 	}
+	// A power command that fails when it is needed: an infrastructure
+	// error that quotes it and its words (the run stops, resumable),
+	// never a verdict.
+	p = &Physical{PowerCycle: "echo BMC unreachable; exit 3"}
+	var log strings.Builder
+	if err := p.powerCycle(context.Background(), &log); !outcome.IsInfra(err) || !strings.Contains(err.Error(), "BMC unreachable") ||
+		!strings.Contains(err.Error(), `--power-cycle "echo BMC unreachable; exit 3" failed`) {
+		t.Errorf("a power command that fails: %v, want an infrastructure error quoting it and its output", err)
+	}
 	p = &Physical{Console: "echo no such BMC; exit 1"}
 	if err := p.startConsole(); !outcome.Is(err, outcome.Input) || !strings.Contains(err.Error(), "ended at once: no such BMC") {
 		t.Errorf("a console command that exits at once: %v, want an input error with its last words", err)
