@@ -674,6 +674,12 @@ func (j *buildJob) cached(cache *Cache, final []byte) bool {
 	fmt.Fprintf(j.log, "firstbad: kernel %s from %s\n", j.res.Key, from)
 	j.checkPremise(cache, final)
 	cache.Share(j.res.Key)
+	if j.req.Tree != "" && len(j.fixes) == 0 {
+		// A kernel just used is a recent build: a commit after it that
+		// changes nothing the build reads takes it (samekernel.go), also
+		// when many builds of other commits came since it was made.
+		rememberBuilt(j.builtList, built{Key: j.res.Key, Tree: j.req.Tree, Commit: j.req.Commit, Compiler: j.compiler()})
+	}
 	return true
 }
 
