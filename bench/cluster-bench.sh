@@ -47,7 +47,7 @@ daemon() { setsid "$@" > "$work/daemon-$1.log" 2>&1 & pids+=($!); }
 
 # The daemons. distccd drops root for its own user: its log dir is open.
 mkdir -m 1777 "$work/distccd"
-dport=$(port); daemon distccd --no-detach --daemon --allow 127.0.0.1 --listen 127.0.0.1 --port "$dport" \
+dport=$(port); TMPDIR=$work/distccd daemon distccd --no-detach --daemon --allow 127.0.0.1 --listen 127.0.0.1 --port "$dport" \
   --log-file "$work/distccd/distccd.log" --log-level info --jobs "$(nproc)"; waitport "$dport"
 rport=$(port); daemon redis-server --port "$rport" --bind 127.0.0.1 --save '' --appendonly no --dir "$work"; waitport "$rport"
 sport=$(port); mkdir -p "$work/store" "$work/nginx/tmp"

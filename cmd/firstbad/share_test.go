@@ -156,13 +156,14 @@ func freePort(t *testing.T) int {
 
 // daemon starts a server in its own process group, stopped (group and
 // all) when the test ends or stop is called, and waits for its port.
-func daemon(t *testing.T, port int, name string, args ...string) (stop func()) {
+func daemon(t *testing.T, port int, env []string, name string, args ...string) (stop func()) {
 	t.Helper()
 	if _, err := exec.LookPath(name); err != nil {
 		t.Fatalf("%s is not installed (./setup.sh installs it)", name)
 	}
 	out, _ := os.Create(filepath.Join(t.TempDir(), name+".out"))
 	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), env...)
 	cmd.Stdout, cmd.Stderr = out, out
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	if err := cmd.Start(); err != nil {
@@ -185,7 +186,7 @@ func daemon(t *testing.T, port int, name string, args ...string) (stop func()) {
 
 func startRedis(t *testing.T) string {
 	port := freePort(t)
-	daemon(t, port, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
+	daemon(t, port, nil, "redis-server", "--port", strconv.Itoa(port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no", "--dir", t.TempDir())
 	return fmt.Sprintf("127.0.0.1:%d", port)
 }
 
@@ -201,7 +202,8 @@ func startDistccd(t *testing.T, jobs int) (node, log string, stop func()) {
 	os.Chmod(dir, 0o1777)
 	log = filepath.Join(dir, "distccd.log")
 	port := freePort(t)
-	stop = daemon(t, port, "distccd", "--no-detach", "--daemon", "--allow", "127.0.0.1", "--listen", "127.0.0.1", "--port", strconv.Itoa(port),
+	// Its temp files too: a distccd killed mid-job leaves them.
+	stop = daemon(t, port, []string{"TMPDIR=" + dir}, "distccd", "--no-detach", "--daemon", "--allow", "127.0.0.1", "--listen", "127.0.0.1", "--port", strconv.Itoa(port),
 		"--log-file", log, "--log-level", "info", "--jobs", strconv.Itoa(jobs))
 	return fmt.Sprintf("127.0.0.1:%d", port), log, stop
 }
