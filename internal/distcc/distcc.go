@@ -210,13 +210,8 @@ func (c *Cluster) Probe(ctx context.Context) ([]Node, error) {
 // links and any compile a node gives back). localhost's own slots are
 // among the CPUs.
 func Jobs(nodes []Node, cpus int) int {
-	j := cpus
-	for _, n := range nodes {
-		if n.Up && !n.Local {
-			j += n.Slots
-		}
-	}
-	return j
+	_, slots := Up(nodes)
+	return cpus + slots
 }
 
 // Up counts the remote nodes that answer and their slots.

@@ -678,7 +678,7 @@ func (j *buildJob) cached(cache *Cache, final []byte) bool {
 		// A kernel just used is a recent build: a commit after it that
 		// changes nothing the build reads takes it (samekernel.go), also
 		// when many builds of other commits came since it was made.
-		rememberBuilt(j.builtList, built{Key: j.res.Key, Tree: j.req.Tree, Commit: j.req.Commit, Compiler: j.compiler()})
+		j.remember()
 	}
 	return true
 }
@@ -760,7 +760,7 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	}
 	res.Kernel, res.ConfigPath, res.Modules = a.Kernel, a.Config, a.Modules
 	if len(inputs) > 0 {
-		rememberBuilt(j.builtList, built{Key: res.Key, Tree: j.req.Tree, Commit: j.req.Commit, Compiler: j.compiler()})
+		j.remember()
 	}
 	res.Verdict = "ok"
 	res.BuildS = time.Since(j.start).Seconds()

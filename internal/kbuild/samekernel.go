@@ -57,6 +57,11 @@ func rememberBuilt(list string, b built) {
 	}
 }
 
+// remember puts this job's kernel first in its options' recent builds.
+func (j *buildJob) remember() {
+	rememberBuilt(j.builtList, built{Key: j.res.Key, Tree: j.req.Tree, Commit: j.req.Commit, Compiler: j.compiler()})
+}
+
 // sameKernel takes a recent build's kernel when this tree differs from its
 // tree in no file that build read, with the same config and compiler; it
 // says so in the log, with the files that changed.

@@ -77,14 +77,23 @@ func CheckRemote(ctx context.Context, raw string) (string, error) {
 		return "", fmt.Errorf("%s does not answer (%v): builds would compile here", raw, err)
 	}
 	conn.Close()
-	user, pass := os.Getenv("FIRSTBAD_CCACHE_REMOTE_USER"), os.Getenv("FIRSTBAD_CCACHE_REMOTE_PASSWORD")
 	creds := "no credentials"
-	if user != "" || pass != "" {
-		creds = "credentials from FIRSTBAD_CCACHE_REMOTE_*"
-	} else if user, pass = netrc.Lookup(u.Hostname()); user != "" || pass != "" {
-		creds = "credentials from netrc"
+	if _, _, from := remoteCredentials(u.Hostname()); from != "" {
+		creds = "credentials from " + from
 	}
 	return fmt.Sprintf("%s answers; %s", raw, creds), nil
+}
+
+// remoteCredentials are the team ccache's login: from the environment,
+// else the netrc file; from names where they came from ("" for none).
+func remoteCredentials(host string) (user, pass, from string) {
+	if user, pass = os.Getenv("FIRSTBAD_CCACHE_REMOTE_USER"), os.Getenv("FIRSTBAD_CCACHE_REMOTE_PASSWORD"); user != "" || pass != "" {
+		return user, pass, "FIRSTBAD_CCACHE_REMOTE_*"
+	}
+	if user, pass = netrc.Lookup(host); user != "" || pass != "" {
+		return user, pass, "netrc"
+	}
+	return "", "", ""
 }
 
 // remoteURL parses a --ccache-remote value: redis:// or http:// (ccache's
@@ -110,10 +119,7 @@ func remoteStorage(raw string) string {
 		return ""
 	}
 	_, attrs, _ := strings.Cut(raw, "|")
-	user, pass := os.Getenv("FIRSTBAD_CCACHE_REMOTE_USER"), os.Getenv("FIRSTBAD_CCACHE_REMOTE_PASSWORD")
-	if user == "" && pass == "" {
-		user, pass = netrc.Lookup(u.Hostname())
-	}
+	user, pass, _ := remoteCredentials(u.Hostname())
 	if pass != "" {
 		u.User = url.UserPassword(user, pass)
 	} else if user != "" {
