@@ -249,7 +249,15 @@ func TestSeededBuildDir(t *testing.T) {
 	e.cache = k.CacheDir
 	restate := filepath.Join(t.TempDir(), "restate.config")
 	os.WriteFile(restate, []byte("CONFIG_SCHED_AUTOGROUP=y\n"), 0o644)
-	c := commitEdits(t, k.Repo, "firstbad-seed", "seed test", edit{"kernel/reboot.c", "/* firstbad seed test " + strconv.FormatInt(time.Now().UnixNano(), 36) + " */"})
+	// The sibling builds a commit first (so it is the newest and its
+	// state is known whatever ran before); the new dir then builds one
+	// that differs from it in one file.
+	line := "/* firstbad seed test " + strconv.FormatInt(time.Now().UnixNano(), 36) + " */"
+	sibling := commitEdits(t, k.Repo, "firstbad-seed-sibling", "seed test sibling", edit{"kernel/reboot.c", line})
+	if res := e.run("--json", "build", "--repo", k.Repo, sibling, "--kconfig", k.Fragment); res.code != 0 {
+		t.Fatalf("build of the sibling's commit: exit %d\n%s\n%s", res.code, res.stdout, res.stderr)
+	}
+	c := commitEdits(t, k.Repo, "firstbad-seed", "seed test", edit{"kernel/reboot.c", line + "\n" + line})
 	res := e.run("--json", "build", "--repo", k.Repo, c, "--kconfig", k.Fragment, "--kconfig", restate)
 	var b shareBuild
 	if err := json.Unmarshal([]byte(res.stdout), &b); err != nil || res.code != 0 || b.Verdict != "ok" {
