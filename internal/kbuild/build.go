@@ -709,6 +709,7 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	} else if n > 0 {
 		fmt.Fprintf(j.log, "firstbad: the last build in this dir was interrupted: removed the %d files it wrote\n", n)
 	}
+	os.Remove(filepath.Join(dir, builtTree))
 	if err := os.WriteFile(marker, nil, 0o644); err != nil {
 		return nil, outcome.InfraErr("build", err)
 	}
@@ -729,6 +730,9 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	j.noteRemoteErrors(c.remoteErrors)
 	if err != nil || r.ExitCode != 0 {
 		return j.b.failed(ctx, res, j.log, j.mark, r, err, "make "+strings.Join(targets, " "))
+	}
+	if j.req.Tree != "" && len(j.fixes) == 0 {
+		_ = os.WriteFile(filepath.Join(dir, builtTree), []byte(j.req.Tree+"\n"), 0o644)
 	}
 	vr, _ := exec.Command("make", "-s", "-C", j.req.Src, "kernelversion").Output()
 	res.Version = strings.TrimSpace(string(vr))

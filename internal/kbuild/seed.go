@@ -15,48 +15,157 @@ import (
 	"github.com/firstbad/firstbad/internal/lock"
 )
 
-// seed starts a build dir that never built from a sibling in the same
-// checkout that built the same final .config — other options that
-// assemble to the same config, as a machine:// build of a QEMU kernel's
-// config, or fragments that only restate it: a copy of its objects makes
-// the first build here incremental instead of a whole-tree one (with
-// ccache that is still ~1,300 hits, minutes on a small machine). Only
-// within one checkout: its sources are the ones both dirs' timestamps
-// were made against, and kbuild reaches them by the same relative path.
+// seed starts a build dir that never built from a sibling that built the
+// same final .config — other options that assemble to the same config, as
+// a machine:// build of a QEMU kernel's config, fragments that only
+// restate it, or the same options in another checkout slot (a second run
+// at once): a copy of its objects makes the first build here incremental
+// instead of a whole-tree one (with ccache that is still ~1,300 hits,
+// minutes on a small machine). A sibling of this checkout first: its
+// objects' timestamps were made against these very sources. One of
+// another slot is taken only with the tree it last built whole, and
+// retimed against this checkout (retime).
 func (j *buildJob) seed(ctx context.Context, final []byte) {
 	if fileExists(filepath.Join(j.dir, "vmlinux")) || !strings.HasPrefix(filepath.Base(j.dir), cachedir.BuildDirPrefix) {
 		return
 	}
 	for _, sib := range siblings(j.dir) {
-		if fileExists(filepath.Join(sib, building)) {
-			continue
-		}
-		if cfg, err := os.ReadFile(filepath.Join(sib, ".config")); err != nil || !bytes.Equal(cfg, final) {
-			continue
-		}
-		l, err := lock.TryAcquire(sib + ".lock")
-		if err != nil {
-			continue // building: it will not hold still for a copy
-		}
-		start := time.Now()
-		out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", sib+"/.", j.dir+"/").CombinedOutput()
-		l.Release()
-		if err != nil {
-			fmt.Fprintf(j.log, "firstbad: copying the build dir %s failed (%v: %s): building from scratch\n", filepath.Base(sib), err, bytes.TrimSpace(out))
-			j.unseed()
+		if j.seedFrom(ctx, sib, final, false) {
 			return
 		}
-		if err := rehome(filepath.Join(j.dir, "tools"), sib, j.dir); err != nil {
-			fmt.Fprintf(j.log, "firstbad: rewriting the copied build dir's paths failed (%v): building from scratch\n", err)
-			j.unseed()
-			return
-		}
-		os.Remove(filepath.Join(j.dir, "ccache-stats.log"))
-		fmt.Fprintf(j.log, "firstbad: this build dir starts as a copy of %s, which built the same .config (%.1f s): the build is incremental\n",
-			filepath.Base(sib), time.Since(start).Seconds())
-		j.b.Log.Info("a new build dir starts from a sibling with the same config", "from", filepath.Base(sib), "seconds", time.Since(start).Round(time.Millisecond))
+	}
+	if j.req.Tree == "" {
 		return
 	}
+	for _, sib := range otherSlots(j.dir) {
+		if j.seedFrom(ctx, sib, final, true) {
+			return
+		}
+	}
+}
+
+// seedFrom copies sib into the build dir if it built the same config and
+// holds still (not building, its lock free); it says whether it did.
+func (j *buildJob) seedFrom(ctx context.Context, sib string, final []byte, otherSlot bool) bool {
+	if fileExists(filepath.Join(sib, building)) {
+		return false
+	}
+	if cfg, err := os.ReadFile(filepath.Join(sib, ".config")); err != nil || !bytes.Equal(cfg, final) {
+		return false
+	}
+	l, err := lock.TryAcquire(sib + ".lock")
+	if err != nil {
+		return false // building: it will not hold still for a copy
+	}
+	defer l.Release()
+	// Read under the lock: the tree of the objects about to be copied.
+	data, _ := os.ReadFile(filepath.Join(sib, builtTree))
+	tree := strings.TrimSpace(string(data))
+	if otherSlot && tree == "" {
+		return false
+	}
+	// A first build killed here left files of unknown completeness: gone
+	// before the copy, which a retime would otherwise make look newer.
+	if marker := filepath.Join(j.dir, building); fileExists(marker) {
+		if _, err := removeInterrupted(j.dir, marker); err != nil {
+			return false
+		}
+		os.Remove(marker)
+	}
+	start := time.Now()
+	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", sib+"/.", j.dir+"/").CombinedOutput()
+	if err != nil {
+		fmt.Fprintf(j.log, "firstbad: copying the build dir %s failed (%v: %s): building from scratch\n", filepath.Base(sib), err, bytes.TrimSpace(out))
+		j.unseed()
+		return true
+	}
+	// A replacer tries its pairs in order: the build dir's path first.
+	pairs := []string{sib + "/", j.dir + "/"}
+	if otherSlot {
+		pairs = append(pairs, filepath.Dir(sib)+"/", filepath.Dir(j.dir)+"/")
+	}
+	if err := rehome(filepath.Join(j.dir, "tools"), pairs...); err != nil {
+		fmt.Fprintf(j.log, "firstbad: rewriting the copied build dir's paths failed (%v): building from scratch\n", err)
+		j.unseed()
+		return true
+	}
+	from := filepath.Base(sib) + ", which built the same .config"
+	if otherSlot {
+		n, err := j.retime(ctx, tree)
+		if err != nil {
+			fmt.Fprintf(j.log, "firstbad: retiming the build dir copied from %s failed (%v): building from scratch\n", filepath.Base(sib), err)
+			j.unseed()
+			return true
+		}
+		from += fmt.Sprintf(" in checkout slot %s at tree %.12s (%d files differ here: make rebuilds what they feed)", filepath.Base(filepath.Dir(sib)), tree, n)
+	}
+	os.Remove(filepath.Join(j.dir, "ccache-stats.log"))
+	fmt.Fprintf(j.log, "firstbad: this build dir starts as a copy of %s, %.1f s: the build is incremental\n", from, time.Since(start).Seconds())
+	j.b.Log.Info("a new build dir starts from a sibling with the same config", "from", filepath.Base(sib), "other_slot", otherSlot, "seconds", time.Since(start).Round(time.Millisecond))
+	return true
+}
+
+// retime makes a copy from another checkout slot right against this one.
+// Its objects' timestamps were made against that slot's sources, whose
+// timestamps say nothing here: every copied file is set to now (after
+// every file of this checkout), then every source file that differs
+// between the tree the copy was built from and this checkout's is set to
+// a moment later — so make rebuilds exactly what those files feed, as if
+// this checkout had built the copy. (A file of this checkout that is the
+// same is not newer than the copy: it was checked out before.) It returns
+// how many files differ.
+func (j *buildJob) retime(ctx context.Context, builtFrom string) (int, error) {
+	out, err := exec.CommandContext(ctx, "git", "-C", j.req.Src, "diff-tree", "-r", "--name-only", "--no-renames", "-z", builtFrom, j.req.Tree).Output()
+	if err != nil {
+		return 0, fmt.Errorf("git diff-tree %.12s %.12s: %v", builtFrom, j.req.Tree, err)
+	}
+	// Now, not earlier: the checkout may have written files a moment ago.
+	copied := time.Now()
+	err = filepath.WalkDir(j.dir, func(p string, d os.DirEntry, err error) error {
+		if err != nil || !d.Type().IsRegular() {
+			return err
+		}
+		return os.Chtimes(p, copied, copied)
+	})
+	if err != nil {
+		return 0, err
+	}
+	changed := strings.FieldsFunc(string(out), func(r rune) bool { return r == 0 })
+	time.Sleep(10 * time.Millisecond) // strictly after the copy, never in the future
+	now := time.Now()
+	for _, f := range changed {
+		if err := os.Chtimes(filepath.Join(j.req.Src, f), now, now); err != nil && !os.IsNotExist(err) {
+			return 0, err
+		}
+	}
+	// The index's stat data of those files is stale now: refreshed, or the
+	// next checkout would rewrite them and make rebuild all they feed again.
+	if out, err := exec.CommandContext(ctx, "git", "-C", j.req.Src, "update-index", "-q", "--refresh").CombinedOutput(); err != nil && len(out) > 0 {
+		return 0, fmt.Errorf("git update-index --refresh: %v: %s", err, bytes.TrimSpace(out))
+	}
+	return len(changed), nil
+}
+
+// builtTree names the file that holds the tree a build dir last built
+// whole (no build fixes applied, make ended well); it is removed when a
+// build starts. Only a dir with one is copied into another slot.
+const builtTree = ".firstbad-tree"
+
+// otherSlots are the build dirs of the clone's other checkout slots that
+// say what tree they last built, the newest first.
+func otherSlots(dir string) []string {
+	slot := filepath.Dir(dir)
+	all, _ := filepath.Glob(filepath.Join(filepath.Dir(slot), "*", cachedir.BuildDirPrefix+"*"))
+	built := map[string]time.Time{}
+	var sibs []string
+	for _, s := range all {
+		if fi, err := os.Stat(filepath.Join(s, builtTree)); err == nil && filepath.Dir(s) != slot {
+			built[s] = fi.ModTime()
+			sibs = append(sibs, s)
+		}
+	}
+	sort.Slice(sibs, func(a, b int) bool { return built[sibs[a]].After(built[sibs[b]]) })
+	return sibs
 }
 
 // siblings are the other build dirs of the checkout, the one that built
@@ -79,26 +188,32 @@ func siblings(dir string) []string {
 
 // rehome rewrites the absolute paths of the copied dir in the host tools'
 // dependency files (objtool and its libraries are built with an absolute
-// OUTPUT): left alone, their command lines differ, objtool is relinked,
-// and every object objtool checked is rebuilt.
-func rehome(tools, from, to string) error {
-	old, repl := []byte(from+"/"), []byte(to+"/")
+// OUTPUT, and from another slot they name its sources absolutely too):
+// left alone, their command lines differ, objtool is relinked, and every
+// object objtool checked is rebuilt. Pairs are old and new path prefixes,
+// the longest first.
+func rehome(tools string, pairs ...string) error {
 	if _, err := os.Stat(tools); os.IsNotExist(err) {
 		return nil // a kernel without host tools (older trees, no objtool)
 	}
+	r := strings.NewReplacer(pairs...)
 	return filepath.WalkDir(tools, func(p string, d os.DirEntry, err error) error {
 		if err != nil || d.IsDir() || !(strings.HasSuffix(p, ".cmd") || strings.HasSuffix(p, ".d")) {
 			return err
 		}
 		data, err := os.ReadFile(p)
-		if err != nil || !bytes.Contains(data, old) {
+		if err != nil {
 			return err
+		}
+		out := r.Replace(string(data))
+		if out == string(data) {
+			return nil
 		}
 		fi, err := d.Info()
 		if err != nil {
 			return err
 		}
-		if err := os.WriteFile(p, bytes.ReplaceAll(data, old, repl), 0o644); err != nil {
+		if err := os.WriteFile(p, []byte(out), 0o644); err != nil {
 			return err
 		}
 		return os.Chtimes(p, fi.ModTime(), fi.ModTime())
