@@ -18,6 +18,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/firstbad/firstbad/internal/cachedir"
 	"github.com/firstbad/firstbad/internal/clitest"
 	"github.com/firstbad/firstbad/internal/gittest"
 	"github.com/firstbad/firstbad/internal/lock"
@@ -835,6 +836,19 @@ func TestGC(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
+	// An extra checkout slot (a second run at once made it) unused since
+	// the cutoff goes, with its build dir; one in use stays.
+	for _, slot := range []string{"1", "2"} {
+		d := filepath.Join(filepath.Dir(clones[0]), slot)
+		os.MkdirAll(filepath.Join(d, cachedir.BuildDirPrefix+"k", "kernel"), 0o755)
+		os.WriteFile(filepath.Join(d, "f"), []byte("1\n"), 0o644)
+		os.WriteFile(d+".lock", nil, 0o644)
+	}
+	busySlot, err := lock.TryAcquire(filepath.Join(filepath.Dir(clones[0]), "2.lock"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer busySlot.Release()
 	// Debian roots: an idle one goes, with what a killed or failed
 	// mmdebstrap left (ROOT.tmp, the lock of a root never made); one held
 	// by a firstbad stays.
@@ -864,6 +878,10 @@ func TestGC(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(clones[0], "f")); err != nil {
 		t.Errorf("the checkout lost its files: %v", err)
+	}
+	slots, _ := filepath.Glob(filepath.Join(filepath.Dir(clones[0]), "[0-9]"))
+	if want := []string{clones[0], filepath.Join(filepath.Dir(clones[0]), "2")}; !cmp.Equal(slots, want) {
+		t.Errorf("checkout slots after gc: %v, want %v (the first, and the one in use)", slots, want)
 	}
 	if _, err := os.Stat(filepath.Join(e.state, "runs", finished.RunID)); !os.IsNotExist(err) {
 		t.Errorf("the finished run is still there: %v", err)

@@ -23,8 +23,8 @@ type Freed struct {
 }
 
 // GC removes what finished or old runs left: journals of finished runs last
-// touched before cutoff, build dirs and cached kernels not used since, and
-// clones of repositories that no longer exist. Unfinished runs are kept, and
+// touched before cutoff, build dirs, extra checkout slots and cached
+// kernels not used since, and clones of repositories that no longer exist. Unfinished runs are kept, and
 // a build dir or checkout in use (its lock held) is never removed.
 func (s *Session) GC(olderThan time.Duration, dry bool) (Freed, error) {
 	var f Freed
@@ -178,5 +178,35 @@ func gcClones(cache cachedir.Dir, cutoff time.Time, remove func(string, *int64),
 			remove(b, &f.Builds)
 			l.Release()
 		}
+		gcSlots(root, cutoff, remove, f)
+	}
+}
+
+// gcSlots removes a clone's extra checkout slots (all but the first)
+// unused since cutoff, with their build dirs: a second run at once on a
+// repository made one, a whole checkout of the tree, and nothing else
+// gives it back. A slot's lock file says when it was last taken.
+func gcSlots(root string, cutoff time.Time, remove func(string, *int64), f *Freed) {
+	locks, _ := filepath.Glob(filepath.Join(cachedir.CloneSlots(root), "*.lock"))
+	for _, lf := range locks {
+		dir := strings.TrimSuffix(lf, ".lock")
+		if filepath.Base(dir) == "0" {
+			continue
+		}
+		fi, err := os.Stat(lf)
+		if err != nil || fi.ModTime().After(cutoff) {
+			continue
+		}
+		if _, err := os.Stat(dir); err != nil {
+			continue
+		}
+		l, err := lock.TryAcquire(lf)
+		if err != nil {
+			continue // in use
+		}
+		if !locked(filepath.Join(dir, cachedir.BuildDirPrefix+"*.lock")) {
+			remove(dir, &f.Clones)
+		}
+		l.Release()
 	}
 }
