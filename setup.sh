@@ -19,11 +19,13 @@ sudo=""
 # also make the test machine's disk image, qemu-utils its overlays); patch for the kernel
 # histories the tests make; nginx-core, whose WebDAV module is the shared
 # artifact store the tests start; distcc and redis-server, the compile
-# cluster and team ccache the tests start on loopback).
+# cluster and team ccache the tests start on loopback; dosfstools and mtools
+# for the test machine's EFI system partition and ovmf, the UEFI firmware it boots
+# under).
 packages=(git make gcc libc6-dev bc bison flex libelf-dev libssl-dev cpio xz-utils patch
   ccache qemu-system-x86 busybox-static openssh-client openssh-server ca-certificates curl python3
   libvirt-daemon-system libvirt-clients mmdebstrap bubblewrap fdisk qemu-utils nginx-core
-  distcc redis-server)
+  distcc redis-server dosfstools mtools ovmf)
 missing=()
 for p in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "ok installed" || missing+=("$p")

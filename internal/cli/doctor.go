@@ -78,7 +78,7 @@ func doctorCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&targetURL, "target", "qemu", "also check a VM host: ssh://[user@]host[:port] (reachable, authenticated, QEMU, disk, KVM) or a libvirt domain: libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN, or a real machine: machine://[user@]host[:port] (root or sudo, boot method, space, power and console commands)")
 	c.Flags().StringVar(&sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
 	c.Flags().StringVar(&power, "power-cycle", "", "with --target machine://: the power-cycle command to check (found, not run)")
-	c.Flags().StringVar(&method, "boot-method", "", "with --target machine://: the boot method to check (auto, grub or kexec)")
+	c.Flags().StringVar(&method, "boot-method", "", "with --target machine://: the boot method to check (auto, grub, systemd-boot or kexec)")
 	c.Flags().StringVar(&console, "console", "", "with --target machine://: the console command to check (it must keep running)")
 	c.Flags().StringVar(&cluster, "cluster", "", "also list a compile cluster's nodes and slots: distcc or distcc:HOSTS (as build, test and run take it)")
 	c.Flags().StringVar(&ccacheRemote, "ccache-remote", "", "also check a team ccache: redis://HOST[:PORT] or http://HOST/PATH (ccache's version, the server answering, where credentials come from)")

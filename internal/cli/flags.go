@@ -85,7 +85,7 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f.StringVar(&gf.target, "target", "qemu", "where kernels boot: qemu (local), ssh://[user@]host[:port][?dir=DIR&qemu=BINARY] (QEMU on a VM host), or libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN[?uri=URI&dir=DIR] (an existing libvirt domain)")
 	f.StringVar(&gf.sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
 	f.BoolVar(&gf.takeOver, "take-over-domain", false, "let a libvirt target stop its domain even if it runs something else (its definition is restored at the end)")
-	f.StringVar(&gf.bootMethod, "boot-method", "", "machine:// targets: how a candidate is booted once: auto (GRUB if there, else kexec), grub (a one-shot entry and a reboot) or kexec (no firmware reboot); the same as the URL's ?boot=")
+	f.StringVar(&gf.bootMethod, "boot-method", "", "machine:// targets: how a candidate is booted once: auto (the boot loader that booted the machine, systemd-boot or GRUB, else kexec), grub (a one-shot entry and a reboot), systemd-boot (an entry on the ESP, bootctl set-oneshot, a reboot) or kexec (no firmware reboot); the same as the URL's ?boot=")
 	f.StringVar(&gf.powerCycle, "power-cycle", "", "machine:// targets: command (sh -c, run here) that power-cycles the machine when it stops answering, e.g. ipmitool ... chassis power cycle")
 	f.StringVar(&gf.console, "console", "", "machine:// targets: command (sh -c, run here) whose output is the machine's serial console, e.g. ipmitool ... sol activate; kept as evidence and read for crashes")
 	f.BoolVar(&gf.leave, "leave-running", false, "machine:// targets: at the end, leave the machine in the last candidate (default: reboot it into its default kernel)")

@@ -213,6 +213,17 @@ func (g *GuestTest) BuildOptions(ctx context.Context, o kbuild.Options) (kbuild.
 			return o, err
 		}
 	}
+	if _, err := m.p.Check(ctx); err != nil {
+		return o, err
+	}
+	if m.p.BootMethod() == "systemd-boot" {
+		// Last, like a rootfs mode's: what the boot loader needs wins.
+		f, err := kbuild.TargetFragment("machine-efi")
+		if err != nil {
+			return o, err
+		}
+		o.Fragments = append(append([]kbuild.Fragment(nil), o.Fragments...), f)
+	}
 	return o, nil
 }
 

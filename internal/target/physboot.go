@@ -162,7 +162,7 @@ func (p *Physical) bootAndTest(ctx context.Context, m *physMachine, b Boot) Exit
 	if err := p.install(ctx, b, log); err != nil {
 		return Exit{Err: outcome.InfraErr("install", err)}
 	}
-	fmt.Fprintf(log, "firstbad: machine: installed %s in %.1f s\n", b.Release, time.Since(start).Seconds())
+	fmt.Fprintf(log, "firstbad: machine: installed %s for one boot by %s in %.1f s\n", b.Release, p.state.method, time.Since(start).Seconds())
 	how := "reboot"
 	if p.state.method == "kexec" {
 		how = "kexec"
@@ -188,12 +188,13 @@ func (p *Physical) bootAndTest(ctx context.Context, m *physMachine, b Boot) Exit
 }
 
 // installScript installs a candidate ($1 release, $2 kernel and $3 modules
-// in the upload cache, $4 1 to make an initramfs, $5 grub or kexec, $6 its
-// command line, $7 its config, which goes where make install puts it and
-// the initramfs tools look) and selects it for the next boot only. Each file is
+// in the upload cache, $4 1 to make an initramfs, $5 grub, systemd-boot or
+// kexec, $6 its command line, $7 its config, which goes where make install
+// puts it and the initramfs tools look, $8 the ESP for systemd-boot) and
+// selects it for the next boot only. Each file is
 // listed in the manifest before it exists, so that a controller killed
 // half-way leaves nothing the next start will not remove.
-const installScript = scriptFail + `rel=$1; k=$2; mods=$3; initrd=$4; how=$5; cmd=$6; config=$7; d=` + machineDir + `
+const installScript = scriptFail + `rel=$1; k=$2; mods=$3; initrd=$4; how=$5; cmd=$6; config=$7; esp=$8; d=` + machineDir + `
 set -e
 grep -qx "release $rel" "$d/manifest" 2>/dev/null || echo "release $rel" >> "$d/manifest"
 mkdir -p /boot/firstbad
@@ -213,6 +214,22 @@ if [ "$initrd" = 1 ]; then
 fi
 if [ "$how" = kexec ]; then
 	kexec -l "/boot/firstbad/vmlinuz-$rel" ${i:+--initrd="$i"} --command-line="$cmd"
+	exit 0
+fi
+if [ "$how" = systemd-boot ]; then
+	# systemd-boot reads only its ESP: the kernel (an EFI program through
+	# its stub) and initramfs go there, with a Boot Loader Spec entry.
+	mountpoint -q "$esp" && [ -d "$esp/loader" ] || fail "the EFI system partition $esp is not mounted in $(uname -r) (a candidate kernel without vfat?)"
+	e=$esp/firstbad/$rel
+	mkdir -p "$e" "$esp/loader/entries"
+	cp "/boot/firstbad/vmlinuz-$rel" "$e/vmlinuz"
+	[ -z "$i" ] || cp "$i" "$e/initrd.img"
+	{ echo "title firstbad $rel"; echo "version $rel"; echo "linux /firstbad/$rel/vmlinuz"
+	  [ -z "$i" ] || echo "initrd /firstbad/$rel/initrd.img"
+	  echo "options $cmd"; } > "$esp/loader/entries/firstbad-$rel.conf.part"
+	mv "$esp/loader/entries/firstbad-$rel.conf.part" "$esp/loader/entries/firstbad-$rel.conf"
+	sync
+	bootctl set-oneshot "firstbad-$rel.conf"
 	exit 0
 fi
 uuid=$(grub-probe --target=fs_uuid /boot/firstbad); rp=$(grub-mkrelpath /boot/firstbad)
@@ -235,6 +252,9 @@ grub-reboot firstbad`
 // install puts the candidate on the machine, with at most one other
 // (the one that runs now) left installed.
 func (p *Physical) install(ctx context.Context, b Boot, log io.Writer) error {
+	if err := p.espReachable(ctx, log); err != nil {
+		return err
+	}
 	if _, err := p.priv(ctx, cleanScript, []string{p.state.release}, nil); err != nil {
 		return fmt.Errorf("machine %s: removing the last candidate: %v", p.Dest.Host, err)
 	}
@@ -252,7 +272,7 @@ func (p *Physical) install(ctx context.Context, b Boot, log io.Writer) error {
 	}
 	cmdline := strings.TrimSpace(p.state.cmdline + " panic=10 firstbad.nonce=" + b.Nonce + " " + b.Extra)
 	initrd := map[bool]string{true: "1", false: "0"}[p.state.initrd]
-	out, err := p.priv(ctx, installScript, []string{b.Release, kernel, mods, initrd, p.state.method, cmdline, config}, nil)
+	out, err := p.priv(ctx, installScript, []string{b.Release, kernel, mods, initrd, p.state.method, cmdline, config, p.state.esp}, nil)
 	if msg, ok := scriptError(out); ok {
 		return fmt.Errorf("machine %s: %s", p.Dest.Host, msg)
 	}
@@ -260,6 +280,21 @@ func (p *Physical) install(ctx context.Context, b Boot, log io.Writer) error {
 		return fmt.Errorf("machine %s: installing %s: %v", p.Dest.Host, b.Release, err)
 	}
 	return nil
+}
+
+// espReachable makes sure the next candidate can be put on the ESP: a
+// candidate that runs may lack what mounts it (vfat, a module its
+// config left out); then the machine goes back to its own kernel first.
+func (p *Physical) espReachable(ctx context.Context, log io.Writer) error {
+	if p.state.method != "systemd-boot" || !strings.Contains(p.state.release, "-firstbad-") {
+		return nil
+	}
+	out, err := p.priv(ctx, `mountpoint -q "$1" && echo mounted`, []string{p.state.esp}, nil)
+	if err == nil && strings.TrimSpace(string(out)) == "mounted" {
+		return nil
+	}
+	fmt.Fprintf(log, "firstbad: machine: the EFI system partition %s is not mounted in %s: back to the default kernel to install the next candidate\n", p.state.esp, p.state.release)
+	return p.restore(ctx)
 }
 
 // uploadCached puts a local file into the machine's upload cache, by

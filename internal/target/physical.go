@@ -25,8 +25,9 @@ import (
 // Physical is a real machine that boots the candidate kernels itself
 // (machine://[user@]host[:port]): each boot installs the kernel and its
 // modules there, selects it for the next boot only (a GRUB one-shot entry,
-// or kexec), reboots, proves the candidate is what runs (its release and
-// this boot's nonce on the command line), then runs the boot's tests
+// a systemd-boot entry chosen with bootctl set-oneshot, or kexec),
+// reboots, proves the candidate is what runs (its release and this boot's
+// nonce on the command line), then runs the boot's tests
 // through the firstbad agent over SSH. The machine's default boot entry is
 // never changed: a power cycle always brings back its own kernel. What
 // firstbad puts there is listed in a manifest on the machine and removed
@@ -34,7 +35,8 @@ import (
 type Physical struct {
 	sshHost
 	hashes
-	// Method is auto (the boot loader, else kexec), grub or kexec.
+	// Method is auto (the boot loader that booted the machine, else
+	// kexec), grub, systemd-boot or kexec.
 	Method string
 	// PowerCycle and Console are commands run here (sh -c): one that
 	// power-cycles the machine (IPMI, Redfish, a PDU, virsh reset), one
@@ -55,7 +57,8 @@ type Physical struct {
 
 // machineState is what the first check learned of the machine.
 type machineState struct {
-	method  string // grub or kexec
+	method  string // grub, systemd-boot or kexec
+	esp     string // the EFI system partition's mount point (systemd-boot)
 	cmdline string // the default kernel's command line, firstbad's words taken out
 	initrd  bool   // the machine boots with an initramfs: make one per candidate
 	systemd bool
@@ -78,7 +81,7 @@ const DefaultMachineBootTimeout = 10 * time.Minute
 // with method, if set, the --boot-method that the URL may also give.
 func ParseMachineTarget(s, method string) (*Physical, error) {
 	p := &Physical{}
-	d, err := parseHostURL(s, "machine", "[?boot=auto|grub|kexec]", map[string]*string{"boot": &p.Method})
+	d, err := parseHostURL(s, "machine", "[?boot=auto|grub|systemd-boot|kexec]", map[string]*string{"boot": &p.Method})
 	if err != nil {
 		return nil, err
 	}
@@ -92,9 +95,9 @@ func ParseMachineTarget(s, method string) (*Physical, error) {
 		p.Method = method
 	}
 	switch p.Method {
-	case "auto", "grub", "kexec":
+	case "auto", "grub", "systemd-boot", "kexec":
 	default:
-		return nil, fmt.Errorf("--target %q: boot method %s: want auto, grub or kexec", s, p.Method)
+		return nil, fmt.Errorf("--target %q: boot method %s: want auto, grub, systemd-boot or kexec", s, p.Method)
 	}
 	return p, nil
 }
@@ -139,7 +142,25 @@ if command -v kexec >/dev/null; then echo kexec; else echo nokexec; fi
 if [ -e "/boot/initrd.img-$(cat "$d/default-release" 2>/dev/null || uname -r)" ]; then echo initrd; else echo noinitrd; fi
 if command -v systemctl >/dev/null && [ -d /run/systemd/system ]; then echo systemd; else echo nosystemd; fi
 df -Pk /boot | awk 'NR==2 {print $4}'; df -Pk /lib/modules | awk 'NR==2 {print $4}'
-uname -n`
+uname -n
+# systemd-boot: what booted this boot says so in LoaderInfo; its ESP.
+if [ -e ` + loaderVar + `LoaderInfo-` + loaderGUID + ` ] && command -v bootctl >/dev/null && esp=$(bootctl --print-esp-path 2>/dev/null) && [ -d "$esp/loader" ]; then
+	echo "systemd-boot $(df -Pk "$esp" | awk 'NR==2 {print $4}') $esp"
+else echo nosystemd-boot; fi`
+
+// The Boot Loader Interface's EFI variables (systemd-boot's), in efivarfs.
+const (
+	loaderVar  = "/sys/firmware/efi/efivars/"
+	loaderGUID = "4a67b082-0a4c-41cf-b6c7-440b29bb8c4f"
+)
+
+// unshot defines a shell function that removes systemd-boot's one-shot
+// choice when it names a firstbad entry: a candidate chosen but never
+// booted must not come back at some later reboot.
+const unshot = `unshot() { v=` + loaderVar + `LoaderEntryOneShot-` + loaderGUID + `
+	[ -e "$v" ] && tr -d '\0' < "$v" | grep -q firstbad- || return 0
+	chattr -i "$v" 2>/dev/null; rm -f "$v"; }
+`
 
 // lockText names this controller in the machine's lock.
 func (p *Physical) lockText() string {
@@ -263,7 +284,7 @@ func (p *Physical) staleLock(held string) bool {
 
 // learn reads the check script's answer.
 func (p *Physical) learn(lines []string) (*HostInfo, error) {
-	if len(lines) < 11 {
+	if len(lines) < 12 {
 		return nil, fmt.Errorf("checking machine %s: short answer %q", p.Dest.Host, lines)
 	}
 	st := p.state
@@ -272,37 +293,77 @@ func (p *Physical) learn(lines []string) (*HostInfo, error) {
 	st.initrd, st.systemd, st.kexec = lines[6] == "initrd", lines[7] == "systemd", hasKexec
 	bootKiB, _ := strconv.ParseInt(lines[8], 10, 64)
 	modKiB, _ := strconv.ParseInt(lines[9], 10, 64)
-	switch {
-	case p.Method == "grub" && !hasGrub, p.Method == "auto" && !hasGrub && !hasKexec:
-		return nil, fmt.Errorf("machine %s: no boot loader firstbad can drive (GRUB with grub-reboot and /boot/grub/grub.cfg)%s", p.Dest.Host,
-			map[bool]string{true: "", false: "; no kexec either (apt-get install kexec-tools)"}[hasKexec])
-	case p.Method == "kexec" && !hasKexec:
-		return nil, fmt.Errorf("machine %s: kexec is not installed there (Debian: apt-get install kexec-tools)", p.Dest.Host)
-	case p.Method == "kexec", p.Method == "auto" && !hasGrub:
-		st.method = "kexec"
-	default:
-		st.method = "grub"
+	var espKiB int64
+	sd := strings.SplitN(lines[11], " ", 3)
+	hasSD := len(sd) == 3 && sd[0] == "systemd-boot"
+	if hasSD {
+		espKiB, _ = strconv.ParseInt(sd[1], 10, 64)
+		st.esp = sd[2]
+	}
+	if err := p.chooseMethod(hasGrub, hasSD, hasKexec); err != nil {
+		return nil, err
 	}
 	if bootKiB < 64<<10 || modKiB < 256<<10 {
 		return nil, fmt.Errorf("machine %s: too little space: %d MiB free in /boot and %d MiB in /lib/modules; firstbad needs 64 and 256", p.Dest.Host, bootKiB>>10, modKiB>>10)
 	}
+	if st.method == "systemd-boot" && espKiB < 64<<10 {
+		return nil, fmt.Errorf("machine %s: too little space: %d MiB free in the EFI system partition %s; firstbad needs 64 for a candidate's kernel and initramfs", p.Dest.Host, espKiB>>10, st.esp)
+	}
 	return &HostInfo{Name: lines[10], Kernel: st.fallback, BootID: st.bootID, Dir: machineDir, FreeMB: modKiB >> 10}, nil
 }
 
+// chooseMethod settles how candidates are booted: the method asked for if
+// the machine has it; with auto, the boot loader that booted it this time
+// (systemd-boot says so in an EFI variable; else GRUB if set up), else
+// kexec.
+func (p *Physical) chooseMethod(hasGrub, hasSD, hasKexec bool) error {
+	st := p.state
+	noKexec := map[bool]string{true: "", false: "; no kexec either (apt-get install kexec-tools)"}[hasKexec]
+	switch {
+	case p.Method == "grub" && !hasGrub:
+		return fmt.Errorf("machine %s: no GRUB firstbad can drive (grub-reboot and /boot/grub/grub.cfg)", p.Dest.Host)
+	case p.Method == "systemd-boot" && !hasSD:
+		return fmt.Errorf("machine %s: not booted by systemd-boot (no LoaderInfo EFI variable, or no bootctl, or no ESP with loader/ that bootctl --print-esp-path finds)", p.Dest.Host)
+	case p.Method == "auto" && !hasGrub && !hasSD && !hasKexec:
+		return fmt.Errorf("machine %s: no boot loader firstbad can drive (systemd-boot that booted it, or GRUB with grub-reboot and /boot/grub/grub.cfg)%s", p.Dest.Host, noKexec)
+	case p.Method == "kexec" && !hasKexec:
+		return fmt.Errorf("machine %s: kexec is not installed there (Debian: apt-get install kexec-tools)", p.Dest.Host)
+	case p.Method == "kexec", p.Method == "auto" && !hasGrub && !hasSD:
+		st.method = "kexec"
+	case p.Method == "systemd-boot", p.Method == "auto" && hasSD:
+		st.method = "systemd-boot"
+	default:
+		st.method = "grub"
+	}
+	return nil
+}
+
 // cleanScript removes every candidate the manifest lists but $1 (the
-// release that runs now, if it is one), with their boot entry.
-const cleanScript = `d=` + machineDir + `; keep=$1
+// release that runs now, if it is one), with their boot entry. On the ESP
+// (systemd-boot), whatever firstbad's names are: a candidate that could
+// not mount it may have left some behind.
+const cleanScript = unshot + `d=` + machineDir + `; keep=$1
 touch "$d/manifest"
 grep -v "^release $keep\$" "$d/manifest" | while read -r kind rel; do
 	[ "$kind" = release ] && [ -n "$rel" ] || continue
 	rm -rf "/lib/modules/$rel" "/boot/firstbad/vmlinuz-$rel" "/boot/firstbad/initrd.img-$rel" "/boot/config-$rel"
 done
+esp=$(bootctl --print-esp-path 2>/dev/null)
+if [ -n "$esp" ]; then
+	for f in "$esp"/loader/entries/firstbad-*.conf "$esp"/firstbad/*; do
+		[ -e "$f" ] || continue
+		case "$f" in */firstbad-"$keep".conf|*/firstbad/"$keep") [ -n "$keep" ] && continue ;; esac
+		rm -rf "$f"
+	done
+	[ -n "$(ls -A "$esp/firstbad" 2>/dev/null)" ] || rmdir "$esp/firstbad" 2>/dev/null
+fi
 grep "^release $keep\$" "$d/manifest" > "$d/manifest.new"; mv "$d/manifest.new" "$d/manifest"
 rm -rf "$d/runs"/*
 if [ ! -s "$d/manifest" ]; then
 	rm -f /boot/grub/firstbad.cfg
 	rmdir /boot/firstbad 2>/dev/null
 	grub-editenv - unset next_entry 2>/dev/null
+	unshot
 	if [ -f /boot/grub/custom.cfg ]; then
 		sed -i '/^### firstbad begin/,/^### firstbad end/d' /boot/grub/custom.cfg
 		[ -s /boot/grub/custom.cfg ] || rm -f /boot/grub/custom.cfg
@@ -380,7 +441,7 @@ func (st *machineState) rebootCmd(how string) string {
 	}
 	if how == "reboot-default" {
 		// Nothing firstbad loaded may come back on the way.
-		c = "kexec -u 2>/dev/null; grub-editenv - unset next_entry 2>/dev/null; " + c
+		c = unshot + "kexec -u 2>/dev/null; grub-editenv - unset next_entry 2>/dev/null; unshot; " + c
 	}
 	return "nohup sh -c " + remote.Quote("sleep 1; "+c) + " >/dev/null 2>&1 &"
 }
@@ -465,6 +526,17 @@ func (p *Physical) powerCycle(ctx context.Context, log io.Writer) error {
 	return nil
 }
 
+// BootMethod is how candidates are booted (grub, systemd-boot or kexec),
+// once Check has run.
+func (p *Physical) BootMethod() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.info == nil {
+		return ""
+	}
+	return p.state.method
+}
+
 // Summary says what Check found, for doctor.
 func (p *Physical) Summary() string {
 	p.mu.Lock()
@@ -475,7 +547,10 @@ func (p *Physical) Summary() string {
 	st := p.state
 	s := fmt.Sprintf("%s; boots candidates by %s; %s; %d MiB free for modules", p.info, st.method,
 		map[bool]string{true: "an initramfs per candidate (the machine boots with one)", false: "no initramfs"}[st.initrd], p.info.FreeMB)
-	if st.method == "grub" {
+	if st.method == "systemd-boot" {
+		s += "; EFI system partition " + st.esp
+	}
+	if st.method != "kexec" {
 		s += "; kexec " + map[bool]string{true: "also available (?boot=kexec)", false: "not installed"}[st.kexec]
 	}
 	s += "; power cycle: " + or(p.PowerCycle, "none (a hung machine needs a hand)") + "; console: " + or(p.Console, "none (crashes are seen only through SSH)")

@@ -19,11 +19,12 @@ func TestParseMachineTarget(t *testing.T) {
 		{in: "machine://vmhost", host: "vmhost", method: "auto"},
 		{in: "machine://root@vmhost:2222?boot=kexec", host: "vmhost", user: "root", port: 2222, method: "kexec"},
 		{in: "machine://vmhost?boot=grub", host: "vmhost", method: "grub"},
-		{in: "machine://vmhost?boot=pxe", err: "boot method pxe: want auto, grub or kexec"},
+		{in: "machine://vmhost?boot=pxe", err: "boot method pxe: want auto, grub, systemd-boot or kexec"},
 		{in: "machine://vmhost", flag: "kexec", host: "vmhost", method: "kexec"},
 		{in: "machine://vmhost?boot=kexec", flag: "kexec", host: "vmhost", method: "kexec"},
 		{in: "machine://vmhost?boot=grub", flag: "kexec", err: "says boot=grub, --boot-method kexec: give one"},
-		{in: "machine://vmhost", flag: "systemd-boot", err: "boot method systemd-boot: want auto, grub or kexec"},
+		{in: "machine://vmhost", flag: "systemd-boot", host: "vmhost", method: "systemd-boot"},
+		{in: "machine://vmhost?boot=systemd-boot", host: "vmhost", method: "systemd-boot"},
 		{in: "machine://vmhost?power=x", err: `unknown parameter "power"`},
 		{in: "machine://", err: "want machine://"},
 		{in: "machine://vmhost/path", err: "want machine://"},
@@ -57,12 +58,50 @@ func TestRebootCommand(t *testing.T) {
 		{false, "reboot", "'sleep 1; reboot'"},
 		{true, "kexec", "systemctl kexec"},
 		{false, "kexec", "kexec -e"},
-		{true, "reboot-default", "kexec -u 2>/dev/null; grub-editenv - unset next_entry 2>/dev/null; systemctl reboot"},
+		{true, "reboot-default", "kexec -u 2>/dev/null; grub-editenv - unset next_entry 2>/dev/null; unshot; systemctl reboot"},
+		{true, "reboot-default", "unshot() { v=/sys/firmware/efi/efivars/LoaderEntryOneShot-"},
 	}
 	for _, c := range cases {
 		got := (&machineState{systemd: c.systemd}).rebootCmd(c.how)
 		if !strings.Contains(got, c.want) || !strings.HasSuffix(got, "&") {
 			t.Errorf("systemd %v %s: %q, want it to contain %q and run in the background", c.systemd, c.how, got, c.want)
+		}
+	}
+}
+
+// The boot method: the one asked for if the machine has it; auto takes the
+// boot loader that booted the machine (systemd-boot says so in an EFI
+// variable, which a GRUB machine with bootctl installed lacks), else GRUB,
+// else kexec.
+func TestChooseMethod(t *testing.T) {
+	cases := []struct {
+		method              string
+		grub, sdboot, kexec bool
+		want, err           string
+	}{
+		{"auto", true, false, true, "grub", ""},
+		{"auto", true, true, true, "systemd-boot", ""},
+		{"auto", false, true, false, "systemd-boot", ""},
+		{"auto", false, false, true, "kexec", ""},
+		{"auto", false, false, false, "", "no boot loader firstbad can drive (systemd-boot that booted it, or GRUB"},
+		{"grub", true, true, true, "grub", ""},
+		{"grub", false, true, true, "", "no GRUB firstbad can drive"},
+		{"systemd-boot", true, false, true, "", "not booted by systemd-boot"},
+		{"systemd-boot", false, true, false, "systemd-boot", ""},
+		{"kexec", true, true, true, "kexec", ""},
+		{"kexec", true, true, false, "", "kexec is not installed there"},
+	}
+	for _, c := range cases {
+		p := &Physical{Method: c.method, state: &machineState{}}
+		err := p.chooseMethod(c.grub, c.sdboot, c.kexec)
+		if c.err != "" {
+			if err == nil || !strings.Contains(err.Error(), c.err) {
+				t.Errorf("%+v: error %v, want one saying %q", c, err, c.err)
+			}
+			continue
+		}
+		if err != nil || p.state.method != c.want {
+			t.Errorf("%+v: method %q, error %v; want %q", c, p.state.method, err, c.want)
 		}
 	}
 }

@@ -96,9 +96,22 @@ func tail(s string) string {
 	return strings.Join(lines[max(0, len(lines)-15):], "\n")
 }
 
-// Start boots a fresh copy of the test machine and waits until it
-// answers SSH; t's cleanup stops it.
-func Start(t testing.TB) *Machine {
+// OVMF's firmware and its empty variable store, as Debian's ovmf installs
+// them.
+const (
+	ovmfCode = "/usr/share/OVMF/OVMF_CODE_4M.fd"
+	ovmfVars = "/usr/share/OVMF/OVMF_VARS_4M.fd"
+)
+
+// Start boots a fresh copy of the test machine through SeaBIOS and GRUB
+// and waits until it answers SSH; t's cleanup stops it.
+func Start(t testing.TB) *Machine { t.Helper(); return start(t, false) }
+
+// StartUEFI boots it through OVMF and systemd-boot instead, with a
+// variable store of its own (one-shot choices live there, across resets).
+func StartUEFI(t testing.TB) *Machine { t.Helper(); return start(t, true) }
+
+func start(t testing.TB, uefi bool) *Machine {
 	t.Helper()
 	if testing.Short() {
 		t.Skip("real machine test: not in -short mode")
@@ -128,10 +141,19 @@ s=socket.socket(socket.AF_UNIX); s.connect(sys.argv[1]); f=s.makefile("rw")
 f.readline(); f.write("{\"execute\":\"qmp_capabilities\"}\n"); f.flush(); f.readline()
 f.write("{\"execute\":\"system_reset\"}\n"); f.flush(); f.readline()' %s`, qmp)
 	m.ConsoleCmd = "tail -n0 -F " + m.Console
-	m.cmd = exec.Command("qemu-system-x86_64", "-machine", "q35", "-m", "1024", "-smp", "1", "-display", "none",
-		"-serial", "file:"+m.Console, "-drive", "file="+overlay+",if=virtio,format=qcow2",
+	args := []string{"-machine", "q35", "-m", "1024", "-smp", "1", "-display", "none",
+		"-serial", "file:" + m.Console, "-drive", "file=" + overlay + ",if=virtio,format=qcow2",
 		"-netdev", fmt.Sprintf("user,id=n0,hostfwd=tcp:127.0.0.1:%d-:22", m.Port), "-device", "virtio-net-pci,netdev=n0",
-		"-qmp", "unix:"+qmp+",server=on,wait=off", "-monitor", "none")
+		"-qmp", "unix:" + qmp + ",server=on,wait=off", "-monitor", "none"}
+	if uefi {
+		vars := filepath.Join(m.Dir, "OVMF_VARS.fd")
+		if out, err := exec.Command("cp", ovmfVars, vars).CombinedOutput(); err != nil {
+			t.Skipf("the UEFI test machine needs OVMF (run ./setup.sh): %s", out)
+		}
+		args = append(args, "-drive", "if=pflash,format=raw,unit=0,readonly=on,file="+ovmfCode,
+			"-drive", "if=pflash,format=raw,unit=1,file="+vars)
+	}
+	m.cmd = exec.Command("qemu-system-x86_64", args...)
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
 	qlog, _ := os.Create(filepath.Join(m.Dir, "qemu.log"))
 	m.cmd.Stdout, m.cmd.Stderr = qlog, qlog

@@ -89,15 +89,7 @@ func TestMachine(t *testing.T) {
 		args := append([]string{"--json", "test", "--repo", k.Repo, br.bad, "--guest-test", script(t, test),
 			"--base-config", base, "--kconfig", k.Fragment, "--target", target, "--ssh-config", m.SSHConfig,
 			"--console", m.ConsoleCmd, "--power-cycle", m.PowerCycle, "--boot-timeout", "4m", "--timeout", "2m"}, extra...)
-		start := time.Now()
-		res := e.run(args...)
-		var r machineResult
-		if err := json.Unmarshal([]byte(res.Stdout), &r); err != nil {
-			t.Fatalf("exit %d, stdout not JSON: %v\n%s\n%s", res.Code, err, res.Stdout, res.Stderr)
-		}
-		console, _ := os.ReadFile(r.ConsoleLog)
-		t.Logf("%s: exit %d in %.0f s (build %.0f s, boot %.0f s): %s %s\n%s", target, res.Code, time.Since(start).Seconds(),
-			deref(r.BuildS), deref(r.BootS), r.Verdict, r.Reason, machineLines(string(console)))
+		r, res, _ := machineStep(t, e, target, args...)
 		return r, res
 	}
 	left := func(t *testing.T) {
@@ -124,6 +116,8 @@ func TestMachine(t *testing.T) {
 				[]string{"--target", "machine://plain@" + testmachine.Alias}, 129, "the login is not root and password-less sudo fails"},
 			{"no kexec", `mv "$(command -v kexec)" /root/kexec.off`, `mv /root/kexec.off /usr/sbin/kexec`,
 				[]string{"--target", target + "?boot=kexec"}, 129, "kexec is not installed there"},
+			{"systemd-boot asked, GRUB booted it", ``, ``,
+				[]string{"--target", target + "?boot=systemd-boot"}, 129, "not booted by systemd-boot"},
 			{"no boot loader", `mv "$(command -v grub-reboot)" /root/grub-reboot.off; mv "$(command -v kexec)" /root/kexec.off`,
 				`mv /root/grub-reboot.off /usr/sbin/grub-reboot; mv /root/kexec.off /usr/sbin/kexec`,
 				[]string{"--target", target}, 129, "no boot loader firstbad can drive"},
@@ -244,6 +238,68 @@ func TestMachine(t *testing.T) {
 		}
 		left(t)
 	})
+}
+
+// TestMachineSystemdBoot drives the test machine booted the other way a
+// real one is: UEFI firmware (OVMF) and systemd-boot. doctor finds
+// systemd-boot (it says so in an EFI variable) and its ESP, and leaves the
+// machine as found. With FIRSTBAD_MACHINE_UEFI=1 (bench/machine-bench.sh)
+// a step boots a candidate by it: the example history's tip cannot build
+// with CONFIG_EFI (a Debian patch there adds drivers/firmware/efi/secureboot.o
+// to the Makefile, but the history lacks the new file), so the step builds
+// the base commit, a whole build with the EFI stub that systemd-boot
+// needs (the target adds it): too long for CI.
+func TestMachineSystemdBoot(t *testing.T) {
+	k := testkernel.Get(t)
+	m := testmachine.StartUEFI(t)
+	e := newEnv(t)
+	e.cache = k.CacheDir
+	ctx := context.Background()
+	// What runs, the ESP, the one-shot choice, firstbad's manifest and lock
+	// (its upload cache stays, for the next run).
+	const state = `uname -r; cat /boot/efi/loader/loader.conf; ls /boot/efi /boot/efi/loader/entries /lib/modules
+ls /sys/firmware/efi/efivars | grep -c '^LoaderEntryOneShot-'; cat /var/lib/firstbad/manifest /var/lib/firstbad/lock 2>/dev/null; true`
+	before := must(m.Run(ctx, state))
+	target := "machine://" + testmachine.Alias
+	res := e.run("doctor", "--target", target, "--ssh-config", m.SSHConfig)
+	t.Logf("doctor:\n%s", res.Stdout)
+	if res.Code != 0 || !strings.Contains(res.Stdout, "boots candidates by systemd-boot") || !strings.Contains(res.Stdout, "EFI system partition /boot/efi") {
+		t.Fatalf("doctor did not find systemd-boot and its ESP (exit %d):\n%s\n%s", res.Code, res.Stdout, res.Stderr)
+	}
+	if after := must(m.Run(ctx, state+"; ls /var/lib/firstbad 2>&1; true")); after != before+"ls: cannot access '/var/lib/firstbad': No such file or directory\n" {
+		t.Errorf("doctor did not leave the machine as found:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+	if os.Getenv("FIRSTBAD_MACHINE_UEFI") == "" {
+		return
+	}
+	r, res, console := machineStep(t, e, "a step by systemd-boot", "--json", "test", "--repo", k.Repo, "base", "--guest-test", script(t, machineTest),
+		"--base-config", filepath.Join(filepath.Dir(k.Image), "config"), "--kconfig", k.Fragment, "--target", target, "--ssh-config", m.SSHConfig,
+		"--console", m.ConsoleCmd, "--power-cycle", m.PowerCycle, "--boot-timeout", "5m", "--timeout", "2m")
+	if res.Code != 0 || r.Verdict != "good" {
+		t.Fatalf("exit %d verdict %s reason %q; want 0 good\n%s", res.Code, r.Verdict, r.Reason, res.Stderr)
+	}
+	if !strings.Contains(console, "for one boot by systemd-boot") || !strings.Contains(console, "the candidate runs") {
+		t.Fatalf("the candidate was not booted by systemd-boot and proved:\n%s", machineLines(console))
+	}
+	if after := must(m.Run(ctx, state)); after != before {
+		t.Errorf("the machine was not left as it was:\nbefore:\n%s\nafter:\n%s", before, after)
+	}
+}
+
+// machineStep runs a firstbad step on the machine (args with --json) and
+// logs and returns its result, its exit and its console log.
+func machineStep(t *testing.T, e *env, what string, args ...string) (machineResult, clitest.Result, string) {
+	t.Helper()
+	start := time.Now()
+	res := e.run(args...)
+	var r machineResult
+	if err := json.Unmarshal([]byte(res.Stdout), &r); err != nil {
+		t.Fatalf("exit %d, stdout not JSON: %v\n%s\n%s", res.Code, err, res.Stdout, res.Stderr)
+	}
+	console, _ := os.ReadFile(r.ConsoleLog)
+	t.Logf("%s: exit %d in %.0f s (build %.0f s, boot %.0f s): %s %s\n%s", what, res.Code, time.Since(start).Seconds(),
+		deref(r.BuildS), deref(r.BootS), r.Verdict, r.Reason, machineLines(string(console)))
+	return r, res, string(console)
 }
 
 type machineResult struct {
