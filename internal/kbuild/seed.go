@@ -26,6 +26,12 @@ import (
 // another slot is taken only with the tree it last built whole, and
 // retimed against this checkout (retime).
 func (j *buildJob) seed(ctx context.Context, final []byte) {
+	if fileExists(filepath.Join(j.dir, seeding)) {
+		// A copy cut short (the controller killed): what it left has
+		// timestamps nothing vouches for, half-written files among them.
+		fmt.Fprintf(j.log, "firstbad: the last copy into this build dir was cut short: emptied it\n")
+		j.unseed()
+	}
 	if fileExists(filepath.Join(j.dir, "vmlinux")) || !strings.HasPrefix(filepath.Base(j.dir), cachedir.BuildDirPrefix) {
 		return
 	}
@@ -72,6 +78,10 @@ func (j *buildJob) seedFrom(ctx context.Context, sib string, final []byte, other
 		}
 		os.Remove(marker)
 	}
+	marker := filepath.Join(j.dir, seeding)
+	if err := os.WriteFile(marker, nil, 0o644); err != nil {
+		return false
+	}
 	start := time.Now()
 	out, err := exec.CommandContext(ctx, "cp", "-a", "--reflink=auto", sib+"/.", j.dir+"/").CombinedOutput()
 	if err != nil {
@@ -100,6 +110,10 @@ func (j *buildJob) seedFrom(ctx context.Context, sib string, final []byte, other
 		from += fmt.Sprintf(" in checkout slot %s at tree %.12s (%d files differ here: make rebuilds what they feed)", filepath.Base(filepath.Dir(sib)), tree, n)
 	}
 	os.Remove(filepath.Join(j.dir, "ccache-stats.log"))
+	if err := os.Remove(marker); err != nil {
+		j.unseed()
+		return true
+	}
 	fmt.Fprintf(j.log, "firstbad: this build dir starts as a copy of %s, %.1f s: the build is incremental\n", from, time.Since(start).Seconds())
 	j.b.Log.Info("a new build dir starts from a sibling with the same config", "from", filepath.Base(sib), "other_slot", otherSlot, "seconds", time.Since(start).Round(time.Millisecond))
 	return true
@@ -145,6 +159,10 @@ func (j *buildJob) retime(ctx context.Context, builtFrom string) (int, error) {
 	}
 	return len(changed), nil
 }
+
+// seeding marks a build dir while a sibling is copied into it and
+// retimed; a dir that still has it was cut short and is emptied.
+const seeding = ".firstbad-seeding"
 
 // builtTree names the file that holds the tree a build dir last built
 // whole (no build fixes applied, make ended well); it is removed when a

@@ -134,3 +134,31 @@ func TestSeedFromOtherSlot(t *testing.T) {
 		t.Errorf("a.o was rebuilt after a checkout of the same commit")
 	}
 }
+
+// A copy into a build dir cut short (the controller killed mid-copy) is
+// not trusted: the next build empties the dir first.
+func TestInterruptedSeed(t *testing.T) {
+	root := t.TempDir()
+	dir := filepath.Join(root, "wt", "0", cachedir.BuildDirPrefix+"aaaa")
+	for _, f := range []string{seeding, "vmlinux", "kernel/fork.o"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(dir, f)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, f), []byte("half"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	logf, err := os.Create(filepath.Join(root, "build.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	j := &buildJob{b: &Builder{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, dir: dir, log: logf, req: Request{Src: filepath.Dir(dir)}}
+	j.seed(context.Background(), []byte("CONFIG_X=y\n"))
+	if left, _ := os.ReadDir(dir); len(left) != 0 {
+		t.Errorf("the build dir of a copy cut short still holds %v", left)
+	}
+	if log, _ := os.ReadFile(logf.Name()); !strings.Contains(string(log), "cut short") {
+		t.Errorf("the build log does not say so:\n%s", log)
+	}
+}
