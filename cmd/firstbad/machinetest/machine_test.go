@@ -246,7 +246,8 @@ func TestMachine(t *testing.T) {
 // machine as found. With FIRSTBAD_MACHINE_UEFI=1 (bench/machine-bench.sh)
 // a step boots a candidate by it: the example history's tip cannot build
 // with CONFIG_EFI (a Debian patch there adds drivers/firmware/efi/secureboot.o
-// to the Makefile, but the history lacks the new file), so the step builds
+// to the Makefile, but an earlier patch's top-level .gitignore kept the
+// new file out of the generated history), so the step builds
 // the base commit, a whole build with the EFI stub that systemd-boot
 // needs (the target adds it): too long for CI.
 func TestMachineSystemdBoot(t *testing.T) {
