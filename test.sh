@@ -29,7 +29,7 @@ lintlog=$(mktemp -t firstbad-lint.XXXXXX)
 log=$(mktemp -t firstbad-test.XXXXXX)
 lint > "$lintlog" 2>&1 &
 lintpid=$!
-trap 'kill $lintpid 2>/dev/null; rm -f "$log" "$lintlog"' EXIT
+trap 'kill $lintpid 2>/dev/null || true; rm -f "$log" "$lintlog"' EXIT
 go run ./internal/testkernel/prepare
 if ! wait $lintpid; then
   echo "test.sh: go vet or staticcheck failed:"; cat "$lintlog"; exit 1
