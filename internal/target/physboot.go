@@ -191,9 +191,10 @@ func (p *Physical) bootAndTest(ctx context.Context, m *physMachine, b Boot) Exit
 // in the upload cache, $4 1 to make an initramfs, $5 grub, systemd-boot or
 // kexec, $6 its command line, $7 its config, which goes where make install
 // puts it and the initramfs tools look, $8 the ESP for systemd-boot) and
-// selects it for the next boot only. Each file is
-// listed in the manifest before it exists, so that a controller killed
-// half-way leaves nothing the next start will not remove.
+// selects it for the next boot only. Each file is listed in the manifest
+// before it exists (those on the ESP are found by their firstbad names),
+// so that a controller killed half-way leaves nothing the next start will
+// not remove.
 const installScript = scriptFail + `rel=$1; k=$2; mods=$3; initrd=$4; how=$5; cmd=$6; config=$7; esp=$8; d=` + machineDir + `
 set -e
 grep -qx "release $rel" "$d/manifest" 2>/dev/null || echo "release $rel" >> "$d/manifest"
