@@ -674,7 +674,7 @@ func (j *buildJob) cached(cache *Cache, final []byte) bool {
 	fmt.Fprintf(j.log, "firstbad: kernel %s from %s\n", j.res.Key, from)
 	j.checkPremise(cache, final)
 	cache.Share(j.res.Key)
-	if j.req.Tree != "" && len(j.fixes) == 0 {
+	if j.ownTree() {
 		// A kernel just used is a recent build: a commit after it that
 		// changes nothing the build reads takes it (samekernel.go), also
 		// when many builds of other commits came since it was made.
@@ -731,7 +731,7 @@ func (j *buildJob) compile(ctx context.Context, cache *Cache, final []byte) (*Re
 	if err != nil || r.ExitCode != 0 {
 		return j.b.failed(ctx, res, j.log, j.mark, r, err, "make "+strings.Join(targets, " "))
 	}
-	if j.req.Tree != "" && len(j.fixes) == 0 {
+	if j.ownTree() {
 		_ = os.WriteFile(filepath.Join(dir, builtTree), []byte(j.req.Tree+"\n"), 0o644)
 	}
 	vr, _ := exec.Command("make", "-s", "-C", j.req.Src, "kernelversion").Output()

@@ -2,12 +2,14 @@ package kbuild
 
 import (
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
+
+	"github.com/firstbad/firstbad/internal/git"
 )
 
 // A commit whose tree differs from an already built one only in files
@@ -57,6 +59,14 @@ func rememberBuilt(list string, b built) {
 	}
 }
 
+// ownTree says whether the build is of the commit's own tree, known by
+// its hash, with no build fix applied: only such a build can stand for
+// the tree (reuse, recent builds, another slot's seed).
+func (j *buildJob) ownTree() bool { return j.req.Tree != "" && len(j.fixes) == 0 }
+
+// src is the checkout being built, as a git repository.
+func (j *buildJob) src() *git.Repo { return &git.Repo{Dir: j.req.Src} }
+
 // remember puts this job's kernel first in its options' recent builds.
 func (j *buildJob) remember() {
 	rememberBuilt(j.builtList, built{Key: j.res.Key, Tree: j.req.Tree, Commit: j.req.Commit, Compiler: j.compiler()})
@@ -83,7 +93,7 @@ func (j *buildJob) sameKernel(cache *Cache, final []byte) bool {
 // sameAs finds the recent build whose kernel this tree's would be, and the
 // files that differ between their trees.
 func (j *buildJob) sameAs(cache *Cache, final []byte) (built, Artifact, []string, bool) {
-	if len(j.fixes) > 0 || j.req.Tree == "" {
+	if !j.ownTree() {
 		return built{}, Artifact{}, nil, false
 	}
 	for _, b := range readBuilt(j.builtList) {
@@ -97,11 +107,10 @@ func (j *buildJob) sameAs(cache *Cache, final []byte) (built, Artifact, []string
 		if cfg, err := os.ReadFile(a.Config); err != nil || !bytes.Equal(cfg, final) {
 			continue
 		}
-		out, err := exec.Command("git", "-C", j.req.Src, "diff-tree", "-r", "--name-only", "--no-renames", b.Tree, j.req.Tree).Output()
+		changed, err := j.src().DiffNames(context.Background(), b.Tree, j.req.Tree)
 		if err != nil {
 			continue
 		}
-		changed := strings.Fields(string(out))
 		if read, ok := ReadBy(a.Kernel, changed); !ok || len(read) > 0 {
 			continue
 		}

@@ -3,6 +3,7 @@ package kbuild
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
@@ -12,6 +13,7 @@ import (
 	"time"
 
 	"github.com/firstbad/firstbad/internal/cachedir"
+	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/lock"
 )
 
@@ -129,9 +131,9 @@ func (j *buildJob) seedFrom(ctx context.Context, sib string, final []byte, other
 // same is not newer than the copy: it was checked out before.) It returns
 // how many files differ.
 func (j *buildJob) retime(ctx context.Context, builtFrom string) (int, error) {
-	out, err := exec.CommandContext(ctx, "git", "-C", j.req.Src, "diff-tree", "-r", "--name-only", "--no-renames", "-z", builtFrom, j.req.Tree).Output()
+	changed, err := j.src().DiffNames(ctx, builtFrom, j.req.Tree)
 	if err != nil {
-		return 0, fmt.Errorf("git diff-tree %.12s %.12s: %v", builtFrom, j.req.Tree, err)
+		return 0, err
 	}
 	// Now, not earlier: the checkout may have written files a moment ago.
 	copied := time.Now()
@@ -144,7 +146,6 @@ func (j *buildJob) retime(ctx context.Context, builtFrom string) (int, error) {
 	if err != nil {
 		return 0, err
 	}
-	changed := strings.FieldsFunc(string(out), func(r rune) bool { return r == 0 })
 	time.Sleep(10 * time.Millisecond) // strictly after the copy, never in the future
 	now := time.Now()
 	for _, f := range changed {
@@ -154,8 +155,12 @@ func (j *buildJob) retime(ctx context.Context, builtFrom string) (int, error) {
 	}
 	// The index's stat data of those files is stale now: refreshed, or the
 	// next checkout would rewrite them and make rebuild all they feed again.
-	if out, err := exec.CommandContext(ctx, "git", "-C", j.req.Src, "update-index", "-q", "--refresh").CombinedOutput(); err != nil && len(out) > 0 {
-		return 0, fmt.Errorf("git update-index --refresh: %v: %s", err, bytes.TrimSpace(out))
+	// (It exits 1 when a file differs from the index, which is no error here.)
+	if _, err := j.src().Run(ctx, "update-index", "-q", "--refresh"); err != nil {
+		var ge *git.Error
+		if !errors.As(err, &ge) || ge.Stderr != "" {
+			return 0, err
+		}
 	}
 	return len(changed), nil
 }
