@@ -74,11 +74,11 @@ func (j *buildJob) seedFrom(ctx context.Context, sib string, final []byte, other
 	}
 	// A first build killed here left files of unknown completeness: gone
 	// before the copy, which a retime would otherwise make look newer.
-	if marker := filepath.Join(j.dir, building); fileExists(marker) {
-		if _, err := removeInterrupted(j.dir, marker); err != nil {
+	if killed := filepath.Join(j.dir, building); fileExists(killed) {
+		if _, err := removeInterrupted(j.dir, killed); err != nil {
 			return false
 		}
-		os.Remove(marker)
+		os.Remove(killed)
 	}
 	marker := filepath.Join(j.dir, seeding)
 	if err := os.WriteFile(marker, nil, 0o644); err != nil {
@@ -178,17 +178,8 @@ const builtTree = ".firstbad-tree"
 // say what tree they last built, the newest first.
 func otherSlots(dir string) []string {
 	slot := filepath.Dir(dir)
-	all, _ := filepath.Glob(filepath.Join(filepath.Dir(slot), "*", cachedir.BuildDirPrefix+"*"))
-	built := map[string]time.Time{}
-	var sibs []string
-	for _, s := range all {
-		if fi, err := os.Stat(filepath.Join(s, builtTree)); err == nil && filepath.Dir(s) != slot {
-			built[s] = fi.ModTime()
-			sibs = append(sibs, s)
-		}
-	}
-	sort.Slice(sibs, func(a, b int) bool { return built[sibs[a]].After(built[sibs[b]]) })
-	return sibs
+	return newestFirst(filepath.Join(filepath.Dir(slot), "*", cachedir.BuildDirPrefix+"*"), builtTree,
+		func(s string) bool { return filepath.Dir(s) != slot })
 }
 
 // siblings are the other build dirs of the checkout, the one that built
@@ -196,17 +187,24 @@ func otherSlots(dir string) []string {
 // so make redoes the least there (one built before a checkout that
 // touched widely included headers would rebuild nearly everything).
 func siblings(dir string) []string {
-	all, _ := filepath.Glob(filepath.Join(filepath.Dir(dir), cachedir.BuildDirPrefix+"*"))
-	built := map[string]time.Time{}
-	var sibs []string
-	for _, s := range all {
-		if fi, err := os.Stat(filepath.Join(s, "vmlinux")); err == nil && s != dir {
-			built[s] = fi.ModTime()
-			sibs = append(sibs, s)
+	return newestFirst(filepath.Join(filepath.Dir(dir), cachedir.BuildDirPrefix+"*"), "vmlinux",
+		func(s string) bool { return s != dir })
+}
+
+// newestFirst lists the dirs matching pattern that hold file and that
+// keep accepts, by that file's time, the newest first.
+func newestFirst(pattern, file string, keep func(string) bool) []string {
+	all, _ := filepath.Glob(pattern)
+	at := map[string]time.Time{}
+	var dirs []string
+	for _, d := range all {
+		if fi, err := os.Stat(filepath.Join(d, file)); err == nil && keep(d) {
+			at[d] = fi.ModTime()
+			dirs = append(dirs, d)
 		}
 	}
-	sort.Slice(sibs, func(a, b int) bool { return built[sibs[a]].After(built[sibs[b]]) })
-	return sibs
+	sort.Slice(dirs, func(a, b int) bool { return at[dirs[a]].After(at[dirs[b]]) })
+	return dirs
 }
 
 // rehome rewrites the absolute paths of the copied dir in the host tools'
