@@ -15,8 +15,8 @@
 # networking), so no DHCP client is needed in the candidate kernels.
 #
 # Needs root, mmdebstrap, sfdisk, losetup, mkfs.ext4, mkfs.vfat and mtools
-# (setup.sh installs them). Takes a few minutes; the tests cache the image by this
-# script's hash.
+# (setup.sh installs them). Takes a few minutes; the tests cache the image
+# by this script's hash.
 set -euo pipefail
 out=${1:?usage: make-test-machine.sh IMAGE}
 mirror=${FIRSTBAD_DEBIAN_MIRROR:-http://deb.debian.org/debian}
@@ -74,8 +74,8 @@ mkdir -p "$work/mnt/boot/efi"
 
 uuid=$(blkid -s UUID -o value "${loop}p3")
 esp=$(blkid -s UUID -o value "${loop}p2")
-# nofail: a candidate kernel without vfat still boots (it then cannot
-# write the next candidate's systemd-boot entry, and says so).
+# nofail: a candidate kernel without vfat still boots (firstbad then goes
+# back to the default kernel to put the next candidate on the ESP).
 { echo "UUID=$uuid / ext4 errors=remount-ro 0 1"
   echo "UUID=$esp /boot/efi vfat umask=0077,nofail 0 2"; } >"$work/mnt/etc/fstab"
 mkdir -p "$work/mnt/etc/systemd/network" "$work/mnt/root/.ssh"

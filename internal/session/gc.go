@@ -24,8 +24,9 @@ type Freed struct {
 
 // GC removes what finished or old runs left: journals of finished runs last
 // touched before cutoff, build dirs, extra checkout slots and cached
-// kernels not used since, and clones of repositories that no longer exist. Unfinished runs are kept, and
-// a build dir or checkout in use (its lock held) is never removed.
+// kernels not used since, and clones of repositories that no longer
+// exist. Unfinished runs are kept, and a build dir or checkout in use (its
+// lock held) is never removed.
 func (s *Session) GC(olderThan time.Duration, dry bool) (Freed, error) {
 	var f Freed
 	cutoff := time.Now().Add(-olderThan)
