@@ -4,8 +4,9 @@
 # partition (GRUB, for a BIOS/SeaBIOS boot), an EFI system partition with
 # systemd-boot (for a UEFI/OVMF boot, its entry for Debian's kernel
 # written here; mounted at /boot/efi) and one ext4 root with systemd,
-# openssh-server, kexec-tools, initramfs-tools and Debian's own kernel as
-# the default one. QEMU boots it from its disk through the firmware and the
+# openssh-server, kexec-tools, initramfs-tools, QEMU (the machine as the
+# VM host of a guest: --guest-kernel) and Debian's own kernel as the
+# default one. QEMU boots it from its disk through the firmware and the
 # boot loader (no -kernel), so firstbad's machine:// target drives it as it
 # would a physical host: a boot-loader entry, a one-shot choice, a reboot,
 # SSH.
@@ -36,7 +37,7 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
-packages=systemd-sysv,udev,openssh-server,grub-pc,systemd-boot,kexec-tools,initramfs-tools,linux-image-amd64,iproute2,zstd,kmod,procps
+packages=systemd-sysv,udev,openssh-server,grub-pc,systemd-boot,kexec-tools,initramfs-tools,linux-image-amd64,iproute2,zstd,kmod,procps,qemu-system-x86
 # The root file system is kept beside the image, by its package list: a
 # new image (another key, a changed script) need not download it again.
 rootfs=$(dirname "$out")/root-$(echo "$packages" | sha256sum | cut -c1-16).tar

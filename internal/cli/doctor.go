@@ -33,14 +33,14 @@ type check struct {
 }
 
 func doctorCmd(g *globals) *cobra.Command {
-	var targetURL, sshConfig, tc, power, console, method, cluster, ccacheRemote string
+	var targetURL, sshConfig, tc, power, console, method, cluster, ccacheRemote, guestKernel string
 	c := &cobra.Command{
 		Use:   "doctor [--target ssh://HOST]",
 		Short: "check that this machine has everything a kernel bisect needs",
 		Long:  "doctor checks git, kernel build dependencies, ccache, QEMU, busybox-static, KVM and free disk,\nand prints what is missing with the command that installs it. Exit 0 only when everything is there.",
 		Args:  cobra.NoArgs,
 		RunE: g.wrap(func(cmd *cobra.Command, args []string) error {
-			r, err := target.ParseTarget(targetURL, target.Options{SSH: remote.Config{File: sshConfig}, PowerCycle: power, Console: console, BootMethod: method})
+			r, err := target.ParseTarget(targetURL, target.Options{SSH: remote.Config{File: sshConfig}, PowerCycle: power, Console: console, BootMethod: method, GuestKernel: guestKernel})
 			if err != nil {
 				return outcome.InputErr("%v", err)
 			}
@@ -79,6 +79,7 @@ func doctorCmd(g *globals) *cobra.Command {
 	c.Flags().StringVar(&sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
 	c.Flags().StringVar(&power, "power-cycle", "", "with --target machine://: the power-cycle command to check (found, not run)")
 	c.Flags().StringVar(&method, "boot-method", "", "with --target machine://: the boot method to check (auto, grub, systemd-boot or kexec)")
+	c.Flags().StringVar(&guestKernel, "guest-kernel", "", "with --target machine://: check that the machine can be the VM host of a guest (QEMU there, room for kernels)")
 	c.Flags().StringVar(&console, "console", "", "with --target machine://: the console command to check (it must keep running)")
 	c.Flags().StringVar(&cluster, "cluster", "", "also list a compile cluster's nodes and slots: distcc or distcc:HOSTS (as build, test and run take it)")
 	c.Flags().StringVar(&ccacheRemote, "ccache-remote", "", "also check a team ccache: redis://HOST[:PORT] or http://HOST/PATH (ccache's version, the server answering, where credentials come from)")

@@ -53,6 +53,7 @@ type guestFlags struct {
 	bootMethod  string
 	console     string
 	leave       bool
+	guestKernel string
 	rootfs      string
 }
 
@@ -82,12 +83,13 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f.StringVar(&gf.hostTest, "host-test", "", "executable run on the host once the guest is up, reaching it with $FIRSTBAD_SSH (alone or with --guest-test, concurrently)")
 	f.IntSliceVar(&gf.forwards, "forward", nil, "guest TCP port the host test reaches at 127.0.0.1:$FIRSTBAD_GUEST_PORT_<port>; repeatable")
 	f.StringVar(&gf.unreachable, "unreachable", "skip", "what a guest SSH never reaches means for --host-test: skip or bad")
-	f.StringVar(&gf.target, "target", "qemu", "where kernels boot: qemu (local), ssh://[user@]host[:port][?dir=DIR&qemu=BINARY] (QEMU on a VM host), or libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN[?uri=URI&dir=DIR] (an existing libvirt domain)")
+	f.StringVar(&gf.target, "target", "qemu", "where kernels boot: qemu (local), ssh://[user@]host[:port][?dir=DIR&qemu=BINARY] (QEMU on a VM host), libvirt:///DOMAIN, libvirt://[user@]host/DOMAIN[?uri=URI&dir=DIR] (an existing libvirt domain), or machine://[user@]host[:port][?boot=METHOD&qemu=BINARY] (a real machine that boots the candidates itself)")
 	f.StringVar(&gf.sshConfig, "ssh-config", "", "ssh_config for --target ssh:// and libvirt://HOST (default ~/.ssh/config)")
 	f.BoolVar(&gf.takeOver, "take-over-domain", false, "let a libvirt target stop its domain even if it runs something else (its definition is restored at the end)")
 	f.StringVar(&gf.bootMethod, "boot-method", "", "machine:// targets: how a candidate is booted once: auto (the boot loader that booted the machine, systemd-boot or GRUB, else kexec), grub (a one-shot entry and a reboot), systemd-boot (an entry on the ESP, bootctl set-oneshot, a reboot) or kexec (no firmware reboot); the same as the URL's ?boot=")
 	f.StringVar(&gf.powerCycle, "power-cycle", "", "machine:// targets: command (sh -c, run here) that power-cycles the machine when it stops answering, e.g. ipmitool ... chassis power cycle")
 	f.StringVar(&gf.console, "console", "", "machine:// targets: command (sh -c, run here) whose output is the machine's serial console, e.g. ipmitool ... sol activate; kept as evidence and read for crashes")
+	f.StringVar(&gf.guestKernel, "guest-kernel", "", "machine:// targets: make the machine the VM host of a guest that boots this kernel (a bzImage) in QEMU there: the machine's kernel is bisected, the tests run in the guest (name the machine's QEMU with ?qemu=BINARY)")
 	f.BoolVar(&gf.leave, "leave-running", false, "machine:// targets: at the end, leave the machine in the last candidate (default: reboot it into its default kernel)")
 }
 
@@ -102,7 +104,12 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 	if err != nil {
 		return none, err
 	}
-	if _, err := target.ParseTarget(gf.target, target.Options{BootMethod: gf.bootMethod}); err != nil {
+	if gf.guestKernel != "" {
+		if gf.guestKernel, err = filepath.Abs(gf.guestKernel); err != nil {
+			return none, outcome.InputErr("--guest-kernel: %v", err)
+		}
+	}
+	if _, err := target.ParseTarget(gf.target, target.Options{BootMethod: gf.bootMethod, GuestKernel: gf.guestKernel}); err != nil {
 		return none, outcome.InputErr("%v", err)
 	}
 	if gf.sshConfig != "" {
@@ -133,7 +140,7 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, AnyCrash: gf.anyCrash, Accel: gf.accel,
 		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
 		TakeOver: gf.takeOver, PowerCycle: gf.powerCycle, Console: gf.console, BootMethod: gf.bootMethod, LeaveRunning: gf.leave,
-		Rootfs: rootfsValue(gf.rootfs)}, nil
+		GuestKernel: gf.guestKernel, Rootfs: rootfsValue(gf.rootfs)}, nil
 }
 
 // rootfsValue is --rootfs as the run keeps it: "" for busybox, an image's
@@ -164,8 +171,10 @@ func (gf *guestFlags) checkValues() error {
 		return outcome.InputErr("--timeout must be positive (it bounds one run of the test)")
 	case gf.bootTimeout < 0:
 		return outcome.InputErr("--boot-timeout must be positive")
-	case !strings.HasPrefix(gf.target, "machine://") && (gf.powerCycle != "" || gf.console != "" || gf.leave || gf.bootMethod != ""):
-		return outcome.InputErr("--power-cycle, --console, --boot-method and --leave-running are for --target machine://HOST")
+	case !strings.HasPrefix(gf.target, "machine://") && (gf.powerCycle != "" || gf.console != "" || gf.leave || gf.bootMethod != "" || gf.guestKernel != ""):
+		return outcome.InputErr("--power-cycle, --console, --boot-method, --leave-running and --guest-kernel are for --target machine://HOST")
+	case gf.guestKernel != "" && !isKernelImage(gf.guestKernel):
+		return outcome.InputErr("--guest-kernel %s: not a readable x86 kernel image (a bzImage)", gf.guestKernel)
 	case gf.memory < 64:
 		return outcome.InputErr("--memory %d: give at least 64 (MiB)", gf.memory)
 	case gf.cpus < 1 || gf.cpus > 64:

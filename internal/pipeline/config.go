@@ -54,6 +54,8 @@ type KernelConfig struct {
 	BootMethod   string `json:"boot_method,omitempty"`
 	Console      string `json:"console,omitempty"`
 	LeaveRunning bool   `json:"leave_running,omitempty"`
+	// GuestKernel makes the machine the VM host of a guest booting it.
+	GuestKernel string `json:"guest_kernel,omitempty"`
 	// Rootfs is what the guest test runs on (--rootfs, rootfs.Parse):
 	// "" or "busybox" (firstbad's initramfs), host, image:FILE or
 	// debian:RELEASE[+PKG,...].
@@ -67,7 +69,7 @@ func NewTarget(ctx context.Context, c KernelConfig, cacheDir string, log *slog.L
 	self, _ := os.Executable()
 	r, err := target.ParseTarget(c.Target, target.Options{SSH: remote.Config{File: c.SSHConfig}, Accel: c.Accel,
 		CacheDir: probes, Log: log, Probe: ProbeKVM, TakeOver: c.TakeOver, PowerCycle: c.PowerCycle, Console: c.Console, BootMethod: c.BootMethod,
-		BootTimeout: c.BootTimeout, LeaveRunning: c.LeaveRunning, Agent: self})
+		BootTimeout: c.BootTimeout, LeaveRunning: c.LeaveRunning, Agent: self, GuestKernel: c.GuestKernel})
 	if err != nil {
 		return nil, outcome.InputErr("%v", err)
 	}

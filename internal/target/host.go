@@ -51,12 +51,18 @@ type Options struct {
 	BootTimeout  time.Duration
 	LeaveRunning bool
 	Agent        string
+	// GuestKernel, with a machine://, makes the machine the VM host of
+	// a guest that boots this kernel (see Physical.Guest).
+	GuestKernel string
 }
 
 // ParseTarget checks a --target: "" or "qemu" is the local QEMU (nil),
 // ssh://... QEMU on a VM host, libvirt://... a libvirt domain; anything
 // else is an error saying what is accepted.
 func ParseTarget(s string, o Options) (Hosted, error) {
+	if o.GuestKernel != "" && !strings.HasPrefix(s, "machine://") {
+		return nil, fmt.Errorf("--guest-kernel makes a real machine the VM host of a guest: it is for --target machine://HOST, not %q", s)
+	}
 	switch {
 	case s == "" || s == "qemu":
 		return nil, nil
@@ -74,6 +80,12 @@ func ParseTarget(s string, o Options) (Hosted, error) {
 		}
 		p.SSH, p.Log, p.PowerCycle, p.Console, p.BootTimeout = o.SSH, o.Log, o.PowerCycle, o.Console, o.BootTimeout
 		p.LeaveRunning, p.Agent = o.LeaveRunning, o.Agent
+		if o.GuestKernel != "" {
+			p.GuestKernel = o.GuestKernel
+			p.Guest.SSH, p.Guest.Accel, p.Guest.CacheDir, p.Guest.Log, p.Guest.Probe = o.SSH, o.Accel, o.CacheDir, o.Log, o.Probe
+		} else if p.Guest.Binary != "" {
+			return nil, fmt.Errorf("--target %q: ?qemu= names the QEMU of a guest on the machine, which needs --guest-kernel", s)
+		}
 		return p, nil
 	case strings.HasPrefix(s, "libvirt://"):
 		l, err := ParseLibvirtTarget(s)

@@ -8,6 +8,7 @@ import (
 	"net"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
 	"sync"
@@ -28,7 +29,8 @@ type physMachine struct {
 	cancel    context.CancelFunc
 	jobMu     sync.Mutex
 	job       *job
-	agentAddr string // where the agent's SSH server listens, on the machine
+	agentAddr string  // where the agent's SSH server listens, on the machine
+	guest     Machine // the guest the machine hosts (Physical.Guest), once up
 }
 
 // Wait implements Machine: the boot over, its forwards ended too.
@@ -54,11 +56,18 @@ func (p *Physical) forwards(m *physMachine, b Boot) error {
 			if err != nil {
 				return nil, err
 			}
-			to := addr
+			m.jobMu.Lock()
+			to, guest := addr, m.guest
 			if g == b.AgentSSH {
-				m.jobMu.Lock()
 				to = m.agentAddr
-				m.jobMu.Unlock()
+			}
+			m.jobMu.Unlock()
+			if p.GuestKernel != "" {
+				// The guest's own forward, here on the loopback.
+				if guest == nil {
+					return nil, fmt.Errorf("machine %s: the guest is not up yet", p.Dest.Host)
+				}
+				return net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(guest.HostPort(g))))
 			}
 			return c.Dial("tcp", to)
 		})
@@ -80,6 +89,9 @@ func (m *physMachine) Stop() {
 	m.jobMu.Lock()
 	if m.job != nil {
 		m.job.stdin.Close()
+	}
+	if m.guest != nil {
+		m.guest.Stop()
 	}
 	m.jobMu.Unlock()
 }
@@ -128,6 +140,13 @@ func (p *Physical) Boot(ctx context.Context, b Boot) (Machine, error) {
 		return nil, err
 	}
 	m := &physMachine{vm: newVM(b.Dir, map[int]int{})}
+	if p.GuestKernel != "" {
+		// The guest's result channel is the boot's.
+		if err := os.MkdirAll(guestDir(b), 0o755); err != nil {
+			return nil, err
+		}
+		m.result = filepath.Join(guestDir(b), "result.jsonl")
+	}
 	if err := p.forwards(m, b); err != nil {
 		return nil, err
 	}
@@ -183,6 +202,9 @@ func (p *Physical) bootAndTest(ctx context.Context, m *physMachine, b Boot) Exit
 	fmt.Fprintf(log, "firstbad: machine: the candidate runs (release %s, this boot's nonce on its command line)\n", b.Release)
 	if m.wasKilled() {
 		return Exit{}
+	}
+	if p.GuestKernel != "" {
+		return p.runGuest(ctx, m, b)
 	}
 	return p.runAgent(ctx, m, b)
 }
@@ -376,7 +398,51 @@ func (p *Physical) runAgent(ctx context.Context, m *physMachine, b Boot) Exit {
 	return p.lost(m, code, werr)
 }
 
-// lost is the agent's session ended abnormally: the machine is asked
+// guestDir is the evidence dir of the guest a machine hosts.
+func guestDir(b Boot) string { return filepath.Join(b.Dir, "guest") }
+
+// runGuest boots the guest kernel in QEMU on the machine, which runs the
+// candidate now, with the boot's initramfs and command line: the boot's
+// tests run in that guest, its console is the boot's (after the
+// machine's), its result channel the boot's. A machine that stops
+// answering meanwhile is handled as in runAgent.
+func (p *Physical) runGuest(ctx context.Context, m *physMachine, b Boot) Exit {
+	p.Guest.forget() // the machine rebooted: a new connection, its new kernel in the evidence
+	gb := b
+	gb.Kernel, gb.Dir = p.GuestKernel, guestDir(b)
+	g, err := p.Guest.Boot(ctx, gb)
+	if errors.Is(err, ErrConnLost) {
+		return p.lost(m, -1, err)
+	}
+	if err != nil {
+		return Exit{Err: outcome.InfraErr("boot", fmt.Errorf("machine %s: starting the guest: %w", p.Dest.Host, err))}
+	}
+	// The guest's header (the host's kernel, the candidate now, and
+	// QEMU's arguments) goes into the boot's console too.
+	if data, err := os.ReadFile(g.ConsoleLog()); err == nil {
+		head := strings.SplitN(string(data), "\n", 3)
+		for _, l := range head[:min(2, len(head)-1)] {
+			m.sink.line("firstbad: machine: guest: " + strings.TrimPrefix(l, "firstbad: "))
+		}
+	}
+	m.jobMu.Lock()
+	m.guest = g
+	killed := m.wasKilled()
+	m.jobMu.Unlock()
+	if killed {
+		g.Stop()
+	}
+	for l := range g.Lines() {
+		m.sink.line(l)
+	}
+	e := g.Wait()
+	if e.Err == nil || m.wasKilled() {
+		return Exit{Code: e.Code}
+	}
+	return p.lost(m, e.Code, e.Err)
+}
+
+// lost is the agent's session (or the guest's) ended abnormally: the machine is asked
 // whether it still runs this boot. If it answers with the same boot, the
 // connection failed (an infrastructure error worth a retry); otherwise it
 // hung or rebooted by itself, and it is brought back first.

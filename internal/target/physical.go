@@ -48,6 +48,13 @@ type Physical struct {
 	LeaveRunning bool   // at the end, stay in the last candidate
 	Agent        string // the firstbad binary to run there (static)
 	Log          *slog.Logger
+	// GuestKernel, when set, makes the machine the VM host of a fixed
+	// guest (the story's second bisect: the host kernel is bisected, the
+	// guest stays): once the candidate runs, the boot's initramfs and
+	// GuestKernel boot in QEMU there, as an ssh:// target's would (Guest,
+	// over its own connection), and the boot's tests run in that guest.
+	GuestKernel string
+	Guest       RemoteQEMU
 
 	mu      sync.Mutex
 	info    *HostInfo
@@ -81,11 +88,11 @@ const DefaultMachineBootTimeout = 10 * time.Minute
 // with method, if set, the --boot-method that the URL may also give.
 func ParseMachineTarget(s, method string) (*Physical, error) {
 	p := &Physical{}
-	d, err := parseHostURL(s, "machine", "[?boot=auto|grub|systemd-boot|kexec]", map[string]*string{"boot": &p.Method})
+	d, err := parseHostURL(s, "machine", "[?boot=auto|grub|systemd-boot|kexec&qemu=BINARY]", map[string]*string{"boot": &p.Method, "qemu": &p.Guest.Binary})
 	if err != nil {
 		return nil, err
 	}
-	p.sshHost.Dest = d
+	p.sshHost.Dest, p.Guest.Dest = d, d
 	switch {
 	case method != "" && p.Method != "" && method != p.Method:
 		return nil, fmt.Errorf("--target %q says boot=%s, --boot-method %s: give one", s, p.Method, method)
@@ -221,6 +228,12 @@ func (p *Physical) Check(ctx context.Context) (*HostInfo, error) {
 	}
 	if _, err := p.priv(ctx, cleanScript, []string{p.state.release}, nil); err != nil {
 		return nil, fmt.Errorf("machine %s: removing what an earlier run installed: %v", p.Dest.Host, err)
+	}
+	if p.GuestKernel != "" {
+		if _, err := p.Guest.Check(ctx); err != nil {
+			p.letGo(ctx)
+			return nil, err
+		}
 	}
 	if err := p.startConsole(); err != nil {
 		p.letGo(ctx)
@@ -377,6 +390,7 @@ func (p *Physical) Close() {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	defer p.closeConn()
+	p.Guest.Close()
 	if p.console != nil {
 		p.console.stop()
 		p.console = nil
@@ -552,6 +566,9 @@ func (p *Physical) Summary() string {
 	}
 	if st.method != "kexec" {
 		s += "; kexec " + map[bool]string{true: "also available (?boot=kexec)", false: "not installed"}[st.kexec]
+	}
+	if p.GuestKernel != "" {
+		s += fmt.Sprintf("; the VM host of a guest booting %s in %s", p.GuestKernel, p.Guest.binary())
 	}
 	s += "; power cycle: " + or(p.PowerCycle, "none (a hung machine needs a hand)") + "; console: " + or(p.Console, "none (crashes are seen only through SSH)")
 	return s

@@ -13,10 +13,15 @@ import (
 
 func TestParseMachineTarget(t *testing.T) {
 	cases := []struct {
-		in, flag, host, user, method, err string
-		port                              int
+		in, flag, guest, host, user, method, qemu, err string
+		port                                           int
 	}{
 		{in: "machine://vmhost", host: "vmhost", method: "auto"},
+		{in: "machine://vmhost?qemu=/opt/q", guest: "/k/bzImage", host: "vmhost", method: "auto", qemu: "/opt/q"},
+		{in: "machine://vmhost", guest: "/k/bzImage", host: "vmhost", method: "auto", qemu: "qemu-system-x86_64"},
+		{in: "machine://vmhost?qemu=/opt/q", err: "needs --guest-kernel"},
+		{in: "ssh://vmhost", guest: "/k/bzImage", err: "it is for --target machine://HOST"},
+		{in: "qemu", guest: "/k/bzImage", err: "it is for --target machine://HOST"},
 		{in: "machine://root@vmhost:2222?boot=kexec", host: "vmhost", user: "root", port: 2222, method: "kexec"},
 		{in: "machine://vmhost?boot=grub", host: "vmhost", method: "grub"},
 		{in: "machine://vmhost?boot=pxe", err: "boot method pxe: want auto, grub, systemd-boot or kexec"},
@@ -30,7 +35,7 @@ func TestParseMachineTarget(t *testing.T) {
 		{in: "machine://vmhost/path", err: "want machine://"},
 	}
 	for _, c := range cases {
-		p, err := ParseTarget(c.in, Options{BootMethod: c.flag})
+		p, err := ParseTarget(c.in, Options{BootMethod: c.flag, GuestKernel: c.guest})
 		if c.err != "" {
 			if err == nil || !strings.Contains(err.Error(), c.err) {
 				t.Errorf("%s: error %v, want one saying %q", c.in, err, c.err)
@@ -41,8 +46,15 @@ func TestParseMachineTarget(t *testing.T) {
 			t.Fatalf("%s: %v", c.in, err)
 		}
 		m := p.(*Physical)
-		got := []any{m.Dest.Host, m.Dest.User, m.Dest.Port, m.Method}
-		if diff := cmp.Diff([]any{c.host, c.user, c.port, c.method}, got); diff != "" {
+		got := []any{m.Dest.Host, m.Dest.User, m.Dest.Port, m.Method, m.GuestKernel, ""}
+		if m.GuestKernel != "" {
+			// The guest's QEMU runs there over a connection of its own.
+			got[5] = m.Guest.binary()
+			if m.Guest.Dest != m.Dest {
+				t.Errorf("%s: the guest's host %v, the machine %v", c.in, m.Guest.Dest, m.Dest)
+			}
+		}
+		if diff := cmp.Diff([]any{c.host, c.user, c.port, c.method, c.guest, c.qemu}, got); diff != "" {
 			t.Errorf("%s (-want +got):\n%s", c.in, diff)
 		}
 	}

@@ -131,6 +131,15 @@ func (r *RemoteQEMU) dir() string {
 // Close drops the connection.
 func (r *RemoteQEMU) Close() { r.closeConn() }
 
+// forget drops the connection and what Check learned: the host rebooted
+// (a machine that hosts the guest, now in another kernel).
+func (r *RemoteQEMU) forget() {
+	r.closeConn()
+	r.mu.Lock()
+	r.info = nil
+	r.mu.Unlock()
+}
+
 // Check connects and checks the host: QEMU present, the cache dir
 // writable with room for kernels. Each failure names the host.
 func (r *RemoteQEMU) Check(ctx context.Context) (*HostInfo, error) {
