@@ -11,11 +11,12 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/testkernel"
 )
 
 // --rootfs host: the guest test runs on this machine's root file system
-// (9p, read-only, a tmpfs overlay), so it has the host's programs — git
+// (9p or virtiofs, read-only, a tmpfs overlay), so it has the host's programs — git
 // here, which firstbad's busybox initramfs lacks — and may write without
 // touching the host. A panic and a hang there are classified as in the
 // initramfs, and a bisect step (the test command, on the example history)
@@ -43,6 +44,8 @@ mount | grep -q '^overlay on / '
 		reason     string
 	}{
 		{"host programs", host, []string{"--guest-file", data + ":/opt/firstbad/data"}, 0, "good", "exit 0"},
+		{"host programs over virtiofs", host, []string{"--guest-file", data + ":/opt/firstbad/data", "--rootfs-share", "virtiofs"}, 0, "good", "exit 0"},
+		{"panic over virtiofs", "echo c > /proc/sysrq-trigger; sleep 10", []string{"--rootfs-share", "virtiofs"}, 1, "bad", "crash: Kernel panic - not syncing: sysrq triggered crash"},
 		{"busybox has no git", "git --version", []string{"--rootfs", "busybox"}, 1, "bad", "exit 127"},
 		{"panic", "echo c > /proc/sysrq-trigger; sleep 10", nil, 1, "bad", "crash: Kernel panic - not syncing: sysrq triggered crash"},
 		{"hang", "sleep 600", []string{"--timeout", "3s"}, 1, "bad", "hang"},
@@ -54,16 +57,28 @@ mount | grep -q '^overlay on / '
 	if _, err := os.Stat(probe); !os.IsNotExist(err) {
 		t.Errorf("the guest's write reached the host: %s (%v)", probe, err)
 	}
-	res := e.run("--json", "test", "--repo", k.Repo, "tip", "--rootfs", "host", "--kconfig", k.Fragment,
-		"--guest-test", script(t, "git --version && cat /proc/sys/kernel/sched_autogroup_enabled | grep -q 1"))
-	var r bootResult
-	if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || res.code != 1 || r.Verdict != "bad" || r.Reason != "exit 1" {
-		t.Fatalf("test tip --rootfs host: exit %d verdict %q reason %q (%v); want bad, exit 1 (tip turns autogrouping off)\n%s", res.code, r.Verdict, r.Reason, err, res.stderr)
+	for _, via := range []string{"9p", "virtiofs"} {
+		res := e.run("--json", "test", "--repo", k.Repo, "tip", "--rootfs", "host", "--rootfs-share", via, "--kconfig", k.Fragment,
+			"--guest-test", script(t, "git --version && cat /proc/sys/kernel/sched_autogroup_enabled | grep -q 1"))
+		var r bootResult
+		if err := json.Unmarshal([]byte(res.stdout), &r); err != nil || res.code != 1 || r.Verdict != "bad" || r.Reason != "exit 1" {
+			t.Fatalf("test tip --rootfs host over %s: exit %d verdict %q reason %q (%v); want bad, exit 1 (tip turns autogrouping off)\n%s", via, res.code, r.Verdict, r.Reason, err, res.stderr)
+		}
+		if !strings.Contains(r.GuestRoot, "over "+via) {
+			t.Errorf("over %s: the evidence says the guest ran on %q", via, r.GuestRoot)
+		}
+		console, _ := os.ReadFile(r.ConsoleLog)
+		if want := "mount_tag=" + guest.RootTag; (via == "9p") != strings.Contains(string(console), want) {
+			t.Errorf("over %s: the QEMU command line has %q: %v", via, want, via == "9p")
+		}
+		if want := "vhost-user-fs-pci"; (via == "virtiofs") != strings.Contains(string(console), want) {
+			t.Errorf("over %s: the QEMU command line has %q: %v", via, want, via == "virtiofs")
+		}
 	}
 }
 
 // --rootfs debian: and image:. A Debian root made for the run (minbase
-// plus python3, which the initramfs lacks), shared like the host's; then
+// plus python3, which the initramfs lacks), shared like the host's (over 9p and virtiofs); then
 // that root as the user's own disk image, partitioned, raw and qcow2,
 // attached read-only: each file byte for byte the same afterwards. In
 // both modes a panic and a hang are classified as ever, a disk without a
@@ -89,6 +104,10 @@ mount | grep -q '^overlay on / '
 	root := strings.TrimSuffix(r.GuestRoot[strings.LastIndex(r.GuestRoot, ": ")+2:], ", shared read-only over 9p with a tmpfs overlay")
 	if _, err := os.Stat(filepath.Join(root, "usr/bin/python3")); err != nil {
 		t.Fatalf("the root named in guest_root (%s): %v", root, err)
+	}
+	// The same root over virtiofs.
+	if r := bootWants(t, e, []string{"--kernel", k.Image, "--rootfs", debian, "--rootfs-share", "virtiofs", "--guest-test", script(t, test)}, 0, "good", "exit 0"); !strings.Contains(r.GuestRoot, "over virtiofs (virtiofsd ") {
+		t.Errorf("guest_root = %q, want the root shared over virtiofs", r.GuestRoot)
 	}
 	raw, qcow := diskImages(t, root)
 	sums := map[string]string{raw: fileSum(t, raw), qcow: fileSum(t, qcow)}

@@ -21,6 +21,7 @@ import (
 	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/remote"
+	"github.com/firstbad/firstbad/internal/rootfs"
 	"github.com/firstbad/firstbad/internal/target"
 	"github.com/firstbad/firstbad/internal/toolchain"
 )
@@ -170,14 +171,20 @@ func localChecks() []check {
 	checks = append(checks, check{"QEMU", (&target.QEMU{}).Check(), "qemu-system-x86_64"})
 	// Optional: a note, never a failure.
 	ninep := "yes: --rootfs host and debian: can share a root directory"
-	if err := (&target.QEMU{}).CheckVirtFS(); err != nil {
+	if err := (&target.QEMU{}).CheckShare(rootfs.Via9p); err != nil {
 		ninep = "no: " + err.Error()
+	}
+	virtiofs := "yes: --rootfs-share virtiofs can share it over virtiofs (virtiofsd under bwrap)"
+	if err := (&target.QEMU{}).CheckShare(rootfs.ViaVirtiofs); err != nil {
+		virtiofs = "no: " + err.Error()
+	} else if _, err := exec.LookPath("bwrap"); err != nil {
+		virtiofs = "no: bwrap not found (apt-get install bubblewrap)"
 	}
 	debian := "yes: --rootfs debian:RELEASE can make a guest root"
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		debian = "no: mmdebstrap not found (apt-get install mmdebstrap)"
 	}
-	return append(checks, check{"QEMU 9p (--rootfs host, debian:)", nil, ninep}, check{"mmdebstrap (--rootfs debian:)", nil, debian})
+	return append(checks, check{"QEMU 9p (--rootfs host, debian:)", nil, ninep}, check{"QEMU virtiofs (--rootfs-share virtiofs)", nil, virtiofs}, check{"mmdebstrap (--rootfs debian:)", nil, debian})
 }
 
 // hostCheck checks a VM host or libvirt domain, and lets it go.

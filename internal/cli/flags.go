@@ -55,6 +55,7 @@ type guestFlags struct {
 	leave       bool
 	guestKernel string
 	rootfs      string
+	rootfsShare string
 }
 
 // hasTest says whether a guest or a host test was given.
@@ -67,6 +68,7 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f.StringVar(&gf.test, "guest-test", "", "script run with /bin/sh inside the guest (exit 0 good, 1-127 bad, 125 skip)")
 	f.StringArrayVar(&gf.files, "guest-file", nil, "extra file for the guest, SRC[:DEST]; repeatable")
 	f.StringVar(&gf.rootfs, "rootfs", "busybox", rootfs.Usage)
+	f.StringVar(&gf.rootfsShare, "rootfs-share", rootfs.Via9p, "how --rootfs host and debian: reach the guest: 9p (QEMU's own) or virtiofs (virtiofsd, this machine's or from a Debian trixie root made once, under bwrap)")
 	if withRunFlags {
 		f.DurationVar(&gf.timeout, "timeout", pipeline.DefaultTestTimeout, "deadline for one run of the guest test; overrunning is bad (hang)")
 		f.IntVar(&gf.repeat, "repeat", 1, "runs of the guest test per step, in one boot (see --reboot-each)")
@@ -140,7 +142,7 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, AnyCrash: gf.anyCrash, Accel: gf.accel,
 		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
 		TakeOver: gf.takeOver, PowerCycle: gf.powerCycle, Console: gf.console, BootMethod: gf.bootMethod, LeaveRunning: gf.leave,
-		GuestKernel: gf.guestKernel, Rootfs: rootfsValue(gf.rootfs)}, nil
+		GuestKernel: gf.guestKernel, Rootfs: rootfsValue(gf.rootfs), RootfsShare: shareValue(gf.rootfs, gf.rootfsShare)}, nil
 }
 
 // rootfsValue is --rootfs as the run keeps it: "" for busybox, an image's
@@ -151,6 +153,15 @@ func rootfsValue(s string) string {
 		return ""
 	}
 	return spec.String()
+}
+
+// shareValue is --rootfs-share as the run keeps it: "" for 9p, the
+// default, and where nothing is shared.
+func shareValue(root, via string) string {
+	if spec, _ := rootfs.Parse(root); !spec.Shared() || via == rootfs.Via9p {
+		return ""
+	}
+	return via
 }
 
 // checkValues rejects values that would silently mean something else.
@@ -180,8 +191,15 @@ func (gf *guestFlags) checkValues() error {
 	case gf.cpus < 1 || gf.cpus > 64:
 		return outcome.InputErr("--cpus %d: give 1 to 64", gf.cpus)
 	}
-	if _, err := pipeline.CheckRootfs(gf.rootfs, gf.target); err != nil {
+	spec, err := pipeline.CheckRootfs(gf.rootfs, gf.target)
+	if err != nil {
 		return err
+	}
+	switch {
+	case gf.rootfsShare != rootfs.Via9p && gf.rootfsShare != rootfs.ViaVirtiofs:
+		return outcome.InputErr("--rootfs-share must be 9p or virtiofs")
+	case gf.rootfsShare != rootfs.Via9p && !spec.Shared():
+		return outcome.InputErr("--rootfs-share is how --rootfs host and debian: reach the guest: it does not go with --rootfs %s", gf.rootfs)
 	}
 	if gf.crashMatch != "" {
 		if _, err := regexp.Compile(gf.crashMatch); err != nil {

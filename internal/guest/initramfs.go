@@ -91,7 +91,7 @@ type Settings struct {
 	WaitGo      bool `json:"wait_go,omitempty"`
 	NoGuestTest bool `json:"no_guest_test,omitempty"`
 	// Root, if set, is what the test's root is made of (RootShare,
-	// RootDisk; --rootfs); Files are the guest files' paths, copied in
+	// RootVirtiofs, RootDisk; --rootfs); Files are the guest files' paths, copied in
 	// there.
 	Root  string   `json:"root,omitempty"`
 	Files []string `json:"files,omitempty"`

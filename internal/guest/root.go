@@ -10,14 +10,15 @@ import (
 	"time"
 )
 
-// RootTag is the 9p mount tag under which the host shares the directory
-// the test runs on (--rootfs host or debian:).
+// RootTag is the mount tag (9p or virtiofs) under which the host shares
+// the directory the test runs on (--rootfs host or debian:).
 const RootTag = "firstbad-root"
 
 // What the agent puts the test's root together from (Settings.Root).
 const (
-	RootShare = "9p"   // a directory shared over 9p as RootTag
-	RootDisk  = "disk" // the first virtio disk (its root file system)
+	RootShare    = "9p"       // a directory shared over 9p as RootTag
+	RootVirtiofs = "virtiofs" // a directory shared over virtiofs as RootTag
+	RootDisk     = "disk"     // the first virtio disk (its root file system)
 )
 
 // SetupFailedMarker, on the console, says the agent could not set up what
@@ -43,9 +44,9 @@ func mountRoot(kind string, files []string) (string, error) {
 			return "", err
 		}
 	}
-	mountLower := mountShare
-	if kind == RootDisk {
-		mountLower = mountDisk
+	mountLower := map[string]func(string) error{RootShare: mountShare, RootVirtiofs: mountVirtiofs, RootDisk: mountDisk}[kind]
+	if mountLower == nil {
+		return "", fmt.Errorf("unknown root kind %q", kind)
 	}
 	if err := mountLower(lower); err != nil {
 		return "", err
@@ -85,6 +86,15 @@ func mountRoot(kind string, files []string) (string, error) {
 func mountShare(dir string) error {
 	if err := syscall.Mount(RootTag, dir, "9p", syscall.MS_RDONLY, "trans=virtio,version=9p2000.L,msize=524288,cache=loose"); err != nil {
 		return fmt.Errorf("mounting the shared root file system (9p tag %s): %v (the kernel needs CONFIG_9P_FS and CONFIG_NET_9P_VIRTIO)", RootTag, err)
+	}
+	return nil
+}
+
+// mountVirtiofs mounts the host's shared directory (virtiofs) read-only
+// at dir.
+func mountVirtiofs(dir string) error {
+	if err := syscall.Mount(RootTag, dir, "virtiofs", syscall.MS_RDONLY, ""); err != nil {
+		return fmt.Errorf("mounting the shared root file system (virtiofs tag %s): %v (the kernel needs CONFIG_FUSE_FS and CONFIG_VIRTIO_FS)", RootTag, err)
 	}
 	return nil
 }

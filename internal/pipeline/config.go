@@ -54,6 +54,9 @@ type KernelConfig struct {
 	BootMethod   string `json:"boot_method,omitempty"`
 	Console      string `json:"console,omitempty"`
 	LeaveRunning bool   `json:"leave_running,omitempty"`
+	// RootfsShare is how a shared root reaches the guest: 9p or
+	// virtiofs (rootfs.Via*).
+	RootfsShare string `json:"rootfs_share,omitempty"`
 	// GuestKernel makes the machine the VM host of a guest booting it.
 	GuestKernel string `json:"guest_kernel,omitempty"`
 	// Rootfs is what the guest test runs on (--rootfs, rootfs.Parse):
@@ -122,6 +125,9 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	if err != nil {
 		return nil, err
 	}
+	if spec.Via = c.RootfsShare; spec.Via == "" {
+		spec.Via = rootfs.Via9p
+	}
 	var re *regexp.Regexp
 	if c.CrashMatch != "" {
 		var err error
@@ -144,8 +150,8 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	if err != nil {
 		return nil, err
 	}
-	if qemu, ok := q.(*target.QEMU); ok && spec.Fragment() == "rootfs-host" {
-		if err := qemu.CheckVirtFS(); err != nil {
+	if qemu, ok := q.(*target.QEMU); ok && spec.Shared() {
+		if err := qemu.CheckShare(spec.Via); err != nil {
 			return nil, outcome.InputErr("%v", err)
 		}
 	}

@@ -222,7 +222,7 @@ func (g *GuestTest) prepare(p *bootPlan, kernel Kernel) (target.Boot, error) {
 		Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: p.dir, MemMiB: g.MemMiB,
 		CPUs: g.CPUs, Net: g.Net || p.gs != nil, Forwards: forwards, Interactive: g.Shell}
 	if r := g.Root; r != nil {
-		b.Share, b.Disk, b.DiskFormat = r.Share, r.Disk, r.Format
+		b.Share, b.Virtiofsd, b.Disk, b.DiskFormat = r.Share, r.Virtiofsd, r.Disk, r.Format
 	}
 	if p.gs != nil {
 		b.AgentSSH = guest.SSHPort

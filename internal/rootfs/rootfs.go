@@ -29,13 +29,26 @@ import (
 	"github.com/firstbad/firstbad/internal/outcome"
 )
 
-// Spec is what the user asked for with --rootfs.
+// Spec is what the user asked for with --rootfs (and --rootfs-share).
 type Spec struct {
 	Kind     string   // busybox, host, image or debian
 	Image    string   // image: the file, absolute
 	Release  string   // debian: the release
 	Packages []string // debian: packages on top of minbase, sorted
+	// Via is how a shared root (host, debian:) reaches the guest: 9p
+	// (the default) or virtiofs.
+	Via string
 }
+
+// How a shared root reaches the guest (--rootfs-share).
+const (
+	Via9p       = "9p"
+	ViaVirtiofs = "virtiofs"
+)
+
+// Shared says whether the root is a directory of this machine shared
+// with the guest (host, debian:).
+func (s Spec) Shared() bool { return s.Kind == "host" || s.Kind == "debian" }
 
 // Usage is the flag's help: the modes and their forms.
 const Usage = "what the guest test runs on: busybox (firstbad's initramfs), host (this machine's root file system over 9p, read-only), " +
@@ -99,13 +112,15 @@ func (s Spec) String() string {
 func (s Spec) Busybox() bool { return s.Kind == "" || s.Kind == "busybox" }
 
 // Fragment names the kbuild fragment of the options the mode needs ("" for
-// none): 9p and overlayfs for a shared directory, virtio-blk, ext4 and
-// overlayfs for a disk image.
+// none): 9p (or FUSE and virtiofs) and overlayfs for a shared directory,
+// virtio-blk, ext4 and overlayfs for a disk image.
 func (s Spec) Fragment() string {
-	switch s.Kind {
-	case "host", "debian":
+	switch {
+	case s.Shared() && s.Via == ViaVirtiofs:
+		return "rootfs-virtiofs"
+	case s.Shared():
 		return "rootfs-host"
-	case "image":
+	case s.Kind == "image":
 		return "rootfs-image"
 	}
 	return ""
@@ -115,8 +130,9 @@ func (s Spec) Fragment() string {
 type Root struct {
 	Spec Spec
 	// Share is a directory shared read-only over 9p (host: "/"; debian:
-	// the root made for it).
-	Share string
+	// the root made for it), or over virtiofs when Virtiofsd is set: the
+	// root virtiofsd runs from.
+	Share, Virtiofsd string
 	// Disk is a disk image attached read-only; Format is QEMU's name for
 	// its format (raw or qcow2).
 	Disk, Format string
@@ -128,15 +144,52 @@ type Root struct {
 // Prepare makes s ready: the Debian root made (once, in the cache's
 // roots), the image checked and hashed. Nil for busybox.
 func Prepare(ctx context.Context, s Spec, cache cachedir.Dir, log *slog.Logger) (*Root, error) {
+	var r *Root
+	var err error
 	switch s.Kind {
 	case "host":
-		return &Root{Spec: s, Share: "/", Describe: describeHost()}, nil
+		r = &Root{Spec: s, Share: "/", Describe: describeHost()}
 	case "image":
 		return prepareImage(s, cache.ImageSums())
 	case "debian":
-		return prepareDebian(ctx, s, cache.Roots(), log)
+		r, err = prepareDebian(ctx, s, cache.Roots(), log)
+	default:
+		return nil, nil
 	}
-	return nil, nil
+	if err != nil || s.Via != ViaVirtiofs {
+		return r, err
+	}
+	if r.Virtiofsd, err = virtiofsdRoot(ctx, cache.Roots(), log); err != nil {
+		return nil, err
+	}
+	r.Describe = strings.Replace(r.Describe, "over 9p", "over virtiofs ("+virtiofsdVersion(r.Virtiofsd)+")", 1)
+	return r, nil
+}
+
+// virtiofsdRoot is the root virtiofsd runs from: this machine's own when
+// it has virtiofsd, else a Debian trixie root made for it once (Debian 12
+// does not package virtiofsd); it runs under bwrap either way.
+func virtiofsdRoot(ctx context.Context, rootsDir string, log *slog.Logger) (string, error) {
+	if _, err := exec.LookPath("bwrap"); err != nil {
+		return "", outcome.InputErr("--rootfs-share virtiofs runs virtiofsd under bwrap, which is not installed: apt-get install bubblewrap (or ./setup.sh)")
+	}
+	if _, err := os.Stat("/usr/libexec/virtiofsd"); err == nil {
+		return "/", nil
+	}
+	if _, err := exec.LookPath("mmdebstrap"); err != nil {
+		return "", outcome.InputErr("--rootfs-share virtiofs: this machine has no virtiofsd, and no mmdebstrap to make a Debian root with it (apt-get install mmdebstrap, or ./setup.sh)")
+	}
+	w := debroot.Want{Release: "trixie", Variant: "minbase", Packages: []string{"virtiofsd"}, What: "virtiofsd root"}
+	return debroot.Ensure(ctx, rootsDir, w, log)
+}
+
+// virtiofsdVersion is virtiofsd's --version in root, for the evidence.
+func virtiofsdVersion(root string) string {
+	out, err := exec.Command("chroot", root, "/usr/libexec/virtiofsd", "--version").Output()
+	if err != nil {
+		return "virtiofsd in " + root
+	}
+	return strings.TrimSpace(string(out)) + " in " + root
 }
 
 // prepareImage checks the image and names its format: raw or qcow2 (what
@@ -261,6 +314,8 @@ func (r *Root) Settings() string {
 		return ""
 	case r.Disk != "":
 		return guest.RootDisk
+	case r.Virtiofsd != "":
+		return guest.RootVirtiofs
 	}
 	return guest.RootShare
 }

@@ -57,6 +57,26 @@ func TestParse(t *testing.T) {
 	}
 }
 
+// The kernel options follow how a shared root reaches the guest; other
+// modes share nothing.
+func TestFragmentVia(t *testing.T) {
+	for _, c := range []struct {
+		spec Spec
+		want string
+	}{
+		{Spec{Kind: "host"}, "rootfs-host"},
+		{Spec{Kind: "host", Via: Via9p}, "rootfs-host"},
+		{Spec{Kind: "host", Via: ViaVirtiofs}, "rootfs-virtiofs"},
+		{Spec{Kind: "debian", Release: "trixie", Via: ViaVirtiofs}, "rootfs-virtiofs"},
+		{Spec{Kind: "image", Image: "/x", Via: ViaVirtiofs}, "rootfs-image"},
+		{Spec{Kind: "busybox", Via: ViaVirtiofs}, ""},
+	} {
+		if got := c.spec.Fragment(); got != c.want {
+			t.Errorf("%+v: Fragment %q, want %q", c.spec, got, c.want)
+		}
+	}
+}
+
 func TestImageFormat(t *testing.T) {
 	pad := func(s string) []byte { return append([]byte(s), make([]byte, 512)...)[:512] }
 	for _, c := range []struct {

@@ -34,6 +34,10 @@ type Boot struct {
 	// qcow2). What the guest test runs on (--rootfs; local QEMU only).
 	Share            string
 	Disk, DiskFormat string
+	// Virtiofsd, when set, shares Share over virtiofs instead of 9p: a
+	// root (a Debian root made for it) whose /usr/libexec/virtiofsd runs
+	// under bwrap for the boot, the host's / bound at /host in it.
+	Virtiofsd string
 	// A real machine installs the kernel with its modules (a tar of
 	// lib/modules/Release) and boots it with its own command line plus
 	// the boot's nonce and Extra; VMs use Cmdline and ignore these.

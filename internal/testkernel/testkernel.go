@@ -37,7 +37,7 @@ func Root() string {
 // virtio disk, through its own initramfs), with one module (loop) to show
 // that modules install; built in, none of it changes a VM's boot. The
 // last lines are --rootfs host's and debian:'s options (kbuild's
-// rootfs-host fragment); --rootfs image's (rootfs-image: the block layer,
+// rootfs-host fragment, over 9p, and rootfs-virtiofs); --rootfs image's (rootfs-image: the block layer,
 // virtio-blk, ext4, overlayfs) are among the machine's. So the tests of
 // every --rootfs mode boot this same kernel.
 const Fragment = `CONFIG_SCHED_AUTOGROUP=y
@@ -67,6 +67,8 @@ CONFIG_NET_9P=y
 CONFIG_NET_9P_VIRTIO=y
 CONFIG_9P_FS=y
 CONFIG_OVERLAY_FS=y
+CONFIG_FUSE_FS=y
+CONFIG_VIRTIO_FS=y
 `
 
 // Kernel is the shared test kernel.
