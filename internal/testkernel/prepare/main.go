@@ -1,20 +1,26 @@
 // Command prepare makes the shared test kernel (its history and its build)
 // and the test machine's disk image before `go test` runs, so that the
-// test binary's timeout bounds tests only. test.sh runs it; it is
-// idempotent and cheap once both exist. The two are made side by side: the
-// image is mostly downloads and package unpacking, the kernel compiles.
+// test binary's timeout bounds tests only; after the image, the guest
+// roots the --rootfs tests use (a Debian root, the virtiofsd root). test.sh
+// runs it; it is idempotent and cheap once all exist. The kernel is made
+// beside the rest: the image and roots are mostly downloads and package
+// unpacking, the kernel compiles.
 package main
 
 import (
 	"context"
 	"errors"
 	"fmt"
+	"log/slog"
 	"os"
 	"os/signal"
+	"path/filepath"
 	"sync"
 	"syscall"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/cachedir"
+	"github.com/firstbad/firstbad/internal/rootfs"
 	"github.com/firstbad/firstbad/internal/testkernel"
 	"github.com/firstbad/firstbad/internal/testmachine"
 )
@@ -44,12 +50,27 @@ func main() {
 		if img, merr = testmachine.Image(ctx, logger("test machine")); merr == nil {
 			logger("test machine")("ready: %s", img)
 		}
+		guestRoots(ctx, logger("guest roots"))
 	}()
 	wg.Wait()
 	failed := report(logger("test kernel"), kerr, "the real-kernel tests")
 	if report(logger("test machine"), merr, "the machine tests") || failed {
 		os.Exit(1)
 	}
+}
+
+// guestRoots makes the roots the --rootfs tests share with their guests,
+// in the test kernel's cache, where the tests look: a failure here is only
+// logged (the tests make them again, or fail with the reason).
+func guestRoots(ctx context.Context, logf func(string, ...any)) {
+	start := time.Now()
+	spec := rootfs.Spec{Kind: "debian", Release: "bookworm", Packages: []string{"python3-minimal"}, Via: rootfs.ViaVirtiofs}
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
+	if _, err := rootfs.Prepare(ctx, spec, cachedir.Dir(filepath.Join(testkernel.Root(), "cache")), log); err != nil {
+		logf("%v", err)
+		return
+	}
+	logf("ready in %s: %s and the virtiofsd root", time.Since(start).Round(time.Second), spec)
 }
 
 // report logs err; a skip is no failure.
