@@ -36,6 +36,14 @@ echo guest > ` + probe + `
 [ "$(cat ` + probe + `)" = guest ]
 mount | grep -q '^overlay on / '
 `
+	// A host test's SSH sessions and copies land in the guest's root too.
+	hostTest := `set -e
+$FIRSTBAD_SSH git --version
+f=$(mktemp); trap 'rm -f "$f"' EXIT; echo from-the-host > "$f"
+scp -q -F "$FIRSTBAD_SSH_CONFIG" "$f" guest:/tmp/firstbad-copy
+[ "$($FIRSTBAD_SSH cat /tmp/firstbad-copy)" = from-the-host ]
+$FIRSTBAD_SSH 'cd && pwd && [ -f /etc/debian_version ] && mount | grep -q "^overlay on / "'
+`
 	for _, c := range []struct {
 		name, test string
 		args       []string
@@ -44,6 +52,7 @@ mount | grep -q '^overlay on / '
 		reason     string
 	}{
 		{"host programs", host, []string{"--guest-file", data + ":/opt/firstbad/data"}, 0, "good", "exit 0"},
+		{"a host test's sessions", "exit 0", []string{"--host-test", script(t, hostTest)}, 0, "good", "host: exit 0"},
 		{"host programs over virtiofs", host, []string{"--guest-file", data + ":/opt/firstbad/data", "--rootfs-share", "virtiofs"}, 0, "good", "exit 0"},
 		{"panic over virtiofs", "echo c > /proc/sysrq-trigger; sleep 10", []string{"--rootfs-share", "virtiofs"}, 1, "bad", "crash: Kernel panic - not syncing: sysrq triggered crash"},
 		{"busybox has no git", "git --version", []string{"--rootfs", "busybox"}, 1, "bad", "exit 127"},

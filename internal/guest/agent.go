@@ -124,10 +124,11 @@ func Agent() int {
 	return 0
 }
 
-// waitGo waits until the host creates run n's go file.
+// waitGo waits until the host creates run n's go file (over SSH: in the
+// guest's root, when there is one).
 func waitGo(n int) {
 	for {
-		if _, err := os.Stat(GoFile(n)); err == nil {
+		if _, err := os.Stat(chrootPath + GoFile(n)); err == nil {
 			return
 		}
 		time.Sleep(20 * time.Millisecond)
@@ -198,12 +199,7 @@ func runTest(s Settings, n int, root string) RunResult {
 	if root != "" {
 		cmd.Env = append(cmd.Env, "FIRSTBAD_ROOT="+root)
 	}
-	if chrootPath != "" {
-		// The guest's root: its programs, a usual PATH (the user's --env
-		// may still set another).
-		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: chrootPath}
-		cmd.Env = append(cmd.Env, "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin")
-	}
+	inRoot(cmd) // the user's --env may still set another PATH
 	for k, v := range s.Env {
 		cmd.Env = append(cmd.Env, k+"="+v)
 	}
@@ -246,8 +242,15 @@ func runTest(s Settings, n int, root string) RunResult {
 	return r
 }
 
+// shell is --shell's login shell on the console: in the guest's root
+// when there is one.
 func shell() {
-	cmd := exec.Command("/bin/busybox", "setsid", "cttyhack", "/bin/sh", "-l")
+	sh := []string{"/bin/sh", "-l"}
+	if chrootPath != "" {
+		sh = append([]string{"/bin/busybox", "chroot", chrootPath}, sh...)
+		os.Setenv("PATH", rootPATH)
+	}
+	cmd := exec.Command("/bin/busybox", append([]string{"setsid", "cttyhack"}, sh...)...)
 	cmd.Stdin, cmd.Stdout, cmd.Stderr = os.Stdin, os.Stdout, os.Stderr
 	_ = cmd.Run()
 }

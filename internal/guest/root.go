@@ -4,6 +4,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -31,6 +32,27 @@ const rootDir = "/firstbad-root"
 // chrootPath is the path of the test's root (/ of its chroot) once
 // mountRoot made it, "" under busybox.
 var chrootPath string
+
+// rootPATH is the PATH of what runs in the guest's root.
+const rootPATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+
+// inRoot makes cmd run in the guest's root when there is one (the test,
+// a host test's SSH sessions): chrooted, with a usual PATH, in /root if
+// the root has it (else /). Other SysProcAttr settings stay.
+func inRoot(cmd *exec.Cmd) {
+	if chrootPath == "" {
+		return
+	}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Chroot = chrootPath
+	cmd.Env = append(cmd.Env, "PATH="+rootPATH)
+	cmd.Dir = "/"
+	if fi, err := os.Stat(chrootPath + "/root"); err == nil && fi.IsDir() {
+		cmd.Dir = "/root"
+	}
+}
 
 // mountRoot makes the root the test runs in: the shared directory or the
 // disk's root file system, read-only, under a tmpfs overlay (the test may

@@ -15,7 +15,7 @@ import (
 // `scp bigfile guest:/dev/null` (which truncates and chmods the target
 // after the copy) succeeds.
 func serveSFTP(rwc io.ReadWriteCloser) {
-	h := osFS{}
+	h := osFS{root: chrootPath}
 	srv := sftp.NewRequestServer(rwc, sftp.Handlers{FileGet: h, FilePut: h, FileCmd: h, FileList: h},
 		sftp.WithStartDirectory("/root"))
 	// Not srv.Close: it would close the channel before the caller sends
@@ -23,11 +23,17 @@ func serveSFTP(rwc io.ReadWriteCloser) {
 	_ = srv.Serve()
 }
 
-type osFS struct{}
+// osFS serves the file system under root ("" for the initramfs's own): a
+// path's last symlinks are still the kernel's to follow, from the agent's
+// /, so an absolute link inside the root points outside it.
+type osFS struct{ root string }
 
-func (osFS) Fileread(r *sftp.Request) (io.ReaderAt, error) { return os.Open(r.Filepath) }
+// path is a request's path (or target) under the root.
+func (fs osFS) path(p string) string { return fs.root + p }
 
-func (osFS) Filewrite(r *sftp.Request) (io.WriterAt, error) {
+func (fs osFS) Fileread(r *sftp.Request) (io.ReaderAt, error) { return os.Open(fs.path(r.Filepath)) }
+
+func (fs osFS) Filewrite(r *sftp.Request) (io.WriterAt, error) {
 	pf := r.Pflags()
 	flags := os.O_WRONLY
 	if pf.Read {
@@ -43,13 +49,14 @@ func (osFS) Filewrite(r *sftp.Request) (io.WriterAt, error) {
 	}
 	// O_APPEND is left out: WriteAt refuses it, and SFTP clients send
 	// offsets anyway.
-	return os.OpenFile(r.Filepath, flags, 0o644)
+	return os.OpenFile(fs.path(r.Filepath), flags, 0o644)
 }
 
-func (osFS) Filecmd(r *sftp.Request) error {
+func (fs osFS) Filecmd(r *sftp.Request) error {
+	name, target := fs.path(r.Filepath), fs.path(r.Target)
 	switch r.Method {
 	case "Setstat":
-		fi, err := os.Stat(r.Filepath)
+		fi, err := os.Stat(name)
 		if err != nil {
 			return err
 		}
@@ -58,34 +65,34 @@ func (osFS) Filecmd(r *sftp.Request) error {
 		}
 		a, attrs := r.AttrFlags(), r.Attributes()
 		if a.Size {
-			if err := os.Truncate(r.Filepath, int64(attrs.Size)); err != nil {
+			if err := os.Truncate(name, int64(attrs.Size)); err != nil {
 				return err
 			}
 		}
 		if a.Permissions {
-			if err := os.Chmod(r.Filepath, attrs.FileMode().Perm()); err != nil {
+			if err := os.Chmod(name, attrs.FileMode().Perm()); err != nil {
 				return err
 			}
 		}
 		if a.UidGid {
-			if err := os.Chown(r.Filepath, int(attrs.UID), int(attrs.GID)); err != nil {
+			if err := os.Chown(name, int(attrs.UID), int(attrs.GID)); err != nil {
 				return err
 			}
 		}
 		if a.Acmodtime {
-			return os.Chtimes(r.Filepath, time.Unix(int64(attrs.Atime), 0), time.Unix(int64(attrs.Mtime), 0))
+			return os.Chtimes(name, time.Unix(int64(attrs.Atime), 0), time.Unix(int64(attrs.Mtime), 0))
 		}
 		return nil
 	case "Rename", "PosixRename":
-		return os.Rename(r.Filepath, r.Target)
+		return os.Rename(name, target)
 	case "Rmdir", "Remove":
-		return os.Remove(r.Filepath)
+		return os.Remove(name)
 	case "Mkdir":
-		return os.Mkdir(r.Filepath, 0o755)
+		return os.Mkdir(name, 0o755)
 	case "Link":
-		return os.Link(r.Filepath, r.Target)
+		return os.Link(name, target)
 	case "Symlink":
-		return os.Symlink(r.Target, r.Filepath)
+		return os.Symlink(r.Target, name) // the link as given: it is read inside the root
 	}
 	return sftp.ErrSSHFxOpUnsupported
 }
@@ -104,10 +111,11 @@ func (l lister) ListAt(out []os.FileInfo, off int64) (int, error) {
 	return n, nil
 }
 
-func (osFS) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
+func (fs osFS) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
+	name := fs.path(r.Filepath)
 	switch r.Method {
 	case "List":
-		entries, err := os.ReadDir(r.Filepath)
+		entries, err := os.ReadDir(name)
 		if err != nil {
 			return nil, err
 		}
@@ -119,19 +127,19 @@ func (osFS) Filelist(r *sftp.Request) (sftp.ListerAt, error) {
 		}
 		return l, nil
 	case "Stat":
-		fi, err := os.Stat(r.Filepath)
+		fi, err := os.Stat(name)
 		if err != nil {
 			return nil, err
 		}
 		return lister{fi}, nil
 	case "Lstat":
-		fi, err := os.Lstat(r.Filepath)
+		fi, err := os.Lstat(name)
 		if err != nil {
 			return nil, err
 		}
 		return lister{fi}, nil
 	case "Readlink":
-		t, err := os.Readlink(r.Filepath)
+		t, err := os.Readlink(name)
 		if err != nil {
 			return nil, err
 		}

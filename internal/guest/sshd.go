@@ -177,6 +177,7 @@ func session(ch ssh.Channel, reqs <-chan *ssh.Request) {
 				cmd = exec.Command("/bin/sh", "-c", c.Command)
 			}
 			cmd.Dir, cmd.Env = "/root", env
+			inRoot(cmd)
 			started, ok = true, true
 			if ptyReq != nil {
 				cmd.Env = append(cmd.Env, "TERM="+ptyReq.Term)
@@ -210,7 +211,10 @@ func runPipes(cmd *exec.Cmd, ch ssh.Channel) int {
 	if err != nil {
 		return 127
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setsid: true}
+	if cmd.SysProcAttr == nil {
+		cmd.SysProcAttr = &syscall.SysProcAttr{}
+	}
+	cmd.SysProcAttr.Setsid = true
 	if err := cmd.Start(); err != nil {
 		fmt.Fprintf(ch.Stderr(), "%v\n", err)
 		return 127
