@@ -57,6 +57,7 @@ func bootCmd(g *globals) *cobra.Command {
 			if !isKernelImage(kernel) {
 				return outcome.InputErr("--kernel %s is not a bzImage (no Linux boot header)", kernel)
 			}
+			kernel, _ = filepath.Abs(kernel) // QEMU may run elsewhere (virtiofs: in the boot dir)
 			if !gf.hasTest() && !shell {
 				return outcome.InputErr("give --guest-test FILE or --host-test FILE, or --shell for an interactive shell")
 			}
