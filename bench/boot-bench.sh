@@ -11,7 +11,7 @@
 #
 # Usage: bench/boot-bench.sh BZIMAGE [RUNS]   (default 10 runs per row)
 # The kernel needs the rootfs-host and rootfs-image options (the test
-# kernel has them). The Debian root (bookworm + python3-minimal) is made
+# kernel has them). The Debian root (bookworm + python3-minimal, systemd-sysv) is made
 # once in $FIRSTBAD_BENCH_CACHE (default: the test root's cache, where the
 # tests make the same root); the image rows use that root as an ext4 disk
 # image, raw and qcow2. The virtiofs rows run virtiofsd from a Debian
@@ -53,7 +53,7 @@ row "host (9p), git" host "$work/git.sh"
 fb --json boot --kernel "$kernel" --rootfs host --rootfs-share virtiofs --guest-test "$work/t.sh" --accel tcg > /dev/null   # makes the virtiofsd root once
 row "host (virtiofs)" host "$work/t.sh" virtiofs
 row "host (vfs), git" host "$work/git.sh" virtiofs
-debian=debian:bookworm+python3-minimal
+debian=debian:bookworm+python3-minimal,systemd-sysv
 fb --json boot --kernel "$kernel" --rootfs "$debian" --guest-test "$work/t.sh" --accel tcg > "$work/r.json"   # makes the root once
 root=$(python3 -c 'import json,sys; g=json.load(open(sys.argv[1]))["guest_root"]; print(g[g.rindex(": ")+2:].split(",")[0])' "$work/r.json")
 truncate -s 1G "$work/disk.img"

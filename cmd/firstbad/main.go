@@ -13,9 +13,13 @@ func main() {
 	if guest.IsAgent() {
 		os.Exit(guest.Agent())
 	}
-	// On a real machine it is the agent started over SSH.
+	// On a real machine it is the agent started over SSH; in a guest
+	// whose own init booted, one of its services.
 	if len(os.Args) > 1 && os.Args[1] == guest.MachineAgentArg {
 		os.Exit(guest.MachineAgent(os.Args[2:], os.Stdin))
+	}
+	if len(os.Args) > 1 && os.Args[1] == guest.SystemAgentArg {
+		os.Exit(guest.SystemAgent())
 	}
 	os.Exit(cli.Main(os.Args[1:], os.Stdout, os.Stderr))
 }

@@ -87,18 +87,21 @@ $FIRSTBAD_SSH 'cd && pwd && [ -f /etc/debian_version ] && mount | grep -q "^over
 }
 
 // --rootfs debian: and image:. A Debian root made for the run (minbase
-// plus python3, which the initramfs lacks), shared like the host's (over 9p and virtiofs); then
-// that root as the user's own disk image, partitioned, raw and qcow2,
-// attached read-only: each file byte for byte the same afterwards. In
-// both modes a panic and a hang are classified as ever, a disk without a
-// root is the machine's problem (never a verdict), and the example
-// history's tip is a bisect step on the test kernel as it is (the modes'
-// options are in it: no build).
+// plus python3, which the initramfs lacks, and systemd), shared like the
+// host's (over 9p and virtiofs); then that root as the user's own disk
+// image, partitioned, raw and qcow2, attached read-only: each file byte
+// for byte the same afterwards. In both modes a panic and a hang are
+// classified as ever, a disk without a root is the machine's problem
+// (never a verdict), and the example history's tip is a bisect step on the
+// test kernel as it is (the modes' options are in it: no build). With
+// --init system the image's own init (systemd) boots and runs the test as
+// a service, a host test reaching the booted system (one boot: ~35 s of
+// systemd under TCG; crashes read the same serial console as ever).
 func TestRootfsDebianAndImage(t *testing.T) {
 	k := testkernel.Get(t)
 	e := newEnv(t)
 	e.cache = k.CacheDir
-	debian := "debian:bookworm+python3-minimal"
+	debian := "debian:bookworm+python3-minimal,systemd-sysv"
 	test := `set -e
 python3 -c 'import sys; print("python", sys.version_info[0])'
 grep -q '^12' /etc/debian_version
@@ -107,7 +110,7 @@ echo guest > /etc/firstbad-probe
 mount | grep -q '^overlay on / '
 `
 	r := bootWants(t, e, []string{"--kernel", k.Image, "--rootfs", debian, "--guest-test", script(t, test)}, 0, "good", "exit 0")
-	if !strings.Contains(r.GuestRoot, "Debian bookworm (minbase + python3-minimal)") || !strings.Contains(r.GuestRoot, "dpkg status sha256 ") {
+	if !strings.Contains(r.GuestRoot, "Debian bookworm (minbase + python3-minimal, systemd-sysv)") || !strings.Contains(r.GuestRoot, "dpkg status sha256 ") {
 		t.Errorf("guest_root = %q, want the Debian root and its dpkg status hash", r.GuestRoot)
 	}
 	root := strings.TrimSuffix(r.GuestRoot[strings.LastIndex(r.GuestRoot, ": ")+2:], ", shared read-only over 9p with a tmpfs overlay")
@@ -140,6 +143,17 @@ mount | grep -q '^overlay on / '
 			t.Errorf("test tip --rootfs %s built for %.0f s: the mode's options should leave the test kernel as it is", mode, *st.BuildS)
 		}
 	}
+	// --init system: systemd is PID 1, the test one of its services, the
+	// host test's session in the booted system.
+	sysTest := `set -e
+[ "$(cat /proc/1/comm)" = systemd ]
+python3 -c 'print("python", 6 * 7)'
+echo guest > /etc/firstbad-probe`
+	sysHost := `set -e
+[ "$($FIRSTBAD_SSH cat /proc/1/comm)" = systemd ]
+$FIRSTBAD_SSH systemctl is-active firstbad-agent.service`
+	bootWants(t, e, []string{"--kernel", k.Image, "--rootfs", "image:" + qcow, "--init", "system", "--guest-test", script(t, sysTest),
+		"--host-test", script(t, sysHost)}, 0, "good", "guest: exit 0; host: exit 0")
 	for img, sum := range sums {
 		if got := fileSum(t, img); got != sum {
 			t.Errorf("%s changed: sha256 %s, was %s", img, got, sum)

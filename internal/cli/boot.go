@@ -9,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/firstbad/firstbad/internal/guest"
 	"github.com/firstbad/firstbad/internal/outcome"
 
 	"github.com/spf13/cobra"
@@ -58,6 +59,9 @@ func bootCmd(g *globals) *cobra.Command {
 				return outcome.InputErr("--kernel %s is not a bzImage (no Linux boot header)", kernel)
 			}
 			kernel, _ = filepath.Abs(kernel) // QEMU may run elsewhere (virtiofs: in the boot dir)
+			if shell && gf.init == guest.InitSystem {
+				return outcome.InputErr("--shell opens firstbad's shell on the console: it does not go with --init system (reach the booted system with --host-test and $FIRSTBAD_SSH)")
+			}
 			if !gf.hasTest() && !shell {
 				return outcome.InputErr("give --guest-test FILE or --host-test FILE, or --shell for an interactive shell")
 			}

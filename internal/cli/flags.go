@@ -56,6 +56,7 @@ type guestFlags struct {
 	guestKernel string
 	rootfs      string
 	rootfsShare string
+	init        string
 }
 
 // hasTest says whether a guest or a host test was given.
@@ -68,13 +69,14 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f.StringVar(&gf.test, "guest-test", "", "script run with /bin/sh inside the guest (exit 0 good, 1-127 bad, 125 skip)")
 	f.StringArrayVar(&gf.files, "guest-file", nil, "extra file for the guest, SRC[:DEST]; repeatable")
 	f.StringVar(&gf.rootfs, "rootfs", "busybox", rootfs.Usage)
+	f.StringVar(&gf.init, "init", "agent", "with --rootfs image: or debian:, what starts the test: agent (firstbad's /init, the test chrooted in the root) or system (the root's own init boots, systemd, and runs the test as a service)")
 	f.StringVar(&gf.rootfsShare, "rootfs-share", rootfs.Via9p, "how --rootfs host and debian: reach the guest: 9p (QEMU's own) or virtiofs (virtiofsd, this machine's or from a Debian trixie root made once, under bwrap)")
 	if withRunFlags {
 		f.DurationVar(&gf.timeout, "timeout", pipeline.DefaultTestTimeout, "deadline for one run of the guest test; overrunning is bad (hang)")
 		f.IntVar(&gf.repeat, "repeat", 1, "runs of the guest test per step, in one boot (see --reboot-each)")
 		f.BoolVar(&gf.anyCrash, "any-crash", false, "count any crash as bad (default: a crash titled otherwise than the run's first is a skip, \"another crash\")")
 	}
-	f.DurationVar(&gf.bootTimeout, "boot-timeout", 0, "deadline for a boot: QEMU start to the guest agent's start (default 1m), or a machine's reboot, down to up (default 10m)")
+	f.DurationVar(&gf.bootTimeout, "boot-timeout", 0, "deadline for a boot: QEMU start to the guest agent's start (default 1m; 3m with --init system), or a machine's reboot, down to up (default 10m)")
 	f.BoolVar(&gf.rebootEach, "reboot-each", false, "boot afresh for every run of --repeat")
 	f.StringVar(&gf.bootFailure, "boot-failure", "skip", "what a kernel that does not boot means: skip or bad")
 	f.StringVar(&gf.crashMatch, "crash-match", "", "regexp: a crash whose title does not match is a skip, not bad")
@@ -142,7 +144,8 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 		RebootEach: gf.rebootEach, BootFailureBad: gf.bootFailure == "bad", CrashMatch: gf.crashMatch, AnyCrash: gf.anyCrash, Accel: gf.accel,
 		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
 		TakeOver: gf.takeOver, PowerCycle: gf.powerCycle, Console: gf.console, BootMethod: gf.bootMethod, LeaveRunning: gf.leave,
-		GuestKernel: gf.guestKernel, Rootfs: rootfsValue(gf.rootfs), RootfsShare: shareValue(gf.rootfs, gf.rootfsShare)}, nil
+		GuestKernel: gf.guestKernel, Rootfs: rootfsValue(gf.rootfs), RootfsShare: shareValue(gf.rootfs, gf.rootfsShare),
+		Init: map[bool]string{true: guest.InitSystem}[gf.init == guest.InitSystem]}, nil
 }
 
 // rootfsValue is --rootfs as the run keeps it: "" for busybox, an image's
@@ -200,6 +203,10 @@ func (gf *guestFlags) checkValues() error {
 		return outcome.InputErr("--rootfs-share must be 9p or virtiofs")
 	case gf.rootfsShare != rootfs.Via9p && !spec.Shared():
 		return outcome.InputErr("--rootfs-share is how --rootfs host and debian: reach the guest: it does not go with --rootfs %s", gf.rootfs)
+	case gf.init != "agent" && gf.init != guest.InitSystem:
+		return outcome.InputErr("--init must be agent or system")
+	case gf.init == guest.InitSystem && spec.Kind != "image" && spec.Kind != "debian":
+		return outcome.InputErr("--init system boots the init of --rootfs image:FILE or debian:RELEASE: it does not go with --rootfs %s", gf.rootfs)
 	}
 	if gf.crashMatch != "" {
 		if _, err := regexp.Compile(gf.crashMatch); err != nil {

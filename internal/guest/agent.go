@@ -103,8 +103,21 @@ func Agent() int {
 			say("%s nonce=%s %v", SetupFailedMarker, s.Nonce, err)
 			return 1
 		}
+		if s.Init == InitSystem {
+			err = handOver(root)
+			say("%s nonce=%s %v", SetupFailedMarker, s.Nonce, err)
+			return 1
+		}
 		chrootPath = root
 	}
+	serve(s)
+	return 0
+}
+
+// serve is the agent's part once the test's system is up: the SSH server
+// for a host test, the start marker, the runs (or --shell), then the wait
+// for the host test's end.
+func serve(s Settings) {
 	if s.SSHKey != "" {
 		if err := serveSSH(s.SSHKey, ":"+strconv.Itoa(SSHPort)); err != nil {
 			say("firstbad-agent: SSH server: %v", err)
@@ -113,7 +126,7 @@ func Agent() int {
 	say("%s nonce=%s", StartMarker, s.Nonce)
 	if s.Shell {
 		shell()
-		return 0
+		return
 	}
 	runAll(s, "", resultPort())
 	if s.WaitGo {
@@ -121,7 +134,6 @@ func Agent() int {
 		// off only when the host says so (or it stops the VM).
 		waitGo(s.FirstRun + s.Runs + 1)
 	}
-	return 0
 }
 
 // waitGo waits until the host creates run n's go file (over SSH: in the

@@ -93,7 +93,9 @@ type Settings struct {
 	// Root, if set, is what the test's root is made of (RootShare,
 	// RootVirtiofs, RootDisk; --rootfs); Files are the guest files' paths, copied in
 	// there.
-	Root  string   `json:"root,omitempty"`
+	Root string `json:"root,omitempty"`
+	// Init, InitSystem, hands the boot over to the root's own init.
+	Init  string   `json:"init,omitempty"`
 	Files []string `json:"files,omitempty"`
 }
 

@@ -54,6 +54,8 @@ type KernelConfig struct {
 	BootMethod   string `json:"boot_method,omitempty"`
 	Console      string `json:"console,omitempty"`
 	LeaveRunning bool   `json:"leave_running,omitempty"`
+	// Init is "system" to boot the root's own init (--init).
+	Init string `json:"init,omitempty"`
 	// RootfsShare is how a shared root reaches the guest: 9p or
 	// virtiofs (rootfs.Via*).
 	RootfsShare string `json:"rootfs_share,omitempty"`
@@ -165,7 +167,7 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	}
 	gt := &GuestTest{Target: q, BaseInitrd: base, Test: c.GuestTest, Files: c.Files, Timeout: c.Timeout,
 		BootTimeout: c.BootTimeout, RebootEach: c.RebootEach, BootFailureBad: c.BootFailureBad, CrashMatch: re,
-		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, Root: root, Log: log}
+		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, Root: root, Init: c.Init, Log: log}
 	if p, ok := q.(*target.Physical); ok {
 		gt.machine = &machineBuild{p: p, dir: filepath.Join(cacheDir, "machine-configs")}
 		gt.BootTimeout = p.BootGrace()
@@ -201,11 +203,18 @@ func (g *GuestTest) BuildOptions(ctx context.Context, o kbuild.Options) (kbuild.
 		}
 		if g.Root != nil {
 			// Last: what the mode needs overrides the user's fragments.
-			f, err := kbuild.TargetFragment(g.Root.Spec.Fragment())
-			if err != nil {
-				return o, err
+			names := []string{g.Root.Spec.Fragment()}
+			if g.Init == guest.InitSystem {
+				names = append(names, "init-system")
 			}
-			o.Fragments = append(append([]kbuild.Fragment(nil), o.Fragments...), f)
+			o.Fragments = append([]kbuild.Fragment(nil), o.Fragments...)
+			for _, n := range names {
+				f, err := kbuild.TargetFragment(n)
+				if err != nil {
+					return o, err
+				}
+				o.Fragments = append(o.Fragments, f)
+			}
 		}
 		return o, nil
 	}

@@ -48,6 +48,9 @@ type GuestTest struct {
 	// Root, if set, is what the guest test runs on instead of the
 	// initramfs (--rootfs): read-only, a tmpfs overlay on top.
 	Root *rootfs.Root
+	// Init, guest.InitSystem, boots Root's own init, the test one of its
+	// services (--init system).
+	Init string
 	Log  *slog.Logger
 	// machine, for a real machine, is how its kernels are built.
 	machine *machineBuild
@@ -155,11 +158,19 @@ func (g *GuestTest) timeout() time.Duration {
 }
 
 func (g *GuestTest) bootTimeout() time.Duration {
-	if g.BootTimeout <= 0 {
-		return DefaultBootTimeout
+	switch {
+	case g.BootTimeout > 0:
+		return g.BootTimeout
+	case g.Init == guest.InitSystem:
+		// A whole init system under TCG: systemd takes ~35 s to run
+		// the test on a minimal Debian root.
+		return SystemBootTimeout
 	}
-	return g.BootTimeout
+	return DefaultBootTimeout
 }
+
+// SystemBootTimeout is the default boot timeout with --init system.
+const SystemBootTimeout = 3 * time.Minute
 
 // boot is one boot: runs runs of the test (numbered after first), judged
 // by the classifier.
@@ -197,7 +208,7 @@ func (g *GuestTest) prepare(p *bootPlan, kernel Kernel) (target.Boot, error) {
 		return target.Boot{}, outcome.InfraErr("boot", err)
 	}
 	s := guest.Settings{Nonce: p.nonce, Commit: p.commit, Step: p.step, Runs: p.runs, FirstRun: p.first, TimeoutS: g.timeout().Seconds(), Shell: g.Shell,
-		Root: g.Root.Settings()}
+		Root: g.Root.Settings(), Init: g.Init}
 	if g.Test == "" && g.Host == nil && !g.Shell {
 		s.Runs = 0
 	}

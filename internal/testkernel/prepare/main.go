@@ -64,7 +64,7 @@ func main() {
 // logged (the tests make them again, or fail with the reason).
 func guestRoots(ctx context.Context, logf func(string, ...any)) {
 	start := time.Now()
-	spec := rootfs.Spec{Kind: "debian", Release: "bookworm", Packages: []string{"python3-minimal"}, Via: rootfs.ViaVirtiofs}
+	spec := rootfs.Spec{Kind: "debian", Release: "bookworm", Packages: []string{"python3-minimal", "systemd-sysv"}, Via: rootfs.ViaVirtiofs}
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn}))
 	if _, err := rootfs.Prepare(ctx, spec, cachedir.Dir(filepath.Join(testkernel.Root(), "cache")), log); err != nil {
 		logf("%v", err)
