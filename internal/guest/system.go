@@ -46,6 +46,24 @@ func handOver(root string) error {
 	if _, err := os.Lstat(root + "/sbin/init"); err != nil {
 		return fmt.Errorf("--init system: the guest's root has no /sbin/init (%v): install an init system in it (Debian: systemd-sysv)", err)
 	}
+	if err := installService(root); err != nil {
+		return err
+	}
+	if err := os.Chdir(root); err != nil {
+		return err
+	}
+	if err := syscall.Mount(root, "/", "", syscall.MS_MOVE, ""); err != nil {
+		return fmt.Errorf("moving the guest's root to /: %v", err)
+	}
+	if err := syscall.Chroot("."); err != nil {
+		return fmt.Errorf("chroot into the guest's root: %v", err)
+	}
+	_ = os.Chdir("/")
+	return fmt.Errorf("starting the guest's /sbin/init: %v", syscall.Exec("/sbin/init", []string{"/sbin/init"}, os.Environ()))
+}
+
+// installService puts the agent, its settings and its unit into root.
+func installService(root string) error {
 	if err := copyIn("/init", root+systemAgent); err != nil {
 		return err
 	}
@@ -65,20 +83,7 @@ func handOver(root string) error {
 	// No getty on the console: it would reset the line under the
 	// markers, and without udev it waits 90 s for the tty's device.
 	os.Remove(units + "/serial-getty@ttyS0.service")
-	if err := os.Symlink("/dev/null", units+"/serial-getty@ttyS0.service"); err != nil {
-		return err
-	}
-	if err := os.Chdir(root); err != nil {
-		return err
-	}
-	if err := syscall.Mount(root, "/", "", syscall.MS_MOVE, ""); err != nil {
-		return fmt.Errorf("moving the guest's root to /: %v", err)
-	}
-	if err := syscall.Chroot("."); err != nil {
-		return fmt.Errorf("chroot into the guest's root: %v", err)
-	}
-	_ = os.Chdir("/")
-	return fmt.Errorf("starting the guest's /sbin/init: %v", syscall.Exec("/sbin/init", []string{"/sbin/init"}, os.Environ()))
+	return os.Symlink("/dev/null", units+"/serial-getty@ttyS0.service")
 }
 
 // SystemAgent runs the boot's runs as a service of the guest's own init,
