@@ -42,7 +42,8 @@ func (m *physMachine) Wait() Exit {
 
 // forwards binds a loopback port here for each port b forwards: the
 // agent's SSH server, or that port on the machine's own loopback, reached
-// over the machine's SSH connection (the one of the boot in progress).
+// over the machine's SSH connection (the one of the boot in progress);
+// with a guest on the machine, the guest's own forward of that port.
 func (p *Physical) forwards(m *physMachine, b Boot) error {
 	if !b.Net {
 		return nil
@@ -50,12 +51,6 @@ func (p *Physical) forwards(m *physMachine, b Boot) error {
 	for _, g := range b.Forwards {
 		addr := net.JoinHostPort("127.0.0.1", strconv.Itoa(g))
 		err := m.listen(m.ports, g, func() (net.Conn, error) {
-			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-			defer cancel()
-			c, err := p.conn(ctx)
-			if err != nil {
-				return nil, err
-			}
 			m.jobMu.Lock()
 			to, guest := addr, m.guest
 			if g == b.AgentSSH {
@@ -63,11 +58,16 @@ func (p *Physical) forwards(m *physMachine, b Boot) error {
 			}
 			m.jobMu.Unlock()
 			if p.GuestKernel != "" {
-				// The guest's own forward, here on the loopback.
 				if guest == nil {
 					return nil, fmt.Errorf("machine %s: the guest is not up yet", p.Dest.Host)
 				}
 				return net.Dial("tcp", net.JoinHostPort("127.0.0.1", strconv.Itoa(guest.HostPort(g))))
+			}
+			ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+			defer cancel()
+			c, err := p.conn(ctx)
+			if err != nil {
+				return nil, err
 			}
 			return c.Dial("tcp", to)
 		})
