@@ -144,25 +144,30 @@ type Root struct {
 // Prepare makes s ready: the Debian root made (once, in the cache's
 // roots), the image checked and hashed. Nil for busybox.
 func Prepare(ctx context.Context, s Spec, cache cachedir.Dir, log *slog.Logger) (*Root, error) {
-	var r *Root
-	var err error
-	switch s.Kind {
-	case "host":
-		r = &Root{Spec: s, Share: "/", Describe: describeHost()}
-	case "image":
+	switch {
+	case s.Kind == "image":
 		return prepareImage(s, cache.ImageSums())
-	case "debian":
-		r, err = prepareDebian(ctx, s, cache.Roots(), log)
-	default:
+	case !s.Shared():
 		return nil, nil
 	}
-	if err != nil || s.Via != ViaVirtiofs {
-		return r, err
+	virtiofsd, via := "", "over 9p"
+	if s.Via == ViaVirtiofs {
+		var err error
+		if virtiofsd, err = virtiofsdRoot(ctx, cache.Roots(), log); err != nil {
+			return nil, err
+		}
+		via = "over virtiofs (" + virtiofsdVersion(virtiofsd) + ")"
 	}
-	if r.Virtiofsd, err = virtiofsdRoot(ctx, cache.Roots(), log); err != nil {
-		return nil, err
+	r := &Root{Spec: s, Share: "/"}
+	if s.Kind == "host" {
+		r.Describe = describeHost(via)
+	} else {
+		var err error
+		if r, err = prepareDebian(ctx, s, cache.Roots(), log, via); err != nil {
+			return nil, err
+		}
 	}
-	r.Describe = strings.Replace(r.Describe, "over 9p", "over virtiofs ("+virtiofsdVersion(r.Virtiofsd)+")", 1)
+	r.Virtiofsd = virtiofsd
 	return r, nil
 }
 
@@ -266,7 +271,7 @@ func imageFormat(head []byte) (string, error) {
 
 // prepareDebian makes (once) the root of a release with the packages:
 // mmdebstrap's minbase variant (essential packages and apt) plus them.
-func prepareDebian(ctx context.Context, s Spec, rootsDir string, log *slog.Logger) (*Root, error) {
+func prepareDebian(ctx context.Context, s Spec, rootsDir string, log *slog.Logger, via string) (*Root, error) {
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		return nil, outcome.InputErr("--rootfs %s: mmdebstrap not found (apt-get install mmdebstrap, or ./setup.sh)", s)
 	}
@@ -287,13 +292,13 @@ func prepareDebian(ctx context.Context, s Spec, rootsDir string, log *slog.Logge
 		sum := sha256.Sum256(status)
 		desc += ", dpkg status sha256 " + hex.EncodeToString(sum[:])
 	}
-	desc += ": " + dir + ", shared read-only over 9p with a tmpfs overlay"
+	desc += ": " + dir + ", shared read-only " + via + " with a tmpfs overlay"
 	return &Root{Spec: s, Share: dir, Describe: desc}, nil
 }
 
-// describeHost says which root file system --rootfs host shares: this
-// machine's name and release.
-func describeHost() string {
+// describeHost says which root file system --rootfs host shares, and
+// via what: this machine's name and release.
+func describeHost(via string) string {
 	name, _ := os.Hostname()
 	release := "unknown release"
 	if data, err := os.ReadFile("/etc/os-release"); err == nil {
@@ -303,7 +308,7 @@ func describeHost() string {
 			}
 		}
 	}
-	return fmt.Sprintf("the root file system of %s (%s), shared read-only over 9p, with a tmpfs overlay", name, release)
+	return fmt.Sprintf("the root file system of %s (%s), shared read-only %s, with a tmpfs overlay", name, release, via)
 }
 
 // Settings is what the agent makes the root from (guest.Settings.Root):
