@@ -145,7 +145,7 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
 		TakeOver: gf.takeOver, PowerCycle: gf.powerCycle, Console: gf.console, BootMethod: gf.bootMethod, LeaveRunning: gf.leave,
 		GuestKernel: gf.guestKernel, Rootfs: rootfsValue(gf.rootfs), RootfsShare: shareValue(gf.rootfs, gf.rootfsShare),
-		Init: map[bool]string{true: guest.InitSystem}[gf.init == guest.InitSystem]}, nil
+		Init: initValue(gf.init)}, nil
 }
 
 // rootfsValue is --rootfs as the run keeps it: "" for busybox, an image's
@@ -165,6 +165,15 @@ func shareValue(root, via string) string {
 		return ""
 	}
 	return via
+}
+
+// initValue is --init as the run keeps it: "" for firstbad's agent, the
+// default.
+func initValue(init string) string {
+	if init == guest.InitSystem {
+		return init
+	}
+	return ""
 }
 
 // checkValues rejects values that would silently mean something else.

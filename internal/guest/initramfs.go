@@ -91,8 +91,8 @@ type Settings struct {
 	WaitGo      bool `json:"wait_go,omitempty"`
 	NoGuestTest bool `json:"no_guest_test,omitempty"`
 	// Root, if set, is what the test's root is made of (RootShare,
-	// RootVirtiofs, RootDisk; --rootfs); Files are the guest files' paths, copied in
-	// there.
+	// RootVirtiofs, RootDisk; --rootfs); Files are the guest files'
+	// paths, copied in there.
 	Root string `json:"root,omitempty"`
 	// Init, InitSystem, hands the boot over to the root's own init.
 	Init  string   `json:"init,omitempty"`

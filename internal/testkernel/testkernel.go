@@ -37,9 +37,10 @@ func Root() string {
 // virtio disk, through its own initramfs), with one module (loop) to show
 // that modules install; built in, none of it changes a VM's boot. The
 // last lines are --rootfs host's and debian:'s options (kbuild's
-// rootfs-host fragment, over 9p, and rootfs-virtiofs); --rootfs image's (rootfs-image: the block layer,
-// virtio-blk, ext4, overlayfs) are among the machine's. So the tests of
-// every --rootfs mode boot this same kernel.
+// rootfs-host fragment, over 9p, and rootfs-virtiofs); --rootfs image's
+// (rootfs-image: the block layer, virtio-blk, ext4, overlayfs) and --init
+// system's (init-system) are among the machine's. So the tests of every
+// --rootfs mode boot this same kernel.
 const Fragment = `CONFIG_SCHED_AUTOGROUP=y
 CONFIG_PROC_SYSCTL=y
 CONFIG_MAGIC_SYSRQ=y
