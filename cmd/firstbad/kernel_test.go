@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"syscall"
@@ -102,6 +103,10 @@ func TestBootClassifications(t *testing.T) {
 		{"boot failure is bad", "exit 0", []string{"--append", "rdinit=/nonexistent", "--boot-failure", "bad"}, 1, "bad", "boot failure"},
 		{"repeat in one boot", `[ "$FIRSTBAD_RUN" = 2 ] && exit 1; exit 0`, []string{"--repeat", "3"}, 1, "bad", ""},
 		{"reboot each", `[ "$FIRSTBAD_RUN" = 3 ] && exit 1; exit 0`, []string{"--repeat", "3", "--reboot-each"}, 1, "bad", ""},
+		// microvm: the same kernel (it has virtio-mmio too) on virtio-mmio
+		// devices, no PCI device, no ACPI; each VM ends by a reset.
+		{"microvm", microvmTest, []string{"--machine", "microvm", "--repeat", "2", "--reboot-each"}, 0, "good", ""},
+		{"microvm panic", "echo c > /proc/sysrq-trigger; sleep 10", []string{"--machine", "microvm"}, 1, "bad", "crash: Kernel panic - not syncing: sysrq triggered crash"},
 	}
 	for _, c := range cases {
 		t.Run(c.name, func(t *testing.T) {
@@ -110,8 +115,8 @@ func TestBootClassifications(t *testing.T) {
 			if _, err := os.Stat(r.ConsoleLog); err != nil {
 				t.Errorf("no console log as evidence: %v", err)
 			}
-			if len(c.args) > 0 && c.args[0] == "--repeat" && len(r.Runs) != 3 {
-				t.Errorf("%d runs, want 3", len(r.Runs))
+			if i := slices.Index(c.args, "--repeat"); i >= 0 && strconv.Itoa(len(r.Runs)) != c.args[i+1] {
+				t.Errorf("%d runs, want %s", len(r.Runs), c.args[i+1])
 			}
 			t.Logf("%s: %.1fs (boot %v)", c.name, time.Since(start).Seconds(), deref(r.BootS))
 			if pids := qemuPids(e.state); len(pids) > 0 {
@@ -120,6 +125,14 @@ func TestBootClassifications(t *testing.T) {
 		})
 	}
 }
+
+// microvmTest passes on QEMU's microvm only.
+const microvmTest = `set -e
+grep -q virtio_mmio.device= /proc/cmdline
+[ -z "$(ls /sys/bus/pci/devices)" ]
+[ ! -e /sys/firmware/acpi ]
+ls /sys/bus/virtio/devices | grep -q virtio
+`
 
 // --artifact-store: a machine that has a kernel shares it (here the test
 // kernel, from the artifact cache), and another machine — a fresh cache

@@ -281,6 +281,8 @@ func TestBadInput(t *testing.T) {
 		{"unknown share", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "host", "--rootfs-share", "nfs"), "--rootfs-share must be 9p or virtiofs", 0},
 		{"init system on the host's root", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "host", "--init", "system"), "--init system boots the init of --rootfs image:FILE or debian:RELEASE", 0},
 		{"unknown init", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--init", "openrc"), "--init must be agent or system", 0},
+		{"unknown machine", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--machine", "pc"), "--machine must be one of q35, microvm", 0},
+		{"microvm on a real machine", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--machine", "microvm", "--target", "machine://box"), "--machine microvm is QEMU's machine type", 0},
 		{"guest kernel without a machine", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--guest-kernel", notLog), "are for --target machine://HOST", 0},
 		{"host rootfs remote", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--rootfs", "host", "--target", "ssh://vmhost"), "--rootfs host", 0},
 		{"unknown cluster", append(base_, "--good", "c0", "--bad", "main", "--guest-test", notLog, "--cluster", "icecc:sched"), "give distcc or distcc:HOSTS", 0},

@@ -53,6 +53,7 @@ $FIRSTBAD_SSH 'cd && pwd && [ -f /etc/debian_version ] && mount | grep -q "^over
 	}{
 		{"host programs", host, []string{"--guest-file", data + ":/opt/firstbad/data"}, 0, "good", "exit 0"},
 		{"a host test's sessions", "exit 0", []string{"--host-test", script(t, hostTest)}, 0, "good", "host: exit 0"},
+		{"a host test's sessions on microvm", microvmTest, []string{"--host-test", script(t, hostTest), "--machine", "microvm"}, 0, "good", "host: exit 0"},
 		{"host programs over virtiofs", host, []string{"--guest-file", data + ":/opt/firstbad/data", "--rootfs-share", "virtiofs"}, 0, "good", "exit 0"},
 		{"panic over virtiofs", "echo c > /proc/sysrq-trigger; sleep 10", []string{"--rootfs-share", "virtiofs"}, 1, "bad", "crash: Kernel panic - not syncing: sysrq triggered crash"},
 		{"busybox has no git", "git --version", []string{"--rootfs", "busybox"}, 1, "bad", "exit 127"},

@@ -19,7 +19,7 @@ import (
 )
 
 func buildCmd(g *globals) *cobra.Command {
-	var repo string
+	var repo, machine string
 	var kf kbuildFlags
 	c := &cobra.Command{
 		Use:   "build --repo DIR REF",
@@ -37,6 +37,10 @@ required option unavailable), 2 usage or input error, 3 infrastructure error.`,
 			if err != nil {
 				return err
 			}
+			if err := checkMachine(machine); err != nil {
+				return err
+			}
+			opts.Target = kbuild.QEMUTarget(machine)
 			s, err := g.session(true)
 			if err != nil {
 				return err
@@ -69,6 +73,7 @@ required option unavailable), 2 usage or input error, 3 infrastructure error.`,
 		}),
 	}
 	c.Flags().StringVar(&repo, "repo", ".", "the kernel repository (never written to)")
+	machineFlag(c.Flags(), &machine)
 	kf.register(c)
 	return c
 }

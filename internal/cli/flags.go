@@ -57,6 +57,7 @@ type guestFlags struct {
 	rootfs      string
 	rootfsShare string
 	init        string
+	machine     string
 }
 
 // hasTest says whether a guest or a host test was given.
@@ -80,6 +81,7 @@ func (gf *guestFlags) register(c *cobra.Command, withRunFlags bool) {
 	f.BoolVar(&gf.rebootEach, "reboot-each", false, "boot afresh for every run of --repeat")
 	f.StringVar(&gf.bootFailure, "boot-failure", "skip", "what a kernel that does not boot means: skip or bad")
 	f.StringVar(&gf.crashMatch, "crash-match", "", "regexp: a crash whose title does not match is a skip, not bad")
+	machineFlag(f, &gf.machine)
 	f.StringVar(&gf.accel, "accel", "auto", "QEMU accelerator: kvm, tcg, or auto (probe KVM once, fall back to TCG)")
 	f.IntVar(&gf.memory, "memory", 512, "guest memory in MiB")
 	f.IntVar(&gf.cpus, "cpus", 1, "guest CPUs")
@@ -145,7 +147,28 @@ func (gf *guestFlags) config() (pipeline.KernelConfig, error) {
 		MemMiB: gf.memory, CPUs: gf.cpus, Append: gf.appendLine, Host: host, Target: gf.target, SSHConfig: gf.sshConfig,
 		TakeOver: gf.takeOver, PowerCycle: gf.powerCycle, Console: gf.console, BootMethod: gf.bootMethod, LeaveRunning: gf.leave,
 		GuestKernel: gf.guestKernel, Rootfs: rootfsValue(gf.rootfs), RootfsShare: shareValue(gf.rootfs, gf.rootfsShare),
-		Init: initValue(gf.init)}, nil
+		Init: initValue(gf.init), Machine: machineValue(gf.machine)}, nil
+}
+
+// machineFlag registers --machine (boot, test, run and build).
+func machineFlag(f *pflag.FlagSet, p *string) {
+	f.StringVar(p, "machine", "q35", "QEMU machine type the kernels are built for and boot on: q35 (PCI, ACPI) or microvm (virtio-mmio, no PCI or ACPI: a smaller kernel; for bugs that need neither)")
+}
+
+// checkMachine rejects an unknown --machine.
+func checkMachine(m string) error {
+	if !slices.Contains(target.Machines, m) {
+		return outcome.InputErr("--machine must be one of %s", strings.Join(target.Machines, ", "))
+	}
+	return nil
+}
+
+// machineValue is --machine as the run keeps it: "" for q35, the default.
+func machineValue(m string) string {
+	if target.Microvm(m) {
+		return m
+	}
+	return ""
 }
 
 // rootfsValue is --rootfs as the run keeps it: "" for busybox, an image's
@@ -196,6 +219,10 @@ func (gf *guestFlags) checkValues() error {
 		return outcome.InputErr("--boot-timeout must be positive")
 	case !strings.HasPrefix(gf.target, "machine://") && (gf.powerCycle != "" || gf.console != "" || gf.leave || gf.bootMethod != "" || gf.guestKernel != ""):
 		return outcome.InputErr("--power-cycle, --console, --boot-method, --leave-running and --guest-kernel are for --target machine://HOST")
+	case checkMachine(gf.machine) != nil:
+		return checkMachine(gf.machine)
+	case target.Microvm(gf.machine) && (strings.HasPrefix(gf.target, "machine://") || strings.HasPrefix(gf.target, "libvirt://")):
+		return outcome.InputErr("--machine microvm is QEMU's machine type for the guests firstbad starts (--target qemu or ssh://HOST): a machine:// or libvirt:// target boots on its own hardware")
 	case gf.guestKernel != "" && !isKernelImage(gf.guestKernel):
 		return outcome.InputErr("--guest-kernel %s: not a readable x86 kernel image (a bzImage)", gf.guestKernel)
 	case gf.memory < 64:

@@ -267,8 +267,14 @@ func shell() {
 	_ = cmd.Run()
 }
 
+// poweroff ends the VM. Without ACPI (microvm, or a kernel built without
+// it) a power-off only halts the CPU, so the VM is reset instead: QEMU
+// runs with -no-reboot, which turns a reset into its exit.
 func poweroff() {
 	syscall.Sync()
+	if _, err := os.Stat("/sys/firmware/acpi"); err != nil {
+		_ = syscall.Reboot(syscall.LINUX_REBOOT_CMD_RESTART)
+	}
 	_ = syscall.Reboot(syscall.LINUX_REBOOT_CMD_POWER_OFF)
 	// Not reached; if it were, PID 1 must not exit.
 	select {}

@@ -181,6 +181,15 @@ func CheckDeps(o Options) error {
 		strings.Join(what, ", "), strings.Join(pkgs, " ")))
 }
 
+// QEMUTarget is the built-in fragment for kernels that boot on a QEMU
+// machine type (target.Machines): q35's unless microvm.
+func QEMUTarget(machine string) string {
+	if machine == "microvm" {
+		return "qemu-microvm-x86_64"
+	}
+	return "qemu-x86_64"
+}
+
 // Required is the full list of required options for o: the target's
 // fragment, then the user's.
 func Required(o Options) ([]Option, error) {
@@ -215,6 +224,11 @@ func inputsKey(src string, o Options, tc *toolchain.Root) string {
 	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%v\x00%s\x00", src, o.Base, o.Arch, o.CC, o.LLVM, o.CrossCompile)
 	if tc.Dir != "" {
 		fmt.Fprintf(h, "%s\x00", tc.ID)
+	}
+	if o.Target != "" && o.Target != "qemu-x86_64" {
+		// A kernel for another machine keeps its own warm dir (q35's key
+		// is as before targets).
+		fmt.Fprintf(h, "target %s\x00", o.Target)
 	}
 	for _, in := range []string{o.Base, o.TrimModules} {
 		if fi, err := os.Stat(in); err == nil && !fi.IsDir() {

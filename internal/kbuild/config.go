@@ -88,15 +88,40 @@ func ReadFragment(path string) (Fragment, error) {
 	return ParseFragment(path, f)
 }
 
-// TargetFragment is firstbad's own required fragment for a target.
+// TargetFragment is firstbad's own required fragment for a target. A
+// fragment file may build on another: "#extends NAME" takes NAME's options
+// first and "#drop CONFIG_A ..." removes some of them (microvm is q35
+// without PCI), then the file's own options follow.
 func TargetFragment(target string) (Fragment, error) {
-	name := "fragments/" + target + ".config"
-	f, err := fragmentFS.Open(name)
+	data, err := fragmentFS.ReadFile("fragments/" + target + ".config")
 	if err != nil {
 		return Fragment{}, fmt.Errorf("no built-in config fragment for target %q", target)
 	}
-	defer f.Close()
-	return ParseFragment("firstbad:"+target, f)
+	own, err := ParseFragment("firstbad:"+target, strings.NewReader(string(data)))
+	if err != nil {
+		return own, err
+	}
+	var base Fragment
+	drop := map[string]bool{}
+	for _, line := range strings.Split(string(data), "\n") {
+		if name, ok := strings.CutPrefix(line, "#extends "); ok {
+			if base, err = TargetFragment(strings.TrimSpace(name)); err != nil {
+				return base, err
+			}
+		}
+		if names, ok := strings.CutPrefix(line, "#drop "); ok {
+			for _, n := range strings.Fields(names) {
+				drop[n] = true
+			}
+		}
+	}
+	out := Fragment{Name: own.Name}
+	for _, o := range Merge(base, own) {
+		if !drop[o.Name] {
+			out.Options = append(out.Options, o)
+		}
+	}
+	return out, nil
 }
 
 // Merge combines fragments in order; a later fragment overrides an earlier

@@ -63,6 +63,37 @@ func TestTargetFragmentHasWhatTheGuestNeeds(t *testing.T) {
 	}
 }
 
+// A fragment that extends another takes its options, less the dropped
+// ones, then its own.
+func TestTargetFragmentExtends(t *testing.T) {
+	names := func(target string) []string {
+		f, err := TargetFragment(target)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var out []string
+		for _, o := range f.Options {
+			out = append(out, o.String())
+		}
+		return out
+	}
+	q35, microvm := names("qemu-x86_64"), names("qemu-microvm-x86_64")
+	var want []string
+	for _, o := range q35 {
+		if o != "CONFIG_PCI=y" && o != "CONFIG_VIRTIO_PCI=y" {
+			want = append(want, o)
+		}
+	}
+	want = append(want, "CONFIG_VIRTIO_MMIO=y", "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y")
+	if diff := cmp.Diff(want, microvm); diff != "" {
+		t.Errorf("microvm's fragment (-want +got):\n%s", diff)
+	}
+	trim := names("trim-qemu-microvm-x86_64")
+	if diff := cmp.Diff(append(names("trim-qemu-x86_64"), "# CONFIG_PCI is not set", "# CONFIG_ACPI is not set"), trim); diff != "" {
+		t.Errorf("microvm's trim (-want +got):\n%s", diff)
+	}
+}
+
 func TestMergeApplyVerify(t *testing.T) {
 	target := Fragment{Name: "t", Options: []Option{{"CONFIG_A", "y", "t:1"}, {"CONFIG_B", "y", "t:2"}}}
 	user := Fragment{Name: "u", Options: []Option{{"CONFIG_B", "n", "u:1"}, {"CONFIG_OLD_NAME", "y", "u:2"}, {"CONFIG_S", `"x"`, "u:3"}}}

@@ -16,9 +16,9 @@ import (
 )
 
 // kconfigTree checks out the files config targets read (Kconfig files,
-// Makefiles, scripts/, arch/x86, include/) of the test history's tip: a
-// real tree for make defconfig and localmodconfig, without the 1 GiB of
-// the rest. It skips when the test history is not there (test.sh makes it).
+// Makefiles, scripts/, arch/x86, include/, kernel/configs/) of the test
+// history's tip: a real tree for make defconfig, tinyconfig and
+// localmodconfig, without the 1 GiB of the rest. It skips when the test history is not there (test.sh makes it).
 func kconfigTree(t *testing.T) string {
 	t.Helper()
 	if testing.Short() {
@@ -33,7 +33,7 @@ func kconfigTree(t *testing.T) string {
 	if err != nil {
 		t.Skipf("no test history at %s (./test.sh makes it): %v", repo, err)
 	}
-	keep := regexp.MustCompile(`(^|/)(Kconfig|Makefile|Kbuild)[^/]*$|^(scripts|arch/x86|include)/`)
+	keep := regexp.MustCompile(`(^|/)(Kconfig|Makefile|Kbuild)[^/]*$|^(scripts|arch/x86|include|kernel/configs)/`)
 	var list []string
 	for _, n := range strings.Split(string(names), "\n") {
 		if keep.MatchString(n) {
@@ -116,4 +116,45 @@ func assemble(t *testing.T, src string, o Options, apply []Option) []byte {
 		t.Errorf("the log does not say what the trim did:\n%s", log)
 	}
 	return final
+}
+
+// --machine microvm: q35's required options but PCI's, plus virtio-mmio;
+// on a tinyconfig base the trim turns PCI and ACPI off, which olddefconfig
+// keeps, and every required option holds.
+func TestMicrovmConfig(t *testing.T) {
+	src := kconfigTree(t)
+	for _, tt := range []struct {
+		machine   string
+		want, not []string
+	}{
+		{"q35", []string{"CONFIG_PCI", "CONFIG_VIRTIO_PCI", "CONFIG_ACPI"}, []string{"CONFIG_VIRTIO_MMIO"}},
+		{"microvm", []string{"CONFIG_VIRTIO_MMIO", "CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES", "CONFIG_VIRTIO_CONSOLE", "CONFIG_VIRTIO_NET"},
+			[]string{"CONFIG_PCI", "CONFIG_VIRTIO_PCI", "CONFIG_ACPI"}},
+	} {
+		t.Run(tt.machine, func(t *testing.T) {
+			o := Options{Target: QEMUTarget(tt.machine)}
+			required, err := Required(o)
+			if err != nil {
+				t.Fatal(err)
+			}
+			final := assemble(t, src, o, Merge(Fragment{Options: Trim(o)}, Fragment{Options: required}))
+			vals, err := Values(strings.NewReader(string(final)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if m := Verify(vals, required); len(m) != 0 {
+				t.Errorf("required options that do not hold: %v", m)
+			}
+			for _, n := range tt.want {
+				if vals[n] != "y" {
+					t.Errorf("%s=%q, want y", n, vals[n])
+				}
+			}
+			for _, n := range tt.not {
+				if v := vals[n]; v != "" && v != "n" {
+					t.Errorf("%s=%q, want it off", n, v)
+				}
+			}
+		})
+	}
 }

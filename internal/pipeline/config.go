@@ -56,6 +56,8 @@ type KernelConfig struct {
 	LeaveRunning bool   `json:"leave_running,omitempty"`
 	// Init is "system" to boot the root's own init (--init).
 	Init string `json:"init,omitempty"`
+	// Machine is QEMU's machine type: "" (q35) or microvm.
+	Machine string `json:"machine,omitempty"`
 	// RootfsShare is how a shared root reaches the guest: 9p or
 	// virtiofs (rootfs.Via*).
 	RootfsShare string `json:"rootfs_share,omitempty"`
@@ -152,8 +154,12 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	if err != nil {
 		return nil, err
 	}
-	if qemu, ok := q.(*target.QEMU); ok && spec.Shared() {
-		if err := qemu.CheckShare(spec.Via); err != nil {
+	if qemu, ok := q.(*target.QEMU); ok {
+		err := qemu.CheckMachine(c.Machine)
+		if err == nil && spec.Shared() {
+			err = qemu.CheckShare(spec.Via)
+		}
+		if err != nil {
 			return nil, outcome.InputErr("%v", err)
 		}
 	}
@@ -167,7 +173,7 @@ func NewGuestTest(ctx context.Context, c KernelConfig, cacheDir string, log *slo
 	}
 	gt := &GuestTest{Target: q, BaseInitrd: base, Test: c.GuestTest, Files: c.Files, Timeout: c.Timeout,
 		BootTimeout: c.BootTimeout, RebootEach: c.RebootEach, BootFailureBad: c.BootFailureBad, CrashMatch: re,
-		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, Root: root, Init: c.Init, Log: log}
+		MemMiB: c.MemMiB, CPUs: c.CPUs, Net: true, Cmdline: c.Append, Host: c.Host, Root: root, Init: c.Init, Machine: c.Machine, Log: log}
 	if p, ok := q.(*target.Physical); ok {
 		gt.machine = &machineBuild{p: p, dir: filepath.Join(cacheDir, "machine-configs")}
 		gt.BootTimeout = p.BootGrace()
@@ -201,6 +207,7 @@ func (g *GuestTest) BuildOptions(ctx context.Context, o kbuild.Options) (kbuild.
 		if o.TrimModules == "machine" {
 			return o, outcome.InputErr("--trim-modules machine takes the modules loaded on the machine of --target machine://HOST (or give a file of lsmod's output)")
 		}
+		o.Target = kbuild.QEMUTarget(g.Machine)
 		if g.Root != nil {
 			// Last: what the mode needs overrides the user's fragments.
 			names := []string{g.Root.Spec.Fragment()}

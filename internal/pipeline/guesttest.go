@@ -51,7 +51,10 @@ type GuestTest struct {
 	// Init, guest.InitSystem, boots Root's own init, the test one of its
 	// services (--init system).
 	Init string
-	Log  *slog.Logger
+	// Machine is QEMU's machine type (target.Boot.Machine): kernels are
+	// built for it.
+	Machine string
+	Log     *slog.Logger
 	// machine, for a real machine, is how its kernels are built.
 	machine *machineBuild
 	// nonce makes each boot's nonce (tests replaying a recorded console
@@ -230,7 +233,7 @@ func (g *GuestTest) prepare(p *bootPlan, kernel Kernel) (target.Boot, error) {
 		cmdline += " " + g.Cmdline
 	}
 	b := target.Boot{Kernel: kernel.Image, Modules: kernel.Modules, Release: kernel.Release, Config: kernel.Config, Nonce: p.nonce, Extra: g.Cmdline,
-		Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Dir: p.dir, MemMiB: g.MemMiB,
+		Initrd: initrd, InitrdBase: g.BaseInitrd, Cmdline: cmdline, Machine: g.Machine, Dir: p.dir, MemMiB: g.MemMiB,
 		CPUs: g.CPUs, Net: g.Net || p.gs != nil, Forwards: forwards, Interactive: g.Shell}
 	if r := g.Root; r != nil {
 		b.Share, b.Virtiofsd, b.Disk, b.DiskFormat = r.Share, r.Virtiofsd, r.Disk, r.Format

@@ -65,6 +65,24 @@ func (q *QEMU) CheckShare(via string) error {
 	return nil
 }
 
+// CheckMachine says whether this QEMU has the machine type (microvm came
+// in QEMU 4.2).
+func (q *QEMU) CheckMachine(machine string) error {
+	if machine == "" {
+		return nil
+	}
+	out, err := exec.Command(q.binary(), "-machine", "help").Output()
+	if err != nil {
+		return fmt.Errorf("%s -machine help: %v", q.binary(), err)
+	}
+	for _, line := range strings.Split(string(out), "\n") {
+		if f := strings.Fields(line); len(f) > 0 && f[0] == machine {
+			return nil
+		}
+	}
+	return fmt.Errorf("%s has no machine type %s (--machine): QEMU 4.2 or later has microvm (Debian's qemu-system-x86 does)", q.binary(), machine)
+}
+
 // Check says whether QEMU is installed, with what to install if not.
 func (q *QEMU) Check() error {
 	if _, err := exec.LookPath(q.binary()); err != nil {
@@ -72,6 +90,12 @@ func (q *QEMU) Check() error {
 	}
 	return nil
 }
+
+// Machines are the QEMU machine types a boot can ask for (Boot.Machine).
+var Machines = []string{"q35", "microvm"}
+
+// Microvm says whether machine is QEMU's microvm.
+func Microvm(machine string) bool { return machine == "microvm" }
 
 // Args are QEMU's arguments for a boot with the given accelerator.
 func (q *QEMU) Args(b Boot, accel string) []string {
@@ -82,10 +106,18 @@ func (q *QEMU) Args(b Boot, accel string) []string {
 	if cpus <= 0 {
 		cpus = 1
 	}
-	args := []string{"-machine", "q35,accel=" + accel, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
+	// dev names a virtio device for the machine's transport.
+	dev, machine, cmdline := func(name string) string { return name + "-pci" }, "q35,accel="+accel, b.Cmdline
+	if Microvm(b.Machine) {
+		// No ACPI: QEMU lists the virtio-mmio devices on the command
+		// line, and a reset (a triple fault, which -no-reboot turns
+		// into QEMU's exit) ends the VM where q35 would power off.
+		dev, machine, cmdline = func(name string) string { return name + "-device" }, "microvm,acpi=off,accel="+accel, cmdline+" acpi=off reboot=t"
+	}
+	args := []string{"-machine", machine, "-m", strconv.Itoa(mem), "-smp", strconv.Itoa(cpus),
 		"-nodefaults", "-display", "none", "-no-reboot", "-no-user-config",
-		"-kernel", b.Kernel, "-append", b.Cmdline, "-serial", "stdio",
-		"-device", "virtio-serial-pci,id=vser0",
+		"-kernel", b.Kernel, "-append", cmdline, "-serial", "stdio",
+		"-device", dev("virtio-serial") + ",id=vser0",
 		"-chardev", "file,id=fbres,path=" + filepath.Join(b.Dir, "result.jsonl"),
 		"-device", "virtserialport,bus=vser0.0,chardev=fbres,name=firstbad.result",
 	}
@@ -100,17 +132,24 @@ func (q *QEMU) Args(b Boot, accel string) []string {
 		// vhost-user: virtiofsd maps the guest's memory, which must be
 		// shared; its socket is relative to the boot dir (QEMU's cwd),
 		// as a unix socket's path is short.
-		args = append(args, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", mem), "-numa", "node,memdev=mem",
-			"-chardev", "socket,id=vfs,path="+virtiofsSocket, "-device", "vhost-user-fs-pci,queue-size=1024,chardev=vfs,tag="+guest.RootTag)
+		memdev := []string{"-numa", "node,memdev=mem"}
+		if Microvm(b.Machine) {
+			memdev = []string{"-machine", "memory-backend=mem"} // microvm has no NUMA
+		}
+		args = append(args, "-object", fmt.Sprintf("memory-backend-memfd,id=mem,size=%dM,share=on", mem))
+		args = append(append(args, memdev...),
+			"-chardev", "socket,id=vfs,path="+virtiofsSocket, "-device", dev("vhost-user-fs")+",queue-size=1024,chardev=vfs,tag="+guest.RootTag)
 	case b.Share != "":
 		// multidevs=remap: the host's / spans several file systems, whose
 		// inode numbers would collide in one 9p export.
-		args = append(args, "-virtfs", "local,path="+optValue(b.Share)+",mount_tag="+guest.RootTag+",security_model=none,readonly=on,multidevs=remap")
+		args = append(args, "-fsdev", "local,id=fsroot,path="+optValue(b.Share)+",security_model=none,readonly=on,multidevs=remap",
+			"-device", dev("virtio-9p")+",fsdev=fsroot,mount_tag="+guest.RootTag)
 	}
 	if b.Disk != "" {
 		// readonly: QEMU opens the file read-only, so nothing the guest
 		// does can change the user's image.
-		args = append(args, "-drive", "file="+optValue(b.Disk)+",format="+b.DiskFormat+",if=virtio,readonly=on")
+		args = append(args, "-drive", "file="+optValue(b.Disk)+",format="+b.DiskFormat+",if=none,id=disk0,readonly=on",
+			"-device", dev("virtio-blk")+",drive=disk0")
 	}
 	if b.Net {
 		netdev := "user,id=net0"
@@ -124,7 +163,7 @@ func (q *QEMU) Args(b Boot, accel string) []string {
 			// can reach.
 			netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:%d", b.Ports[g], g)
 		}
-		args = append(args, "-netdev", netdev, "-device", "virtio-net-pci,netdev=net0")
+		args = append(args, "-netdev", netdev, "-device", dev("virtio-net")+",netdev=net0")
 	}
 	return args
 }

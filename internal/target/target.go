@@ -13,6 +13,9 @@ import (
 type Boot struct {
 	Kernel string
 	Initrd string
+	// Machine is QEMU's machine type: "" or q35 (PCI devices, ACPI), or
+	// microvm (virtio-mmio devices, no PCI, no ACPI: a smaller kernel).
+	Machine string
 	// InitrdBase, if set, is a file whose content is a prefix of Initrd
 	// and the same for every boot: a remote target ships it once.
 	InitrdBase string

@@ -40,7 +40,9 @@ func Root() string {
 // rootfs-host fragment, over 9p, and rootfs-virtiofs); --rootfs image's
 // (rootfs-image: the block layer, virtio-blk, ext4, overlayfs) and --init
 // system's (init-system) are among the machine's. So the tests of every
-// --rootfs mode boot this same kernel.
+// --rootfs mode boot this same kernel, and with virtio-mmio (the last two
+// lines: --machine microvm's own, its PCI and ACPI unused there) the
+// microvm tests too.
 const Fragment = `CONFIG_SCHED_AUTOGROUP=y
 CONFIG_PROC_SYSCTL=y
 CONFIG_MAGIC_SYSRQ=y
@@ -70,6 +72,8 @@ CONFIG_9P_FS=y
 CONFIG_OVERLAY_FS=y
 CONFIG_FUSE_FS=y
 CONFIG_VIRTIO_FS=y
+CONFIG_VIRTIO_MMIO=y
+CONFIG_VIRTIO_MMIO_CMDLINE_DEVICES=y
 `
 
 // Kernel is the shared test kernel.
