@@ -9,25 +9,33 @@ import (
 	"github.com/google/go-cmp/cmp"
 )
 
-// --rootfs host needs QEMU's 9p device (or vhost-user-fs for virtiofs): a
-// QEMU built without it is told apart by its device list.
-func TestCheckShare(t *testing.T) {
+// What a boot needs of QEMU is told apart by what it lists: --rootfs host
+// needs its 9p device (or vhost-user-fs for virtiofs), --machine microvm
+// that machine type.
+func TestQEMUChecks(t *testing.T) {
+	share := func(via string) func(*QEMU) error { return func(q *QEMU) error { return q.CheckShare(via) } }
+	machine := func(m string) func(*QEMU) error { return func(q *QEMU) error { return q.CheckMachine(m) } }
 	for _, c := range []struct {
-		name, via, devices, err string
+		name, list string
+		check      func(*QEMU) error
+		err        string
 	}{
-		{"with 9p", "9p", `name "virtio-9p-pci", bus PCI, alias "virtio-9p"`, ""},
-		{"without 9p", "9p", `name "virtio-net-pci", bus PCI`, "no 9p"},
-		{"with virtiofs", "virtiofs", `name "vhost-user-fs-pci", bus PCI`, ""},
-		{"without virtiofs", "virtiofs", `name "virtio-9p-pci", bus PCI, alias "virtio-9p"`, "no virtiofs (vhost-user-fs-pci)"},
+		{"with 9p", `name "virtio-9p-pci", bus PCI, alias "virtio-9p"`, share("9p"), ""},
+		{"without 9p", `name "virtio-net-pci", bus PCI`, share("9p"), "no 9p"},
+		{"with virtiofs", `name "vhost-user-fs-pci", bus PCI`, share("virtiofs"), ""},
+		{"without virtiofs", `name "virtio-9p-pci", bus PCI, alias "virtio-9p"`, share("virtiofs"), "no virtiofs (vhost-user-fs-pci)"},
+		{"q35 asks nothing", "", machine(""), ""},
+		{"with microvm", "q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)\nmicrovm              microvm (i386)\n", machine("microvm"), ""},
+		{"without microvm", "q35                  Standard PC (Q35 + ICH9, 2009)\n", machine("microvm"), "no machine type microvm"},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			bin := filepath.Join(t.TempDir(), "qemu")
-			if err := os.WriteFile(bin, []byte("#!/bin/sh\necho '"+c.devices+"'\n"), 0o755); err != nil {
+			if err := os.WriteFile(bin, []byte("#!/bin/sh\nprintf '%s\\n' '"+c.list+"'\n"), 0o755); err != nil {
 				t.Fatal(err)
 			}
-			err := (&QEMU{Binary: bin}).CheckShare(c.via)
+			err := c.check(&QEMU{Binary: bin})
 			if (err == nil) != (c.err == "") || (err != nil && !strings.Contains(err.Error(), c.err)) {
-				t.Errorf("CheckShare(%s): %v, want %q", c.via, err, c.err)
+				t.Errorf("%v, want %q", err, c.err)
 			}
 		})
 	}
@@ -65,25 +73,5 @@ func TestArgsMachine(t *testing.T) {
 		if !strings.Contains(got, want) {
 			t.Errorf("virtiofs on microvm: %q not in %s", want, got)
 		}
-	}
-}
-
-// --machine microvm needs a QEMU that has it: told apart by its machine list.
-func TestCheckMachine(t *testing.T) {
-	for _, c := range []struct{ name, list, machine, err string }{
-		{"q35 asks nothing", "", "", ""},
-		{"with microvm", "q35                  Standard PC (Q35 + ICH9, 2009) (alias of pc-q35-7.2)\nmicrovm              microvm (i386)\n", "microvm", ""},
-		{"without microvm", "q35                  Standard PC (Q35 + ICH9, 2009)\n", "microvm", "no machine type microvm"},
-	} {
-		t.Run(c.name, func(t *testing.T) {
-			bin := filepath.Join(t.TempDir(), "qemu")
-			if err := os.WriteFile(bin, []byte("#!/bin/sh\nprintf '%s' '"+c.list+"'\n"), 0o755); err != nil {
-				t.Fatal(err)
-			}
-			err := (&QEMU{Binary: bin}).CheckMachine(c.machine)
-			if (err == nil) != (c.err == "") || (err != nil && !strings.Contains(err.Error(), c.err)) {
-				t.Errorf("CheckMachine(%s): %v, want %q", c.machine, err, c.err)
-			}
-		})
 	}
 }
