@@ -95,14 +95,15 @@ type counts struct{ good, bad int }
 type level struct {
 	ids  []string // by position
 	node []int    // graph index by position (-1 for position 0)
-	// prior says hypothesis k is possible a priori; it is also whether
-	// position k can be tested (before skips): a commit that cannot be the
-	// culprit (tree-same, or position 0 below the top level) is never
-	// worth a test.
-	prior []bool
-	pos   map[string]int
-	top   bool // the first level (the others descend into a merge)
-	merge int  // the merge a lower level descends into (its last position)
+	// prior says hypothesis k is possible a priori; test whether
+	// position k can be tested (before skips). A tree-same commit (or
+	// position 0 below the top level) is neither; a commit that builds
+	// its parent's kernel (SameKernel) cannot be the culprit but tests
+	// its kernel like any other.
+	prior, test []bool
+	pos         map[string]int
+	top         bool // the first level (the others descend into a merge)
+	merge       int  // the merge a lower level descends into (its last position)
 }
 
 // levelFor returns the level for a merge (-1: the first level).
@@ -135,10 +136,12 @@ func (b *Bayes) chain(top int, keep []bool, extra int) *level {
 	lv.ids = append(lv.ids, before)
 	lv.node = append(lv.node, -1)
 	lv.prior = append(lv.prior, lv.top && before != "")
+	lv.test = append(lv.test, lv.top && before != "")
 	add := func(n int) {
 		lv.ids = append(lv.ids, g.ids[n])
 		lv.node = append(lv.node, n)
-		lv.prior = append(lv.prior, !g.same[n])
+		lv.prior = append(lv.prior, !g.same[n] && !g.kernel[n])
+		lv.test = append(lv.test, !g.same[n])
 	}
 	for i := len(rev) - 1; i >= 0; i-- {
 		add(rev[i])
@@ -163,7 +166,7 @@ func (lv *level) observe(runs map[string]counts, skipped map[string]bool) (cnt [
 			cnt[k] = c
 		}
 	}
-	testable = append([]bool(nil), lv.prior...)
+	testable = append([]bool(nil), lv.test...)
 	for id := range skipped {
 		if k, ok := lv.pos[id]; ok {
 			testable[k] = false

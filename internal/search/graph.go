@@ -16,6 +16,11 @@ type Commit struct {
 	// TreeSame marks a commit that does not touch the paths a bisect is
 	// limited to: it links the graph but is never a candidate.
 	TreeSame bool
+	// SameKernel marks a commit proven to build its first parent's
+	// kernel: never the first bad one, but still worth a test (any
+	// commit of a kernel tests it; one already built is cheap). The
+	// Bayesian strategy reads it.
+	SameKernel bool
 }
 
 // Graph is the initial candidate set: the commits reachable from the bad
@@ -26,6 +31,7 @@ type Graph struct {
 	parents [][]int
 	time    []int64
 	same    []bool
+	kernel  []bool // SameKernel
 	index   map[string]int
 	bad     int
 	// first is each commit's first parent inside the graph (-1 if it is
@@ -49,6 +55,7 @@ func NewGraph(commits []Commit, bad string, firstParent bool) (*Graph, error) {
 		g.ids = append(g.ids, c.ID)
 		g.time = append(g.time, c.Time)
 		g.same = append(g.same, c.TreeSame)
+		g.kernel = append(g.kernel, c.SameKernel)
 		fid := ""
 		if len(c.Parents) > 0 {
 			fid = c.Parents[0]

@@ -78,14 +78,28 @@ func (f *fast) mark() error {
 	return nil
 }
 
+// learner is a search over kernels, taught by each step's build what it
+// read (fast, cells).
+type learner interface {
+	learn(st journal.Step) error
+	sameKernel() int                     // candidates taken for their parent's kernel
+	neverBuilt(steps []journal.Step) int // of those, the ones no step evaluated
+}
+
+// sameKernel counts the marked candidates.
+func (f *fast) sameKernel() int { return len(f.marked) }
+
 // neverBuilt counts the marked candidates no step evaluated.
-func (f *fast) neverBuilt(steps []journal.Step) int {
+func (f *fast) neverBuilt(steps []journal.Step) int { return unevaluated(f.marked, steps) }
+
+// unevaluated counts the commits of set no step evaluated.
+func unevaluated(set map[string]bool, steps []journal.Step) int {
 	evaluated := map[string]bool{}
 	for _, st := range steps {
 		evaluated[st.Commit] = true
 	}
 	n := 0
-	for c := range f.marked {
+	for c := range set {
 		if !evaluated[c] {
 			n++
 		}

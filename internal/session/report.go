@@ -104,29 +104,34 @@ func (s *Session) report(ctx context.Context, id string, full bool) (*report.Rep
 		// run's posterior: replay the search over the graph.
 		replay(ctx, repo, p, steps, r)
 	}
-	if p.fast() {
+	if p.fast() || p.cells() {
 		r.SameKernel = neverBuilt(ctx, repo, p, steps)
 	}
 	return r, nil
 }
 
 // neverBuilt is, for a search over kernels, how many candidates the marks
-// as the run's steps leave them kept from being built.
+// (or proofs) as the run's steps leave them kept from being built.
 func neverBuilt(ctx context.Context, repo *git.Repo, p Params, steps []journal.Step) int {
 	nodes, _, files, err := readRange(ctx, repo, p)
 	if err != nil {
 		return 0
 	}
-	f, err := newFast(nodes, files, p)
-	for _, st := range steps {
-		if err == nil {
-			err = f.learn(st)
-		}
-	}
+	g, err := search.NewGraph(nodes, p.Bad, p.FirstParent)
 	if err != nil {
 		return 0
 	}
-	return f.neverBuilt(steps)
+	strategy, err := p.strategy(g, nodes, files, steps)
+	l, ok := strategy.(learner)
+	if err != nil || !ok {
+		return 0
+	}
+	for _, st := range steps {
+		if err := l.learn(st); err != nil {
+			return 0
+		}
+	}
+	return l.neverBuilt(steps)
 }
 
 // readRepo is a repository to read commit details from: firstbad's clone if
@@ -200,6 +205,9 @@ func replay(ctx context.Context, repo *git.Repo, p Params, steps []journal.Step,
 			}
 		}
 		obs = p.fold(obs, st)
+		if l, ok := strategy.(learner); ok {
+			_ = l.learn(st) // as the run learned; a failure leaves the replay as it was
+		}
 	}
 	if !p.bayes() {
 		return

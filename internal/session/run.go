@@ -115,16 +115,16 @@ func (r *run) replay(st journal.Step) {
 		r.done++
 	}
 	r.obs = r.p.fold(r.obs, st)
-	switch s := r.strategy.(type) {
-	case *search.Bayes:
+	if s, ok := r.strategy.(interface{ SetCosts(search.Costs) }); ok {
 		s.SetCosts(r.p.costs(r.steps))
-	case *fast:
-		before := len(s.marked)
+	}
+	if s, ok := r.strategy.(learner); ok {
+		before := s.sameKernel()
 		if err := s.learn(st); err != nil {
 			r.s.Log.Warn("the search over kernels failed to redo its marks", "err", err)
-		} else if len(s.marked) != before {
+		} else if s.sameKernel() != before {
 			r.s.Log.Info("commits that cannot change the kernel (no file the builds read, nothing of the build system): not to be built",
-				"same_kernel", len(s.marked), "of", r.total)
+				"same_kernel", s.sameKernel(), "of", r.total)
 		}
 	}
 }

@@ -251,7 +251,7 @@ func readRange(ctx context.Context, repo *git.Repo, p Params) (nodes []search.Co
 		return nil, 0, nil, outcome.InfraErr("rev-list", err)
 	}
 	nodes, total = graphOf(commits, p)
-	if p.fast() {
+	if p.fast() || p.cells() {
 		if files, err = repo.ChangedFiles(ctx, git.Range{Bad: p.Bad, Good: p.Good, FirstParent: p.FirstParent}); err != nil {
 			return nil, 0, nil, outcome.InfraErr("git log", err)
 		}

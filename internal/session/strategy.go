@@ -86,6 +86,12 @@ func (p Params) bayes() bool { return p.Strategy == "bayes" }
 // fast reports whether the run searches over kernels (--strategy fast).
 func (p Params) fast() bool { return p.Strategy == "fast" }
 
+// cells reports whether a Bayesian run searches over kernels: a kernel run
+// whose test sees only the kernel, over the whole range (cells).
+func (p Params) cells() bool {
+	return p.bayes() && p.Kernel != nil && !p.RetestSameKernel && len(p.Paths) == 0
+}
+
 // budget is the run budget of a Bayesian run over n candidates: the user's,
 // or enough for a test that fails one time in ten.
 func (p Params) budget(n int) int {
@@ -104,8 +110,11 @@ func (p Params) strategy(g *search.Graph, nodes []search.Commit, files map[strin
 	case !p.bayes():
 		return search.NewClassic(g, p.FirstParent), nil
 	}
-	return search.NewBayes(g, p.FirstParent, search.BayesOptions{
-		FalseAlarm: p.FalseAlarm, LearnFalseAlarm: p.FalseAlarmAuto, Confidence: p.Confidence, MaxRuns: p.budget(g.Len()), Costs: p.costs(steps)}), nil
+	opt := search.BayesOptions{FalseAlarm: p.FalseAlarm, LearnFalseAlarm: p.FalseAlarmAuto, Confidence: p.Confidence, MaxRuns: p.budget(g.Len()), Costs: p.costs(steps)}
+	if p.cells() {
+		return newCells(nodes, files, p, opt) // taught by the steps as they are replayed (learn)
+	}
+	return search.NewBayes(g, p.FirstParent, opt), nil
 }
 
 // feeds says whether a step's verdict feeds the search: search steps,
