@@ -10,13 +10,13 @@ import (
 
 // cells is --strategy bayes over kernels: a commit proven to build the
 // same kernel as its first parent cannot be the first bad one, so it
-// shares its parent's posterior cell: the runs decide among the commits
-// that changed the kernel (any commit of a kernel still tests it). Unlike fast's
-// marks these are proofs, from the run's own builds: a commit joined to a
-// built commit T by first-parent changes that touch no file T's build
-// read and nothing of the build system builds T's kernel (kbuild would
-// recompile nothing). No answer rests on a guess, so none is checked at
-// the end; a flaky test sees one kernel per cell all the same.
+// shares its parent's posterior cell and the runs decide among the
+// commits that changed the kernel (a commit of the cell still tests its
+// kernel). Unlike fast's marks these are proofs, from the run's own
+// builds: a commit joined to a built commit T by first-parent changes
+// that touch no file T's build read and nothing of the build system
+// builds T's kernel (kbuild would recompile nothing). No answer rests on
+// a guess, so none is checked at the end.
 type cells struct {
 	nodes       []search.Commit
 	files       map[string][]string // what each commit changes against its first parent
