@@ -123,7 +123,7 @@ func (r *run) replay(st journal.Step) {
 		if err := s.learn(st); err != nil {
 			r.s.Log.Warn("the search over kernels failed to redo its marks", "err", err)
 		} else if s.sameKernel() != before {
-			r.s.Log.Info("commits that cannot change the kernel (no file the builds read, nothing of the build system): not to be built",
+			r.s.Log.Info("commits that build their parent's kernel (they change no file the builds read, nothing of the build system)",
 				"same_kernel", s.sameKernel(), "of", r.total)
 		}
 	}
