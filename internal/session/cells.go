@@ -99,23 +99,12 @@ func sameKernelAround(nodes []search.Commit, files map[string][]string, t string
 			children[n.Parents[0]] = append(children[n.Parents[0]], n.ID)
 		}
 	}
-	unread := func(id string) bool {
-		changed, ok := files[id]
-		if !ok {
-			return false
-		}
-		for _, p := range changed {
-			if inputs[p] > 0 || kbuild.BuildSystem(p) {
-				return false
-			}
-		}
-		return true
-	}
+	unread := func(id string) bool { return !touchesBuild(files, id, inputs) }
 	var out []string
-	// Down: t is its parent's kernel, which is its parent's...
-	for cur, in := t, true; in && unread(cur); cur = first[cur] {
+	// Down: t is its parent's kernel, which is its parent's... (a parent
+	// outside the range has no known change: the walk ends there).
+	for cur := t; unread(cur); cur = first[cur] {
 		out = append(out, cur)
-		_, in = files[first[cur]]
 	}
 	// Up: a child that changes nothing t read has t's kernel.
 	for todo := []string{t}; len(todo) > 0; {

@@ -109,13 +109,18 @@ func unevaluated(set map[string]bool, steps []journal.Step) int {
 
 // changesKernel says whether a commit's change touches a file a build
 // read, or the build system.
-func (f *fast) changesKernel(id string) bool {
-	files, ok := f.files[id]
+func (f *fast) changesKernel(id string) bool { return touchesBuild(f.files, id, f.inputs) }
+
+// touchesBuild says whether commit id's change (files: what each commit
+// changes) touches one of inputs or the build system; an unknown change
+// may touch anything.
+func touchesBuild(files map[string][]string, id string, inputs map[string]int) bool {
+	changed, ok := files[id]
 	if !ok {
 		return true
 	}
-	for _, p := range files {
-		if f.inputs[p] > 0 || kbuild.BuildSystem(p) {
+	for _, p := range changed {
+		if inputs[p] > 0 || kbuild.BuildSystem(p) {
 			return true
 		}
 	}
