@@ -95,25 +95,98 @@ func ReadInputs(kernel string) (inputs map[string]int, ok bool) {
 }
 
 // BuildSystem says whether a tree path can change what is built or how,
-// whatever the .cmd files say: Kconfig, Makefiles, scripts, host tools.
+// whatever the .cmd files say: Kconfig, Makefiles, scripts, host tools,
+// and the top's localversion* files (setlocalversion reads them into the
+// release, which no .cmd file names).
 func BuildSystem(p string) bool {
 	base := path.Base(p)
 	return configInput(p, "") || strings.HasPrefix(base, "Makefile") || strings.HasPrefix(base, "Kbuild") ||
-		strings.HasPrefix(p, "tools/") || strings.Contains(p, "/tools/")
+		strings.HasPrefix(p, "tools/") || strings.Contains(p, "/tools/") || strings.HasPrefix(p, "localversion")
 }
 
-// ReadBy returns the files, of those a change touches, that the build of
-// the artifact whose kernel is given read, or that belong to the build
-// system: none means the change cannot have changed that kernel. ok is
-// false when the artifact does not say what its build read (built before
-// firstbad kept that).
+// Reads is what one build, or several, read: the files (Inputs, each with
+// the targets that depend on it) and the parts of the tree that are read
+// only by some builds — an arch's dir, a tool's under tools/ — where they
+// read anything.
+type Reads struct {
+	Inputs map[string]int
+	trees  map[string]bool
+}
+
+// NewReads makes Reads of the files builds read.
+func NewReads(inputs map[string]int) Reads {
+	trees := map[string]bool{}
+	for p := range inputs {
+		if t := tree(p); t != "" {
+			trees[t] = true
+			if strings.HasPrefix(t, "tools/") {
+				trees["tools"] = true // a tool's build uses tools/'s shared makefiles
+			}
+		}
+	}
+	return Reads{Inputs: inputs, trees: trees}
+}
+
+// Affects says whether a change to tree path p can change the kernel of
+// these builds: a file they read, or a part of the build system they used.
+// Not every build-system file is used: make descends into the build's own
+// arch/ dir alone and Kconfig sources only its Kconfig; of tools/ a kernel
+// build makes objtool and what it needs (and resolve_btfids with BTF), not
+// perf or the selftests; Documentation's makefiles make the docs. A build
+// that read a file under such a part used that part, all of it.
+func (r Reads) Affects(p string) bool {
+	if r.Inputs[p] > 0 {
+		return true
+	}
+	if !BuildSystem(p) {
+		return false
+	}
+	switch t := tree(p); t {
+	case "":
+		return true
+	case "Documentation":
+		return kconfigFile(p) // sourced by the top Kconfig
+	default:
+		return r.trees[t]
+	}
+}
+
+// kconfigFile says whether p is a Kconfig file (Kconfig, Kconfig.debug...).
+func kconfigFile(p string) bool { return strings.HasPrefix(path.Base(p), "Kconfig") }
+
+// tree is the part of the tree that p belongs to when only some builds use
+// that part (see Affects): arch/<arch>, tools/<tool> (tools/lib/<lib>),
+// "tools" for tools/'s shared files and dirs, Documentation; "" for any
+// other path.
+func tree(p string) string {
+	parts := strings.SplitN(p, "/", 4)
+	switch {
+	case parts[0] == "arch" && len(parts) > 2:
+		return "arch/" + parts[1]
+	case parts[0] == "tools" && len(parts) > 3 && parts[1] == "lib":
+		return "tools/lib/" + parts[2]
+	case parts[0] == "tools" && len(parts) > 2 && !slices.Contains([]string{"arch", "build", "include", "lib", "scripts"}, parts[1]):
+		return "tools/" + parts[1]
+	case parts[0] == "tools":
+		return "tools"
+	case parts[0] == "Documentation" && len(parts) > 1:
+		return "Documentation"
+	}
+	return ""
+}
+
+// ReadBy returns the files, of those a change touches, that can change the
+// kernel of the artifact whose kernel is given (Affects): none means the
+// change cannot have changed that kernel. ok is false when the artifact
+// does not say what its build read (built before firstbad kept that).
 func ReadBy(kernel string, changed []string) (read []string, ok bool) {
 	inputs, ok := ReadInputs(kernel)
 	if !ok {
 		return nil, false
 	}
+	r := NewReads(inputs)
 	for _, f := range changed {
-		if inputs[f] > 0 || BuildSystem(f) {
+		if r.Affects(f) {
 			read = append(read, f)
 		}
 	}

@@ -85,25 +85,34 @@ init/version.o: $(deps_init/version.o)
 		}
 	}
 
-	// A change is read when it touches an input or the build system.
-	kernel := filepath.Join(t.TempDir(), "bzImage")
-	if err := os.WriteFile(filepath.Join(filepath.Dir(kernel), InputsFile), []byte("init/version.c\ninclude/linux/export.h\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	// A change is read when it touches an input or the build system the
+	// build used: not another arch's dir, a tool it did not build, the docs.
+	x86 := "init/version.c\ninclude/linux/export.h\narch/x86/kernel/head_64.S\ntools/objtool/builtin-check.c\ntools/lib/subcmd/exec-cmd.c\n"
 	for _, c := range []struct {
+		name, inputs  string
 		changed, read []string
 	}{
-		{[]string{"Documentation/a.rst", "drivers/gpu/x.c"}, nil},
-		{[]string{"Documentation/a.rst", "include/linux/export.h"}, []string{"include/linux/export.h"}},
-		{[]string{"drivers/gpu/Makefile", "drivers/gpu/Kconfig", "scripts/x.sh", "tools/objtool/check.c", "arch/x86/Makefile"},
-			[]string{"drivers/gpu/Makefile", "drivers/gpu/Kconfig", "scripts/x.sh", "tools/objtool/check.c", "arch/x86/Makefile"}},
+		{"no input", x86, []string{"Documentation/a.rst", "drivers/gpu/x.c"}, nil},
+		{"an input", x86, []string{"Documentation/a.rst", "include/linux/export.h"}, []string{"include/linux/export.h"}},
+		{"the build system", x86,
+			[]string{"drivers/gpu/Makefile", "drivers/gpu/Kconfig", "scripts/x.sh", "tools/objtool/Build", "tools/lib/subcmd/Makefile", "tools/build/Makefile.build", "tools/Makefile", "arch/x86/Makefile", "arch/Kconfig", "Documentation/Kconfig", "localversion-rt"},
+			[]string{"drivers/gpu/Makefile", "drivers/gpu/Kconfig", "scripts/x.sh", "tools/objtool/Build", "tools/lib/subcmd/Makefile", "tools/build/Makefile.build", "tools/Makefile", "arch/x86/Makefile", "arch/Kconfig", "Documentation/Kconfig", "localversion-rt"}},
+		{"parts the build did not use", x86,
+			[]string{"arch/arm64/boot/dts/rockchip/Makefile", "arch/powerpc/platforms/8xx/Kconfig", "arch/ia64/Makefile", "tools/perf/Makefile.perf", "tools/lib/perf/Makefile",
+				"tools/testing/selftests/bpf/Makefile", "tools/perf/Documentation/Makefile", "Documentation/Makefile"}, nil},
+		{"no tool built", "init/version.c\narch/x86/kernel/head_64.S\n",
+			[]string{"tools/objtool/Build", "tools/build/Makefile.build", "tools/Makefile", "arch/x86/tools/relocs.c", "arch/x86/Kconfig"}, []string{"arch/x86/tools/relocs.c", "arch/x86/Kconfig"}},
 	} {
+		kernel := filepath.Join(t.TempDir(), "bzImage")
+		if err := os.WriteFile(filepath.Join(filepath.Dir(kernel), InputsFile), []byte(c.inputs), 0o644); err != nil {
+			t.Fatal(err)
+		}
 		read, ok := ReadBy(kernel, c.changed)
 		if !ok {
 			t.Fatal("the inputs file was not found")
 		}
 		if diff := cmp.Diff(c.read, read); diff != "" {
-			t.Errorf("%v (-want +got):\n%s", c.changed, diff)
+			t.Errorf("%s: %v (-want +got):\n%s", c.name, c.changed, diff)
 		}
 	}
 	if _, ok := ReadBy(filepath.Join(t.TempDir(), "bzImage"), []string{"init/version.c"}); ok {

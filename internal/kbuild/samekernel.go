@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 
 	"github.com/firstbad/firstbad/internal/git"
@@ -111,7 +112,9 @@ func (j *buildJob) sameAs(cache *Cache, final []byte) (built, Artifact, []string
 		if err != nil {
 			continue
 		}
-		if read, ok := ReadBy(a.Kernel, changed); !ok || len(read) > 0 {
+		// The configs are the same (above), and a Kconfig file does nothing
+		// but make the config.
+		if read, ok := ReadBy(a.Kernel, slices.DeleteFunc(slices.Clone(changed), kconfigFile)); !ok || len(read) > 0 {
 			continue
 		}
 		return b, a, changed, true

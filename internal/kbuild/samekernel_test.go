@@ -22,6 +22,7 @@ func TestSameKernel(t *testing.T) {
 	unbuilt := g.CommitFiles("unbuilt driver", map[string]string{"drivers/x.c": "2\n"}, docs)
 	read := g.CommitFiles("a file the build read", map[string]string{"init/main.c": "2\n"}, unbuilt)
 	mk := g.CommitFiles("the build system", map[string]string{"Makefile": "2\n"}, unbuilt)
+	kconfig := g.CommitFiles("a Kconfig", map[string]string{"drivers/Kconfig": "config Y\n"}, unbuilt)
 	repo := g.Write(t)
 	tree := func(c int) string {
 		out, err := exec.Command("git", "-C", repo.Dir, "rev-parse", repo.SHAs[c]+"^{tree}").Output()
@@ -58,6 +59,9 @@ func TestSameKernel(t *testing.T) {
 		{"a driver the build did not read, in another slot", unbuilt, "CONFIG_X=y\n", "gcc 12", "1", true},
 		{"a file the build read", read, "CONFIG_X=y\n", "gcc 12", "0", false},
 		{"the build system", mk, "CONFIG_X=y\n", "gcc 12", "0", false},
+		// A Kconfig file only makes the config: it is the same here.
+		{"a Kconfig, the same config", kconfig, "CONFIG_X=y\n", "gcc 12", "0", true},
+		{"a Kconfig, another config", kconfig, "CONFIG_X=y\nCONFIG_Y=y\n", "gcc 12", "0", false},
 		{"another config", docs, "CONFIG_X=n\n", "gcc 12", "0", false},
 		{"another compiler", docs, "CONFIG_X=y\n", "gcc 14", "0", false},
 	} {

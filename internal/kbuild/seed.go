@@ -26,7 +26,9 @@ import (
 // minutes on a small machine). A sibling of this checkout first: its
 // objects' timestamps were made against these very sources. One of
 // another slot is taken only with the tree it last built whole, and
-// retimed against this checkout (retime).
+// retimed against this checkout (retime). Failing those, a sibling of this
+// checkout that built a config near this one with the same compiler
+// (near): kbuild rebuilds what the options that differ feed.
 func (j *buildJob) seed(ctx context.Context, final []byte) {
 	if fileExists(filepath.Join(j.dir, seeding)) {
 		// A copy cut short (the controller killed): what it left has
@@ -37,28 +39,101 @@ func (j *buildJob) seed(ctx context.Context, final []byte) {
 	if fileExists(filepath.Join(j.dir, "vmlinux")) || !strings.HasPrefix(filepath.Base(j.dir), cachedir.BuildDirPrefix) {
 		return
 	}
+	same := func(cfg []byte) bool { return bytes.Equal(cfg, final) }
 	for _, sib := range siblings(j.dir) {
-		if j.seedFrom(ctx, sib, final, false) {
+		if j.seedFrom(ctx, sib, same, "which built the same .config", false) {
 			return
 		}
 	}
-	if j.req.Tree == "" {
-		return
-	}
-	for _, sib := range otherSlots(j.dir) {
-		if j.seedFrom(ctx, sib, final, true) {
-			return
+	if j.req.Tree != "" {
+		for _, sib := range otherSlots(j.dir) {
+			if j.seedFrom(ctx, sib, same, "which built the same .config", true) {
+				return
+			}
 		}
+	}
+	if sib, cfg, delta := near(siblings(j.dir), final); sib != "" {
+		unchanged := func(now []byte) bool { return bytes.Equal(now, cfg) }
+		j.seedFrom(ctx, sib, unchanged, fmt.Sprintf("which built a config %d option(s) apart (%s): kbuild rebuilds what they feed", len(delta), listSome(delta, 5)), false)
 	}
 }
 
-// seedFrom copies sib into the build dir if it built the same config and
-// holds still (not building, its lock free); it says whether it did.
-func (j *buildJob) seedFrom(ctx context.Context, sib string, final []byte, otherSlot bool) bool {
+// near is the sibling whose last config is nearest final (fewest options
+// apart, at most half as many as final has lines), built by the same
+// compiler for the same arch, with that config and the options apart; ""
+// if none is.
+func near(sibs []string, final []byte) (sib string, cfg []byte, delta []string) {
+	limit := bytes.Count(final, []byte("\n")) / 2
+	for _, s := range sibs {
+		c, err := os.ReadFile(filepath.Join(s, ".config"))
+		if err != nil {
+			continue
+		}
+		if d, ok := configDelta(c, final); ok && len(d) <= limit && (sib == "" || len(d) < len(delta)) {
+			sib, cfg, delta = s, c, d
+		}
+	}
+	return sib, cfg, delta
+}
+
+// configDelta lists the options whose values differ between two configs
+// (unset and absent are the same), sorted; ok is false when they are for
+// different arches or compilers, or do not say which (before 5.8): kbuild
+// would rebuild everything, and a copy would gain nothing.
+func configDelta(a, b []byte) ([]string, bool) {
+	va, _ := Values(bytes.NewReader(a))
+	vb, _ := Values(bytes.NewReader(b))
+	for _, tool := range []string{"CONFIG_CC_VERSION_TEXT", "CONFIG_AS_VERSION", "CONFIG_LD_VERSION"} {
+		if va[tool] == "" || va[tool] != vb[tool] {
+			return nil, false
+		}
+	}
+	if archLine(a) == "" || archLine(a) != archLine(b) {
+		return nil, false
+	}
+	var delta []string
+	for name, v := range va {
+		if w, ok := vb[name]; v != w && (ok || v != "n") {
+			delta = append(delta, name)
+		}
+	}
+	for name, w := range vb {
+		if _, ok := va[name]; !ok && w != "n" {
+			delta = append(delta, name)
+		}
+	}
+	sort.Strings(delta)
+	return delta, true
+}
+
+// archLine is a .config's "# Linux/x86 6.1.0 Kernel Configuration" line's
+// arch ("" if it has none).
+func archLine(cfg []byte) string {
+	for _, l := range strings.SplitN(string(cfg), "\n", 5) {
+		if rest, ok := strings.CutPrefix(l, "# Linux/"); ok {
+			arch, _, _ := strings.Cut(rest, " ")
+			return arch
+		}
+	}
+	return ""
+}
+
+// listSome joins the first n names, and says how many more there are.
+func listSome(names []string, n int) string {
+	if len(names) <= n {
+		return strings.Join(names, ", ")
+	}
+	return fmt.Sprintf("%s and %d more", strings.Join(names[:n], ", "), len(names)-n)
+}
+
+// seedFrom copies sib into the build dir if its config is one accept takes
+// and it holds still (not building, its lock free); it says whether it
+// did. from says what the sibling is to the log.
+func (j *buildJob) seedFrom(ctx context.Context, sib string, accept func(cfg []byte) bool, from string, otherSlot bool) bool {
 	if fileExists(filepath.Join(sib, building)) {
 		return false
 	}
-	if cfg, err := os.ReadFile(filepath.Join(sib, ".config")); err != nil || !bytes.Equal(cfg, final) {
+	if cfg, err := os.ReadFile(filepath.Join(sib, ".config")); err != nil || !accept(cfg) {
 		return false
 	}
 	l, err := lock.TryAcquire(sib + ".lock")
@@ -101,7 +176,7 @@ func (j *buildJob) seedFrom(ctx context.Context, sib string, final []byte, other
 		j.unseed()
 		return true
 	}
-	from := filepath.Base(sib) + ", which built the same .config"
+	from = filepath.Base(sib) + ", " + from
 	if otherSlot {
 		n, err := j.retime(ctx, tree)
 		if err != nil {
@@ -117,7 +192,7 @@ func (j *buildJob) seedFrom(ctx context.Context, sib string, final []byte, other
 		return true
 	}
 	fmt.Fprintf(j.log, "firstbad: this build dir starts as a copy of %s, %.1f s: the build is incremental\n", from, time.Since(start).Seconds())
-	j.b.Log.Info("a new build dir starts from a sibling with the same config", "from", filepath.Base(sib), "other_slot", otherSlot, "seconds", time.Since(start).Round(time.Millisecond))
+	j.b.Log.Info("a new build dir starts from a sibling", "from", filepath.Base(sib), "other_slot", otherSlot, "seconds", time.Since(start).Round(time.Millisecond))
 	return true
 }
 

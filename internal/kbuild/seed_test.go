@@ -162,3 +162,97 @@ func TestInterruptedSeed(t *testing.T) {
 		t.Errorf("the build log does not say so:\n%s", log)
 	}
 }
+
+// A build dir with no sibling of the same config starts from the nearest
+// config the same compiler built for the same arch; configs of another
+// compiler or arch, or too far apart, are no start (kbuild would rebuild
+// everything).
+func TestSeedNear(t *testing.T) {
+	head := "#\n# Automatically generated file; DO NOT EDIT.\n# Linux/x86 6.1.176 Kernel Configuration\n#\n"
+	tools := "CONFIG_CC_VERSION_TEXT=\"gcc (Debian 12.2.0-14) 12.2.0\"\nCONFIG_AS_VERSION=24000\nCONFIG_LD_VERSION=24000\n"
+	cfg := func(head, tools string, opts ...string) string {
+		return head + tools + strings.Join(opts, "\n") + "\n"
+	}
+	final := cfg(head, tools, "CONFIG_A=y", "CONFIG_B=y", "# CONFIG_C is not set", "CONFIG_D=y", "CONFIG_E=y", "CONFIG_F=y")
+	for _, c := range []struct {
+		name   string
+		config string
+		delta  []string
+		ok     bool
+	}{
+		{"one option apart", cfg(head, tools, "CONFIG_A=y", "CONFIG_B=y", "CONFIG_C=y", "CONFIG_D=y", "CONFIG_E=y", "CONFIG_F=y"), []string{"CONFIG_C"}, true},
+		{"unset and absent are the same", cfg(head, tools, "CONFIG_A=y", "CONFIG_B=y", "CONFIG_D=y", "CONFIG_E=y", "CONFIG_F=m"), []string{"CONFIG_F"}, true},
+		{"an option only there", cfg(head, tools, "CONFIG_A=y", "CONFIG_B=y", "CONFIG_D=y", "CONFIG_E=y", "CONFIG_F=y", "CONFIG_G=y"), []string{"CONFIG_G"}, true},
+		{"another compiler", cfg(head, strings.Replace(tools, "12.2.0", "14.2.0", 2), "CONFIG_A=y"), nil, false},
+		{"another arch", cfg(strings.Replace(head, "x86", "arm64", 1), tools, "CONFIG_A=y"), nil, false},
+		{"no compiler said (before 5.8)", cfg(head, "", "CONFIG_A=y"), nil, false},
+	} {
+		delta, ok := configDelta([]byte(c.config), []byte(final))
+		if diff := cmp.Diff(c.delta, delta); ok != c.ok || diff != "" {
+			t.Errorf("%s: ok %v, want %v; delta (-want +got):\n%s", c.name, ok, c.ok, diff)
+		}
+	}
+
+	// The nearest sibling is taken; one more than half the config apart is
+	// not; nor is a dir without a config.
+	root := t.TempDir()
+	sibs := map[string]string{
+		"two":  cfg(head, tools, "CONFIG_A=y", "CONFIG_B=n", "CONFIG_C=y", "CONFIG_D=y", "CONFIG_E=y", "CONFIG_F=y"),
+		"one":  cfg(head, tools, "CONFIG_A=y", "CONFIG_B=y", "CONFIG_C=y", "CONFIG_D=y", "CONFIG_E=y", "CONFIG_F=y"),
+		"far":  cfg(head, tools, "CONFIG_G=y", "CONFIG_H=y", "CONFIG_I=y", "CONFIG_J=y", "CONFIG_K=y", "CONFIG_L=y"),
+		"none": "",
+	}
+	var dirs []string
+	for name, text := range sibs {
+		d := filepath.Join(root, name)
+		dirs = append(dirs, d)
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if text != "" {
+			if err := os.WriteFile(filepath.Join(d, ".config"), []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if sib, _, delta := near(dirs, []byte(final)); filepath.Base(sib) != "one" || !cmp.Equal(delta, []string{"CONFIG_C"}) {
+		t.Errorf("near: %s %v, want one [CONFIG_C]", sib, delta)
+	}
+	if sib, _, _ := near([]string{filepath.Join(root, "far"), filepath.Join(root, "none")}, []byte(final)); sib != "" {
+		t.Errorf("near: %s, want none (too far apart, no config)", sib)
+	}
+}
+
+// The copy itself: a new build dir of a checkout takes its nearest
+// sibling's objects, and the log names the options apart.
+func TestSeedNearCopy(t *testing.T) {
+	slot := t.TempDir()
+	tools := "# Linux/x86 6.1.0 Kernel Configuration\nCONFIG_CC_VERSION_TEXT=\"gcc 12\"\nCONFIG_AS_VERSION=1\nCONFIG_LD_VERSION=1\n"
+	sib := filepath.Join(slot, cachedir.BuildDirPrefix+"aaaa")
+	for name, text := range map[string]string{".config": tools + "CONFIG_A=y\n# CONFIG_B is not set\n", "vmlinux": "v", "kernel/a.o": "a"} {
+		if err := os.MkdirAll(filepath.Dir(filepath.Join(sib, name)), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(sib, name), []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	dir := filepath.Join(slot, cachedir.BuildDirPrefix+"bbbb")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	logf, err := os.Create(filepath.Join(t.TempDir(), "build.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	j := &buildJob{b: &Builder{Log: slog.New(slog.NewTextHandler(io.Discard, nil))}, dir: dir, log: logf}
+	j.seed(context.Background(), []byte(tools+"CONFIG_A=y\nCONFIG_B=y\n"))
+	log, _ := os.ReadFile(logf.Name())
+	if !strings.Contains(string(log), cachedir.BuildDirPrefix+"aaaa, which built a config 1 option(s) apart (CONFIG_B)") {
+		t.Errorf("not seeded from the near sibling:\n%s", log)
+	}
+	if a, _ := os.ReadFile(filepath.Join(dir, "kernel/a.o")); string(a) != "a" {
+		t.Errorf("the sibling's objects were not copied")
+	}
+}

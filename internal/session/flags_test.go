@@ -54,7 +54,7 @@ func TestCulpritFlags(t *testing.T) {
 		{"another architecture, kernel run", arm, kernel, "", []string{FlagOtherArch}},
 		{"another architecture, exec run: no arch known", arm, exec, "", nil},
 		{"this architecture", x86, kernel, "", nil},
-		{"this architecture's Kconfig: the build system, read or not", x86, kernel, "init/main.c\n", nil},
+		{"this architecture's Kconfig: the build system, read or not", x86, kernel, "init/main.c\narch/x86/kernel/head_64.S\n", nil},
 		{"a merge", merge, exec, "", []string{FlagMerge}},
 	} {
 		t.Run(c.name, func(t *testing.T) {
