@@ -74,7 +74,7 @@ func (c *cells) learn(st journal.Step) error {
 		return nil
 	}
 	grew := false
-	for _, id := range sameKernelAround(c.nodes, c.files, st.Commit, inputs) {
+	for _, id := range sameKernelAround(c.nodes, c.files, st.Commit, kbuild.NewReads(inputs)) {
 		if !c.same[id] {
 			c.same[id], grew = true, true
 		}
@@ -86,11 +86,11 @@ func (c *cells) learn(st journal.Step) error {
 }
 
 // sameKernelAround lists the commits proven, by the build of commit t
-// (what it read: inputs), to build the same kernel as their first parent:
-// those on first-parent links from t whose own change touches none of
-// inputs and nothing of the build system, with every link between them
+// (what it read: reads), to build the same kernel as their first parent:
+// those on first-parent links from t whose own change touches nothing it
+// read and nothing of the build system it used, with every link between them
 // and t such a change too. A commit whose changes are unknown ends a walk.
-func sameKernelAround(nodes []search.Commit, files map[string][]string, t string, inputs map[string]int) []string {
+func sameKernelAround(nodes []search.Commit, files map[string][]string, t string, reads kbuild.Reads) []string {
 	first := map[string]string{}
 	children := map[string][]string{}
 	for _, n := range nodes {
@@ -99,7 +99,7 @@ func sameKernelAround(nodes []search.Commit, files map[string][]string, t string
 			children[n.Parents[0]] = append(children[n.Parents[0]], n.ID)
 		}
 	}
-	unread := func(id string) bool { return !touchesBuild(files, id, inputs) }
+	unread := func(id string) bool { return !touchesBuild(files, id, reads) }
 	var out []string
 	// Down: t is its parent's kernel, which is its parent's... (a parent
 	// outside the range has no known change: the walk ends there).

@@ -9,6 +9,7 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 
+	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/pipeline"
 	"github.com/firstbad/firstbad/internal/search"
@@ -23,8 +24,9 @@ func TestSameKernelAround(t *testing.T) {
 	//         x -----------
 	nodes := []search.Commit{{ID: "a"}, {ID: "b", Parents: []string{"a"}}, {ID: "c", Parents: []string{"b"}}, {ID: "d", Parents: []string{"c"}},
 		{ID: "e", Parents: []string{"d"}}, {ID: "x", Parents: []string{"b"}}, {ID: "m", Parents: []string{"e", "x"}}}
-	files := map[string][]string{"b": {"src/x.c"}, "c": {"doc/1"}, "d": {"doc/2"}, "e": {"Makefile"}, "x": {"doc/3"}, "m": {"doc/3"}}
-	inputs := map[string]int{"src/x.c": 1, "include/y.h": 3}
+	// c's makefile is another arch's: the build read nothing under it.
+	files := map[string][]string{"b": {"src/x.c"}, "c": {"doc/1", "arch/arm64/boot/dts/Makefile"}, "d": {"doc/2"}, "e": {"Makefile"}, "x": {"doc/3"}, "m": {"doc/3"}}
+	inputs := kbuild.NewReads(map[string]int{"src/x.c": 1, "include/y.h": 3, "arch/x86/kernel/head_64.S": 1})
 	for _, tt := range []struct {
 		built string
 		want  []string

@@ -30,11 +30,12 @@ import (
 // and the search is classic's.
 type fast struct {
 	nodes       []search.Commit     // the range, TreeSame where the paths say
+	line        []string            // the range oldest first if it is a line (plan.go)
 	files       map[string][]string // what each commit changes
 	bad         string
 	firstParent bool
 
-	inputs   map[string]int  // every file a build of the run read, with the targets that depend on it
+	reads    kbuild.Reads    // every file a build of the run read, with the targets that depend on it
 	last     string          // the commit of the latest build: what the build dir holds
 	read     map[string]bool // kernels whose inputs are in
 	unproved map[string]bool // parents the end could not prove: tested
@@ -48,8 +49,8 @@ type fast struct {
 const maxUnproved = 3
 
 func newFast(nodes []search.Commit, files map[string][]string, p Params) (*fast, error) {
-	f := &fast{nodes: nodes, files: files, bad: p.Bad, firstParent: p.FirstParent,
-		inputs: map[string]int{}, read: map[string]bool{}, unproved: map[string]bool{}}
+	f := &fast{nodes: nodes, line: line(nodes, p.Bad, p.FirstParent), files: files, bad: p.Bad, firstParent: p.FirstParent,
+		reads: kbuild.NewReads(map[string]int{}), read: map[string]bool{}, unproved: map[string]bool{}}
 	return f, f.mark()
 }
 
@@ -64,7 +65,7 @@ func (f *fast) mark() error {
 	nodes := slices.Clone(f.nodes)
 	f.marked = map[string]bool{}
 	for i, n := range nodes {
-		if len(f.inputs) == 0 || f.off != "" || n.TreeSame || n.ID == f.bad || f.unproved[n.ID] || f.changesKernel(n.ID) {
+		if len(f.reads.Inputs) == 0 || f.off != "" || n.TreeSame || n.ID == f.bad || f.unproved[n.ID] || f.changesKernel(n.ID) {
 			continue
 		}
 		nodes[i].TreeSame = true
@@ -109,22 +110,17 @@ func unevaluated(set map[string]bool, steps []journal.Step) int {
 
 // changesKernel says whether a commit's change touches a file a build
 // read, or the build system.
-func (f *fast) changesKernel(id string) bool { return touchesBuild(f.files, id, f.inputs) }
+func (f *fast) changesKernel(id string) bool { return touchesBuild(f.files, id, f.reads) }
 
 // touchesBuild says whether commit id's change (files: what each commit
-// changes) touches one of inputs or the build system; an unknown change
-// may touch anything.
-func touchesBuild(files map[string][]string, id string, inputs map[string]int) bool {
+// changes) touches a file the builds read or the build system they used
+// (kbuild's Affects); an unknown change may touch anything.
+func touchesBuild(files map[string][]string, id string, reads kbuild.Reads) bool {
 	changed, ok := files[id]
 	if !ok {
 		return true
 	}
-	for _, p := range changed {
-		if inputs[p] > 0 || kbuild.BuildSystem(p) {
-			return true
-		}
-	}
-	return false
+	return slices.ContainsFunc(changed, reads.Affects)
 }
 
 // learn takes in what the build of a step's kernel read; the marks are
@@ -146,15 +142,17 @@ func (f *fast) learn(st journal.Step) error {
 		return nil // an artifact from before firstbad kept its inputs
 	}
 	grew := false
+	all := f.reads.Inputs
 	for p, n := range inputs {
-		if f.inputs[p] == 0 {
+		if all[p] == 0 {
 			grew = true
 		}
-		f.inputs[p] = max(f.inputs[p], n)
+		all[p] = max(all[p], n)
 	}
 	if !grew {
 		return nil
 	}
+	f.reads = kbuild.NewReads(all)
 	return f.mark()
 }
 
@@ -164,7 +162,7 @@ func (f *fast) learn(st journal.Step) error {
 // the most targets a build has (what a weight means at most).
 func (f *fast) cheaper(ctx context.Context, repo *git.Repo, obs []search.Observation, next string) (choice string, weight, instead, targets int) {
 	ranked, err := f.classic.Ranked(obs)
-	if err != nil || len(ranked) < 2 || f.last == "" || len(f.inputs) == 0 {
+	if err != nil || len(ranked) < 2 || f.last == "" || len(f.reads.Inputs) == 0 {
 		return next, -1, -1, 0
 	}
 	weights := map[string]int{} // each a git diff-tree: asked once
@@ -182,31 +180,24 @@ func (f *fast) cheaper(ctx context.Context, repo *git.Repo, obs []search.Observa
 // kernel's config headers, so about the build's objects.
 func (f *fast) targets() int {
 	most := 0
-	for _, n := range f.inputs {
+	for _, n := range f.reads.Inputs {
 		most = max(most, n)
 	}
 	return most
 }
 
 // recompiles weighs what make rebuilds to go from the latest build to
-// commit: for each file that differs, the targets that depend on it, and
-// for a build-system file all of them. Targets that depend on several
-// changed files count once for each, so the weight ranks candidates; at
-// most the build's targets are rebuilt.
+// commit: for each file that differs, the targets it feeds (fileWeight).
+// Targets that depend on several changed files count once for each, so
+// the weight ranks candidates; at most the build's targets are rebuilt.
 func (f *fast) recompiles(ctx context.Context, repo *git.Repo, commit string) int {
 	changed, err := repo.DiffNames(ctx, f.last, commit)
 	if err != nil {
 		return math.MaxInt32
 	}
-	most := f.targets()
 	total := 0
 	for _, p := range changed {
-		switch {
-		case kbuild.BuildSystem(p):
-			total += most
-		default:
-			total += f.inputs[p]
-		}
+		total += f.fileWeight(p)
 	}
 	return total
 }

@@ -2,15 +2,20 @@ package session
 
 import (
 	"fmt"
+	"maps"
 	"math/rand/v2"
 	"slices"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
 
 	"github.com/firstbad/firstbad/internal/git"
 	"github.com/firstbad/firstbad/internal/gittest"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/pipeline"
+	"github.com/firstbad/firstbad/internal/search"
 )
 
 // kernelHistory is a history whose commits change the kernel or not, as a
@@ -275,5 +280,139 @@ func TestFastSearchMerges(t *testing.T) {
 	t.Logf("fast %d evaluations, classic %d", fastSteps, classicSteps)
 	if fastSteps >= classicSteps {
 		t.Errorf("fast took %d evaluations against classic's %d", fastSteps, classicSteps)
+	}
+}
+
+// On a line of kernels where one commit changes a header most objects
+// include, planning the tests by their builds' costs (plan.go) spends
+// fewer build seconds than git's midpoints over the same kernels, and
+// finds the same culprits: after the bad endpoint's build, the kernels on
+// its side of that commit are cheap to reach, the others cost a whole
+// build each time the search crosses it.
+func TestPlanSearch(t *testing.T) {
+	rng := rand.New(rand.NewPCG(3, 4))
+	var with, without time.Duration
+	var stepsWith, stepsWithout int
+	for trial := range 12 {
+		n := 60 + rng.IntN(30)
+		heavy := 5 + rng.IntN(n-10)
+		writes := make([][]string, n)
+		writes[0] = []string{"include/big.h", "src/s0", "src/s1", "src/s2", "src/s3", "src/s4", "src/s5"}
+		var changes []int
+		for c := 1; c < n; c++ {
+			switch {
+			case c == heavy:
+				writes[c] = []string{"include/big.h"}
+			case rng.IntN(3) == 0:
+				writes[c] = []string{fmt.Sprintf("src/s%d", rng.IntN(6))}
+			default:
+				writes[c] = []string{fmt.Sprintf("doc/d%d", c)}
+				continue
+			}
+			changes = append(changes, c)
+		}
+		// version[i][f]: the commit that last wrote file f at commit i.
+		version := make([]map[string]int, n)
+		for i := range n {
+			version[i] = map[string]int{}
+			if i > 0 {
+				maps.Copy(version[i], version[i-1])
+			}
+			for _, f := range writes[i] {
+				version[i][f] = i
+			}
+		}
+		targets := func(f string) int {
+			if f == "include/big.h" {
+				return 300
+			}
+			return 1
+		}
+		culprit := changes[rng.IntN(len(changes))]
+		name := fmt.Sprintf("trial %d: %d commits, %d kernels, big.h at %d, culprit %d", trial, n, len(changes)+1, heavy, culprit)
+		for _, plan := range []bool{true, false} {
+			var b gittest.Builder
+			for c := range n {
+				files := map[string]string{}
+				for _, f := range writes[c] {
+					files[f] = fmt.Sprint(c)
+				}
+				if c == 0 {
+					b.CommitFiles("commit 0", files)
+				} else {
+					b.CommitFiles(fmt.Sprintf("commit %d", c), files, c-1)
+				}
+			}
+			w := &world{t: t, repo: b.Write(t), index: map[string]int{}, calls: map[int]int{}, dir: t.TempDir(), kernel: &pipeline.KernelConfig{}}
+			for i, s := range w.repo.SHAs {
+				w.index[s] = i
+			}
+			w.image = func(i int) string { return fmt.Sprint(version[i]) }
+			w.inputs = func(int) []string {
+				var in []string
+				for _, f := range writes[0] {
+					in = append(in, fmt.Sprintf("%s\t%d", f, targets(f)))
+				}
+				return in
+			}
+			// make's walk and the link, and half a second an object.
+			w.buildCost = func(from, to int) time.Duration {
+				objects := 0
+				for _, f := range writes[0] {
+					if from < 0 || version[from][f] != version[to][f] {
+						objects += targets(f)
+					}
+				}
+				return 20*time.Second + time.Duration(objects)*time.Second/2
+			}
+			w.judge = from(culprit)
+			planning = plan
+			no := false
+			res, err := w.run(Input{Strategy: "fast", Confirm: &no, RevertCheck: "off"})
+			planning = true
+			if err != nil {
+				t.Fatalf("%s, plan %v: %v", name, plan, err)
+			}
+			if res.Outcome != outcome.Found || res.Culprit != w.repo.SHAs[culprit] {
+				t.Fatalf("%s, plan %v: outcome %s culprit c%d (%s); evaluated %v", name, plan, res.Outcome, w.index[res.Culprit], res.Message, w.evaluated)
+			}
+			t.Logf("%s, plan %v: %d evaluations %v, builds %v", name, plan, len(w.evaluated), w.evaluated, w.buildTime)
+			if plan {
+				with += w.buildTime
+				stepsWith += len(w.evaluated)
+			} else {
+				without += w.buildTime
+				stepsWithout += len(w.evaluated)
+			}
+		}
+	}
+	t.Logf("all trials: builds %v planned (%d evaluations), %v at the midpoints (%d evaluations)", with, stepsWith, without, stepsWithout)
+	if with >= without {
+		t.Errorf("planned builds took %v, the midpoints' %v: no saving", with, without)
+	}
+}
+
+// A plan needs a line: the range oldest first, or nil with a merge in it —
+// unless the search walks first parents, whose chain is the line.
+func TestLine(t *testing.T) {
+	//   a - b - c - m - d
+	//    \         /
+	//     x ------
+	linear := []search.Commit{{ID: "b", Parents: []string{"a"}}, {ID: "c", Parents: []string{"b"}}, {ID: "d", Parents: []string{"c"}}}
+	merged := []search.Commit{{ID: "b", Parents: []string{"a"}}, {ID: "c", Parents: []string{"b"}}, {ID: "x", Parents: []string{"a"}},
+		{ID: "m", Parents: []string{"c", "x"}}, {ID: "d", Parents: []string{"m"}}}
+	for _, c := range []struct {
+		name        string
+		nodes       []search.Commit
+		firstParent bool
+		want        []string
+	}{
+		{"linear", linear, false, []string{"b", "c", "d"}},
+		{"a merge", merged, false, nil},
+		{"a merge, first parents", merged, true, []string{"b", "c", "m", "d"}},
+	} {
+		if diff := cmp.Diff(c.want, line(c.nodes, "d", c.firstParent)); diff != "" {
+			t.Errorf("%s (-want +got):\n%s", c.name, diff)
+		}
 	}
 }

@@ -58,6 +58,11 @@ type world struct {
 	// kernel makes the run a kernel run (its options; the pipeline is
 	// still this world).
 	kernel *pipeline.KernelConfig
+	// buildCost, if set, is what building commit to costs after building
+	// commit from (-1: none yet); buildTime sums it over the run.
+	buildCost func(from, to int) time.Duration
+	buildTime time.Duration
+	built     int // 1 + the commit built last (0: none)
 	// last is the session of the last run.
 	last *Session
 	// reused counts the evaluations that took an earlier step's verdict
@@ -115,6 +120,11 @@ func (w *world) Evaluate(ctx context.Context, req pipeline.Request) (pipeline.Ou
 			os.WriteFile(filepath.Join(art, kbuild.InputsFile), []byte(strings.Join(w.inputs(i), "\n")), 0o644)
 			out.Kernel = filepath.Join(art, "bzImage")
 			d := time.Second
+			if w.buildCost != nil {
+				d = w.buildCost(w.built-1, i)
+				w.buildTime += d
+			}
+			w.built = i + 1
 			out.Build = &d
 		}
 		os.WriteFile(out.Kernel, []byte(w.image(i)), 0o644)

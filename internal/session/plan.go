@@ -1,0 +1,208 @@
+package session
+
+import (
+	"math"
+	"path"
+	"slices"
+	"strings"
+
+	"github.com/firstbad/firstbad/internal/journal"
+	"github.com/firstbad/firstbad/internal/outcome"
+	"github.com/firstbad/firstbad/internal/search"
+)
+
+// planning is on but in tests that measure what it saves.
+var planning = true
+
+// line orders the range oldest first when it is a line — no merge, one
+// chain from the bad end down; with firstParent, the chain of first
+// parents, which is all such a search tests: the commits a plan can weigh
+// by the changes between them. Nil otherwise.
+func line(nodes []search.Commit, bad string, firstParent bool) []string {
+	parent := map[string]string{}
+	for _, n := range nodes {
+		if len(n.Parents) > 1 && !firstParent {
+			return nil
+		}
+		if len(n.Parents) > 0 {
+			parent[n.ID] = n.Parents[0]
+		}
+	}
+	in := map[string]bool{}
+	for _, n := range nodes {
+		in[n.ID] = true
+	}
+	var out []string
+	for c := bad; in[c]; c = parent[c] {
+		out = append(out, c)
+		delete(in, c)
+	}
+	if len(out) != len(nodes) && !firstParent {
+		return nil
+	}
+	slices.Reverse(out)
+	return out
+}
+
+// plan is the commit search.Plan chooses on a line of kernels, with the
+// search's expected seconds from here and from git's midpoint; ok is false
+// where it cannot weigh the choices (merges, skipped commits, too many
+// kernels, the build dir's commit off the line, no build timed yet).
+// Costs are the run's own (stepCosts).
+func (f *fast) plan(obs []search.Observation, steps []journal.Step) (commit string, expect, mid float64, ok bool) {
+	if !planning {
+		return "", 0, 0, false
+	}
+	pos := map[string]int{}
+	for i, c := range f.line {
+		pos[c] = i
+	}
+	at, built := pos[f.last]
+	perTarget, fixed, step := stepCosts(steps, f.targets())
+	if len(f.line) == 0 || !built || perTarget <= 0 {
+		return "", 0, 0, false
+	}
+	ranked, err := f.classic.Ranked(obs)
+	if err != nil || len(ranked) < 2 {
+		return "", 0, 0, false
+	}
+	testable := map[string]bool{}
+	for _, r := range ranked {
+		testable[r.Commit] = true
+	}
+	lo, hi := -1, pos[f.bad]
+	for _, o := range obs {
+		p, in := pos[o.Commit]
+		switch {
+		case !in:
+		case o.Verdict == outcome.Good:
+			lo = max(lo, p)
+		case o.Verdict == outcome.Bad:
+			hi = min(hi, p)
+		default:
+			return "", 0, 0, false
+		}
+	}
+	// The kernels: the good end, each testable commit between, the bad
+	// end; and last, where the build dir is.
+	kernels := []int{lo}
+	for p := lo + 1; p < hi; p++ {
+		if testable[f.line[p]] {
+			kernels = append(kernels, p)
+		}
+	}
+	kernels = append(kernels, hi)
+	m := len(kernels) - 1
+	if m < 2 || m > search.MaxPlanKernels {
+		return "", 0, 0, false
+	}
+	kernels = append(kernels, at)
+	weights, most := f.lineWeights(kernels), f.targets()
+	cost := func(i, j int) float64 { return fixed + perTarget*float64(min(weights[i][j], most)) }
+	next, expect, mid := search.Plan(m, m+1, cost, step)
+	return f.line[kernels[next]], expect, mid, true
+}
+
+// lineWeights weighs, for each pair of the given line positions, what make
+// rebuilds to go from one to the other: the files changed between them,
+// each counted once (fileWeight). One walk up the line from each position
+// weighs all its pairs.
+func (f *fast) lineWeights(at []int) [][]int {
+	weight := map[string]int{}
+	w := make([][]int, len(at))
+	for i := range w {
+		w[i] = make([]int, len(at))
+	}
+	for i, a := range at {
+		last := a
+		for _, b := range at {
+			last = max(last, b)
+		}
+		seen := map[string]bool{}
+		total := 0
+		sums := map[int]int{} // position -> weight from a
+		for p := a + 1; p <= last; p++ {
+			for _, file := range f.files[f.line[p]] {
+				if seen[file] {
+					continue
+				}
+				seen[file] = true
+				if _, ok := weight[file]; !ok {
+					weight[file] = f.fileWeight(file)
+				}
+				total += weight[file]
+			}
+			sums[p] = total
+		}
+		for j, b := range at {
+			if b > a {
+				w[i][j], w[j][i] = sums[b], sums[b]
+			}
+		}
+	}
+	return w
+}
+
+// fileWeight is about how many targets make rebuilds when file changes:
+// those that depend on it if a build read it; of the build system, none
+// for a Kconfig file (the config seldom changes with it, and the build
+// says so when it does), a directory's objects for its own makefile, and
+// every target for the rest (the top makefile, an arch's, scripts,
+// objtool's). A file no build uses weighs nothing.
+func (f *fast) fileWeight(file string) int {
+	if n := f.reads.Inputs[file]; n > 0 {
+		return n
+	}
+	switch {
+	case !f.reads.Affects(file), strings.HasPrefix(path.Base(file), "Kconfig"):
+		return 0
+	case dirMakefile(file):
+		return max(1, f.dirObjects(path.Dir(file)))
+	}
+	return f.targets()
+}
+
+// dirMakefile says whether file is a directory's own makefile, not the top
+// one, an arch's, or one of scripts/ or tools/ (which every target uses).
+func dirMakefile(file string) bool {
+	base, dir := path.Base(file), path.Dir(file)
+	if !strings.HasPrefix(base, "Makefile") && !strings.HasPrefix(base, "Kbuild") {
+		return false
+	}
+	top := dir == "." || strings.HasPrefix(dir, "scripts") || strings.HasPrefix(dir, "tools") ||
+		(strings.HasPrefix(dir, "arch/") && strings.Count(dir, "/") == 1)
+	return !top
+}
+
+// dirObjects counts the sources read under dir: about its objects.
+func (f *fast) dirObjects(dir string) int {
+	n := 0
+	for p := range f.reads.Inputs {
+		if strings.HasPrefix(p, dir+"/") && (strings.HasSuffix(p, ".c") || strings.HasSuffix(p, ".S")) {
+			n++
+		}
+	}
+	return n
+}
+
+// stepCosts are a run's seconds per build target (its longest build over
+// the targets a build has: a whole build), the seconds any build costs
+// (its shortest: make's walk of the tree, the link) and a step's seconds
+// besides the build (the median: config, boot, test), from its finished
+// steps.
+func stepCosts(steps []journal.Step, targets int) (perTarget, fixed, step float64) {
+	longest, shortest := 0.0, math.Inf(1)
+	var rest []float64
+	for _, st := range steps {
+		if st.State != journal.StateDone || st.Build == nil {
+			continue
+		}
+		longest, shortest = max(longest, *st.Build), min(shortest, *st.Build)
+		rest = append(rest, max(0, st.Duration-*st.Build))
+	}
+	if targets <= 0 || len(rest) == 0 {
+		return 0, 0, 0
+	}
+	slices.Sort(rest)
+	return max(0, longest-shortest) / float64(targets), shortest, rest[len(rest)/2]
+}
