@@ -180,11 +180,16 @@ func localChecks() []check {
 	} else if _, err := exec.LookPath("bwrap"); err != nil {
 		virtiofs = "no: bwrap not found (apt-get install bubblewrap)"
 	}
+	microvm := "yes: --machine microvm boots a smaller kernel (no PCI, no ACPI)"
+	if err := (&target.QEMU{}).CheckMachine("microvm"); err != nil {
+		microvm = "no: " + err.Error()
+	}
 	debian := "yes: --rootfs debian:RELEASE can make a guest root"
 	if _, err := exec.LookPath("mmdebstrap"); err != nil {
 		debian = "no: mmdebstrap not found (apt-get install mmdebstrap)"
 	}
-	return append(checks, check{"QEMU 9p (--rootfs host, debian:)", nil, ninep}, check{"QEMU virtiofs (--rootfs-share virtiofs)", nil, virtiofs}, check{"mmdebstrap (--rootfs debian:)", nil, debian})
+	return append(checks, check{"QEMU 9p (--rootfs host, debian:)", nil, ninep}, check{"QEMU virtiofs (--rootfs-share virtiofs)", nil, virtiofs},
+		check{"QEMU microvm (--machine microvm)", nil, microvm}, check{"mmdebstrap (--rootfs debian:)", nil, debian})
 }
 
 // hostCheck checks a VM host or libvirt domain, and lets it go.
