@@ -206,6 +206,9 @@ func (gf *guestFlags) checkValues() error {
 			return outcome.InputErr("--guest-test %s: not a readable file", gf.test)
 		}
 	}
+	if err := checkMachine(gf.machine); err != nil {
+		return err
+	}
 	switch {
 	case gf.bootFailure != "skip" && gf.bootFailure != "bad":
 		return outcome.InputErr("--boot-failure must be skip or bad")
@@ -219,8 +222,6 @@ func (gf *guestFlags) checkValues() error {
 		return outcome.InputErr("--boot-timeout must be positive")
 	case !strings.HasPrefix(gf.target, "machine://") && (gf.powerCycle != "" || gf.console != "" || gf.leave || gf.bootMethod != "" || gf.guestKernel != ""):
 		return outcome.InputErr("--power-cycle, --console, --boot-method, --leave-running and --guest-kernel are for --target machine://HOST")
-	case checkMachine(gf.machine) != nil:
-		return checkMachine(gf.machine)
 	case target.Microvm(gf.machine) && (strings.HasPrefix(gf.target, "machine://") || strings.HasPrefix(gf.target, "libvirt://")):
 		return outcome.InputErr("--machine microvm is QEMU's machine type for the guests firstbad starts (--target qemu or ssh://HOST): a machine:// or libvirt:// target boots on its own hardware")
 	case gf.guestKernel != "" && !isKernelImage(gf.guestKernel):
