@@ -185,11 +185,13 @@ func (f *fast) dirObjects(dir string) int {
 	return n
 }
 
-// stepCosts are a run's seconds per build target (its longest build over
-// the targets a build has: a whole build), the seconds any build costs
-// (its shortest: make's walk of the tree, the link) and a step's seconds
-// besides the build (the median: config, boot, test), from its finished
-// steps.
+// stepCosts are a run's seconds per build target, the seconds any build
+// costs (make's walk of the tree, the link) and a step's seconds besides
+// the build (the median: config, boot, test), from its finished steps.
+// The longest build is about a whole one; any build's share is its
+// shortest, but no more than a twentieth of the longest (one build, or
+// only heavy ones, do not show it; an empty rebuild here is ~20 s against
+// ~500 s for a whole one).
 func stepCosts(steps []journal.Step, targets int) (perTarget, fixed, step float64) {
 	longest, shortest := 0.0, math.Inf(1)
 	var rest []float64
@@ -204,5 +206,6 @@ func stepCosts(steps []journal.Step, targets int) (perTarget, fixed, step float6
 		return 0, 0, 0
 	}
 	slices.Sort(rest)
-	return max(0, longest-shortest) / float64(targets), shortest, rest[len(rest)/2]
+	fixed = min(shortest, longest/20)
+	return (longest - fixed) / float64(targets), fixed, rest[len(rest)/2]
 }
