@@ -510,9 +510,12 @@ func (j *buildJob) assemble(ctx context.Context, apply []Option) ([]byte, *Resul
 		return j.make(ctx, 5*time.Minute, os.DevNull, "KCONFIG_CONFIG="+side, target)
 	}
 	if j.o.Base == "tinyconfig" || j.o.Base == "defconfig" {
-		r, err := kc(j.o.Base)
-		if err == nil && r.ExitCode != 0 && ctx.Err() == nil && logHas(j.res.Log, "The base file '.config' does not exist") {
-			r, err = j.baseApart(ctx, side)
+		var r proc.Result
+		var err error
+		if j.o.Base == "tinyconfig" {
+			r, err = j.tinyconfig(ctx, side)
+		} else {
+			r, err = kc(j.o.Base)
 		}
 		if err != nil || r.ExitCode != 0 {
 			res, err := j.b.failed(ctx, j.res, j.log, j.mark, r, err, "make "+j.o.Base)
@@ -589,17 +592,39 @@ func countModules(config string) int {
 	return bytes.Count(data, []byte("=m\n"))
 }
 
-// baseApart makes the base config in a scratch build dir of its own and
-// copies it to the side file: before 5.13 (about) the tinyconfig target
-// merges into a hard-coded .config, ignoring KCONFIG_CONFIG.
-func (j *buildJob) baseApart(ctx context.Context, side string) (proc.Result, error) {
+// tinyconfig makes the tinyconfig base into the side file in a scratch
+// dir of its own that holds no .config. The target is allnoconfig, then
+// tiny.config merged — into a hard-coded .config, not KCONFIG_CONFIG (6.1
+// still has `merge_config.sh -m .config`): made in the build dir, it was
+// merged onto whatever config that dir built last, so a commit's config
+// depended on the dir's past (and each build after a new dir's first
+// rebuilt everything for a config that had drifted). In a dir without a
+// .config, 6.1 merges tiny.config onto nothing and olddefconfig sets the
+// rest to their defaults, as a new build dir always did; trees before
+// ~5.13 refuse to merge without a base, and are made whole in the scratch
+// dir (baseApart). The scratch dir is kept: its conf is built once.
+func (j *buildJob) tinyconfig(ctx context.Context, side string) (proc.Result, error) {
 	scratch := filepath.Join(j.dir, ".firstbad-base")
-	defer os.RemoveAll(scratch)
 	if err := os.MkdirAll(scratch, 0o755); err != nil {
 		return proc.Result{}, outcome.InfraErr("build", err)
 	}
-	fmt.Fprintf(j.log, "firstbad: this tree's %s ignores KCONFIG_CONFIG: making it in a scratch dir\n", j.o.Base)
-	r, err := j.makeIn(ctx, scratch, 5*time.Minute, os.DevNull, j.o.Base)
+	if err := os.Remove(filepath.Join(scratch, ".config")); err != nil && !os.IsNotExist(err) {
+		return proc.Result{}, outcome.InfraErr("build", err)
+	}
+	r, err := j.makeIn(ctx, scratch, 5*time.Minute, os.DevNull, "KCONFIG_CONFIG="+side, "tinyconfig")
+	if err == nil && r.ExitCode != 0 && ctx.Err() == nil && bytes.Contains(logFrom(j.res.Log, j.mark), []byte("The base file '.config' does not exist")) {
+		return j.baseApart(ctx, scratch, side)
+	}
+	return r, err
+}
+
+// baseApart makes tinyconfig whole in scratch (no KCONFIG_CONFIG: the
+// merge's hard-coded .config is then allnoconfig's) and copies it to the
+// side file: before ~5.13 the target cannot merge into KCONFIG_CONFIG.
+func (j *buildJob) baseApart(ctx context.Context, scratch, side string) (proc.Result, error) {
+	fmt.Fprintf(j.log, "firstbad: this tree's tinyconfig ignores KCONFIG_CONFIG: making it whole in a scratch dir\n")
+	os.Remove(filepath.Join(scratch, ".config"))
+	r, err := j.makeIn(ctx, scratch, 5*time.Minute, os.DevNull, "tinyconfig")
 	if err != nil || r.ExitCode != 0 {
 		return r, err
 	}
@@ -620,12 +645,6 @@ func logFrom(log string, from int64) []byte {
 		data = data[from:]
 	}
 	return data
-}
-
-// logHas says whether the build log holds s.
-func logHas(log, s string) bool {
-	data, _ := os.ReadFile(log)
-	return bytes.Contains(data, []byte(s))
 }
 
 // copyBase is a user's base config copied into the side file.

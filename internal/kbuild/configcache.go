@@ -45,7 +45,9 @@ func (j *buildJob) configKey(applied []Option) string {
 			fmt.Fprintln(h, line)
 		}
 	}
-	fmt.Fprintf(h, "base %s\narch %s\ncc %s %s %v %s\n", j.o.Base, j.o.Arch, j.o.CC, j.compiler(), j.o.LLVM, j.o.CrossCompile)
+	// "clean": tinyconfig made where no .config is (buildJob.tinyconfig);
+	// configs cached before could be merged onto a build dir's last one.
+	fmt.Fprintf(h, "base %s clean\narch %s\ncc %s %s %v %s\n", j.o.Base, j.o.Arch, j.o.CC, j.compiler(), j.o.LLVM, j.o.CrossCompile)
 	if j.o.Base != "tinyconfig" && j.o.Base != "defconfig" {
 		data, _ := os.ReadFile(j.o.Base)
 		h.Write(data)

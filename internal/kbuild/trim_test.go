@@ -1,6 +1,7 @@
 package kbuild
 
 import (
+	"bytes"
 	"context"
 	"os"
 	"os/exec"
@@ -98,10 +99,22 @@ func TestTrimModules(t *testing.T) {
 // says what it did.
 func assemble(t *testing.T, src string, o Options, apply []Option) []byte {
 	t.Helper()
+	return assembleAfter(t, src, o, apply, nil)
+}
+
+// assembleAfter is assemble in a build dir whose last build's .config was
+// prior (none if nil).
+func assembleAfter(t *testing.T, src string, o Options, apply []Option, prior []byte) []byte {
+	t.Helper()
 	dir := t.TempDir()
 	j := &buildJob{b: &Builder{CacheDir: dir}, o: o.withDefaults(), req: Request{Src: src, LogDir: dir}, tc: toolchain.Host(), dir: filepath.Join(dir, "build")}
 	if err := os.MkdirAll(j.dir, 0o755); err != nil {
 		t.Fatal(err)
+	}
+	if prior != nil {
+		if err := os.WriteFile(filepath.Join(j.dir, ".config"), prior, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	if err := j.openLog(); err != nil {
 		t.Fatal(err)
@@ -156,5 +169,26 @@ func TestMicrovmConfig(t *testing.T) {
 				}
 			}
 		})
+	}
+}
+
+// The tinyconfig base is the same whatever config the build dir built
+// last: 6.1's tinyconfig merges tiny.config into a hard-coded .config, and
+// made in the build dir it drifted with each build (the second build of a
+// run then rebuilt everything). It is what a new build dir always made.
+func TestTinyconfigBase(t *testing.T) {
+	src := kconfigTree(t)
+	want := assembleAfter(t, src, Options{}, nil, nil)
+	other := assemble(t, src, Options{Base: "defconfig"}, nil)
+	for _, c := range []struct {
+		name  string
+		prior []byte
+	}{
+		{"after a build of defconfig", other},
+		{"after a build of itself", want},
+	} {
+		if got := assembleAfter(t, src, Options{}, nil, c.prior); !bytes.Equal(got, want) {
+			t.Errorf("%s: another base (%d options set, %d in a new build dir)", c.name, bytes.Count(got, []byte("=y\n")), bytes.Count(want, []byte("=y\n")))
+		}
 	}
 }
