@@ -6,7 +6,6 @@ import (
 	"slices"
 	"strings"
 
-	"github.com/firstbad/firstbad/internal/journal"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/search"
 )
@@ -44,12 +43,25 @@ func line(nodes []search.Commit, bad string, firstParent bool) []string {
 	return out
 }
 
+// The plan's costs, in steps (a step's config, boot and test): a build
+// costs planFixed (make's walk, the link) and planWhole's share of its
+// targets. Here a whole build of a small config is ~500 s at 2 jobs, an
+// empty one ~20 s, a step ~10-15 s besides. Constants, not the run's
+// timings: a second run of the same bisect must choose the same steps to
+// find each kernel in the artifact cache (a warm run's builds take seconds
+// and would make every build look free), and one run's first builds say
+// little of its later ones.
+const (
+	planFixed = 2.0
+	planWhole = 40.0
+)
+
 // plan is the commit search.Plan chooses on a line of kernels, with the
-// search's expected seconds from here and from git's midpoint; ok is false
-// where it cannot weigh the choices (merges, skipped commits, too many
-// kernels, the build dir's commit off the line, no build timed yet).
-// Costs are the run's own (stepCosts).
-func (f *fast) plan(obs []search.Observation, steps []journal.Step) (commit string, expect, mid float64, ok bool) {
+// search's expected cost from here and from git's midpoint (in steps);
+// ok is false where it cannot weigh the choices (merges, skipped commits,
+// too many kernels, the build dir's commit off the line, no build's inputs
+// yet).
+func (f *fast) plan(obs []search.Observation) (commit string, expect, mid float64, ok bool) {
 	if !planning {
 		return "", 0, 0, false
 	}
@@ -58,8 +70,7 @@ func (f *fast) plan(obs []search.Observation, steps []journal.Step) (commit stri
 		pos[c] = i
 	}
 	at, built := pos[f.last]
-	perTarget, fixed, step := stepCosts(steps, f.targets())
-	if len(f.line) == 0 || !built || perTarget <= 0 {
+	if len(f.line) == 0 || !built || f.targets() == 0 {
 		return "", 0, 0, false
 	}
 	ranked, err := f.classic.Ranked(obs)
@@ -98,8 +109,10 @@ func (f *fast) plan(obs []search.Observation, steps []journal.Step) (commit stri
 	}
 	kernels = append(kernels, at)
 	weights, most := f.lineWeights(kernels), f.targets()
-	cost := func(i, j int) float64 { return fixed + perTarget*float64(min(weights[i][j], most)) }
-	next, expect, mid := search.Plan(m, m+1, cost, step)
+	cost := func(i, j int) float64 {
+		return planFixed + (planWhole-planFixed)*float64(min(weights[i][j], most))/float64(most)
+	}
+	next, expect, mid := search.Plan(m, m+1, cost, 1)
 	return f.line[kernels[next]], expect, mid, true
 }
 
@@ -185,27 +198,5 @@ func (f *fast) dirObjects(dir string) int {
 	return n
 }
 
-// stepCosts are a run's seconds per build target, the seconds any build
-// costs (make's walk of the tree, the link) and a step's seconds besides
-// the build (the median: config, boot, test), from its finished steps.
-// The longest build is about a whole one; any build's share is its
-// shortest, but no more than a twentieth of the longest (one build, or
-// only heavy ones, do not show it; an empty rebuild here is ~20 s against
-// ~500 s for a whole one).
-func stepCosts(steps []journal.Step, targets int) (perTarget, fixed, step float64) {
-	longest, shortest := 0.0, math.Inf(1)
-	var rest []float64
-	for _, st := range steps {
-		if st.State != journal.StateDone || st.Build == nil {
-			continue
-		}
-		longest, shortest = max(longest, *st.Build), min(shortest, *st.Build)
-		rest = append(rest, max(0, st.Duration-*st.Build))
-	}
-	if targets <= 0 || len(rest) == 0 {
-		return 0, 0, 0
-	}
-	slices.Sort(rest)
-	fixed = min(shortest, longest/20)
-	return (longest - fixed) / float64(targets), fixed, rest[len(rest)/2]
-}
+// round1 rounds to a tenth, for the log.
+func round1(x float64) float64 { return math.Round(x*10) / 10 }

@@ -192,14 +192,14 @@ func (r *run) cheaper(ctx context.Context, d search.Decision) search.Decision {
 	if !ok {
 		return d
 	}
-	if choice, expect, mid, ok := f.plan(r.obs, r.steps); ok {
+	if choice, expect, mid, ok := f.plan(r.obs); ok {
 		weight := f.recompiles(ctx, r.repo, choice)
 		if choice != d.Next {
-			r.s.Log.Info("a split less even, cheaper to build: the search's expected seconds are least from it", "commit", short(choice),
-				"expected_recompiles", min(weight, f.targets()), "expected_s", int(expect), "from_the_midpoint_s", int(mid), "instead_of", short(d.Next))
+			r.s.Log.Info("a split less even, cheaper to build: the search's expected cost is least from it", "commit", short(choice),
+				"expected_recompiles", min(weight, f.targets()), "expected_cost_steps", round1(expect), "from_the_midpoint", round1(mid), "instead_of", short(d.Next))
 			d.Next = choice
 		} else {
-			r.s.Log.Info("next", "commit", short(choice), "expected_recompiles", min(weight, f.targets()), "expected_s", int(expect))
+			r.s.Log.Info("next", "commit", short(choice), "expected_recompiles", min(weight, f.targets()), "expected_cost_steps", round1(expect))
 		}
 		return d
 	}
