@@ -81,18 +81,9 @@ func (f *fast) plan(obs []search.Observation) (commit string, expect, mid float6
 	for _, r := range ranked {
 		testable[r.Commit] = true
 	}
-	lo, hi := -1, pos[f.bad]
-	for _, o := range obs {
-		p, in := pos[o.Commit]
-		switch {
-		case !in:
-		case o.Verdict == outcome.Good:
-			lo = max(lo, p)
-		case o.Verdict == outcome.Bad:
-			hi = min(hi, p)
-		default:
-			return "", 0, 0, false
-		}
+	lo, hi, ok := bounds(obs, pos, pos[f.bad])
+	if !ok {
+		return "", 0, 0, false
 	}
 	// The kernels: the good end, each testable commit between, the bad
 	// end; and last, where the build dir is.
@@ -114,6 +105,26 @@ func (f *fast) plan(obs []search.Observation) (commit string, expect, mid float6
 	}
 	next, expect, mid := search.Plan(m, m+1, cost, 1)
 	return f.line[kernels[next]], expect, mid, true
+}
+
+// bounds are the line positions of the newest good commit (-1: the good
+// end below the line) and the oldest bad one (bad if none tested bad); ok
+// is false once a commit on the line was skipped.
+func bounds(obs []search.Observation, pos map[string]int, bad int) (lo, hi int, ok bool) {
+	lo, hi = -1, bad
+	for _, o := range obs {
+		p, in := pos[o.Commit]
+		switch {
+		case !in:
+		case o.Verdict == outcome.Good:
+			lo = max(lo, p)
+		case o.Verdict == outcome.Bad:
+			hi = min(hi, p)
+		default:
+			return 0, 0, false
+		}
+	}
+	return lo, hi, true
 }
 
 // lineWeights weighs, for each pair of the given line positions, what make
