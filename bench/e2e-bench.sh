@@ -8,9 +8,10 @@
 #       the story
 #   (b) the same script as a skilled user would tune it: a persistent
 #       out-of-tree build dir and ccache (fresh ccache)
-#   (c) firstbad run with its defaults (lazy endpoint checks, confirmation),
-#       fresh ccache and cache dir; then again warm (a second run over the
-#       same range)
+#   (c) firstbad run with its defaults (the bad endpoint checked first,
+#       confirmation, revert check), fresh ccache and cache dir; then again
+#       warm (a second run over the same range); then cold again with git
+#       bisect run's contract (--endpoint-check lazy --revert-check off)
 #
 # It prints each flow's culprit, builds and wall time, the ratios a/c, b/c
 # and c/b, firstbad's own overhead (wall time minus build, boot and test
@@ -53,18 +54,23 @@ frag=$PWD/examples/autogroup/kconfig
 jq_() { python3 -c "import json,sys; r=json.load(open(sys.argv[1])); print($1)" "$2"; }
 
 # (c) firstbad, cold then warm.
-c_run() { # label cachedir
-  local t0 t1
+c_run() { # label cachedir [run flags]
+  local t0 t1 label=$1 cache=$2
+  shift 2
   t0=$(now)
-  "$fb" --state-dir "$work/state-$1" --cache-dir "$2" --json run --repo "$hist" --good base --bad tip \
-    --guest-test "$test" --kconfig "$frag" --timeout 2m > "$work/$1.json" 2> "$work/$1.log" || true
+  "$fb" --state-dir "$work/state-$label" --cache-dir "$cache" --json run --repo "$hist" --good base --bad tip \
+    --guest-test "$test" --kconfig "$frag" --timeout 2m "$@" > "$work/$label.json" 2> "$work/$label.log" || true
   t1=$(now)
-  echo "$t1 - $t0" | bc > "$work/$1.wall"
+  echo "$t1 - $t0" | bc > "$work/$label.wall"
 }
 echo "(c) firstbad run, cold (fresh ccache and cache dir)..."
 CCACHE_DIR=$work/ccache-c c_run cold "$work/cache-c"
 echo "(c) firstbad run, warm (a second run over the same range)..."
 CCACHE_DIR=$work/ccache-c c_run warm "$work/cache-c"
+# git bisect run's contract: the endpoints taken on trust, no revert check
+# (the confirmation stays). Fresh caches again.
+echo "(c) firstbad run, cold, --endpoint-check lazy --revert-check off..."
+CCACHE_DIR=$work/ccache-l c_run lazy "$work/cache-l" --endpoint-check lazy --revert-check off
 culprit=$(jq_ 'r["culprit"] or "none"' "$work/cold.json")
 [ "$culprit" != none ] || { echo "firstbad found no culprit:"; tail -20 "$work/cold.log"; exit 1; }
 config=$(ls -t "$work"/cache-c/artifacts/*/config | head -1)
@@ -177,6 +183,10 @@ printf '%-44s %-12.12s %6d %8.0fs  (%s)\n' "(a) git bisect run, clean build, no 
 printf '%-44s %-12.12s %6d %8.0fs\n' "(b) git bisect run, O= build dir + ccache" "$b_culprit" "$b_builds" "$b_wall"
 printf '%-44s %-12.12s %6d %8.0fs  (%d kernels tested: endpoints, steps, confirmation, revert)\n' "(c) firstbad run, cold" "$culprit" "$c_builds" "$c_wall" "$c_steps"
 printf '%-44s %-12.12s %6s %8.0fs\n' "(c) firstbad run, warm" "$w_culprit" - "$w_wall"
+l_wall=$(cat "$work/lazy.wall")
+l_culprit=$(jq_ 'r["culprit"] or "none"' "$work/lazy.json")
+l_builds=$(ls "$work"/cache-l/artifacts | grep -vc '^\.' || true)
+printf '%-44s %-12.12s %6d %8.0fs  (the endpoints on trust, no revert check)\n' "(c) firstbad run, cold, lazy" "$l_culprit" "$l_builds" "$l_wall"
 read -r c_strategy c_search c_same < <(jq_ 'r["strategy"], len(r["steps"]), r.get("same_kernel_commits", 0)' "$work/cold.json" | tr -d '(),')
 printf 'search steps: (b) git bisect %d; (c) --strategy %s %d, %s candidates never built (they change no file the builds read)\n' \
   "$b_builds" "$c_strategy" "$c_search" "$c_same"
@@ -184,9 +194,10 @@ printf 'build seconds (config + make): (b) %.0fs, (c) %.0fs; per step (b), build
   "$(awk '{printf "%s%.0f+%.0f", (NR > 1 ? ", " : ""), $2, $3}' "$work/steps-b")"
 echo
 same=yes
-[ "$a_culprit" = "$culprit" ] && [ "$b_culprit" = "$culprit" ] && [ "$w_culprit" = "$culprit" ] || same=NO
+[ "$a_culprit" = "$culprit" ] && [ "$b_culprit" = "$culprit" ] && [ "$w_culprit" = "$culprit" ] && [ "$l_culprit" = "$culprit" ] || same=NO
 printf 'culprits equal: %s\n' "$same"
 printf 'a/c = %.2fx   b/c = %.2fx   c/b = %.2f (target <= 0.6)\n' \
   "$(echo "$a_wall / $c_wall" | bc -l)" "$(echo "$b_wall / $c_wall" | bc -l)" "$(echo "$c_wall / $b_wall" | bc -l)"
+printf 'c/b with git bisect run'"'"'s contract (lazy) = %.2f\n' "$(echo "$l_wall / $b_wall" | bc -l)"
 printf 'firstbad overhead: %.1fs = %.2f%% of its wall time (target < 2%%)\n' "$overhead" "$(echo "100 * $overhead / $c_wall" | bc -l)"
 printf 'warm/cold: %.1f%% (target < 20%%)\n' "$(echo "100 * $w_wall / $c_wall" | bc -l)"
