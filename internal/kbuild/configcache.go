@@ -66,7 +66,7 @@ func (j *buildJob) configKey(applied []Option) string {
 func configInput(name, arch string) bool {
 	base := path.Base(name)
 	switch {
-	case kconfigFile(name), strings.HasPrefix(name, "scripts/"), name == "Makefile":
+	case KconfigFile(name), strings.HasPrefix(name, "scripts/"), name == "Makefile":
 		return true
 	case strings.HasPrefix(name, "arch/") && (base == "Makefile" || strings.Contains(name, "/configs/")):
 		// arch/x86 serves x86_64 and i386: keep every arch's, it is cheap.

@@ -145,14 +145,14 @@ func (r Reads) Affects(p string) bool {
 	case "":
 		return true
 	case "Documentation":
-		return kconfigFile(p) // sourced by the top Kconfig
+		return KconfigFile(p) // sourced by the top Kconfig
 	default:
 		return r.trees[t]
 	}
 }
 
-// kconfigFile says whether p is a Kconfig file (Kconfig, Kconfig.debug...).
-func kconfigFile(p string) bool { return strings.HasPrefix(path.Base(p), "Kconfig") }
+// KconfigFile says whether p is a Kconfig file (Kconfig, Kconfig.debug...).
+func KconfigFile(p string) bool { return strings.HasPrefix(path.Base(p), "Kconfig") }
 
 // tree is the part of the tree that p belongs to when only some builds use
 // that part (see Affects): arch/<arch>, tools/<tool> (tools/lib/<lib>),

@@ -114,7 +114,7 @@ func (j *buildJob) sameAs(cache *Cache, final []byte) (built, Artifact, []string
 		}
 		// The configs are the same (above), and a Kconfig file does nothing
 		// but make the config.
-		if read, ok := ReadBy(a.Kernel, slices.DeleteFunc(slices.Clone(changed), kconfigFile)); !ok || len(read) > 0 {
+		if read, ok := ReadBy(a.Kernel, slices.DeleteFunc(slices.Clone(changed), KconfigFile)); !ok || len(read) > 0 {
 			continue
 		}
 		return b, a, changed, true

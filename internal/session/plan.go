@@ -6,6 +6,7 @@ import (
 	"slices"
 	"strings"
 
+	"github.com/firstbad/firstbad/internal/kbuild"
 	"github.com/firstbad/firstbad/internal/outcome"
 	"github.com/firstbad/firstbad/internal/search"
 )
@@ -178,7 +179,7 @@ func (f *fast) fileWeight(file string) int {
 		return n
 	}
 	switch {
-	case !f.reads.Affects(file), strings.HasPrefix(path.Base(file), "Kconfig"):
+	case !f.reads.Affects(file), kbuild.KconfigFile(file):
 		return 0
 	case dirMakefile(file):
 		return max(1, f.dirObjects(path.Dir(file)))
